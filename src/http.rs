@@ -1,0 +1,26 @@
+//! The HTTP listener's routes: health, metrics, and the WebSocket/HTTP edges.
+
+use crate::server::State;
+use warp::filters::BoxedFilter;
+use warp::reply::Reply;
+use warp::Filter;
+
+pub fn routes(state: State) -> BoxedFilter<(warp::reply::Response,)> {
+    let healthz = warp::path("healthz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| {
+            warp::reply::with_header(
+                crate::metrics::render(),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        });
+    let _ = &state;
+    healthz.or(metrics).unify().boxed()
+}

@@ -1,0 +1,29 @@
+//! herald: one binary for Laravel broadcasting.
+//!
+//! A Laravel app's `redis` broadcaster (or any Redis client) publishes over RESP; the
+//! in-process broker matches channels and Redis glob patterns; WebSocket edges deliver
+//! to browsers speaking socket.io (Laravel Echo's socket.io connector) or the Pusher
+//! protocol (Echo's reverb/pusher connectors, pusher-js).
+//!
+//! The module map:
+//! - [`config`]: CLI flags, `HERALD_*` environment variables, the TOML file.
+//! - [`server`]: binds the listeners, shares state, shuts down cleanly.
+//! - [`broker`]: the pub/sub engine; knows nothing of any protocol.
+//! - [`outbox`]: each connection's bounded queue of encoded frames.
+//! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
+//! - [`laravel`]: Laravel's envelope and channel naming conventions.
+//! - [`ws`]: WebSocket upgrade and framing, lean enough for 10,000s of idle sockets.
+//! - [`http`]: the warp routes that join the HTTP edges, health and metrics.
+//! - [`metrics`]: process-wide counters.
+//! - [`logging`]: tracing set-up (pretty or JSON).
+
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod laravel;
+pub mod logging;
+pub mod metrics;
+pub mod outbox;
+pub mod resp;
+pub mod server;
+pub mod ws;

@@ -1,0 +1,97 @@
+//! Process-wide counters: what INFO, `/metrics` and the logs report.
+//!
+//! Plain relaxed atomics: each is bumped on its own path and read rarely.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A gauge that goes up and down (open connections).
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub const fn new() -> Self {
+        Gauge(AtomicU64::new(0))
+    }
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Gauge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Subscribers disconnected because their outbox overflowed (any protocol).
+pub static SLOW_CONSUMERS_DROPPED: Counter = Counter::new();
+/// Connections accepted on the RESP port since start.
+pub static RESP_CONNECTIONS_TOTAL: Counter = Counter::new();
+/// RESP connections open now.
+pub static RESP_CONNECTIONS: Gauge = Gauge::new();
+/// RESP connections refused because maxclients was reached.
+pub static RESP_REJECTED: Counter = Counter::new();
+/// RESP commands processed.
+pub static RESP_COMMANDS: Counter = Counter::new();
+/// WebSocket connections open now (socket.io and Pusher).
+pub static WS_CONNECTIONS: Gauge = Gauge::new();
+/// Publications that were not a Laravel envelope and so were not sent to WebSocket clients.
+pub static NON_LARAVEL_PAYLOADS: Counter = Counter::new();
+
+/// Prometheus text exposition of the counters above.
+pub fn render() -> String {
+    let rows: [(&str, &str, u64); 7] = [
+        (
+            "herald_slow_consumers_dropped_total",
+            "counter",
+            SLOW_CONSUMERS_DROPPED.get(),
+        ),
+        (
+            "herald_resp_connections_total",
+            "counter",
+            RESP_CONNECTIONS_TOTAL.get(),
+        ),
+        ("herald_resp_connections", "gauge", RESP_CONNECTIONS.get()),
+        ("herald_resp_rejected_total", "counter", RESP_REJECTED.get()),
+        ("herald_resp_commands_total", "counter", RESP_COMMANDS.get()),
+        ("herald_ws_connections", "gauge", WS_CONNECTIONS.get()),
+        (
+            "herald_non_laravel_payloads_total",
+            "counter",
+            NON_LARAVEL_PAYLOADS.get(),
+        ),
+    ];
+    let mut s = String::new();
+    for (name, kind, v) in rows {
+        s.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
+    }
+    s
+}

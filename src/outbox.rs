@@ -1,0 +1,257 @@
+//! The bounded queue between publishers and one connection's writer.
+//!
+//! Every connection (RESP subscriber, socket.io or Pusher WebSocket) owns one. A
+//! publisher pushes already-encoded, shared frames (`Bytes` clones, no copy) and never
+//! waits; the connection's own task drains everything queued at once and writes it in
+//! one go. The limits are Redis's `client-output-buffer-limit pubsub` policy: past the
+//! hard limit, or above the soft limit for longer than its window, the outbox closes
+//! itself and the connection is dropped with that reason, so memory cannot grow
+//! without bound because one reader is slow.
+//!
+//! An idle outbox holds no heap memory: the queue allocates only when frames wait.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// Redis's pubsub output-buffer policy, in bytes and seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Disconnect at once when queued bytes exceed this (0: no hard limit).
+    pub hard_bytes: usize,
+    /// Disconnect when queued bytes stay above this for `soft_window` (0: no soft limit).
+    pub soft_bytes: usize,
+    pub soft_window: Duration,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            hard_bytes: 32 * 1024 * 1024,
+            soft_bytes: 8 * 1024 * 1024,
+            soft_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why an outbox stopped taking frames.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Over the hard limit.
+    HardLimit,
+    /// Over the soft limit for longer than its window.
+    SoftLimit,
+    /// Closed by the server (kicked, shutdown, protocol decision), with a reason for logs.
+    Server(&'static str),
+}
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Closed::HardLimit => f.write_str("output buffer over its hard limit"),
+            Closed::SoftLimit => f.write_str("output buffer over its soft limit for too long"),
+            Closed::Server(why) => f.write_str(why),
+        }
+    }
+}
+
+impl Closed {
+    /// True when the connection was dropped for being too slow a reader.
+    pub fn is_overflow(&self) -> bool {
+        matches!(self, Closed::HardLimit | Closed::SoftLimit)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Bytes>,
+    bytes: usize,
+    soft_since: Option<Instant>,
+    closed: Option<Closed>,
+    waker: Option<Waker>,
+}
+
+/// One connection's queue of outgoing frames.
+pub struct Outbox {
+    state: Mutex<State>,
+    limits: OutboxLimits,
+}
+
+impl Outbox {
+    pub fn new(limits: OutboxLimits) -> Self {
+        Outbox {
+            state: Mutex::new(State::default()),
+            limits,
+        }
+    }
+
+    /// Queue one frame. Returns false when the outbox is (or just became) closed.
+    pub fn push(&self, frame: Bytes) -> bool {
+        self.push_all(std::slice::from_ref(&frame))
+    }
+
+    /// Queue several frames that belong together (they are never split by a close).
+    pub fn push_all(&self, frames: &[Bytes]) -> bool {
+        let mut st = self.state.lock();
+        if st.closed.is_some() {
+            return false;
+        }
+        let added: usize = frames.iter().map(Bytes::len).sum();
+        let total = st.bytes + added;
+        let verdict = self.check_limits(&mut st, total);
+        if let Some(reason) = verdict {
+            Self::shut(&mut st, reason);
+            return false;
+        }
+        st.queue.extend(frames.iter().cloned());
+        st.bytes = total;
+        if let Some(w) = st.waker.take() {
+            drop(st);
+            w.wake();
+        }
+        true
+    }
+
+    fn check_limits(&self, st: &mut State, total: usize) -> Option<Closed> {
+        let l = &self.limits;
+        if l.hard_bytes > 0 && total > l.hard_bytes {
+            return Some(Closed::HardLimit);
+        }
+        if l.soft_bytes > 0 && total > l.soft_bytes {
+            let since = *st.soft_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= l.soft_window {
+                return Some(Closed::SoftLimit);
+            }
+        } else {
+            st.soft_since = None;
+        }
+        None
+    }
+
+    fn shut(st: &mut State, reason: Closed) {
+        st.closed = Some(reason);
+        st.queue = VecDeque::new();
+        st.bytes = 0;
+        if let Some(w) = st.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Close the outbox: queued frames are dropped and the drainer learns `reason`.
+    pub fn close(&self, reason: Closed) {
+        let mut st = self.state.lock();
+        if st.closed.is_none() {
+            Self::shut(&mut st, reason);
+        }
+    }
+
+    /// Why the outbox closed, if it did.
+    pub fn closed(&self) -> Option<Closed> {
+        self.state.lock().closed.clone()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
+
+    /// Wait until frames are queued, then move all of them into `out`.
+    /// Err when the outbox is closed.
+    pub async fn drain(&self, out: &mut Vec<Bytes>) -> Result<(), Closed> {
+        poll_fn(|cx| {
+            let mut st = self.state.lock();
+            if let Some(reason) = &st.closed {
+                return Poll::Ready(Err(reason.clone()));
+            }
+            if st.queue.is_empty() {
+                st.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            out.extend(st.queue.drain(..));
+            st.bytes = 0;
+            st.soft_since = None;
+            if st.queue.capacity() > 64 {
+                st.queue = VecDeque::new();
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Move whatever is queued into `out` without waiting.
+    pub fn take_now(&self, out: &mut Vec<Bytes>) -> Result<(), Closed> {
+        let mut st = self.state.lock();
+        if let Some(reason) = &st.closed {
+            return Err(reason.clone());
+        }
+        out.extend(st.queue.drain(..));
+        st.bytes = 0;
+        st.soft_since = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(hard: usize, soft: usize, window_ms: u64) -> OutboxLimits {
+        OutboxLimits {
+            hard_bytes: hard,
+            soft_bytes: soft,
+            soft_window: Duration::from_millis(window_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn drains_everything_in_order() {
+        let ob = Outbox::new(OutboxLimits::default());
+        assert!(ob.push(Bytes::from_static(b"a")));
+        assert!(ob.push_all(&[Bytes::from_static(b"b"), Bytes::from_static(b"c")]));
+        let mut out = Vec::new();
+        ob.drain(&mut out).await.unwrap();
+        assert_eq!(out, vec!["a", "b", "c"]);
+        assert_eq!(ob.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn hard_limit_closes_and_drops() {
+        let ob = Outbox::new(limits(10, 0, 0));
+        assert!(ob.push(Bytes::from(vec![0u8; 10])));
+        assert!(!ob.push(Bytes::from_static(b"x")));
+        assert_eq!(ob.closed(), Some(Closed::HardLimit));
+        assert_eq!(ob.queued_bytes(), 0);
+        assert!(
+            !ob.push(Bytes::from_static(b"y")),
+            "a closed outbox takes nothing"
+        );
+    }
+
+    #[test]
+    fn soft_limit_needs_its_window() {
+        let ob = Outbox::new(limits(0, 4, 30));
+        assert!(
+            ob.push(Bytes::from(vec![0u8; 5])),
+            "over soft: still inside the window"
+        );
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!ob.push(Bytes::from_static(b"x")));
+        assert_eq!(ob.closed(), Some(Closed::SoftLimit));
+    }
+
+    #[tokio::test]
+    async fn close_wakes_the_drainer() {
+        let ob = std::sync::Arc::new(Outbox::new(OutboxLimits::default()));
+        let waiter = {
+            let ob = ob.clone();
+            tokio::spawn(async move { ob.drain(&mut Vec::new()).await })
+        };
+        tokio::task::yield_now().await;
+        ob.close(Closed::Server("test"));
+        assert_eq!(waiter.await.unwrap(), Err(Closed::Server("test")));
+    }
+}

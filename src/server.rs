@@ -1,0 +1,86 @@
+//! Starting and stopping herald: bind the listeners, share the state, shut down cleanly.
+//!
+//! `start` is what `main` runs and what the Rust integration tests run in-process. On
+//! shutdown one `CancellationToken` reaches every listener and connection: listeners
+//! stop accepting, RESP connections finish the replies in flight, WebSocket
+//! connections send their protocol's goodbye, and `Running::stopped` resolves when the
+//! listeners are done (bounded by a grace period).
+
+use crate::broker::Broker;
+use crate::config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Everything the edges share.
+pub struct Shared {
+    pub config: Config,
+    pub broker: Arc<Broker>,
+    /// Cancelled once, when the server begins to shut down.
+    pub shutdown: CancellationToken,
+    pub started: Instant,
+}
+
+pub type State = Arc<Shared>;
+
+/// A started server.
+pub struct Running {
+    pub redis_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub state: State,
+    tasks: JoinSet<()>,
+}
+
+/// How long connections get to finish after shutdown begins.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Bind both listeners and serve. Ports of 0 pick free ones; the bound addresses are
+/// logged and returned.
+pub async fn start(config: Config) -> std::io::Result<Running> {
+    let redis = TcpListener::bind(config.redis_bind).await?;
+    let http = TcpListener::bind(config.http_bind).await?;
+    let (redis_addr, http_addr) = (redis.local_addr()?, http.local_addr()?);
+    let state = Arc::new(Shared {
+        config,
+        broker: Arc::new(Broker::new()),
+        shutdown: CancellationToken::new(),
+        started: Instant::now(),
+    });
+    let mut tasks = JoinSet::new();
+    tasks.spawn(crate::resp::serve(redis, state.clone()));
+    let routes = crate::http::routes(state.clone());
+    let stop = state.shutdown.clone();
+    tasks.spawn(
+        warp::serve(routes)
+            .incoming(http)
+            .graceful(async move { stop.cancelled().await })
+            .run(),
+    );
+    tracing::info!(%redis_addr, "RESP (Redis protocol) listening");
+    tracing::info!(%http_addr, "HTTP and WebSocket listening");
+    Ok(Running {
+        redis_addr,
+        http_addr,
+        state,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Begin shutting down; `stopped` waits for the end.
+    pub fn shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+
+    /// Wait until the listeners have finished, at most the grace period after shutdown.
+    pub async fn stopped(mut self) {
+        self.state.shutdown.cancelled().await;
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(GRACE, all).await.is_err() {
+            tracing::warn!("connections still open after {GRACE:?}; closing them");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The HTTP side of a WebSocket upgrade: header checks, `Sec-WebSocket-Accept`, the 101.
+
+use base64::Engine;
+use http::{HeaderMap, StatusCode};
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
+use std::future::Future;
+use warp::filters::BoxedFilter;
+use warp::reply::Reply;
+use warp::Filter;
+
+/// The upgraded byte stream a WebSocket speaks over.
+pub type WsStream = TokioIo<Upgraded>;
+
+const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// A request that asked to become a WebSocket; answer it with [`Upgrade::reply`].
+pub struct Upgrade {
+    accept: String,
+    on_upgrade: OnUpgrade,
+}
+
+fn header_has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+/// Matches a valid WebSocket upgrade request (RFC 6455 §4.2.1) and extracts what is
+/// needed to finish it. Other requests are rejected so other routes may take them.
+pub fn upgrade() -> BoxedFilter<(Upgrade,)> {
+    warp::get()
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<OnUpgrade>())
+        .and_then(
+            |headers: HeaderMap, on_upgrade: Option<OnUpgrade>| async move {
+                let ok = header_has_token(&headers, "connection", "upgrade")
+                    && header_has_token(&headers, "upgrade", "websocket")
+                    && headers
+                        .get("sec-websocket-version")
+                        .is_some_and(|v| v == "13");
+                let key = headers.get("sec-websocket-key");
+                match (ok, key, on_upgrade) {
+                    (true, Some(key), Some(on_upgrade)) => {
+                        let mut sha = Sha1::new();
+                        sha.update(key.as_bytes());
+                        sha.update(GUID.as_bytes());
+                        let accept =
+                            base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+                        Ok(Upgrade { accept, on_upgrade })
+                    }
+                    _ => Err(warp::reject::not_found()),
+                }
+            },
+        )
+        .boxed()
+}
+
+impl Upgrade {
+    /// Answer 101 and run `session` on the upgraded stream once hyper hands it over.
+    pub fn reply<F, Fut>(self, session: F) -> impl Reply
+    where
+        F: FnOnce(WsStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => session(TokioIo::new(upgraded)).await,
+                Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
+            }
+        });
+        let mut res = StatusCode::SWITCHING_PROTOCOLS.into_response();
+        let h = res.headers_mut();
+        h.insert("connection", "Upgrade".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("sec-websocket-accept", self.accept.parse().unwrap());
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_example() {
+        let mut sha = Sha1::new();
+        sha.update(b"dGhlIHNhbXBsZSBub25jZQ==");
+        sha.update(GUID.as_bytes());
+        let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+}
