@@ -21,6 +21,12 @@ pub fn routes(state: State) -> BoxedFilter<(warp::reply::Response,)> {
             )
             .into_response()
         });
-    let _ = &state;
-    healthz.or(metrics).unify().boxed()
+    healthz
+        .or(metrics)
+        .unify()
+        .or(crate::socketio::routes(state.clone()))
+        .unify()
+        .or(crate::pusher::routes(state))
+        .unify()
+        .boxed()
 }

@@ -12,6 +12,8 @@
 //! - [`outbox`]: each connection's bounded queue of encoded frames.
 //! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
 //! - [`laravel`]: Laravel's envelope and channel naming conventions.
+//! - [`socketio`]: the socket.io edge (Engine.IO 3/4, websocket and polling, Echo semantics).
+//! - [`pusher`]: the Pusher protocol v7 edge and the Pusher HTTP API.
 //! - [`ws`]: WebSocket upgrade and framing, lean enough for 10,000s of idle sockets.
 //! - [`http`]: the warp routes that join the HTTP edges, health and metrics.
 //! - [`metrics`]: process-wide counters.
@@ -24,6 +26,8 @@ pub mod laravel;
 pub mod logging;
 pub mod metrics;
 pub mod outbox;
+pub mod pusher;
 pub mod resp;
 pub mod server;
+pub mod socketio;
 pub mod ws;

@@ -170,9 +170,12 @@ mod tests {
     use super::*;
     use parking_lot::Mutex;
 
+    /// (pattern that matched, channel, payload)
+    type Received = (Option<Vec<u8>>, Bytes, Bytes);
+
     struct Recorder {
         id: SubscriberId,
-        got: Mutex<Vec<(Option<Vec<u8>>, Bytes, Bytes)>>,
+        got: Mutex<Vec<Received>>,
     }
 
     impl Recorder {
