@@ -34,10 +34,14 @@
 //   The script's SHA1 is 6f799f6e3f4ab9f8b891f6405d5fc1348a6a0595. Laravel 8 builds `data`
 //   before it pulls `socket` out, so `socket` appears inside `data` too. Without --socket the
 //   envelope ends with "socket":null. PHP's json_encode escapes non-ASCII (`\u00e9`) and `/`
-//   (`\/`), and an empty --data '{}' goes out as "data":[]. With --db 0 there is no SELECT;
-//   without --password no AUTH (Laravel's connectors skip them). The channel prefix is added by the broadcaster itself
-//   (the client's key prefix does not touch EVAL arguments), so subscribers see
-//   `laravel_database_C`.
+//   (`\/`), and an empty --data '{}' goes out as "data":[]. SELECT is always sent (SELECT 0 by
+//   default, since an app's config has `database`); AUTH only with --password. With --username,
+//   predis sends `AUTH user pw` while phpredis 5.3 under Laravel 8 still sends `AUTH pw`.
+//   Raw bytes (phpredis and predis alike, one command per write, each waits for its reply):
+//     *2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n  *2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n
+//     *5\r\n$4\r\nEVAL\r\n$65\r\n<script>\r\n$1\r\n0\r\n$42\r\n<payload>\r\n$18\r\nlaravel_database_a\r\n
+//   The channel prefix is added by the broadcaster itself (the client's key prefix does not touch
+//   EVAL arguments), so subscribers see `laravel_database_C`.
 
 declare(strict_types=1);
 
