@@ -34,7 +34,7 @@ node_tests() {
 suite fmt cargo fmt --check
 suite clippy cargo clippy --all-targets -- -D warnings
 suite build cargo build
-suite rust-tests cargo test
+suite rust-tests cargo test --no-fail-fast
 suite node-tests node_tests
 
 if ((failed)); then
