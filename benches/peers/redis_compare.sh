@@ -8,13 +8,15 @@
 #   - PUBLISH with 100 pattern subscribers (PSUBSCRIBE laravel_database_*) connected and reading;
 #   - Laravel's broadcast EVAL script on two channels (what RedisBroadcaster sends), no subscribers.
 #
-# Usage: benches/peers/redis_compare.sh        (env: REQUESTS=200000 ROUNDS=3 CLIENTS=50
-#                                               REDIS_PORT=16400 HERALD_PORT=16401 HERALD_BIN=...)
+# Usage: benches/peers/redis_compare.sh
+#   env: REQUESTS=200000 (per run; SUB_REQUESTS=50000 with subscribers) ROUNDS=3 CLIENTS=50
+#        REDIS_PORT=16400 HERALD_PORT=16401 HERALD_HTTP_PORT=16402 HERALD_BIN=target/release/herald
 # Needs redis-server, redis-benchmark (Debian redis-server, redis-tools), python3, cargo.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 REQUESTS=${REQUESTS:-200000}
+SUB_REQUESTS=${SUB_REQUESTS:-50000}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-50}
 REDIS_PORT=${REDIS_PORT:-16400}
@@ -30,6 +32,10 @@ fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  if [[ -s $work/herald.log ]]; then
+    echo "herald logged:" >&2
+    tail -20 "$work/herald.log" >&2
+  fi
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
@@ -59,9 +65,9 @@ SCRIPT=$'for i = 2, #ARGV do\n  redis.call(\'publish\', ARGV[i], ARGV[1])\nend'
 # Requests per second of one redis-benchmark run (its CSV's test name may hold quotes and
 # newlines, so the figures are taken from the end).
 rps() {
-  local port=$1 pipeline=$2
-  shift 2
-  redis-benchmark -p "$port" -c "$CLIENTS" -n "$REQUESTS" -P "$pipeline" --csv "$@" |
+  local port=$1 pipeline=$2 requests=$3
+  shift 3
+  redis-benchmark -p "$port" -c "$CLIENTS" -n "$requests" -P "$pipeline" --csv "$@" |
     python3 -c 'import sys; t = sys.stdin.read().strip().split("\n", 1)[1]; print(float(t.rsplit("\",\"", 7)[1]))'
 }
 
@@ -122,8 +128,12 @@ scenario() {
   local r=() h=()
   for _ in $(seq "$ROUNDS"); do
     for port in "$REDIS_PORT" "$HERALD_PORT"; do
-      ((subscribers)) && subscribe "$port"
-      value=$(rps "$port" "$pipeline" "$@")
+      local requests=$REQUESTS
+      if ((subscribers)); then
+        subscribe "$port"
+        requests=$SUB_REQUESTS
+      fi
+      value=$(rps "$port" "$pipeline" "$requests" "$@")
       ((subscribers)) && unsubscribe "$port"
       if [[ $port == "$REDIS_PORT" ]]; then r+=("$value"); else h+=("$value"); fi
     done
@@ -136,7 +146,7 @@ scenario() {
 }
 
 echo "redis-server $(redis-server --version | grep -o 'v=[^ ]*'), herald $HERALD_BIN;" \
-  "$REQUESTS requests, $CLIENTS clients, median of $ROUNDS rounds" >&2
+  "$REQUESTS requests ($SUB_REQUESTS with subscribers), $CLIENTS clients, median of $ROUNDS rounds" >&2
 scenario "PUBLISH, no subscribers, -P 1" 1 0 PUBLISH laravel_database_orders "$PAYLOAD"
 scenario "PUBLISH, no subscribers, -P 16" 16 0 PUBLISH laravel_database_orders "$PAYLOAD"
 scenario "PUBLISH, 100 pattern subscribers, -P 1" 1 1 PUBLISH laravel_database_orders "$PAYLOAD"
