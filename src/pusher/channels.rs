@@ -38,10 +38,8 @@ impl Conn {
     }
 }
 
-/// A presence member as its channel_data described it.
+/// A presence member's `user_info`, as its channel_data gave it.
 pub struct Member {
-    /// `user_id` as sent (string or number), for the events that carry it.
-    pub user_id: Box<RawValue>,
     pub info: Option<Box<RawValue>>,
 }
 
@@ -145,7 +143,7 @@ impl Channels {
                             }
                             return Err(Refused::TooManyMembers);
                         }
-                        let data = member_json(&member, true);
+                        let data = member_json(&key, member.info.as_deref());
                         let added =
                             protocol::event("pusher_internal:member_added", Some(name), &data);
                         for c in &ch.subscribers {
@@ -196,11 +194,11 @@ impl Channels {
                 if let Some(p) = ch.present.get_mut(key) {
                     p.connections -= 1;
                     if p.connections == 0 {
-                        let gone = ch.present.remove(key).expect("just found");
+                        ch.present.remove(key);
                         let removed = protocol::event(
                             "pusher_internal:member_removed",
                             Some(name),
-                            &member_json(&gone.member, false),
+                            &member_json(key, None),
                         );
                         for c in &ch.subscribers {
                             c.outbox.push(removed.clone());
@@ -273,16 +271,16 @@ fn occupancy_of(ch: &Channel) -> Occupancy {
     }
 }
 
-fn member_json(m: &Member, with_info: bool) -> String {
+/// `{"user_id","user_info"?}`: Pusher sends user ids as strings.
+fn member_json(user_id: &str, info: Option<&RawValue>) -> String {
     #[derive(Serialize)]
     struct M<'a> {
-        user_id: &'a RawValue,
+        user_id: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         user_info: Option<&'a RawValue>,
     }
-    let info = if with_info { m.info.as_deref() } else { None };
     serde_json::to_string(&M {
-        user_id: &m.user_id,
+        user_id,
         user_info: info,
     })
     .expect("serializes")
@@ -314,7 +312,6 @@ mod tests {
         Some((
             id.into(),
             Member {
-                user_id: RawValue::from_string(format!("\"{id}\"")).unwrap(),
                 info: Some(RawValue::from_string("{\"n\":1}".into()).unwrap()),
             },
         ))

@@ -230,9 +230,8 @@ impl Session {
                     ));
                     return;
                 }
-                let Some(cd) = serde_json::from_str::<ChannelData>(data)
-                    .ok()
-                    .filter(|cd| user_key(&cd.user_id).is_some())
+                let parsed = serde_json::from_str::<ChannelData>(data).ok();
+                let Some((key, cd)) = parsed.and_then(|cd| Some((user_key(&cd.user_id)?, cd)))
                 else {
                     out.push(protocol::subscription_error(
                         name,
@@ -242,14 +241,7 @@ impl Session {
                     ));
                     return;
                 };
-                let key = user_key(&cd.user_id).expect("checked above");
-                member = Some((
-                    key,
-                    Member {
-                        user_id: cd.user_id,
-                        info: cd.user_info,
-                    },
-                ));
+                member = Some((key, Member { info: cd.user_info }));
             }
         }
         if let Some((_, Some(old))) = self.subscribed(name) {
