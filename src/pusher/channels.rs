@@ -102,9 +102,11 @@ struct PresenceBody<'a> {
     count: usize,
 }
 
+type Shard = RwLock<HashMap<Box<str>, Channel>>;
+
 pub struct Channels {
     hasher: RandomState,
-    shards: Box<[RwLock<HashMap<Box<str>, Channel>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for Channels {
@@ -117,7 +119,7 @@ impl Default for Channels {
 }
 
 impl Channels {
-    fn shard(&self, name: &str) -> &RwLock<HashMap<Box<str>, Channel>> {
+    fn shard(&self, name: &str) -> &Shard {
         &self.shards[self.hasher.hash_one(name) as usize % SHARDS]
     }
 
@@ -356,6 +358,21 @@ mod tests {
         assert!(ch
             .subscribe("presence-r", &conn(9), member("c"), 1)
             .is_err());
+    }
+
+    #[test]
+    fn one_frame_shared_by_every_subscriber() {
+        let ch = Channels::default();
+        let (a, b) = (conn(1), conn(2));
+        ch.subscribe("c", &a, None, 0).ok().unwrap();
+        ch.subscribe("c", &b, None, 0).ok().unwrap();
+        let f = protocol::event("E", Some("c"), "{}");
+        assert_eq!(ch.publish("c", &f, None), 2);
+        let (mut qa, mut qb) = (Vec::new(), Vec::new());
+        a.outbox.take_now(&mut qa).unwrap();
+        b.outbox.take_now(&mut qb).unwrap();
+        assert_eq!(qa[0].as_ptr(), f.as_ptr());
+        assert_eq!(qb[0].as_ptr(), f.as_ptr());
     }
 
     #[test]
