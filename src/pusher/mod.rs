@@ -97,9 +97,6 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
                         if !app.origin_allowed(origin.as_deref()) {
                             return Err((4009, "Origin not allowed"));
                         }
-                        if !app.admit() {
-                            return Err((4004, "Application is over connection quota"));
-                        }
                         Ok(app.clone())
                     });
                     let state = state.clone();

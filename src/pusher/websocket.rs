@@ -56,8 +56,12 @@ pub async fn refuse(mut io: ws::WsStream, (code, message): Refusal) {
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
 }
 
-/// Run an admitted connection (the app's quota already counts it) until it ends.
+/// Run an accepted connection until it ends. The app's quota is taken here, once the
+/// upgrade has happened, so a failed upgrade never holds a slot.
 pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
+    if !app.admit() {
+        return refuse(io, (4004, "Application is over connection quota")).await;
+    }
     let outbox = Arc::new(Outbox::new(state.config.outbox));
     let id = crate::broker::next_subscriber_id();
     let conn = Arc::new(Conn {
