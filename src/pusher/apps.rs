@@ -88,11 +88,19 @@ pub struct Apps {
 }
 
 impl Apps {
-    pub fn new(configs: &[AppConfig]) -> Self {
+    /// `origins` (the server-wide allowed origins) apply to apps that list none.
+    pub fn new(configs: &[AppConfig], origins: &[String]) -> Self {
+        let with_origins = |mut c: AppConfig| {
+            if c.allowed_origins.is_empty() {
+                c.allowed_origins = origins.to_vec();
+            }
+            c
+        };
         Apps {
             apps: configs
                 .iter()
                 .cloned()
+                .map(with_origins)
                 .map(App::new)
                 .map(Arc::new)
                 .collect(),
@@ -135,5 +143,31 @@ mod tests {
         assert!(app.origin_allowed(Some("https://b.test")));
         assert!(!app.origin_allowed(Some("https://evil.test")));
         assert!(app.origin_allowed(None));
+    }
+
+    #[test]
+    fn server_wide_origins_apply_to_apps_without_their_own() {
+        let mut own = AppConfig::new("2", "k2", "s");
+        own.allowed_origins = vec!["own.test".into()];
+        let apps = Apps::new(
+            &[AppConfig::new("1", "k1", "s"), own],
+            &["site.test".into()],
+        );
+        assert!(apps
+            .by_key("k1")
+            .unwrap()
+            .origin_allowed(Some("http://site.test")));
+        assert!(!apps
+            .by_key("k1")
+            .unwrap()
+            .origin_allowed(Some("http://own.test")));
+        assert!(apps
+            .by_id("2")
+            .unwrap()
+            .origin_allowed(Some("http://own.test")));
+        assert!(!apps
+            .by_id("2")
+            .unwrap()
+            .origin_allowed(Some("http://site.test")));
     }
 }

@@ -62,7 +62,7 @@ fn raw_query() -> BoxedFilter<(String,)> {
 }
 
 pub fn routes(state: State) -> BoxedFilter<(Response,)> {
-    let apps = Arc::new(Apps::new(&state.config.apps));
+    let apps = Arc::new(Apps::new(&state.config.apps, &state.config.allowed_origins));
     let default = apps.default_app().clone();
     let dev_secret = (default.config.secret == "herald-secret").then_some("herald-secret");
     tracing::info!(

@@ -16,7 +16,8 @@ const client = (opts) => { const c = pusherClient(h, opts); clients.push(c); ret
 
 before(async () => {
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'herald-')), 'apps.toml');
-  fs.writeFileSync(file, '[[apps]]\nid = "off"\nkey = "off-key"\nsecret = "off-secret"\nenabled = false\n');
+  fs.writeFileSync(file, '[[apps]]\nid = "off"\nkey = "off-key"\nsecret = "off-secret"\nenabled = false\n'
+    + '[[apps]]\nid = "second"\nkey = "second-key"\nsecret = "second-secret"\n');
   h = await startHerald(['--config', file]);
 });
 after(async () => { for (const c of clients) c.disconnect(); await h.stop(); });
@@ -92,6 +93,22 @@ test('get channels, one channel, and presence users', async () => {
   assert.deepEqual(users.users.map((u) => u.id).sort(), ['g1', 'g2']);
   const all = await (await s.get({ path: '/channels' })).json();
   assert.ok(all.channels['presence-lobby']);
+});
+
+test('apps are isolated: an event for one app never reaches another app\'s clients', async () => {
+  const SECOND = { appId: 'second', key: 'second-key', secret: 'second-secret' };
+  const mine = await client();
+  const theirs = await client({ app: SECOND });
+  const [m, t] = [await subscribed(mine, 'shared-name'), await subscribed(theirs, 'shared-name')];
+  let leaked = false;
+  m.bind('OnlySecond', () => { leaked = true; });
+  const got = next(t, 'OnlySecond');
+  await sdk(h, SECOND).trigger('shared-name', 'OnlySecond', { a: 1 });
+  assert.deepEqual((await got).data, { a: 1 });
+  const wrongApp = await signed('GET', '/channels', { app: { ...SECOND, secret: APP.secret } });
+  assert.equal(wrongApp.status, 401, 'one app\'s secret does not sign for another');
+  await sleep(200);
+  assert.equal(leaked, false);
 });
 
 test('a correctly hand-signed request passes (the refusals below are for their reason alone)', async () => {

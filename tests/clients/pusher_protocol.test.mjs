@@ -166,6 +166,24 @@ test('private channel without a valid auth: subscription_error and 4009, connect
   await c.expect((m) => m.event === 'pusher_internal:subscription_succeeded' && m.channel === 'private-a');
 });
 
+test('private-encrypted channels need the signature too; the server relays ciphertext as is', async () => {
+  const c = raw(APP.key);
+  await c.established();
+  c.send({ event: 'pusher:subscribe', data: { channel: 'private-encrypted-vault' } });
+  assert.equal((await c.expect('pusher:subscription_error')).parsed.type, 'AuthError');
+  assert.equal((await c.expect('pusher:error')).parsed.code, 4009);
+  const withKey = { ...APP, encryptionMasterKeyBase64: Buffer.alloc(32, 7).toString('base64') };
+  await subscribeSigned(c, 'private-encrypted-vault', withKey);
+  await c.expect((m) => m.event === 'pusher_internal:subscription_succeeded' && m.channel === 'private-encrypted-vault');
+  const cipher = JSON.stringify({ nonce: 'bm9uY2U=', ciphertext: 'Y2lwaGVy' });
+  await sdk(h).post({ path: '/events', body: { name: 'Secret', data: cipher, channels: ['private-encrypted-vault'] } });
+  const m = await c.expect('Secret');
+  assert.equal(m.data, cipher);
+  // Client events are not allowed on encrypted channels (pusher-js refuses them too).
+  c.send({ event: 'client-x', channel: 'private-encrypted-vault', data: {} });
+  assert.equal((await c.expect('pusher:error')).parsed.code, 4301);
+});
+
 test('invalid channel names and #server-to-user without signin are refused', async () => {
   const c = raw(APP.key);
   await c.established();
