@@ -110,10 +110,21 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
                 },
             )
     };
-    let unknown_path = crate::ws::upgrade().map(|up: crate::ws::Upgrade| {
-        up.reply(|io| websocket::refuse(io, (4005, "Path not found")))
-            .into_response()
-    });
+    // Any other WebSocket path is Pusher's 4005, except socket.io's, which is not ours to answer.
+    let unknown_path = warp::path::full()
+        .and_then(|p: FullPath| async move {
+            if p.as_str().starts_with("/socket.io") {
+                Err(warp::reject::not_found())
+            } else {
+                Ok(())
+            }
+        })
+        .untuple_one()
+        .and(crate::ws::upgrade())
+        .map(|up: crate::ws::Upgrade| {
+            up.reply(|io| websocket::refuse(io, (4005, "Path not found")))
+                .into_response()
+        });
     let limit = http_api::body_limit(&apps);
     let api = warp::path("apps")
         .and(warp::path::param::<String>())

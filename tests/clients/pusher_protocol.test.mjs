@@ -82,6 +82,10 @@ test('protocol version: 4008 missing, 4006 malformed, 4007 unsupported', async (
 test('path not found: 4005', async () => {
   await refused(new RawClient(`ws://127.0.0.1:${h.httpPort}/nowhere?protocol=7`), 4005);
   await refused(new RawClient(`ws://127.0.0.1:${h.httpPort}/app/${APP.key}/extra?protocol=7`), 4005);
+  // socket.io's path is left to the socket.io edge, never answered with a Pusher error.
+  const sio = new RawClient(`ws://127.0.0.1:${h.httpPort}/socket.io/?EIO=99&transport=websocket`);
+  await sio.closed;
+  assert.equal(sio.messages.some((m) => m.event === 'pusher:error'), false);
 });
 
 test('disabled app: 4003', async () => {
