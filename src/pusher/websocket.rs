@@ -102,7 +102,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
 /// One subscription: the channel and, on presence channels, the user id it joined as.
 type Subscription = (Box<str>, Option<Box<str>>);
 
-pub struct Session {
+struct Session {
     app: Arc<App>,
     conn: Arc<Conn>,
     subscriptions: Vec<Subscription>,
