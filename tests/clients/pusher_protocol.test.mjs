@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startHerald, sleep } from './lib/herald.mjs';
-import { APP, sdk, RawClient } from './pusher_fixtures.mjs';
+import { APP, sdk, RawClient, pusherClient, connected } from './pusher_fixtures.mjs';
 
 const APPS = `
 [[apps]]
@@ -295,4 +295,23 @@ test('graceful shutdown closes with 4200 so clients reconnect at once', async ()
   await c.established();
   await s.stop();
   assert.equal((await c.closed).code, 4200);
+});
+
+test('pusher-js takes the shutdown 4200 as "reconnect at once"', async () => {
+  const s = await startHerald();
+  const c = pusherClient(s);
+  try {
+    await connected(c);
+    const errors = [];
+    const states = [];
+    c.connection.bind('error', (e) => errors.push(e));
+    const t0 = Date.now();
+    c.connection.bind('state_change', ({ current }) => states.push([current, Date.now() - t0]));
+    await s.stop();
+    await sleep(300);
+    assert.ok(errors.some((e) => e.data && e.data.code === 4200), JSON.stringify(errors));
+    const [state, at] = states[0];
+    assert.equal(state, 'connecting', 'retry at once, not disconnected or failed');
+    assert.ok(at < 200, `reconnecting ${at} ms after the close`);
+  } finally { c.disconnect(); }
 });
