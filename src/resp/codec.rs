@@ -139,9 +139,6 @@ impl RequestDecoder {
             }
             return Ok(None);
         };
-        if nl > self.limits.max_inline_len {
-            return Err(ProtocolError::new("too big inline request"));
-        }
         let end = if nl > 0 && buf[nl - 1] == b'\r' {
             nl - 1
         } else {

@@ -10,7 +10,7 @@
 
 use super::client::Client;
 use super::codec::RequestDecoder;
-use super::commands::{self, Spec};
+use super::commands;
 use super::frame::{Frame, Proto};
 use super::Hub;
 use crate::metrics;
@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
+
+/// Redis reads requests 16 KiB at a time and applies its "too big" checks after each
+/// read; reading the same way gives the same verdicts on the same bytes.
+const READ_CHUNK: u64 = 16 * 1024;
 
 /// How long a closing connection may take to write what it owes.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
@@ -90,6 +94,10 @@ impl Session {
         let client = self.client.clone();
         let shutdown = self.hub.state.shutdown.clone();
         let why = loop {
+            if rbuf.capacity() - rbuf.len() < READ_CHUNK as usize / 4 {
+                rbuf.reserve(READ_CHUNK as usize);
+            }
+            let mut chunk = (&mut rd).take(READ_CHUNK);
             tokio::select! {
                 _ = client.kicked.notified() => {
                     if let Some(closed) = client.outbox.closed() {
@@ -113,7 +121,7 @@ impl Session {
                         }
                     }
                 },
-                read = rd.read_buf(&mut rbuf) => match read {
+                read = chunk.read_buf(&mut rbuf) => match read {
                     Ok(0) | Err(_) => break "client went away",
                     Ok(_) => {
                         self.on_bytes(&mut rbuf);
@@ -178,12 +186,17 @@ impl Session {
             Ok(found) => found,
             Err(reject) => return self.reply(reject),
         };
-        self.client.meta.lock().last_cmd = spec.name.to_string();
+        let name = match &cmd {
+            commands::Command::Keyspace(name) => name.as_str(),
+            _ => spec.name,
+        };
+        self.client.meta.lock().last_cmd = name.to_string();
         if !self.authenticated && !spec.no_auth() {
             return self.reply(Frame::Error("NOAUTH Authentication required.".into()));
         }
         if self.proto == Proto::Resp2 && self.subscriptions() > 0 && !spec.allowed_subscribed() {
-            return self.reply(subscribed_mode_error(spec));
+            let refusal = subscribed_mode_error(name);
+            return self.reply(refusal);
         }
         cmd.run(self);
     }
@@ -232,10 +245,9 @@ impl Session {
 }
 
 /// Redis 7's refusal of a non-pub/sub command on a RESP2 connection in subscribed mode.
-fn subscribed_mode_error(spec: &Spec) -> Frame {
+fn subscribed_mode_error(name: &str) -> Frame {
     Frame::err(format_args!(
-        "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
-         are allowed in this context",
-        spec.name
+        "Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
+         are allowed in this context"
     ))
 }
