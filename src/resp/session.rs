@@ -21,13 +21,13 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
 /// Redis reads requests 16 KiB at a time and applies its "too big" checks after each
 /// read; reading the same way gives the same verdicts on the same bytes.
-const READ_CHUNK: u64 = 16 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
 
 /// How long a closing connection may take to write what it owes.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
@@ -88,16 +88,12 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, hub: Arc<Hub>) {
 
 impl Session {
     async fn serve(&mut self, stream: TcpStream) -> &'static str {
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = stream.into_split();
         let mut rbuf = BytesMut::new();
         let mut batch: Vec<Bytes> = Vec::new();
         let client = self.client.clone();
         let shutdown = self.hub.state.shutdown.clone();
         let why = loop {
-            if rbuf.capacity() - rbuf.len() < READ_CHUNK as usize / 4 {
-                rbuf.reserve(READ_CHUNK as usize);
-            }
-            let mut chunk = (&mut rd).take(READ_CHUNK);
             tokio::select! {
                 _ = client.kicked.notified() => {
                     if let Some(closed) = client.outbox.closed() {
@@ -121,18 +117,31 @@ impl Session {
                         }
                     }
                 },
-                read = chunk.read_buf(&mut rbuf) => match read {
-                    Ok(0) | Err(_) => break "client went away",
-                    Ok(_) => {
-                        self.on_bytes(&mut rbuf);
-                        if rbuf.is_empty() {
-                            rbuf = BytesMut::new();
-                        }
-                        if self.closing {
-                            break "closed by request or protocol error";
+                ready = rd.readable() => {
+                    if ready.is_err() {
+                        break "client went away";
+                    }
+                    // The buffer exists only while bytes are being read or a request
+                    // is incomplete: an idle connection holds none.
+                    let start = rbuf.len();
+                    rbuf.resize(start + READ_CHUNK, 0);
+                    let read = rd.try_read(&mut rbuf[start..]);
+                    rbuf.truncate(start + *read.as_ref().unwrap_or(&0));
+                    match read {
+                        Ok(0) => break "client went away",
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break "client went away",
+                        Ok(_) => {
+                            self.on_bytes(&mut rbuf);
+                            if self.closing {
+                                break "closed by request or protocol error";
+                            }
                         }
                     }
-                },
+                    if rbuf.is_empty() {
+                        rbuf = BytesMut::new();
+                    }
+                }
                 _ = shutdown.cancelled() => break "server shutdown",
             }
         };
