@@ -103,17 +103,25 @@ impl Session {
                 drained = client.outbox.drain(&mut batch) => match drained {
                     Err(closed) => break self.dropped(closed),
                     Ok(()) => {
-                        tokio::select! {
-                            written = crate::ws::conn::write_all(&mut wr, &mut batch) => {
-                                if written.is_err() {
-                                    break "write failed";
+                        // A write is never abandoned half way (that would cut a frame)
+                        // unless the client is being dropped anyway.
+                        let write = crate::ws::conn::write_all(&mut wr, &mut batch);
+                        tokio::pin!(write);
+                        let written = tokio::select! {
+                            w = &mut write => w.map_err(|_| "write failed"),
+                            _ = client.kicked.notified() => Err(client
+                                .outbox
+                                .closed()
+                                .map_or("outbox closed", |c| self.dropped(c))),
+                            _ = shutdown.cancelled() => {
+                                match tokio::time::timeout(FINAL_WRITE, &mut write).await {
+                                    Ok(Ok(())) => Ok(()),
+                                    _ => Err("server shutdown; client too slow to take its last replies"),
                                 }
                             }
-                            _ = client.kicked.notified() => {
-                                if let Some(closed) = client.outbox.closed() {
-                                    break self.dropped(closed);
-                                }
-                            }
+                        };
+                        if let Err(why) = written {
+                            break why;
                         }
                     }
                 },
