@@ -467,3 +467,16 @@ async fn slow_subscriber_is_dropped_others_are_not() {
     .expect("slow subscriber was disconnected")
     .ok();
 }
+
+#[tokio::test]
+async fn large_payloads_arrive_intact() {
+    let h = common::start().await;
+    let mut sub = Raw::connect(h.redis_addr).await;
+    sub.roundtrip(b"SUBSCRIBE big\r\n", confirm("subscribe", b"big", 1))
+        .await;
+    let payload: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut p = Raw::connect(h.redis_addr).await;
+    p.roundtrip(cmd(&[b"PUBLISH", b"big", &payload]), b":1\r\n")
+        .await;
+    sub.expect(message(b"big", &payload)).await;
+}
