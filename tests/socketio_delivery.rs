@@ -9,9 +9,11 @@ use herald::server::{self, Running};
 use tokio_tungstenite::tungstenite::Message;
 
 async fn start(args: impl FnOnce(&mut Config)) -> Running {
-    let mut c = Config::default();
-    c.redis_bind = "127.0.0.1:0".parse().unwrap();
-    c.http_bind = "127.0.0.1:0".parse().unwrap();
+    let mut c = Config {
+        redis_bind: "127.0.0.1:0".parse().unwrap(),
+        http_bind: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     args(&mut c);
     server::start(c).await.unwrap()
 }

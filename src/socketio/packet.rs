@@ -110,7 +110,7 @@ pub fn split_v3_binary(mut body: &[u8]) -> Result<Vec<V3Item>, ()> {
             _ => return Err(()),
         };
         let sep = body.iter().position(|&b| b == 255).ok_or(())?;
-        if sep < 2 || sep > 12 {
+        if !(2..=12).contains(&sep) {
             return Err(());
         }
         let mut len = 0usize;

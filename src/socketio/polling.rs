@@ -68,8 +68,8 @@ struct Active {
 }
 
 impl Active {
-    /// Mark a GET or POST in flight; Err if one already was (the session is closed).
-    fn begin(edge: &Arc<Edge>, s: &Arc<Session>, get: bool) -> Result<Active, Response> {
+    /// Mark a GET or POST in flight; None if one already was (the session is then closed).
+    fn begin(edge: &Arc<Edge>, s: &Arc<Session>, get: bool) -> Option<Active> {
         let mut st = s.lock();
         let flag = if get {
             &mut st.get_active
@@ -86,10 +86,10 @@ impl Active {
                     "data request overlap from client"
                 },
             );
-            return Err(StatusCode::BAD_REQUEST.into_response());
+            return None;
         }
         *flag = true;
-        Ok(Active {
+        Some(Active {
             edge: edge.clone(),
             s: s.clone(),
             get,
@@ -116,9 +116,8 @@ impl Drop for Active {
 
 /// GET: wait for packets.
 pub async fn poll(edge: Arc<Edge>, s: Arc<Session>, jsonp: Option<&str>) -> Response {
-    let mut active = match Active::begin(&edge, &s, true) {
-        Ok(a) => a,
-        Err(res) => return res,
+    let Some(mut active) = Active::begin(&edge, &s, true) else {
+        return StatusCode::BAD_REQUEST.into_response();
     };
     let mut out = Vec::new();
     let drained = tokio::select! {
@@ -162,9 +161,8 @@ where
     S: Stream<Item = Result<B, warp::Error>> + Send,
     B: Buf,
 {
-    let mut active = match Active::begin(&edge, &s, false) {
-        Ok(a) => a,
-        Err(res) => return res,
+    let Some(mut active) = Active::begin(&edge, &s, false) else {
+        return StatusCode::BAD_REQUEST.into_response();
     };
     let binary = req.header("content-type") == Some("application/octet-stream");
     if binary && s.eio == Eio::V4 {
