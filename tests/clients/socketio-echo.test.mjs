@@ -207,20 +207,30 @@ test('Echo over socket.io-client 2 (EIO=3, what laravel-echo-server served) on b
   }
 });
 
+const broadcast = (client, ...args) => new Promise((resolve, reject) => execFile('php', [
+  path.join(root, 'tests/php/broadcast.php'), '--port', String(h.redisPort), '--client', client, ...args,
+], (err, stdout, stderr) => (err ? reject(new Error(stderr || err.message)) : resolve())));
+
 for (const client of ['phpredis', 'predis']) {
-  test(`end to end: Laravel's RedisBroadcaster (${client}) → herald → Echo`, async () => {
+  test(`end to end: Laravel's RedisBroadcaster (${client}) → herald → Echo, toOthers() too`, async () => {
     const echo = await tab({ user: 1 });
-    const pub = [], priv = [];
+    const other = await tab({ user: 1 });
+    const pub = [], priv = [], otherPriv = [];
     echo.channel('orders.1').listen('OrderShipped', (e) => pub.push(e));
     echo.private('orders.1').listen('OrderShipped', (e) => priv.push(e));
+    other.private('orders.1').listen('OrderShipped', (e) => otherPriv.push(e));
     await settle();
-    await new Promise((resolve, reject) => execFile('php', [
-      path.join(root, 'tests/php/broadcast.php'), '--port', String(h.redisPort), '--client', client,
-      '--channel', 'orders.1', '--channel', 'private-orders.1',
-      '--event', 'App\\Events\\OrderShipped', '--data', '{"id":7,"total":"9.50"}',
-    ], (err, stdout, stderr) => (err ? reject(new Error(stderr || err.message)) : resolve())));
-    await until(() => pub.length === 1 && priv.length === 1);
-    assert.deepEqual(pub, [{ id: 7, total: '9.50', socket: null }]);
+    await broadcast(client, '--channel', 'orders.1', '--channel', 'private-orders.1',
+      '--event', 'App\\Events\\OrderShipped', '--data', '{"id":7,"total":"9.50"}');
+    await until(() => pub.length === 1 && priv.length === 1 && otherPriv.length === 1);
+    assert.deepEqual(pub, [{ id: 7, total: '9.50' }]);
     assert.deepEqual(priv, pub);
+    // X-Socket-ID → Broadcast::toOthers() → "socket" in the envelope: that tab is skipped.
+    await broadcast(client, '--channel', 'private-orders.1', '--event', 'App\\Events\\OrderShipped',
+      '--data', '{"id":8}', '--socket', echo.socketId());
+    await until(() => otherPriv.length === 2);
+    await sleep(150);
+    assert.equal(priv.length, 1);
+    assert.deepEqual(otherPriv[1], { id: 8, socket: echo.socketId() });
   });
 }
