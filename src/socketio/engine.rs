@@ -18,6 +18,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Which transport carries the session now.
@@ -50,6 +51,8 @@ pub struct Session {
     /// The handshake's `Cookie` and `Authorization`, forwarded to the auth endpoint.
     pub handshake_headers: Vec<(String, String)>,
     st: Mutex<State>,
+    /// Wakes a long-poll still pending when the session moves to WebSocket.
+    pub upgraded: Notify,
 }
 
 /// A random id as base64id makes them: 20 URL-safe characters.
@@ -92,6 +95,7 @@ impl Session {
             eio,
             member,
             handshake_headers,
+            upgraded: Notify::new(),
             st: Mutex::new(State {
                 transport,
                 get_active: false,

@@ -119,10 +119,25 @@ pub async fn poll(edge: Arc<Edge>, s: Arc<Session>, jsonp: Option<&str>) -> Resp
     let Some(mut active) = Active::begin(&edge, &s, true) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    // Registered before the transport is checked, so an upgrade cannot slip between.
+    let upgraded = s.upgraded.notified();
+    let mut upgraded = std::pin::pin!(upgraded);
+    upgraded.as_mut().enable();
+    let moved = s.lock().transport == Transport::WebSocket;
     let mut out = Vec::new();
+    // Biased: once the session has moved to WebSocket, the outbox is not ours to drain.
     let drained = tokio::select! {
-        r = s.member.outbox.drain(&mut out) => r,
+        biased;
+        _ = std::future::ready(()), if moved => {
+            out.push(Bytes::from_static(b"6"));
+            Ok(())
+        }
+        _ = upgraded => {
+            out.push(Bytes::from_static(b"6"));
+            Ok(())
+        }
         _ = edge.state.shutdown.cancelled() => Err(crate::outbox::Closed::Server("server shutdown")),
+        r = s.member.outbox.drain(&mut out) => r,
     };
     active.answered = true;
     if let Err(closed) = drained {

@@ -66,6 +66,9 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
             let _ = ws::conn::write_all(&mut io, &mut bye).await;
             return;
         }
+        // Release a long-poll still waiting (clients normally pause polling first),
+        // then reframe what is queued for the WebSocket.
+        s.upgraded.notify_waiters();
         s.member.switch_to_websocket();
         let mut conn = Conn {
             edge: edge.clone(),

@@ -196,3 +196,41 @@ test('CORS: allowed origins are echoed with credentials, others refused on both 
   assert.equal(good.status, 101);
   good.ws.end();
 });
+
+test('the upgrade by hand: 2probe/3probe, noop to the pending poll, 5, then WebSocket only', async () => {
+  const s = await pollingSession();
+  assert.equal(await (await fetch(s.url, { method: 'POST', body: '40' })).text(), 'ok');
+  assert.match(await (await fetch(s.url)).text(), /^40\{"sid":"[\w-]{20}"\}$/);
+  const pending = fetch(s.url).then((r) => r.text());
+  await sleep(50);
+  const { ws } = await rawUpgrade(h.httpPort, `/socket.io/?EIO=4&transport=websocket&sid=${s.sid}`);
+  ws.send('2probe');
+  assert.equal(await ws.next(), '3probe');
+  assert.equal(await pending, '6', 'the pending GET is released with a noop');
+  // A client that polls again anyway is released when the upgrade completes.
+  const stray = fetch(s.url).then((r) => r.text());
+  await sleep(50);
+  ws.send('5');
+  ws.send('42["subscribe",{"channel":"upgraded"}]');
+  ws.send('421["subscribe",{"channel":"upgraded2"}]');
+  assert.equal(await stray, '6');
+  assert.equal(await ws.next(), '431[]', 'packets sent right after 5 are handled over the WebSocket');
+  await expectError(await fetch(s.url), 400, 3, 'Bad request');
+  assert.equal(await ws.next(), '2', 'heartbeats continue on the WebSocket');
+  ws.send('3');
+  // A second upgrade of the same session is refused.
+  const again = await rawUpgrade(h.httpPort, `/socket.io/?EIO=4&transport=websocket&sid=${s.sid}`);
+  assert.equal(again.status, 400);
+  assert.equal(again.body, 'Bad request');
+  ws.end();
+});
+
+test('a failed probe leaves the session on polling', async () => {
+  const s = await pollingSession();
+  const { ws } = await rawUpgrade(h.httpPort, `/socket.io/?EIO=4&transport=websocket&sid=${s.sid}`);
+  ws.send('4garbage');
+  await ws.closedWithin(2000);
+  const post = await fetch(s.url, { method: 'POST', body: '40' });
+  assert.equal(await post.text(), 'ok');
+  assert.match(await (await fetch(s.url)).text(), /^40\{"sid":/);
+});
