@@ -234,3 +234,44 @@ for (const client of ['phpredis', 'predis']) {
     assert.deepEqual(otherPriv[1], { id: 8, socket: echo.socketId() });
   });
 }
+
+test('a slow auth endpoint is bounded by --auth-timeout-ms; no endpoint refuses private channels', async () => {
+  const slowApp = await startAuthApp({ delayMs: 1500 });
+  const slow = await startHerald(['--auth-endpoint', slowApp.endpoint, '--auth-timeout-ms', '200']);
+  const none = await startHerald([]);
+  try {
+    for (const [server, status] of [[slow, 504], [none, 500]]) {
+      const echo = new Echo({ broadcaster: 'socket.io', host: server.url, client: io, transports: ['websocket'], forceNew: true, reconnection: false, auth: { headers: { Authorization: 'Bearer 1' } } });
+      const socket = echo.connector.socket;
+      const started = Date.now();
+      const err = once(socket, 'subscription_error', 3000);
+      echo.private('chat');
+      assert.deepEqual(await err, ['private-chat', status]);
+      assert.ok(Date.now() - started < 1000, 'answered before the app would have');
+      echo.disconnect();
+    }
+  } finally {
+    await slow.stop();
+    await none.stop();
+    await slowApp.close();
+  }
+});
+
+test('unsubscribe stops delivery; disconnect leaves every channel', async () => {
+  const echo = await tab();
+  const got = [];
+  echo.channel('orders.5').listen('.E', (e) => got.push(e));
+  await settle();
+  assert.equal(await publish('orders.5', 'E', { n: 1 }), '1');
+  await until(() => got.length === 1);
+  echo.leaveChannel('orders.5');
+  await settle();
+  assert.equal(await publish('orders.5', 'E', { n: 2 }), '0');
+  const other = await tab();
+  other.channel('orders.6');
+  await settle();
+  assert.equal(await publish('orders.6', 'E', {}), '1');
+  other.disconnect();
+  await settle();
+  assert.equal(await publish('orders.6', 'E', {}), '0');
+});
