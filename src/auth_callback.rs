@@ -8,6 +8,7 @@
 //! the user. Anything else refuses with the status the app gave.
 
 use serde::Deserialize;
+use std::path::Path;
 use std::time::Duration;
 
 /// The HTTP client for the app's `/broadcasting/auth`.
@@ -42,12 +43,24 @@ struct ChannelData {
 }
 
 impl AuthClient {
-    pub fn new(endpoint: Option<String>, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
+    /// `ca_file`: a PEM CA to trust besides the public ones (an app with a private CA).
+    pub fn new(
+        endpoint: Option<String>,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read auth CA file {}: {e}", path.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("auth CA file {}: {e}", path.display()))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder
             .build()
-            .expect("a TLS backend is compiled in");
-        AuthClient { http, endpoint }
+            .map_err(|e| format!("auth endpoint client: {e}"))?;
+        Ok(AuthClient { http, endpoint })
     }
 
     /// Ask the app. `presence` asks for the user in `channel_data`.

@@ -54,7 +54,16 @@ impl Edge {
             rooms: Rooms::default(),
             sessions: Sessions::default(),
             prefixes: Prefixes::new(&c.redis_prefixes),
-            auth: AuthClient::new(c.auth_endpoint.clone(), c.auth_timeout),
+            auth: AuthClient::new(
+                c.auth_endpoint.clone(),
+                c.auth_timeout,
+                c.auth_ca_file.as_deref(),
+            )
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}; trusting the public CAs only");
+                AuthClient::new(c.auth_endpoint.clone(), c.auth_timeout, None)
+                    .expect("a client without extra CAs always builds")
+            }),
             state,
         }
     }

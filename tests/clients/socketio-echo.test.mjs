@@ -3,7 +3,9 @@
 // toOthers(), and the real Laravel redis broadcaster (php) end to end.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Echo from 'laravel-echo';
@@ -274,4 +276,33 @@ test('unsubscribe stops delivery; disconnect leaves every channel', async () => 
   other.disconnect();
   await settle();
   assert.equal(await publish('orders.6', 'E', {}), '0');
+});
+
+test('an HTTPS auth endpoint with a private CA (--auth-ca-file)', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-tls-'));
+  const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=herald test CA');
+  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=localhost');
+  fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
+  ssl('x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem', '-days', '1', '-extfile', 'ext');
+  const tlsApp = await startAuthApp({ tls: { key: fs.readFileSync(path.join(dir, 'leaf.key')), cert: fs.readFileSync(path.join(dir, 'leaf.pem')) } });
+  const trusting = await startHerald(['--auth-endpoint', tlsApp.endpoint, '--auth-ca-file', path.join(dir, 'ca.pem')]);
+  const untrusting = await startHerald(['--auth-endpoint', tlsApp.endpoint]);
+  try {
+    const connect = (server) => new Echo({ broadcaster: 'socket.io', host: server.url, client: io, transports: ['websocket'], forceNew: true, reconnection: false, auth: { headers: { Authorization: 'Bearer 2' } } });
+    const ok = connect(trusting);
+    const here = await new Promise((resolve) => ok.join('room').here(resolve));
+    assert.deepEqual(here, [{ id: 2, name: 'Bob' }]);
+    ok.disconnect();
+    const refused = connect(untrusting);
+    const err = once(refused.connector.socket, 'subscription_error');
+    refused.join('room');
+    assert.deepEqual(await err, ['presence-room', 502], 'a certificate nobody vouches for is not trusted');
+    refused.disconnect();
+  } finally {
+    await trusting.stop();
+    await untrusting.stop();
+    await tlsApp.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
