@@ -234,3 +234,14 @@ test('a failed probe leaves the session on polling', async () => {
   assert.equal(await post.text(), 'ok');
   assert.match(await (await fetch(s.url)).text(), /^40\{"sid":/);
 });
+
+test('a long-poll the client abandons ends the session, as in the reference server', async () => {
+  const s = await pollingSession();
+  const ac = new AbortController();
+  const pending = fetch(s.url, { signal: ac.signal }).catch(() => 'aborted');
+  await sleep(100);
+  ac.abort();
+  assert.equal(await pending, 'aborted');
+  await sleep(200);
+  await expectError(await fetch(s.url), 400, 1, 'Session ID unknown');
+});
