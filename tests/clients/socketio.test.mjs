@@ -143,3 +143,20 @@ test('EIO=3 can be refused with --socketio-eio3 false', async () => {
     await strict.stop();
   }
 });
+
+test('a payload that is not a Laravel envelope reaches no socket and is counted', async () => {
+  const metric = async () => Number(/herald_non_laravel_payloads_total (\d+)/.exec(await (await fetch(`${h.url}/metrics`)).text())[1]);
+  const socket = io(h.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+  await once(socket, 'connect');
+  await subscribe(socket, 'orders.7');
+  const seen = [];
+  socket.onAny((...args) => seen.push(args));
+  const before = await metric();
+  assert.equal(await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders.7', 'not json'), '0');
+  assert.equal(await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders.7', '{"data":{"no":"event"}}'), '0');
+  assert.ok(await metric() >= before + 2);
+  await publish('orders.7', 'Real', {});
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(seen, [['Real', 'orders.7', { socket: null }]]);
+  socket.close();
+});
