@@ -306,10 +306,14 @@ where
     if eio == Eio::V3 && !edge.config().socketio_eio3 {
         return fail(EngineError::UnsupportedProtocolVersion);
     }
-    let handshake_headers: Vec<(String, String)> = ["cookie", "authorization"]
-        .into_iter()
-        .filter_map(|h| Some((h.to_string(), req.header(h)?.to_string())))
-        .collect();
+    // Kept only when there is an app to forward them to: they can be a kilobyte a socket.
+    let handshake_headers: Vec<(String, String)> = match edge.config().auth_endpoint {
+        Some(_) => ["cookie", "authorization"]
+            .into_iter()
+            .filter_map(|h| Some((h.to_string(), req.header(h)?.to_string())))
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(match upgrade {
         Some(up) => websocket::handshake(edge, eio, up, handshake_headers),
         None => polling::handshake(edge, eio, handshake_headers, req.q("j")).await,
