@@ -39,8 +39,22 @@ pub fn handshake(
 
 /// Probe a polling session's WebSocket and move the session onto it.
 pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Response {
-    s.lock().transport = Transport::Upgrading;
     up.reply(move |mut io| async move {
+        // Claimed once the WebSocket exists, so a handshake that never completes cannot
+        // leave the session stuck half-upgraded; a second probe in parallel is turned away.
+        let claimed = {
+            let mut st = s.lock();
+            let free = st.transport == Transport::Polling && !st.closed;
+            if free {
+                st.transport = Transport::Upgrading;
+            }
+            free
+        };
+        if !claimed {
+            let mut bye = vec![frame::close(1000, "")];
+            let _ = ws::conn::write_all(&mut io, &mut bye).await;
+            return;
+        }
         let mut rbuf = BytesMut::new();
         let mut decoder = Decoder::default();
         let upgraded = tokio::time::timeout(
