@@ -56,7 +56,11 @@ struct ClientEvent<'a> {
 
 /// Accept the main-namespace CONNECT.
 pub fn connect(s: &Session, auth: Option<&RawValue>) {
-    s.lock().io.connect_auth = auth.map(|a| a.to_owned());
+    {
+        let mut st = s.lock();
+        st.connect_by = None;
+        st.io.connect_auth = auth.map(|a| a.to_owned());
+    }
     s.member.connected.store(true, Ordering::Relaxed);
     s.member.send(packet::connected(s.eio, &s.member.id));
 }

@@ -21,6 +21,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// How long a v4 client may stay without joining a namespace (socket.io's default).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// Which transport carries the session now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -40,6 +43,8 @@ pub struct State {
     ping_due: Instant,
     /// v4: a ping is out and its pong must come by then.
     pong_due: Option<Instant>,
+    /// v4: the client must CONNECT to a namespace by then (socket.io's connectTimeout).
+    pub connect_by: Option<Instant>,
     pub io: SocketState,
 }
 
@@ -103,6 +108,7 @@ impl Session {
                 closed: false,
                 ping_due,
                 pong_due: None,
+                connect_by: (eio == Eio::V4).then(|| now + CONNECT_TIMEOUT),
                 io: SocketState::default(),
             }),
         })
@@ -134,7 +140,8 @@ impl Session {
         if st.closed {
             return None;
         }
-        Some(st.pong_due.unwrap_or(st.ping_due))
+        let heartbeat = st.pong_due.unwrap_or(st.ping_due);
+        Some(st.connect_by.map_or(heartbeat, |c| c.min(heartbeat)))
     }
 
     /// Run the heartbeat: send a due ping, or fail with the reason to close.
@@ -148,6 +155,9 @@ impl Session {
         }
         let now = Instant::now();
         let mut st = self.st.lock();
+        if st.connect_by.is_some_and(|by| now >= by) {
+            return Err("connect timeout");
+        }
         match (self.eio, st.pong_due) {
             (Eio::V4, Some(due)) if now >= due => Err("ping timeout"),
             (Eio::V4, None) if now >= st.ping_due => {
@@ -244,5 +254,43 @@ impl Sessions {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::server::Shared;
+    use tokio_util::sync::CancellationToken;
+
+    fn edge() -> Edge {
+        Edge::new(Arc::new(Shared {
+            config: Config::default(),
+            broker: Arc::new(crate::broker::Broker::new()),
+            shutdown: CancellationToken::new(),
+            started: std::time::Instant::now(),
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_v4_session_that_never_connects_times_out() {
+        let edge = edge();
+        let s = Session::new(&edge, Eio::V4, Transport::WebSocket, Vec::new());
+        let due = s.heartbeat_due().unwrap();
+        assert!(
+            due <= Instant::now() + CONNECT_TIMEOUT,
+            "the connect deadline is watched"
+        );
+        assert_eq!(s.tick(&edge), Ok(()));
+        s.lock().connect_by = Some(Instant::now());
+        assert_eq!(s.tick(&edge), Err("connect timeout"));
+        // Once connected, only heartbeats matter.
+        super::super::echo::connect(&s, None);
+        assert_eq!(s.lock().connect_by, None);
+        assert_eq!(s.tick(&edge), Ok(()));
+        // v3 sockets are connected to / from the start.
+        let v3 = Session::new(&edge, Eio::V3, Transport::WebSocket, Vec::new());
+        assert_eq!(v3.lock().connect_by, None);
     }
 }
