@@ -5,10 +5,17 @@
 //! by default; since Laravel 12 derived from APP_NAME, e.g. `laravel-database-`).
 //! Channel kinds are spelled in the name: `private-`, `private-encrypted-`,
 //! `presence-`. `socket` names the connection to leave out (`toOthers()`).
+//!
+//! [`Broadcasts`] is the one broker tap that turns publications into broadcasts for
+//! every WebSocket edge: the prefix is stripped and the envelope decoded once per
+//! publication, and only when some edge has a listener on that channel.
 
+use crate::broker::Tap;
 use bytes::Bytes;
+use parking_lot::RwLock;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// What kind of channel a name denotes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +104,51 @@ impl Envelope {
     }
 }
 
+/// A WebSocket edge that delivers Laravel broadcasts to its own clients.
+pub trait Audience: Send + Sync {
+    /// Could a broadcast on `channel` (prefix stripped) reach anyone here? A publication
+    /// no edge listens to is never decoded.
+    fn listens(&self, channel: &str) -> bool;
+    /// Deliver one decoded broadcast; returns how many connections it reached.
+    fn deliver(&self, channel: &str, broadcast: &Envelope) -> usize;
+}
+
+/// The broker tap shared by the edges: strip, decode once, hand to each audience.
+pub struct Broadcasts {
+    prefixes: Prefixes,
+    audiences: RwLock<Vec<Arc<dyn Audience>>>,
+}
+
+impl Broadcasts {
+    pub fn new(prefixes: &[String]) -> Self {
+        Broadcasts {
+            prefixes: Prefixes::new(prefixes),
+            audiences: RwLock::default(),
+        }
+    }
+
+    pub fn add(&self, audience: Arc<dyn Audience>) {
+        self.audiences.write().push(audience);
+    }
+}
+
+impl Tap for Broadcasts {
+    fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
+        let Ok(name) = std::str::from_utf8(self.prefixes.strip(channel)) else {
+            return 0;
+        };
+        let audiences = self.audiences.read();
+        if !audiences.iter().any(|a| a.listens(name)) {
+            return 0;
+        }
+        let Some(broadcast) = Envelope::decode(payload) else {
+            crate::metrics::NON_LARAVEL_PAYLOADS.inc();
+            return 0;
+        };
+        audiences.iter().map(|a| a.deliver(name, &broadcast)).sum()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +189,48 @@ mod tests {
         assert_eq!(e.socket, None);
         assert!(Envelope::decode(&Bytes::from_static(b"plain text")).is_none());
         assert!(Envelope::decode(&Bytes::from_static(br#"{"data":1}"#)).is_none());
+    }
+
+    /// Listens on one channel; records what it was given.
+    struct Listener(&'static str, parking_lot::Mutex<Vec<String>>);
+
+    impl Audience for Listener {
+        fn listens(&self, channel: &str) -> bool {
+            channel == self.0
+        }
+        fn deliver(&self, channel: &str, b: &Envelope) -> usize {
+            self.1
+                .lock()
+                .push(format!("{channel} {} {}", b.event, b.data.get()));
+            1
+        }
+    }
+
+    #[test]
+    fn broadcasts_decode_once_for_every_audience() {
+        let tap = Broadcasts::new(&["laravel_database_".into()]);
+        let (a, b) = (
+            Arc::new(Listener("orders.1", Default::default())),
+            Arc::new(Listener("orders.2", Default::default())),
+        );
+        tap.add(a.clone());
+        tap.add(b.clone());
+        let payload = Bytes::from_static(br#"{"event":"E","data":{"x":1},"socket":null}"#);
+        assert_eq!(
+            tap.publish(&Bytes::from_static(b"laravel_database_orders.1"), &payload),
+            2
+        );
+        assert_eq!(*a.1.lock(), ["orders.1 E {\"x\":1}"]);
+        assert_eq!(*b.1.lock(), ["orders.1 E {\"x\":1}"]);
+        let before = crate::metrics::NON_LARAVEL_PAYLOADS.get();
+        let junk = Bytes::from_static(b"not json");
+        assert_eq!(tap.publish(&Bytes::from_static(b"nobody"), &junk), 0);
+        assert_eq!(
+            crate::metrics::NON_LARAVEL_PAYLOADS.get(),
+            before,
+            "unheard: never decoded"
+        );
+        assert_eq!(tap.publish(&Bytes::from_static(b"orders.2"), &junk), 0);
+        assert!(crate::metrics::NON_LARAVEL_PAYLOADS.get() > before);
     }
 }

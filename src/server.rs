@@ -8,6 +8,7 @@
 
 use crate::broker::Broker;
 use crate::config::Config;
+use crate::laravel::Broadcasts;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,12 +20,30 @@ use tokio_util::sync::CancellationToken;
 pub struct Shared {
     pub config: Config,
     pub broker: Arc<Broker>,
+    /// Laravel broadcasts for the WebSocket edges, decoded once per publication.
+    pub broadcasts: Arc<Broadcasts>,
     /// Cancelled once, when the server begins to shut down.
     pub shutdown: CancellationToken,
     pub started: Instant,
 }
 
 pub type State = Arc<Shared>;
+
+impl Shared {
+    /// The shared state of a server that has not started listening yet.
+    pub fn new(config: Config) -> State {
+        let broker = Arc::new(Broker::new());
+        let broadcasts = Arc::new(Broadcasts::new(&config.redis_prefixes));
+        broker.add_tap(broadcasts.clone());
+        Arc::new(Shared {
+            config,
+            broker,
+            broadcasts,
+            shutdown: CancellationToken::new(),
+            started: Instant::now(),
+        })
+    }
+}
 
 /// A started server.
 pub struct Running {
@@ -43,12 +62,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let redis = TcpListener::bind(config.redis_bind).await?;
     let http = TcpListener::bind(config.http_bind).await?;
     let (redis_addr, http_addr) = (redis.local_addr()?, http.local_addr()?);
-    let state = Arc::new(Shared {
-        config,
-        broker: Arc::new(Broker::new()),
-        shutdown: CancellationToken::new(),
-        started: Instant::now(),
-    });
+    let state = Shared::new(config);
     let mut tasks = JoinSet::new();
     tasks.spawn(crate::resp::serve(redis, state.clone()));
     let routes = crate::http::routes(state.clone());

@@ -15,8 +15,7 @@ pub mod protocol;
 pub mod signature;
 pub mod websocket;
 
-use crate::broker::Tap;
-use crate::laravel::{Envelope, Prefixes};
+use crate::laravel::{Audience, Envelope};
 use crate::server::State;
 use apps::{App, Apps};
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,23 +28,17 @@ use warp::reply::{Reply, Response};
 use warp::Filter;
 
 /// Publications over RESP (Laravel's redis broadcaster) delivered to the default app:
-/// prefix stripped, envelope decoded once, frame encoded once, `socket` left out.
+/// frame encoded once per publication, `socket` left out.
 struct RedisDriver {
     app: Arc<App>,
-    prefixes: Prefixes,
 }
 
-impl Tap for RedisDriver {
-    fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
-        let Ok(name) = std::str::from_utf8(self.prefixes.strip(channel)) else {
-            return 0;
-        };
-        if !channels::is_cache(name) && self.app.channels.occupancy(name).subscriptions == 0 {
-            return 0;
-        }
-        let Some(env) = Envelope::decode(payload) else {
-            return 0;
-        };
+impl Audience for RedisDriver {
+    fn listens(&self, channel: &str) -> bool {
+        channels::is_cache(channel) || self.app.channels.occupancy(channel).subscriptions > 0
+    }
+
+    fn deliver(&self, name: &str, env: &Envelope) -> usize {
         let frame = protocol::event(&env.event, Some(name), env.data.get());
         self.app
             .channels
@@ -71,10 +64,7 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         app_secret = dev_secret.unwrap_or("(set)"),
         "Pusher default app"
     );
-    state.broker.add_tap(Arc::new(RedisDriver {
-        app: default,
-        prefixes: Prefixes::new(&state.config.redis_prefixes),
-    }));
+    state.broadcasts.add(Arc::new(RedisDriver { app: default }));
 
     let connect = {
         let (state, apps) = (state.clone(), apps.clone());

@@ -262,15 +262,9 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::server::Shared;
-    use tokio_util::sync::CancellationToken;
 
     fn edge() -> Edge {
-        Edge::new(Arc::new(Shared {
-            config: Config::default(),
-            broker: Arc::new(crate::broker::Broker::new()),
-            shutdown: CancellationToken::new(),
-            started: std::time::Instant::now(),
-        }))
+        Edge::new(Shared::new(Config::default()))
     }
 
     #[tokio::test]

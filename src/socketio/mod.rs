@@ -7,9 +7,9 @@
 //! - [`rooms`]: channels, members, presence.
 //! - [`echo`]: subscribe / unsubscribe / whisper with Laravel's authorization.
 //!
-//! Publications arrive through the broker as a [`Tap`]: each is decoded once, its
-//! channel prefix stripped, and its `42["event","channel",data]` packet built once
-//! and shared by every member socket (except the publisher's own, `toOthers()`).
+//! Broadcasts arrive decoded from [`crate::laravel::Broadcasts`]; each one's
+//! `42["event","channel",data]` packet is built once and shared by every member
+//! socket (except the publisher's own, `toOthers()`).
 
 mod cors;
 mod echo;
@@ -20,13 +20,12 @@ mod rooms;
 mod websocket;
 
 use crate::auth_callback::AuthClient;
-use crate::broker::Tap;
 use crate::config::Config;
-use crate::laravel::{ChannelKind, Envelope, Prefixes};
+use crate::laravel::{Audience, ChannelKind, Envelope};
 use crate::outbox::Closed;
 use crate::server::State;
 use crate::ws::Upgrade;
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use engine::{Session, Sessions, Transport};
 use futures_util::Stream;
 use http::{HeaderMap, Method, StatusCode};
@@ -43,7 +42,6 @@ pub struct Edge {
     state: State,
     rooms: Rooms,
     sessions: Sessions,
-    prefixes: Prefixes,
     auth: AuthClient,
 }
 
@@ -53,7 +51,6 @@ impl Edge {
         Edge {
             rooms: Rooms::default(),
             sessions: Sessions::default(),
-            prefixes: Prefixes::new(&c.redis_prefixes),
             auth: AuthClient::new(
                 c.auth_endpoint.clone(),
                 c.auth_timeout,
@@ -93,15 +90,14 @@ impl Edge {
     }
 }
 
-impl Tap for Edge {
-    fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
-        let Some(env) = Envelope::decode(payload) else {
-            crate::metrics::NON_LARAVEL_PAYLOADS.inc();
-            return 0;
-        };
-        let Ok(name) = std::str::from_utf8(self.prefixes.strip(channel)) else {
-            return 0;
-        };
+impl Audience for Edge {
+    fn listens(&self, channel: &str) -> bool {
+        self.rooms.is_occupied(channel)
+            || (self.config().socketio_broadcast_public
+                && ChannelKind::of(channel) == ChannelKind::Public)
+    }
+
+    fn deliver(&self, name: &str, env: &Envelope) -> usize {
         let except = env.socket.as_deref();
         let data = env.data.get();
         let f = Frames::new(packet::event(&env.event, &[&packet::json_str(name), data]));
@@ -122,7 +118,7 @@ impl Tap for Edge {
 /// `/socket.io/`: the Engine.IO endpoint for both transports.
 pub fn routes(state: State) -> BoxedFilter<(Response,)> {
     let edge = Arc::new(Edge::new(state.clone()));
-    state.broker.add_tap(edge.clone());
+    state.broadcasts.add(edge.clone());
     let upgrade = crate::ws::upgrade()
         .map(Some)
         .or(warp::any().map(|| None))

@@ -229,6 +229,14 @@ impl Rooms {
         n
     }
 
+    /// Whether any socket is in `channel`.
+    pub fn is_occupied(&self, channel: &str) -> bool {
+        self.shard(channel)
+            .read()
+            .get(channel)
+            .is_some_and(|r| !r.members.is_empty())
+    }
+
     pub fn is_member(&self, channel: &str, key: u64) -> bool {
         self.shard(channel)
             .read()
