@@ -100,7 +100,10 @@ fn protected_mode_refuses_an_open_public_resp_port() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--requirepass") && err.contains("--protected-mode no"), "{err}");
+    assert!(
+        err.contains("--requirepass") && err.contains("--protected-mode no"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -108,7 +111,11 @@ fn environment_and_toml_file_configure_it() {
     let dir = std::env::temp_dir().join(format!("herald-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("herald.toml");
-    std::fs::write(&file, "http_bind = \"127.0.0.1:0\"\nrequirepass = \"from-file\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "http_bind = \"127.0.0.1:0\"\nrequirepass = \"from-file\"\n",
+    )
+    .unwrap();
     let mut h = spawn(
         &["--config", file.to_str().unwrap()],
         &[("HERALD_REDIS_BIND", "127.0.0.1:0")],
@@ -122,7 +129,10 @@ fn environment_and_toml_file_configure_it() {
 #[test]
 fn sigterm_and_sigint_exit_zero_with_clients_connected() {
     for sig in ["TERM", "INT"] {
-        let mut h = spawn(&["--redis-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"], &[]);
+        let mut h = spawn(
+            &["--redis-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"],
+            &[],
+        );
         assert_eq!(ping(&h.redis), "+PONG\r\n");
         // A subscriber and an idle HTTP keep-alive connection stay open across the signal.
         let mut sub = TcpStream::connect(&h.redis).unwrap();
@@ -131,7 +141,8 @@ fn sigterm_and_sigint_exit_zero_with_clients_connected() {
         let n = sub.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"*3\r\n$9\r\nsubscribe"));
         let mut web = TcpStream::connect(&h.http).unwrap();
-        web.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        web.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
         let n = web.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         signal(&h.child, sig);
