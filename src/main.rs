@@ -19,6 +19,15 @@ async fn main() -> ExitCode {
         eprintln!("herald: {e}");
         return ExitCode::from(2);
     }
+    // Before the listeners start: a signal that arrives while they bind must still
+    // mean a clean shutdown, not the default of dying at once.
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(i), Ok(t)) => (i, t),
+        _ => return ExitCode::FAILURE,
+    };
     let running = match herald::server::start(config).await {
         Ok(r) => r,
         Err(e) => {
@@ -26,13 +35,6 @@ async fn main() -> ExitCode {
             eprintln!("herald: cannot start: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    let (mut int, mut term) = match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(i), Ok(t)) => (i, t),
-        _ => return ExitCode::FAILURE,
     };
     tokio::select! {
         _ = int.recv() => {},

@@ -88,14 +88,8 @@ fn param<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
 }
 
 fn authenticate(app: &App, req: &Request<'_>) -> Result<Params, Failure> {
-    let params: Params = req
-        .query
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (decode(k), decode(v))
-        })
+    let params: Params = form_urlencoded::parse(req.query.as_bytes())
+        .into_owned()
         .collect();
     let unauthorized = |m: String| fail(StatusCode::UNAUTHORIZED, m);
     match param(&params, "auth_key") {
@@ -155,29 +149,11 @@ fn authenticate(app: &App, req: &Request<'_>) -> Result<Params, Failure> {
     Ok(params)
 }
 
-/// Percent-decoding as query strings use it (`+` is a space).
-fn decode(s: &str) -> String {
-    fn hex(c: u8) -> Option<u8> {
-        (c as char).to_digit(16).map(|d| d as u8)
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A percent-encoded path segment (a channel name or user id), decoded.
+fn decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 fn route(app: &App, rest: &[&str], req: &Request<'_>, params: &Params) -> Result<Value, Failure> {
@@ -430,8 +406,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn decodes_query_values() {
-        assert_eq!(decode("a%2Cb+c"), "a,b c");
+    fn decodes_path_segments() {
+        assert_eq!(decode("presence-a%2Cb"), "presence-a,b");
         assert_eq!(decode("100%"), "100%");
         assert_eq!(decode("%zz"), "%zz");
     }

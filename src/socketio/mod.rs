@@ -319,38 +319,10 @@ where
 /// Query string → map, percent-decoded; the first value of a key wins.
 fn parse_query(q: &str) -> HashMap<String, String> {
     let mut m = HashMap::new();
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        m.entry(percent_decode(k))
-            .or_insert_with(|| percent_decode(v));
+    for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        m.entry(k.into_owned()).or_insert_with(|| v.into_owned());
     }
     m
-}
-
-/// `application/x-www-form-urlencoded` decoding (`+` is a space).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]
@@ -362,7 +334,7 @@ mod tests {
         let q = parse_query("EIO=4&transport=polling&t=N8&j=0&d=a%20b+c%ZZ&EIO=3");
         assert_eq!(q["EIO"], "4");
         assert_eq!(q["d"], "a b c%ZZ");
-        assert_eq!(percent_decode("%e2%80%a8"), "\u{2028}");
-        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(parse_query("d=%e2%80%a8")["d"], "\u{2028}");
+        assert_eq!(parse_query("d=100%")["d"], "100%");
     }
 }
