@@ -23,8 +23,11 @@ use std::time::{Duration, Instant};
 /// The Socket.IO side of a session: small, it is kept for every socket.
 #[derive(Default)]
 pub struct SocketState {
-    /// Channels joined (or being authorized and then joined).
+    /// Channels joined.
     pub channels: Vec<Box<str>>,
+    /// Channels waiting for the app's authorization; an `unsubscribe` meanwhile
+    /// removes the channel here, and the answer then joins nothing.
+    authorizing: Vec<Box<str>>,
     /// Binary attachments still expected for the last binary packet.
     pub attachments: usize,
     /// The CONNECT packet's `auth` payload; its `headers` go to the auth endpoint.
@@ -155,7 +158,13 @@ fn auth_headers(s: &Session, sub: Option<AuthOpt>) -> Vec<(String, String)> {
 
 fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64>) {
     let channel = sub.channel;
-    if channel.is_empty() || s.lock().io.channels.iter().any(|c| **c == *channel) {
+    let known = |st: &SocketState| {
+        st.channels
+            .iter()
+            .chain(&st.authorizing)
+            .any(|c| **c == *channel)
+    };
+    if channel.is_empty() || known(&s.lock().io) {
         if let Some(id) = ack {
             s.member.send(packet::ack(id));
         }
@@ -170,14 +179,24 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
         return;
     }
     let headers = auth_headers(s, sub.auth);
+    s.lock().io.authorizing.push(channel.as_str().into());
     let (edge, s) = (edge.clone(), s.clone());
     tokio::spawn(async move {
         let presence = kind == ChannelKind::Presence;
-        match edge
+        let answer = edge
             .auth
             .authorize(&channel, &s.member.id, &headers, presence)
-            .await
-        {
+            .await;
+        let still_wanted = {
+            let mut st = s.lock();
+            let before = st.io.authorizing.len();
+            st.io.authorizing.retain(|c| **c != *channel);
+            before != st.io.authorizing.len()
+        };
+        match answer {
+            Ok(_) if !still_wanted => {
+                tracing::debug!(%channel, "unsubscribed while being authorized: not joined")
+            }
             Ok(user) => join(&edge, &s, &channel, user),
             Err(Refused(status)) => {
                 tracing::debug!(%channel, status, "subscription refused");
@@ -221,6 +240,7 @@ fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceUser>) {
 fn unsubscribe(edge: &Edge, s: &Session, channel: &str) {
     let removed = {
         let mut st = s.lock();
+        st.io.authorizing.retain(|c| **c != *channel);
         let before = st.io.channels.len();
         st.io.channels.retain(|c| **c != *channel);
         before != st.io.channels.len()

@@ -259,6 +259,29 @@ test('a slow auth endpoint is bounded by --auth-timeout-ms; no endpoint refuses 
   }
 });
 
+test('leaving a private channel while the app is still authorizing it joins nothing', async () => {
+  const slowApp = await startAuthApp({ delayMs: 400 });
+  const slow = await startHerald(['--auth-endpoint', slowApp.endpoint]);
+  try {
+    const echo = new Echo({ broadcaster: 'socket.io', host: slow.url, client: io, transports: ['websocket'], forceNew: true, reconnection: false, auth: { headers: { Authorization: 'Bearer 1' } } });
+    await once(echo.connector.socket, 'connect');
+    const got = [];
+    echo.private('chat').listen('.E', (e) => got.push(e));
+    await sleep(100);
+    assert.equal(slowApp.requests.length, 1, 'the app is being asked');
+    echo.leave('chat');
+    await sleep(700);
+    const receivers = await redisCli(slow.redisPort, 'PUBLISH', 'laravel_database_private-chat', laravelPayload('E', { n: 1 }));
+    assert.equal(receivers, '0', 'the late "allowed" answer joined nothing');
+    await sleep(100);
+    assert.deepEqual(got, []);
+    echo.disconnect();
+  } finally {
+    await slow.stop();
+    await slowApp.close();
+  }
+});
+
 test('unsubscribe stops delivery; disconnect leaves every channel', async () => {
   const echo = await tab();
   const got = [];
