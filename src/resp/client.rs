@@ -10,6 +10,7 @@ use crate::broker::{Subscriber, SubscriberId, Via};
 use crate::outbox::Outbox;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,7 +29,8 @@ pub struct Meta {
     pub sub: usize,
     pub psub: usize,
     pub ssub: usize,
-    pub last_cmd: String,
+    /// The last command's name (a table name, so rarely allocated).
+    pub last_cmd: Cow<'static, str>,
     pub user: String,
 }
 

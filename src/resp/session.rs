@@ -18,6 +18,7 @@ use crate::outbox::{Closed, Outbox};
 use bytes::BufMut;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -131,7 +132,7 @@ impl Session {
                             }
                             // The replies to this read go out now, in one write, rather
                             // than on the loop's next turn.
-                            match client.outbox.take_now(&mut batch) {
+                            match self.take_replies(&mut batch) {
                                 Err(closed) => break self.dropped(closed),
                                 Ok(()) if batch.is_empty() => {}
                                 Ok(()) => {
@@ -216,7 +217,24 @@ impl Session {
                 }
             }
         }
+        if self.closing {
+            self.flush();
+        }
+    }
+
+    /// Move the replies executed so far, and whatever else is queued for this
+    /// connection, into `batch`, in order. With no subscription and nothing queued, no
+    /// delivery can come between them, so the replies skip the outbox (its lock and the
+    /// wake-up of this very task).
+    fn take_replies(&mut self, batch: &mut Vec<Bytes>) -> Result<(), Closed> {
+        if self.subscriptions() == 0 && self.client.outbox.queued_bytes() == 0 {
+            if !self.out.is_empty() {
+                batch.push(self.out.split().freeze());
+            }
+            return Ok(());
+        }
         self.flush();
+        self.client.outbox.take_now(batch)
     }
 
     fn execute(&mut self, args: Vec<Bytes>) {
@@ -225,16 +243,16 @@ impl Session {
             Ok(found) => found,
             Err(reject) => return self.reply(reject),
         };
-        let name = match &cmd {
-            commands::Command::Keyspace(name) => name.as_str(),
-            _ => spec.name,
+        let name: Cow<'static, str> = match &cmd {
+            commands::Command::Keyspace(name) => Cow::Owned(name.clone()),
+            _ => Cow::Borrowed(spec.name),
         };
-        self.client.meta.lock().last_cmd = name.to_string();
+        self.client.meta.lock().last_cmd = name.clone();
         if !self.authenticated && !spec.no_auth() {
             return self.reply(Frame::Error("NOAUTH Authentication required.".into()));
         }
         if self.proto == Proto::Resp2 && self.subscriptions() > 0 && !spec.allowed_subscribed() {
-            let refusal = subscribed_mode_error(name);
+            let refusal = subscribed_mode_error(&name);
             return self.reply(refusal);
         }
         cmd.run(self);
