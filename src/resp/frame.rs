@@ -3,8 +3,8 @@
 //! Commands build a [`Frame`]; the session encodes it for the protocol the client chose
 //! with `HELLO` (RESP3 has maps, `_` nulls, `>` pushes and verbatim strings; RESP2
 //! flattens maps into arrays and writes `$-1` for nulls). Pub/sub deliveries do not go
-//! through `Frame`: [`message_header`] writes only the bytes before the payload so the
-//! payload itself is shared, never copied.
+//! through `Frame`: [`message_header`] writes only the bytes before the payload, which
+//! the subscriber side copies once per publication (small payloads) or shares (large).
 
 use crate::broker::Via;
 use bytes::{BufMut, Bytes, BytesMut};
