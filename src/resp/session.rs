@@ -107,6 +107,13 @@ impl Session {
                 drained = client.outbox.drain(&mut batch) => match drained {
                     Err(closed) => break self.dropped(closed),
                     Ok(()) => {
+                        // Let the publishers already woken run first: what they deliver
+                        // meanwhile joins this write, as Redis writes a client once per
+                        // turn of its event loop rather than once per message.
+                        tokio::task::yield_now().await;
+                        if let Err(closed) = client.outbox.take_now(&mut batch) {
+                            break self.dropped(closed);
+                        }
                         if let Err(why) = self.write(&mut wr, &mut batch).await {
                             break why;
                         }
