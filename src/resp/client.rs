@@ -8,8 +8,9 @@
 use super::frame::{message_header, Proto, CRLF};
 use crate::broker::{Subscriber, SubscriberId, Via};
 use crate::outbox::Outbox;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,7 +29,8 @@ pub struct Meta {
     pub sub: usize,
     pub psub: usize,
     pub ssub: usize,
-    pub last_cmd: String,
+    /// The last command's name (a table name, so rarely allocated).
+    pub last_cmd: Cow<'static, str>,
     pub user: String,
 }
 
@@ -130,62 +132,116 @@ impl Subscriber for Client {
         self.id
     }
 
-    /// Header bytes, then the publisher's payload itself (a `Bytes` clone), then CRLF.
+    /// One shared `Bytes` per publication for a small payload; header, the publisher's
+    /// payload itself (a `Bytes` clone) and CRLF for a large one.
     fn deliver(&self, via: Via<'_>, channel: &Bytes, payload: &Bytes) {
-        let header = shared_header(self.proto(), via, channel, payload);
-        if !self.outbox.push_all(&[header, payload.clone(), CRLF]) {
+        let pushed = match encoded(self.proto(), via, channel, payload) {
+            Encoded::Whole(frame) => self.outbox.push(frame),
+            Encoded::Header(header) => self.outbox.push_all(&[header, payload.clone(), CRLF]),
+        };
+        if !pushed {
             self.kicked.notify_one();
         }
     }
 }
 
-/// The last header encoded on this thread, and what it was for. A header depends only
-/// on these, not on the payload's content.
-struct LastHeader {
+/// Up to this size a payload is copied once per publication into one frame with its
+/// header: every subscriber then queues and writes one `Bytes` instead of three. Past
+/// it, the payload is shared rather than copied.
+const WHOLE_FRAME_MAX: usize = 8 * 1024;
+
+/// A delivery as encoded for its subscribers.
+enum Encoded {
+    /// Header, payload and CRLF in one frame.
+    Whole(Bytes),
+    /// The bytes before the payload; the caller sends the payload and CRLF after them.
+    Header(Bytes),
+}
+
+/// The last delivery encoded on this thread, and what it was for.
+struct LastDelivery {
     proto: Proto,
     pattern: Option<Bytes>,
     shard: bool,
     channel: Bytes,
-    payload_len: usize,
-    header: Bytes,
+    cached: Cached,
+}
+
+enum Cached {
+    /// The whole frame of this payload. The payload is held so that its memory cannot be
+    /// reused by another publication while cached: the same address and length then
+    /// mean the same bytes.
+    Whole { payload: Bytes, frame: Bytes },
+    /// A header depends only on the payload's length, not on its content.
+    Header { payload_len: usize, header: Bytes },
 }
 
 thread_local! {
-    static LAST_HEADER: RefCell<Option<LastHeader>> = const { RefCell::new(None) };
+    static LAST_DELIVERY: RefCell<Option<LastDelivery>> = const { RefCell::new(None) };
 }
 
 /// The broker hands one publication to its subscribers one after another on the
-/// publisher's thread, so remembering the last header encoded there makes the header
-/// encoded once per publication (per protocol and pattern), not once per subscriber.
-fn shared_header(proto: Proto, via: Via<'_>, channel: &Bytes, payload: &Bytes) -> Bytes {
+/// publisher's thread, so remembering the last delivery encoded there encodes it once
+/// per publication (per protocol and pattern), not once per subscriber.
+fn encoded(proto: Proto, via: Via<'_>, channel: &Bytes, payload: &Bytes) -> Encoded {
     let (pattern, shard) = match via {
         Via::Pattern(p) => (Some(p), false),
         Via::Channel => (None, false),
         Via::Shard => (None, true),
     };
-    LAST_HEADER.with(|cell| {
+    let whole = payload.len() <= WHOLE_FRAME_MAX;
+    LAST_DELIVERY.with(|cell| {
         let mut last = cell.borrow_mut();
         if let Some(l) = last.as_ref() {
             if l.proto == proto
                 && l.shard == shard
-                && l.payload_len == payload.len()
                 && l.pattern.as_deref() == pattern
                 && l.channel == channel
             {
-                return l.header.clone();
+                match &l.cached {
+                    Cached::Whole { payload: p, frame }
+                        if p.as_ptr() == payload.as_ptr() && p.len() == payload.len() =>
+                    {
+                        return Encoded::Whole(frame.clone());
+                    }
+                    Cached::Header {
+                        payload_len,
+                        header,
+                    } if !whole && *payload_len == payload.len() => {
+                        return Encoded::Header(header.clone());
+                    }
+                    _ => {}
+                }
             }
         }
         let header = message_header(proto, via, channel, payload.len());
-        *last = Some(LastHeader {
+        let (cached, out) = if whole {
+            let mut frame = BytesMut::with_capacity(header.len() + payload.len() + 2);
+            frame.extend_from_slice(&header);
+            frame.extend_from_slice(payload);
+            frame.extend_from_slice(&CRLF);
+            let frame = frame.freeze();
+            let cached = Cached::Whole {
+                payload: payload.clone(),
+                frame: frame.clone(),
+            };
+            (cached, Encoded::Whole(frame))
+        } else {
+            let cached = Cached::Header {
+                payload_len: payload.len(),
+                header: header.clone(),
+            };
+            (cached, Encoded::Header(header))
+        };
+        *last = Some(LastDelivery {
             proto,
             pattern: pattern.map(Bytes::copy_from_slice),
             shard,
             // A copy: the channel may be a slice of some connection's read buffer.
             channel: Bytes::copy_from_slice(channel),
-            payload_len: payload.len(),
-            header: header.clone(),
+            cached,
         });
-        header
+        out
     })
 }
 
@@ -247,25 +303,49 @@ mod tests {
     }
 
     #[test]
-    fn one_header_per_publication_and_the_payload_is_shared() {
+    fn one_frame_per_publication() {
         let (a, b, r3) = (client(), client(), client());
         r3.set_proto(Proto::Resp3);
         let channel = Bytes::from_static(b"news");
-        let payload = Bytes::from(vec![7u8; 100]);
+        let payload = Bytes::from(vec![b'7'; 100]);
         for c in [&a, &b, &r3] {
             c.deliver(Via::Channel, &channel, &payload);
         }
         let (fa, fb, f3) = (frames(&a), frames(&b), frames(&r3));
+        assert_eq!(fa.len(), 1, "one frame");
+        assert_eq!(fa[0].as_ptr(), fb[0].as_ptr(), "the same bytes for both");
+        let mut want = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$100\r\n".to_vec();
+        want.extend_from_slice(&payload);
+        want.extend_from_slice(b"\r\n");
+        assert_eq!(&fa[0][..], &want[..]);
+        assert_eq!(&f3[0][..2], b">3", "RESP3 gets its own frame");
+        // A different channel, pattern or payload never reuses the frame, even with the
+        // same length.
+        a.deliver(Via::Pattern(b"n*"), &channel, &payload);
+        a.deliver(Via::Channel, &Bytes::from_static(b"newz"), &payload);
+        let other = Bytes::from(vec![b'8'; 100]);
+        a.deliver(Via::Channel, &channel, &other);
+        let f = frames(&a);
+        assert!(f[0].starts_with(b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n"));
+        assert!(f[1].starts_with(b"*3\r\n$7\r\nmessage\r\n$4\r\nnewz\r\n$100\r\n"));
+        assert!(f[2].ends_with(b"88\r\n"));
+    }
+
+    #[test]
+    fn a_large_payload_is_shared_not_copied() {
+        let (a, b) = (client(), client());
+        let channel = Bytes::from_static(b"news");
+        let payload = Bytes::from(vec![7u8; WHOLE_FRAME_MAX + 1]);
+        a.deliver(Via::Channel, &channel, &payload);
+        b.deliver(Via::Channel, &channel, &payload);
+        let (fa, fb) = (frames(&a), frames(&b));
         assert_eq!(fa[0].as_ptr(), fb[0].as_ptr(), "same header bytes");
         assert_eq!(fa[1].as_ptr(), payload.as_ptr(), "payload not copied");
         assert_eq!(fb[1].as_ptr(), payload.as_ptr());
-        assert_eq!(&f3[0][..2], b">3", "RESP3 gets its own header");
-        assert_eq!(&fa[0][..], b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$100\r\n");
-        // A different channel or pattern never reuses the header.
-        a.deliver(Via::Pattern(b"n*"), &channel, &payload);
-        a.deliver(Via::Channel, &Bytes::from_static(b"newz"), &payload);
-        let f = frames(&a);
-        assert!(f[0].starts_with(b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n"));
-        assert_eq!(&f[3][..], b"*3\r\n$7\r\nmessage\r\n$4\r\nnewz\r\n$100\r\n");
+        assert_eq!(
+            &fa[0][..],
+            b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$8193\r\n"
+        );
+        assert_eq!(&fa[2][..], b"\r\n");
     }
 }

@@ -3,8 +3,8 @@
 //! Commands build a [`Frame`]; the session encodes it for the protocol the client chose
 //! with `HELLO` (RESP3 has maps, `_` nulls, `>` pushes and verbatim strings; RESP2
 //! flattens maps into arrays and writes `$-1` for nulls). Pub/sub deliveries do not go
-//! through `Frame`: [`message_header`] writes only the bytes before the payload so the
-//! payload itself is shared, never copied.
+//! through `Frame`: [`message_header`] writes only the bytes before the payload, which
+//! the subscriber side copies once per publication (small payloads) or shares (large).
 
 use crate::broker::Via;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -61,7 +61,7 @@ impl Frame {
         match self {
             Frame::Simple(s) => line(out, b'+', s.as_bytes()),
             Frame::Error(s) => line(out, b'-', sanitize(s).as_bytes()),
-            Frame::Integer(n) => line(out, b':', itoa(*n).as_bytes()),
+            Frame::Integer(n) => line(out, b':', Decimal::signed(*n).as_bytes()),
             Frame::Bulk(b) => bulk(out, b),
             Frame::Null => match proto {
                 Proto::Resp2 => out.put_slice(b"$-1\r\n"),
@@ -108,8 +108,42 @@ fn sanitize(s: &str) -> Cow<'_, str> {
     }
 }
 
-fn itoa(n: impl std::fmt::Display) -> String {
-    n.to_string()
+/// The decimal digits of a number, written on the stack (a reply's length or integer
+/// is encoded for nearly every reply; a `String` each time would be an allocation).
+struct Decimal {
+    buf: [u8; 21],
+    start: usize,
+}
+
+impl Decimal {
+    fn signed(n: i64) -> Self {
+        let mut d = Decimal::unsigned(n.unsigned_abs());
+        if n < 0 {
+            d.start -= 1;
+            d.buf[d.start] = b'-';
+        }
+        d
+    }
+
+    /// Up to 20 digits; `signed` keeps the 21st byte for the sign.
+    fn unsigned(mut m: u64) -> Self {
+        let mut d = Decimal {
+            buf: [0; 21],
+            start: 21,
+        };
+        loop {
+            d.start -= 1;
+            d.buf[d.start] = b'0' + (m % 10) as u8;
+            m /= 10;
+            if m == 0 {
+                break d;
+            }
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
 }
 
 fn line(out: &mut BytesMut, kind: u8, body: &[u8]) {
@@ -120,7 +154,7 @@ fn line(out: &mut BytesMut, kind: u8, body: &[u8]) {
 }
 
 fn header(out: &mut BytesMut, kind: u8, len: usize) {
-    line(out, kind, itoa(len).as_bytes());
+    line(out, kind, Decimal::unsigned(len as u64).as_bytes());
 }
 
 fn bulk(out: &mut BytesMut, b: &[u8]) {
@@ -182,6 +216,22 @@ mod tests {
         assert_eq!(enc(&v, Proto::Resp3), b"=5\r\ntxt:x\r\n");
         assert_eq!(enc(&v, Proto::Resp2), b"$1\r\nx\r\n");
         assert_eq!(enc(&Frame::err("a\r\nb"), Proto::Resp2), b"-ERR a  b\r\n");
+    }
+
+    #[test]
+    fn integers_and_lengths() {
+        for n in [0, 7, -7, 10, 1234, i64::MAX, i64::MIN] {
+            assert_eq!(
+                enc(&Frame::Integer(n), Proto::Resp2),
+                format!(":{n}\r\n").as_bytes()
+            );
+        }
+        assert_eq!(
+            Decimal::unsigned(u64::MAX).as_bytes(),
+            b"18446744073709551615"
+        );
+        let big = Frame::Bulk(Bytes::from(vec![b'x'; 1000]));
+        assert!(enc(&big, Proto::Resp2).starts_with(b"$1000\r\nxx"));
     }
 
     #[test]

@@ -15,13 +15,17 @@ use super::frame::{Frame, Proto};
 use super::Hub;
 use crate::metrics;
 use crate::outbox::{Closed, Outbox};
+use bytes::BufMut;
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
 
@@ -88,7 +92,7 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, hub: Arc<Hub>) {
 
 impl Session {
     async fn serve(&mut self, stream: TcpStream) -> &'static str {
-        let (rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = stream.into_split();
         let mut rbuf = BytesMut::new();
         let mut batch: Vec<Bytes> = Vec::new();
         let client = self.client.clone();
@@ -103,24 +107,14 @@ impl Session {
                 drained = client.outbox.drain(&mut batch) => match drained {
                     Err(closed) => break self.dropped(closed),
                     Ok(()) => {
-                        // A write is never abandoned half way (that would cut a frame)
-                        // unless the client is being dropped anyway.
-                        let write = crate::ws::conn::write_all(&mut wr, &mut batch);
-                        tokio::pin!(write);
-                        let written = tokio::select! {
-                            w = &mut write => w.map_err(|_| "write failed"),
-                            _ = client.kicked.notified() => Err(client
-                                .outbox
-                                .closed()
-                                .map_or("outbox closed", |c| self.dropped(c))),
-                            _ = shutdown.cancelled() => {
-                                match tokio::time::timeout(FINAL_WRITE, &mut write).await {
-                                    Ok(Ok(())) => Ok(()),
-                                    _ => Err("server shutdown; client too slow to take its last replies"),
-                                }
-                            }
-                        };
-                        if let Err(why) = written {
+                        // Let the publishers already woken run first: what they deliver
+                        // meanwhile joins this write, as Redis writes a client once per
+                        // turn of its event loop rather than once per message.
+                        tokio::task::yield_now().await;
+                        if let Err(closed) = client.outbox.take_now(&mut batch) {
+                            break self.dropped(closed);
+                        }
+                        if let Err(why) = self.write(&mut wr, &mut batch).await {
                             break why;
                         }
                     }
@@ -130,19 +124,29 @@ impl Session {
                         break "client went away";
                     }
                     // The buffer exists only while bytes are being read or a request
-                    // is incomplete: an idle connection holds none.
-                    let start = rbuf.len();
-                    rbuf.resize(start + READ_CHUNK, 0);
-                    let read = rd.try_read(&mut rbuf[start..]);
-                    rbuf.truncate(start + *read.as_ref().unwrap_or(&0));
+                    // is incomplete: an idle connection holds none. Reading through
+                    // `AsyncRead` (not `try_read`) lets tokio note a short read as "all
+                    // read", which spares a second read that would only say so.
+                    rbuf.reserve(READ_CHUNK);
+                    let read = rd.read_buf(&mut (&mut rbuf).limit(READ_CHUNK)).now_or_never();
                     match read {
-                        Ok(0) => break "client went away",
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(_) => break "client went away",
-                        Ok(_) => {
+                        None => {}
+                        Some(Ok(0)) | Some(Err(_)) => break "client went away",
+                        Some(Ok(_)) => {
                             self.on_bytes(&mut rbuf);
                             if self.closing {
                                 break "closed by request or protocol error";
+                            }
+                            // The replies to this read go out now, in one write, rather
+                            // than on the loop's next turn.
+                            match self.take_replies(&mut batch) {
+                                Err(closed) => break self.dropped(closed),
+                                Ok(()) if batch.is_empty() => {}
+                                Ok(()) => {
+                                    if let Err(why) = self.write(&mut wr, &mut batch).await {
+                                        break why;
+                                    }
+                                }
                             }
                         }
                     }
@@ -163,6 +167,32 @@ impl Session {
         }
         let _ = wr.shutdown().await;
         why
+    }
+
+    /// Write `batch` out. A write is never abandoned half way (that would cut a frame)
+    /// unless the client is being dropped anyway.
+    async fn write(
+        &self,
+        wr: &mut OwnedWriteHalf,
+        batch: &mut Vec<Bytes>,
+    ) -> Result<(), &'static str> {
+        let client = &self.client;
+        let shutdown = &self.hub.state.shutdown;
+        let write = crate::ws::conn::write_all(wr, batch);
+        tokio::pin!(write);
+        tokio::select! {
+            w = &mut write => w.map_err(|_| "write failed"),
+            _ = client.kicked.notified() => Err(client
+                .outbox
+                .closed()
+                .map_or("outbox closed", |c| self.dropped(c))),
+            _ = shutdown.cancelled() => {
+                match tokio::time::timeout(FINAL_WRITE, &mut write).await {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err("server shutdown; client too slow to take its last replies"),
+                }
+            }
+        }
     }
 
     fn dropped(&self, closed: Closed) -> &'static str {
@@ -194,7 +224,24 @@ impl Session {
                 }
             }
         }
+        if self.closing {
+            self.flush();
+        }
+    }
+
+    /// Move the replies executed so far, and whatever else is queued for this
+    /// connection, into `batch`, in order. With no subscription and nothing queued, no
+    /// delivery can come between them, so the replies skip the outbox (its lock and the
+    /// wake-up of this very task).
+    fn take_replies(&mut self, batch: &mut Vec<Bytes>) -> Result<(), Closed> {
+        if self.subscriptions() == 0 && self.client.outbox.queued_bytes() == 0 {
+            if !self.out.is_empty() {
+                batch.push(self.out.split().freeze());
+            }
+            return Ok(());
+        }
         self.flush();
+        self.client.outbox.take_now(batch)
     }
 
     fn execute(&mut self, args: Vec<Bytes>) {
@@ -203,16 +250,16 @@ impl Session {
             Ok(found) => found,
             Err(reject) => return self.reply(reject),
         };
-        let name = match &cmd {
-            commands::Command::Keyspace(name) => name.as_str(),
-            _ => spec.name,
+        let name: Cow<'static, str> = match &cmd {
+            commands::Command::Keyspace(name) => Cow::Owned(name.clone()),
+            _ => Cow::Borrowed(spec.name),
         };
-        self.client.meta.lock().last_cmd = name.to_string();
+        self.client.meta.lock().last_cmd = name.clone();
         if !self.authenticated && !spec.no_auth() {
             return self.reply(Frame::Error("NOAUTH Authentication required.".into()));
         }
         if self.proto == Proto::Resp2 && self.subscriptions() > 0 && !spec.allowed_subscribed() {
-            let refusal = subscribed_mode_error(name);
+            let refusal = subscribed_mode_error(&name);
             return self.reply(refusal);
         }
         cmd.run(self);

@@ -204,22 +204,31 @@ impl Command {
 /// checks authentication. Err is the reply: Redis's unknown-command, unknown-subcommand
 /// or wrong-arity error.
 pub fn from_args(mut args: Vec<Bytes>) -> Result<(&'static Spec, Command), Frame> {
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    let Some(mut spec) = TABLE.iter().find(|s| s.name == name) else {
+    // Table names are lowercase ASCII: comparing ignoring ASCII case is comparing the
+    // lowercased name, without building it.
+    let Some(mut spec) = TABLE
+        .iter()
+        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(&args[0]))
+    else {
+        let name = lower(&args[0]);
         if keyspace::is_keyspace(&name) {
             return Ok((&KEYSPACE, Command::Keyspace(name)));
         }
         return Err(unknown_command(&args));
     };
     if !spec.subcommands.is_empty() && args.len() >= 2 {
-        let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
-        spec = match spec.subcommands.iter().find(|s| s.short_name() == sub) {
+        let sub = &args[1];
+        spec = match spec
+            .subcommands
+            .iter()
+            .find(|s| s.short_name().as_bytes().eq_ignore_ascii_case(sub))
+        {
             Some(s) => s,
             None => {
                 return Err(Frame::err(format_args!(
                     "unknown subcommand '{}'. Try {} HELP.",
-                    truncate(&args[1], 128),
-                    name.to_ascii_uppercase()
+                    truncate(sub, 128),
+                    spec.name.to_ascii_uppercase()
                 )))
             }
         };
@@ -230,13 +239,15 @@ pub fn from_args(mut args: Vec<Bytes>) -> Result<(&'static Spec, Command), Frame
     if spec.subcommands.is_empty() && spec.name.ends_with("|help") {
         return Ok((spec, Command::Server(server::Cmd::Help(parent(spec)))));
     }
-    let argv = args.split_off(1);
+    // Drop the name in place (a shift of a few pointers, no new vector).
+    let name = args.remove(0);
+    let argv = args;
     let cmd = match spec.group {
         Group::Connection => Command::Connection(connection::parse(spec.name, argv)),
         Group::Server => Command::Server(server::parse(spec.name, argv)),
         Group::PubSub => Command::PubSub(pubsub::parse(spec.name, argv)),
         Group::Scripting => Command::Scripting(scripting::parse(spec.name, argv)),
-        Group::Keyspace => Command::Keyspace(name),
+        Group::Keyspace => Command::Keyspace(lower(&name)),
     };
     Ok((spec, cmd))
 }

@@ -31,8 +31,10 @@ pub enum Cmd {
 pub fn parse(name: &str, mut args: Vec<Bytes>) -> Cmd {
     match name {
         "eval" | "evalsha" => {
-            let rest = args.split_off(1);
-            let first = args.pop().unwrap_or_default();
+            // The arity check guarantees the first argument; removing it in place
+            // spares a second vector.
+            let first = args.remove(0);
+            let rest = args;
             if name == "eval" {
                 Cmd::Eval(first, rest)
             } else {
@@ -56,8 +58,9 @@ pub fn run(cmd: Cmd, s: &mut Session) {
         Cmd::EvalSha(sha, args) => match script_argv(&args) {
             Err(e) => e,
             Ok(argv) => {
-                let sha = lower(&sha);
-                if sha == LARAVEL_SHA1 || s.hub.scripts.lock().contains(&sha) {
+                if sha.eq_ignore_ascii_case(LARAVEL_SHA1.as_bytes())
+                    || s.hub.scripts.lock().contains(&lower(&sha))
+                {
                     broadcast(s, argv)
                 } else {
                     Frame::Error("NOSCRIPT No matching script. Please use EVAL.".into())
@@ -134,7 +137,8 @@ fn broadcast(s: &mut Session, argv: &[Bytes]) -> Frame {
 
 /// Laravel's script, whatever its whitespace and quote style.
 pub fn is_laravel_script(script: &[u8]) -> bool {
-    normalize(script) == normalize(LARAVEL_SCRIPT.as_bytes())
+    // What Laravel sends is the script byte for byte: that needs no normalising.
+    script == LARAVEL_SCRIPT.as_bytes() || normalize(script) == normalize(LARAVEL_SCRIPT.as_bytes())
 }
 
 /// Drop whitespace except one space between two word characters (`for i`, `do redis`),
