@@ -269,7 +269,7 @@ impl Conn {
         if let Some(reply) = heartbeat {
             return self.send(reply).await;
         }
-        if find(p, b"\"bench\"").is_none() {
+        if find(p, b"seq").is_none() {
             return Ok(());
         }
         let warm = find(p, b"w\\\":1").is_some() || find(p, b"\"w\":1").is_some();
