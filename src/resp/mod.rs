@@ -1,6 +1,83 @@
-//! PLACEHOLDER: the RESP ingress is being written; replace this file.
+//! The Redis protocol ingress: what Laravel's `redis` broadcaster, phpredis, predis and
+//! redis-cli connect to, and a Redis-compatible pub/sub endpoint for any Redis client.
+//!
+//! - [`frame`]: reply values and their RESP2/RESP3 encoding.
+//! - [`codec`]: requests off the wire (multibulk and inline), with Redis's limits and errors.
+//! - [`session`]: one task per connection; executes requests in order.
+//! - [`commands`]: the command table and one file per command group.
+//! - [`client`]: a connection as the broker and `CLIENT LIST` see it.
+//!
+//! [`serve`] accepts connections until shutdown, refuses those past `maxclients` with
+//! Redis's error, and waits for open connections to finish the replies in flight.
 
+pub mod client;
+pub mod codec;
+pub mod commands;
+pub mod frame;
+pub mod session;
+
+use crate::metrics;
 use crate::server::State;
-use tokio::net::TcpListener;
+use parking_lot::Mutex;
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
 
-pub async fn serve(_listener: TcpListener, _state: State) {}
+/// What every RESP connection shares.
+pub struct Hub {
+    pub state: State,
+    pub clients: client::Registry,
+    /// SHA1s (lowercase hex) loaded with `SCRIPT LOAD`; Redis's script cache is global.
+    pub scripts: Mutex<HashSet<String>>,
+    pub limits: codec::Limits,
+}
+
+impl Hub {
+    pub fn new(state: State) -> Self {
+        Hub {
+            limits: codec::Limits::from_config(&state.config),
+            state,
+            clients: client::Registry::default(),
+            scripts: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// Serve RESP on `listener` until `state.shutdown` is cancelled, then wait for the open
+/// connections to write what they owe and close.
+pub async fn serve(listener: TcpListener, state: State) {
+    let hub = Arc::new(Hub::new(state.clone()));
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    metrics::RESP_CONNECTIONS_TOTAL.inc();
+                    let _ = stream.set_nodelay(true);
+                    conns.spawn(session::run(stream, addr, hub.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("RESP accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
+}
+
+/// Redis accepts the connection, writes this and closes it.
+async fn refuse(mut stream: TcpStream) {
+    metrics::RESP_REJECTED.inc();
+    tracing::warn!("RESP connection refused: maxclients reached");
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}

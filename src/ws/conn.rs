@@ -141,7 +141,11 @@ fn on_bytes<H: Handler>(
 }
 
 /// Write every frame, as few syscalls as the kernel allows; empties `frames`.
-pub async fn write_all(io: &mut WsStream, frames: &mut Vec<Bytes>) -> std::io::Result<()> {
+/// Shared with the RESP session, which writes its outbox the same way.
+pub async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
+    io: &mut W,
+    frames: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
     let mut start = 0;
     while start < frames.len() {
         let slices: Vec<IoSlice<'_>> = frames[start..]

@@ -1,0 +1,113 @@
+//! Micro-benchmarks of the pub/sub engine: Redis glob matching, and the fan-out of one
+//! PUBLISH to 1, 100 and 10,000 in-process subscribers whose `deliver` queues the shared
+//! payload into a bounded `Outbox`, as every real edge does.
+//!
+//! Run: `cargo bench --bench broker -- --warm-up-time 1 --measurement-time 3`
+
+use bytes::Bytes;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use herald::broker::{glob, next_subscriber_id, Broker, Subscriber, SubscriberId, Via};
+use herald::outbox::{Outbox, OutboxLimits};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn glob_matching(c: &mut Criterion) {
+    let mut group = c.benchmark_group("glob");
+    let channel = b"laravel_database_private-App.Models.User.12345";
+    let cases: [(&str, &[u8], &[u8]); 6] = [
+        ("literal", channel, channel),
+        ("star_prefix", b"laravel_database_*", channel),
+        ("star_miss", b"laravel_cache_*", channel),
+        (
+            "class_and_question",
+            b"laravel_database_[a-z]rivate-App.Models.User.?????",
+            channel,
+        ),
+        ("negated_class", b"*[^0-9]User.[0-9]*", channel),
+        // Redis's skip-longer rule keeps this linear; a naive matcher is exponential.
+        ("pathological", b"a*a*a*a*a*a*a*a*a*a*a*a*a*b", &[b'a'; 64]),
+    ];
+    for (name, pattern, subject) in cases {
+        group.bench_function(name, |b| {
+            b.iter(|| glob::matches(black_box(pattern), black_box(subject)))
+        });
+    }
+    group.finish();
+}
+
+/// A subscriber that does what an edge does on delivery: queue shared bytes, never block.
+struct Sink {
+    id: SubscriberId,
+    outbox: Outbox,
+}
+
+impl Subscriber for Sink {
+    fn id(&self) -> SubscriberId {
+        self.id
+    }
+    fn deliver(&self, _via: Via<'_>, _channel: &Bytes, payload: &Bytes) {
+        self.outbox.push(payload.clone());
+    }
+}
+
+/// Publications timed back to back before the untimed drain of every outbox.
+const BATCH: u64 = 32;
+
+fn fan_out(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fan_out");
+    let payload = Bytes::from_static(
+        br#"{"event":"App\\Events\\OrderShipped","data":{"id":1,"socket":null},"socket":null}"#,
+    );
+    let channel = Bytes::from_static(b"laravel_database_orders");
+    for (kind, subscribers) in [
+        ("channel", 1),
+        ("channel", 100),
+        ("channel", 10_000),
+        ("pattern", 100),
+    ] {
+        let broker = Broker::new();
+        let sinks: Vec<Arc<Sink>> = (0..subscribers)
+            .map(|_| {
+                Arc::new(Sink {
+                    id: next_subscriber_id(),
+                    outbox: Outbox::new(OutboxLimits::default()),
+                })
+            })
+            .collect();
+        for sink in &sinks {
+            let sub: Arc<dyn Subscriber> = sink.clone();
+            match kind {
+                "channel" => broker.subscribe(channel.clone(), sub),
+                _ => broker.psubscribe(Bytes::from_static(b"laravel_database_*"), sub),
+            };
+        }
+        group.throughput(Throughput::Elements(subscribers as u64));
+        group.bench_function(BenchmarkId::new(kind, subscribers), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut drained = Vec::new();
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(BATCH);
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        let receivers = broker.publish(channel.clone(), payload.clone());
+                        debug_assert_eq!(receivers, subscribers);
+                        black_box(receivers);
+                    }
+                    spent += start.elapsed();
+                    for sink in &sinks {
+                        sink.outbox.take_now(&mut drained).expect("outbox open");
+                        drained.clear();
+                    }
+                    left -= n;
+                }
+                spent
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, glob_matching, fan_out);
+criterion_main!(benches);

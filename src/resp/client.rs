@@ -1,0 +1,180 @@
+//! One RESP connection as the rest of the server sees it: the broker's subscriber,
+//! and a row in `CLIENT LIST`.
+//!
+//! The session task owns the connection; this shared part is what publishers touch
+//! (the outbox, the protocol version that shapes deliveries) and what other clients
+//! may read (`CLIENT LIST`, `INFO clients`).
+
+use super::frame::{message_header, Proto, CRLF};
+use crate::broker::{Subscriber, SubscriberId, Via};
+use crate::outbox::Outbox;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Notify;
+
+/// What `CLIENT LIST` shows that changes during the connection.
+#[derive(Default, Clone)]
+pub struct Meta {
+    pub name: Option<Bytes>,
+    pub lib_name: Option<Bytes>,
+    pub lib_ver: Option<Bytes>,
+    pub db: i64,
+    pub sub: usize,
+    pub psub: usize,
+    pub ssub: usize,
+    pub last_cmd: String,
+    pub user: String,
+}
+
+pub struct Client {
+    pub id: SubscriberId,
+    pub addr: SocketAddr,
+    pub laddr: SocketAddr,
+    pub fd: i32,
+    pub created: Instant,
+    pub outbox: Outbox,
+    /// Woken when a publisher finds the outbox closed, so a session stuck writing to a
+    /// slow reader drops it at once.
+    pub kicked: Notify,
+    proto: AtomicU8,
+    pub last_active: Mutex<Instant>,
+    pub meta: Mutex<Meta>,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr, laddr: SocketAddr, fd: i32, outbox: Outbox) -> Self {
+        Client {
+            id: crate::broker::next_subscriber_id(),
+            addr,
+            laddr,
+            fd,
+            created: Instant::now(),
+            outbox,
+            kicked: Notify::new(),
+            proto: AtomicU8::new(Proto::Resp2 as u8),
+            last_active: Mutex::new(Instant::now()),
+            meta: Mutex::new(Meta {
+                user: "default".into(),
+                ..Meta::default()
+            }),
+        }
+    }
+
+    pub fn proto(&self) -> Proto {
+        match self.proto.load(Ordering::Relaxed) {
+            3 => Proto::Resp3,
+            _ => Proto::Resp2,
+        }
+    }
+
+    pub fn set_proto(&self, p: Proto) {
+        self.proto.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// Redis's `CLIENT LIST` / `CLIENT INFO` line, without the newline.
+    pub fn info_line(&self) -> String {
+        let m = self.meta.lock().clone();
+        let s = |b: &Option<Bytes>| {
+            b.as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let flags = if m.sub + m.psub + m.ssub > 0 {
+            "P"
+        } else {
+            "N"
+        };
+        let omem = self.outbox.queued_bytes();
+        format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={flags} db={} \
+             sub={} psub={} ssub={} multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 \
+             rbs=0 rbp=0 obl=0 oll=0 omem={omem} tot-mem={omem} events=r cmd={} user={} \
+             redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            s(&m.name),
+            self.created.elapsed().as_secs(),
+            self.last_active.lock().elapsed().as_secs(),
+            m.db,
+            m.sub,
+            m.psub,
+            m.ssub,
+            if m.last_cmd.is_empty() {
+                "NULL"
+            } else {
+                &m.last_cmd
+            },
+            m.user,
+            self.proto() as u8,
+            s(&m.lib_name),
+            s(&m.lib_ver),
+        )
+    }
+
+    pub fn is_pubsub(&self) -> bool {
+        let m = self.meta.lock();
+        m.sub + m.psub + m.ssub > 0
+    }
+}
+
+impl Subscriber for Client {
+    fn id(&self) -> SubscriberId {
+        self.id
+    }
+
+    /// Header bytes, then the publisher's payload itself (a `Bytes` clone), then CRLF.
+    fn deliver(&self, via: Via<'_>, channel: &Bytes, payload: &Bytes) {
+        let header = message_header(self.proto(), via, channel, payload.len());
+        if !self.outbox.push_all(&[header, payload.clone(), CRLF]) {
+            self.kicked.notify_one();
+        }
+    }
+}
+
+/// Every open RESP connection, for `CLIENT LIST`, `INFO` and maxclients.
+#[derive(Default)]
+pub struct Registry {
+    clients: Mutex<HashMap<SubscriberId, Arc<Client>>>,
+}
+
+impl Registry {
+    /// Register a client unless `max` are already connected.
+    pub fn admit(&self, client: Arc<Client>, max: usize) -> bool {
+        let mut all = self.clients.lock();
+        if all.len() >= max {
+            return false;
+        }
+        all.insert(client.id, client);
+        true
+    }
+
+    pub fn remove(&self, id: SubscriberId) {
+        self.clients.lock().remove(&id);
+    }
+
+    pub fn count(&self) -> usize {
+        self.clients.lock().len()
+    }
+
+    /// All clients, oldest first.
+    pub fn all(&self) -> Vec<Arc<Client>> {
+        let mut v: Vec<_> = self.clients.lock().values().cloned().collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    pub fn pubsub_count(&self) -> usize {
+        self.clients
+            .lock()
+            .values()
+            .filter(|c| c.is_pubsub())
+            .count()
+    }
+}

@@ -1,0 +1,353 @@
+//! The commands herald answers: a table Redis-style (name, arity, flags, docs) and a
+//! [`Command`] enum built from a request's arguments.
+//!
+//! [`from_args`] does what Redis's `processCommand` does before running anything: find
+//! the command (or container subcommand) and check its arity, with Redis's exact
+//! errors. The session then checks authentication and the RESP2 subscribed-mode rule,
+//! and [`Command::run`] hands over to the group's file. Adding a command means one table
+//! row, one enum arm in its group and its code there. The same table answers `COMMAND`,
+//! `COMMAND COUNT`, `COMMAND DOCS` and the subcommands' `HELP`.
+
+pub mod connection;
+pub mod keyspace;
+pub mod pubsub;
+pub mod scripting;
+pub mod server;
+
+use super::frame::Frame;
+use super::session::Session;
+use bytes::Bytes;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    Connection,
+    Server,
+    PubSub,
+    Scripting,
+    Keyspace,
+}
+
+impl Group {
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Connection => "connection",
+            Group::Server => "server",
+            Group::PubSub => "pubsub",
+            Group::Scripting => "scripting",
+            Group::Keyspace => "keyspace",
+        }
+    }
+}
+
+/// One command or subcommand, as `COMMAND` describes it.
+#[derive(Debug)]
+pub struct Spec {
+    /// Redis's full name: lowercase, `container|sub` for subcommands.
+    pub name: &'static str,
+    /// Redis arity: N exactly, or -N for at least N (the name counts).
+    pub arity: i32,
+    pub flags: &'static [&'static str],
+    pub group: Group,
+    pub summary: &'static str,
+    pub since: &'static str,
+    pub subcommands: &'static [Spec],
+}
+
+impl Spec {
+    /// May run before AUTH.
+    pub fn no_auth(&self) -> bool {
+        self.flags.contains(&"no_auth")
+    }
+
+    /// May run on a RESP2 connection in subscribed mode.
+    pub fn allowed_subscribed(&self) -> bool {
+        matches!(
+            self.name,
+            "ping"
+                | "subscribe"
+                | "psubscribe"
+                | "ssubscribe"
+                | "unsubscribe"
+                | "punsubscribe"
+                | "sunsubscribe"
+                | "quit"
+                | "reset"
+        )
+    }
+
+    fn arity_ok(&self, argc: usize) -> bool {
+        let argc = argc as i32;
+        if self.arity >= 0 {
+            argc == self.arity
+        } else {
+            argc >= -self.arity
+        }
+    }
+
+    /// The name after the `|` for a subcommand.
+    pub fn short_name(&self) -> &'static str {
+        self.name.rsplit('|').next().unwrap_or(self.name)
+    }
+}
+
+macro_rules! spec {
+    ($name:literal, $arity:literal, $group:ident, [$($flag:literal),*], $since:literal, $summary:literal) => {
+        spec!($name, $arity, $group, [$($flag),*], $since, $summary, [])
+    };
+    ($name:literal, $arity:literal, $group:ident, [$($flag:literal),*], $since:literal, $summary:literal, [$($sub:expr),*]) => {
+        Spec {
+            name: $name,
+            arity: $arity,
+            flags: &[$($flag),*],
+            group: Group::$group,
+            summary: $summary,
+            since: $since,
+            subcommands: &[$($sub),*],
+        }
+    };
+}
+
+/// Every command herald knows (keyspace commands aside), in Redis's terms.
+pub static TABLE: &[Spec] = &[
+    spec!("ping", -1, Connection, ["fast"], "1.0.0", "Returns the server's liveliness response."),
+    spec!("echo", 2, Connection, ["fast"], "1.0.0", "Returns the given string."),
+    spec!("auth", -2, Connection, ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], "1.0.0", "Authenticates the connection."),
+    spec!("hello", -1, Connection, ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], "6.0.0", "Handshakes with the Redis server."),
+    spec!("select", 2, Connection, ["loading", "stale", "fast"], "1.0.0", "Changes the selected database (pub/sub ignores it, as in Redis)."),
+    spec!("quit", -1, Connection, ["allow_busy", "noscript", "loading", "stale", "fast", "no_auth"], "1.0.0", "Closes the connection."),
+    spec!("reset", 1, Connection, ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], "6.2.0", "Resets the connection."),
+    spec!("client", -2, Connection, [], "2.4.0", "A container for client connection commands.", [
+        spec!("client|setname", 3, Connection, ["noscript", "loading", "stale"], "2.6.9", "Sets the connection name."),
+        spec!("client|getname", 2, Connection, ["noscript", "loading", "stale"], "2.6.9", "Returns the name of the connection."),
+        spec!("client|id", 2, Connection, ["noscript", "loading", "stale"], "5.0.0", "Returns the unique client ID of the connection."),
+        spec!("client|setinfo", 4, Connection, ["noscript", "loading", "stale"], "7.2.0", "Sets information specific to the client or connection."),
+        spec!("client|list", -2, Connection, ["admin", "noscript", "loading", "stale"], "2.4.0", "Lists open connections."),
+        spec!("client|info", 2, Connection, ["noscript", "loading", "stale"], "6.2.0", "Returns information about the connection."),
+        spec!("client|help", 2, Connection, ["loading", "stale"], "5.0.0", "Returns helpful text about the different subcommands.")
+    ]),
+    spec!("info", -1, Server, ["loading", "stale"], "1.0.0", "Returns information and statistics about the server."),
+    spec!("command", -1, Server, ["loading", "stale"], "2.8.13", "Returns detailed information about all commands.", [
+        spec!("command|count", 2, Server, ["loading", "stale"], "2.8.13", "Returns a count of commands."),
+        spec!("command|docs", -2, Server, ["loading", "stale"], "7.0.0", "Returns documentary information about one, multiple or all commands."),
+        spec!("command|info", -2, Server, ["loading", "stale"], "2.8.13", "Returns information about one, multiple or all commands."),
+        spec!("command|list", -2, Server, ["loading", "stale"], "7.0.0", "Returns a list of command names."),
+        spec!("command|help", 2, Server, ["loading", "stale"], "5.0.0", "Returns helpful text about the different subcommands.")
+    ]),
+    spec!("config", -2, Server, [], "2.0.0", "A container for server configuration commands.", [
+        spec!("config|get", -3, Server, ["admin", "noscript", "loading", "stale"], "2.0.0", "Returns the effective values of configuration parameters."),
+        spec!("config|set", -4, Server, ["admin", "noscript", "loading", "stale"], "2.0.0", "Sets configuration parameters in-flight (herald: refused; use its flags)."),
+        spec!("config|help", 2, Server, ["loading", "stale"], "5.0.0", "Returns helpful text about the different subcommands.")
+    ]),
+    spec!("time", 1, Server, ["loading", "stale", "fast"], "2.6.0", "Returns the server time."),
+    spec!("dbsize", 1, Server, ["readonly", "fast"], "1.0.0", "Returns the number of keys in the database (herald stores none)."),
+    spec!("flushall", -1, Server, ["write"], "1.0.0", "Removes all keys from all databases (herald stores none)."),
+    spec!("flushdb", -1, Server, ["write"], "1.0.0", "Remove all keys from the current database (herald stores none)."),
+    spec!("publish", 3, PubSub, ["pubsub", "loading", "stale", "fast"], "2.0.0", "Posts a message to a channel."),
+    spec!("spublish", 3, PubSub, ["pubsub", "loading", "stale", "fast"], "7.0.0", "Post a message to a shard channel."),
+    spec!("subscribe", -2, PubSub, ["pubsub", "noscript", "loading", "stale"], "2.0.0", "Listens for messages published to channels."),
+    spec!("psubscribe", -2, PubSub, ["pubsub", "noscript", "loading", "stale"], "2.0.0", "Listens for messages published to channels that match one or more patterns."),
+    spec!("ssubscribe", -2, PubSub, ["pubsub", "noscript", "loading", "stale"], "7.0.0", "Listens for messages published to shard channels."),
+    spec!("unsubscribe", -1, PubSub, ["pubsub", "noscript", "loading", "stale"], "2.0.0", "Stops listening to messages posted to channels."),
+    spec!("punsubscribe", -1, PubSub, ["pubsub", "noscript", "loading", "stale"], "2.0.0", "Stops listening to messages published to channels that match one or more patterns."),
+    spec!("sunsubscribe", -1, PubSub, ["pubsub", "noscript", "loading", "stale"], "7.0.0", "Stops listening to messages posted to shard channels."),
+    spec!("pubsub", -2, PubSub, [], "2.8.0", "A container for Pub/Sub commands.", [
+        spec!("pubsub|channels", -2, PubSub, ["pubsub", "loading", "stale"], "2.8.0", "Returns the active channels."),
+        spec!("pubsub|numsub", -2, PubSub, ["pubsub", "loading", "stale"], "2.8.0", "Returns a count of subscribers to channels."),
+        spec!("pubsub|numpat", 2, PubSub, ["pubsub", "loading", "stale"], "2.8.0", "Returns a count of unique pattern subscriptions."),
+        spec!("pubsub|shardchannels", -2, PubSub, ["pubsub", "loading", "stale"], "7.0.0", "Returns the active shard channels."),
+        spec!("pubsub|shardnumsub", -2, PubSub, ["pubsub", "loading", "stale"], "7.0.0", "Returns the count of subscribers of shard channels."),
+        spec!("pubsub|help", 2, PubSub, ["loading", "stale"], "6.2.0", "Returns helpful text about the different subcommands.")
+    ]),
+    spec!("eval", -3, Scripting, ["noscript", "stale", "skip_monitor", "no_mandatory_keys", "stale"], "2.6.0", "Executes a server-side Lua script (herald: only Laravel's broadcast script, natively)."),
+    spec!("evalsha", -3, Scripting, ["noscript", "stale", "skip_monitor", "no_mandatory_keys", "stale"], "2.6.0", "Executes a server-side Lua script by SHA1 digest (herald: only Laravel's broadcast script)."),
+    spec!("script", -2, Scripting, [], "2.6.0", "A container for Lua scripts management commands.", [
+        spec!("script|load", 3, Scripting, ["noscript", "stale"], "2.6.0", "Loads a server-side Lua script to the script cache (herald: only Laravel's broadcast script)."),
+        spec!("script|exists", -3, Scripting, ["noscript"], "2.6.0", "Determines whether server-side Lua scripts exist in the script cache."),
+        spec!("script|flush", -2, Scripting, ["noscript"], "2.6.0", "Removes all server-side Lua scripts from the script cache."),
+        spec!("script|help", 2, Scripting, ["loading", "stale"], "5.0.0", "Returns helpful text about the different subcommands.")
+    ]),
+];
+
+/// The spec keyspace commands share: they all get the same explanation.
+static KEYSPACE: Spec = spec!(
+    "keyspace",
+    -1,
+    Keyspace,
+    [],
+    "1.0.0",
+    "Key-value commands: herald is a pub/sub broker and stores no keys."
+);
+
+/// A request, recognised and arity-checked; arguments are validated when it runs, so
+/// errors come in Redis's order (NOAUTH before bad values).
+pub enum Command {
+    Connection(connection::Cmd),
+    Server(server::Cmd),
+    PubSub(pubsub::Cmd),
+    Scripting(scripting::Cmd),
+    Keyspace(String),
+}
+
+impl Command {
+    pub fn run(self, s: &mut Session) {
+        match self {
+            Command::Connection(c) => connection::run(c, s),
+            Command::Server(c) => server::run(c, s),
+            Command::PubSub(c) => pubsub::run(c, s),
+            Command::Scripting(c) => scripting::run(c, s),
+            Command::Keyspace(name) => s.reply(keyspace::refusal(&name)),
+        }
+    }
+}
+
+/// Find the command (and subcommand) and check the arity, as Redis does before it
+/// checks authentication. Err is the reply: Redis's unknown-command, unknown-subcommand
+/// or wrong-arity error.
+pub fn from_args(mut args: Vec<Bytes>) -> Result<(&'static Spec, Command), Frame> {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let Some(mut spec) = TABLE.iter().find(|s| s.name == name) else {
+        if keyspace::is_keyspace(&name) {
+            return Ok((&KEYSPACE, Command::Keyspace(name)));
+        }
+        return Err(unknown_command(&args));
+    };
+    if !spec.subcommands.is_empty() && args.len() >= 2 {
+        let sub = String::from_utf8_lossy(&args[1]).to_ascii_lowercase();
+        spec = match spec.subcommands.iter().find(|s| s.short_name() == sub) {
+            Some(s) => s,
+            None => {
+                return Err(Frame::err(format_args!(
+                    "unknown subcommand '{}'. Try {} HELP.",
+                    truncate(&args[1], 128),
+                    name.to_ascii_uppercase()
+                )))
+            }
+        };
+    }
+    if !spec.arity_ok(args.len()) {
+        return Err(wrong_arity(spec.name));
+    }
+    if spec.subcommands.is_empty() && spec.name.ends_with("|help") {
+        return Ok((spec, Command::Server(server::Cmd::Help(parent(spec)))));
+    }
+    let argv = args.split_off(1);
+    let cmd = match spec.group {
+        Group::Connection => Command::Connection(connection::parse(spec.name, argv)),
+        Group::Server => Command::Server(server::parse(spec.name, argv)),
+        Group::PubSub => Command::PubSub(pubsub::parse(spec.name, argv)),
+        Group::Scripting => Command::Scripting(scripting::parse(spec.name, argv)),
+        Group::Keyspace => Command::Keyspace(name),
+    };
+    Ok((spec, cmd))
+}
+
+/// The container a subcommand belongs to.
+fn parent(sub: &Spec) -> &'static Spec {
+    let container = sub.name.split('|').next().unwrap_or_default();
+    TABLE
+        .iter()
+        .find(|s| s.name == container)
+        .expect("subcommands live in a container")
+}
+
+/// `-ERR wrong number of arguments for 'x' command`.
+pub fn wrong_arity(name: &str) -> Frame {
+    Frame::err(format_args!(
+        "wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// Redis's text: the name and the first arguments, each quoted and followed by a
+/// space, the arguments cut at 128 bytes in all.
+fn unknown_command(args: &[Bytes]) -> Frame {
+    let mut listed = String::new();
+    for a in &args[1..] {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        listed.push('\'');
+        listed.push_str(&truncate(a, room));
+        listed.push_str("' ");
+    }
+    Frame::err(format_args!(
+        "unknown command '{}', with args beginning with: {listed}",
+        truncate(&args[0], 128)
+    ))
+}
+
+/// At most `max` bytes of an argument, as C's `%.*s` prints it (up to a NUL).
+fn truncate(b: &[u8], max: usize) -> String {
+    let b = &b[..b.len().min(max)];
+    let b = b.split(|&c| c == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// An argument as a lowercase string, for matching option names.
+pub fn lower(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_lowercase()
+}
+
+/// Redis's integer argument parse (`getLongLongFromObjectOrReply`).
+pub fn integer(b: &[u8]) -> Result<i64, Frame> {
+    super::codec::string2ll(b).ok_or_else(|| Frame::err("value is not an integer or out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<Bytes> {
+        v.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    fn error(v: &[&str]) -> String {
+        match from_args(args(v)) {
+            Err(Frame::Error(e)) => e,
+            _ => panic!("expected an error for {v:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_and_arity_errors() {
+        assert_eq!(
+            error(&["foo", "a", "b"]),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            error(&["foo"]),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+        assert_eq!(
+            error(&["echo"]),
+            "ERR wrong number of arguments for 'echo' command"
+        );
+        assert_eq!(
+            error(&["client", "setname"]),
+            "ERR wrong number of arguments for 'client|setname' command"
+        );
+        assert_eq!(
+            error(&["client"]),
+            "ERR wrong number of arguments for 'client' command"
+        );
+        assert_eq!(
+            error(&["client", "nope"]),
+            "ERR unknown subcommand 'nope'. Try CLIENT HELP."
+        );
+        let long = "x".repeat(300);
+        let e = error(&["foo", &long, "y"]);
+        assert_eq!(e.matches('x').count(), 128);
+        assert!(!e.contains('y'));
+    }
+
+    #[test]
+    fn every_subcommand_is_reachable() {
+        for spec in TABLE {
+            for sub in spec.subcommands {
+                assert!(sub.name.starts_with(&format!("{}|", spec.name)));
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! One RESP connection: read requests, execute them in order, write replies and
+//! deliveries.
+//!
+//! A single task per connection. Replies and pub/sub deliveries both go through the
+//! connection's [`Outbox`](crate::outbox::Outbox), so a message published by another
+//! client can never overtake a reply or land in the middle of one. The task stops
+//! reading after `QUIT`, a protocol error or shutdown, writes what it owes, then closes.
+//! If the outbox overflows (a subscriber that does not read), the client is dropped,
+//! logged and counted, as Redis does with `client-output-buffer-limit pubsub`.
+
+use super::client::Client;
+use super::codec::RequestDecoder;
+use super::commands::{self, Spec};
+use super::frame::{Frame, Proto};
+use super::Hub;
+use crate::metrics;
+use crate::outbox::{Closed, Outbox};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::Decoder;
+
+/// How long a closing connection may take to write what it owes.
+const FINAL_WRITE: Duration = Duration::from_secs(2);
+
+/// The per-connection state commands read and change.
+pub struct Session {
+    pub hub: Arc<Hub>,
+    pub client: Arc<Client>,
+    pub proto: Proto,
+    pub authenticated: bool,
+    pub channels: HashSet<Bytes>,
+    pub patterns: HashSet<Bytes>,
+    pub shard_channels: HashSet<Bytes>,
+    /// Stop reading; close once the replies so far are written.
+    pub closing: bool,
+    decoder: RequestDecoder,
+    /// Replies encoded but not yet in the outbox.
+    out: BytesMut,
+}
+
+/// Serve one accepted connection to its end.
+pub async fn run(stream: TcpStream, addr: SocketAddr, hub: Arc<Hub>) {
+    let laddr = stream.local_addr().unwrap_or(addr);
+    let client = Arc::new(Client::new(
+        addr,
+        laddr,
+        stream.as_raw_fd(),
+        Outbox::new(hub.state.config.outbox),
+    ));
+    if !hub
+        .clients
+        .admit(client.clone(), hub.state.config.maxclients)
+    {
+        super::refuse(stream).await;
+        return;
+    }
+    metrics::RESP_CONNECTIONS.inc();
+    let authenticated = !hub.state.config.auth_required();
+    let mut session = Session {
+        decoder: RequestDecoder::new(hub.limits, authenticated),
+        hub: hub.clone(),
+        client: client.clone(),
+        proto: Proto::Resp2,
+        authenticated,
+        channels: HashSet::new(),
+        patterns: HashSet::new(),
+        shard_channels: HashSet::new(),
+        closing: false,
+        out: BytesMut::new(),
+    };
+    let why = session.serve(stream).await;
+    tracing::debug!(id = client.id, %addr, "RESP connection closed: {why}");
+    session.leave_all();
+    client.outbox.close(Closed::Server("connection closed"));
+    hub.clients.remove(client.id);
+    metrics::RESP_CONNECTIONS.dec();
+}
+
+impl Session {
+    async fn serve(&mut self, stream: TcpStream) -> &'static str {
+        let (mut rd, mut wr) = stream.into_split();
+        let mut rbuf = BytesMut::new();
+        let mut batch: Vec<Bytes> = Vec::new();
+        let client = self.client.clone();
+        let shutdown = self.hub.state.shutdown.clone();
+        let why = loop {
+            tokio::select! {
+                _ = client.kicked.notified() => {
+                    if let Some(closed) = client.outbox.closed() {
+                        break self.dropped(closed);
+                    }
+                }
+                drained = client.outbox.drain(&mut batch) => match drained {
+                    Err(closed) => break self.dropped(closed),
+                    Ok(()) => {
+                        tokio::select! {
+                            written = crate::ws::conn::write_all(&mut wr, &mut batch) => {
+                                if written.is_err() {
+                                    break "write failed";
+                                }
+                            }
+                            _ = client.kicked.notified() => {
+                                if let Some(closed) = client.outbox.closed() {
+                                    break self.dropped(closed);
+                                }
+                            }
+                        }
+                    }
+                },
+                read = rd.read_buf(&mut rbuf) => match read {
+                    Ok(0) | Err(_) => break "client went away",
+                    Ok(_) => {
+                        self.on_bytes(&mut rbuf);
+                        if rbuf.is_empty() {
+                            rbuf = BytesMut::new();
+                        }
+                        if self.closing {
+                            break "closed by request or protocol error";
+                        }
+                    }
+                },
+                _ = shutdown.cancelled() => break "server shutdown",
+            }
+        };
+        // Write what is owed (replies already executed), then close.
+        self.leave_all();
+        let mut last = Vec::new();
+        if client.outbox.take_now(&mut last).is_ok() && !last.is_empty() {
+            let _ =
+                tokio::time::timeout(FINAL_WRITE, crate::ws::conn::write_all(&mut wr, &mut last))
+                    .await;
+        }
+        let _ = wr.shutdown().await;
+        why
+    }
+
+    fn dropped(&self, closed: Closed) -> &'static str {
+        if closed.is_overflow() {
+            metrics::SLOW_CONSUMERS_DROPPED.inc();
+            tracing::warn!(
+                id = self.client.id,
+                addr = %self.client.addr,
+                "RESP subscriber disconnected: {closed}"
+            );
+            "slow consumer"
+        } else {
+            "outbox closed"
+        }
+    }
+
+    /// Execute every complete request in `rbuf`, then hand the replies to the outbox.
+    fn on_bytes(&mut self, rbuf: &mut BytesMut) {
+        *self.client.last_active.lock() = Instant::now();
+        while !self.closing {
+            self.decoder.authenticated = self.authenticated;
+            match self.decoder.decode(rbuf) {
+                Ok(Some(args)) => self.execute(args),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(id = self.client.id, "RESP protocol error: {e}");
+                    self.out.extend_from_slice(&e.reply());
+                    self.closing = true;
+                }
+            }
+        }
+        self.flush();
+    }
+
+    fn execute(&mut self, args: Vec<Bytes>) {
+        metrics::RESP_COMMANDS.inc();
+        let (spec, cmd) = match commands::from_args(args) {
+            Ok(found) => found,
+            Err(reject) => return self.reply(reject),
+        };
+        self.client.meta.lock().last_cmd = spec.name.to_string();
+        if !self.authenticated && !spec.no_auth() {
+            return self.reply(Frame::Error("NOAUTH Authentication required.".into()));
+        }
+        if self.proto == Proto::Resp2 && self.subscriptions() > 0 && !spec.allowed_subscribed() {
+            return self.reply(subscribed_mode_error(spec));
+        }
+        cmd.run(self);
+    }
+
+    /// Queue a reply.
+    pub fn reply(&mut self, frame: Frame) {
+        frame.encode(self.proto, &mut self.out);
+    }
+
+    /// Move the replies queued so far into the outbox. Called before anything that may
+    /// deliver to this very connection, so replies and deliveries keep Redis's order.
+    pub fn flush(&mut self) {
+        if !self.out.is_empty() && !self.client.outbox.push(self.out.split().freeze()) {
+            self.client.kicked.notify_one();
+        }
+    }
+
+    /// Channels + patterns + shard channels this connection is subscribed to.
+    pub fn subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len() + self.shard_channels.len()
+    }
+
+    /// Mirror the subscription counts into `CLIENT LIST`.
+    pub fn sync_meta(&self) {
+        let mut m = self.client.meta.lock();
+        m.sub = self.channels.len();
+        m.psub = self.patterns.len();
+        m.ssub = self.shard_channels.len();
+    }
+
+    /// Drop every subscription without replying (RESET, connection end).
+    pub fn leave_all(&mut self) {
+        let broker = &self.hub.state.broker;
+        let id = self.client.id;
+        for c in self.channels.drain() {
+            broker.unsubscribe(&c, id);
+        }
+        for p in self.patterns.drain() {
+            broker.punsubscribe(&p, id);
+        }
+        for s in self.shard_channels.drain() {
+            broker.sunsubscribe(&s, id);
+        }
+        self.sync_meta();
+    }
+}
+
+/// Redis 7's refusal of a non-pub/sub command on a RESP2 connection in subscribed mode.
+fn subscribed_mode_error(spec: &Spec) -> Frame {
+    Frame::err(format_args!(
+        "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
+         are allowed in this context",
+        spec.name
+    ))
+}
