@@ -78,7 +78,13 @@ impl Running {
     /// Wait until the listeners have finished, at most the grace period after shutdown.
     pub async fn stopped(mut self) {
         self.state.shutdown.cancelled().await;
-        let all = async { while self.tasks.join_next().await.is_some() {} };
+        let all = async {
+            while self.tasks.join_next().await.is_some() {}
+            // Upgraded WebSocket connections outlive the HTTP server: let them say goodbye.
+            while crate::ws::conn::running() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
         if tokio::time::timeout(GRACE, all).await.is_err() {
             tracing::warn!("connections still open after {GRACE:?}; closing them");
         }

@@ -1,11 +1,189 @@
-//! PLACEHOLDER: the pusher edge is being written; replace this file.
+//! The Pusher edge: protocol v7 over WebSocket at `/app/{key}`, Pusher's HTTP API at
+//! `/apps/{id}/...`, and the redis-driver path (RESP publications to the default app).
+//!
+//! - [`apps`]: the configured apps, their quotas and signed-in users.
+//! - [`channels`]: each app's subscribers, presence members and cached last events.
+//! - [`protocol`]: client messages in, server frames out (encoded once).
+//! - [`signature`]: HMAC-SHA256 channel, user and request signatures.
+//! - [`websocket`]: one connection's session.
+//! - [`http_api`]: events, batches, channel and user queries, terminations.
 
+pub mod apps;
+pub mod channels;
+pub mod http_api;
+pub mod protocol;
+pub mod signature;
+pub mod websocket;
+
+use crate::broker::Tap;
+use crate::laravel::{Envelope, Prefixes};
 use crate::server::State;
+use apps::{App, Apps};
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{Method, StatusCode};
+use std::sync::Arc;
 use warp::filters::BoxedFilter;
+use warp::path::{FullPath, Tail};
+use warp::reply::{Reply, Response};
 use warp::Filter;
 
-pub fn routes(_state: State) -> BoxedFilter<(warp::reply::Response,)> {
-    warp::any()
-        .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+/// Publications over RESP (Laravel's redis broadcaster) delivered to the default app:
+/// prefix stripped, envelope decoded once, frame encoded once, `socket` left out.
+struct RedisDriver {
+    app: Arc<App>,
+    prefixes: Prefixes,
+}
+
+impl Tap for RedisDriver {
+    fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
+        let Ok(name) = std::str::from_utf8(self.prefixes.strip(channel)) else {
+            return 0;
+        };
+        if !channels::is_cache(name) && self.app.channels.occupancy(name).subscriptions == 0 {
+            return 0;
+        }
+        let Some(env) = Envelope::decode(payload) else {
+            return 0;
+        };
+        let frame = protocol::event(&env.event, Some(name), env.data.get());
+        self.app
+            .channels
+            .publish(name, &frame, env.socket.as_deref())
+    }
+}
+
+/// A query string that may be absent.
+fn raw_query() -> BoxedFilter<(String,)> {
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
         .boxed()
+}
+
+pub fn routes(state: State) -> BoxedFilter<(Response,)> {
+    let apps = Arc::new(Apps::new(&state.config.apps, &state.config.allowed_origins));
+    let default = apps.default_app().clone();
+    let dev_secret = (default.config.secret == "herald-secret").then_some("herald-secret");
+    tracing::info!(
+        app_id = %default.config.id,
+        app_key = %default.config.key,
+        app_secret = dev_secret.unwrap_or("(set)"),
+        "Pusher default app"
+    );
+    state.broker.add_tap(Arc::new(RedisDriver {
+        app: default,
+        prefixes: Prefixes::new(&state.config.redis_prefixes),
+    }));
+
+    let connect = {
+        let (state, apps) = (state.clone(), apps.clone());
+        warp::path!("app" / String)
+            .and(raw_query())
+            .and(warp::header::optional::<String>("origin"))
+            .and(crate::ws::upgrade())
+            .map(
+                move |key: String,
+                      query: String,
+                      origin: Option<String>,
+                      up: crate::ws::Upgrade| {
+                    let verdict = websocket::check_protocol(&query).and_then(|()| {
+                        let app = apps
+                            .by_key(&key)
+                            .ok_or((4001, "App key not in this cluster"))?;
+                        if !app.config.enabled {
+                            return Err((4003, "Application is disabled"));
+                        }
+                        if !app.origin_allowed(origin.as_deref()) {
+                            return Err((4009, "Origin not allowed"));
+                        }
+                        Ok(app.clone())
+                    });
+                    let state = state.clone();
+                    up.reply(move |io| async move {
+                        match verdict {
+                            Ok(app) => websocket::run(io, state, app).await,
+                            Err(refusal) => websocket::refuse(io, refusal).await,
+                        }
+                    })
+                    .into_response()
+                },
+            )
+    };
+    // Any other WebSocket path is Pusher's 4005, except socket.io's, which is not ours to answer.
+    let unknown_path = warp::path::full()
+        .and_then(|p: FullPath| async move {
+            if p.as_str().starts_with("/socket.io") {
+                Err(warp::reject::not_found())
+            } else {
+                Ok(())
+            }
+        })
+        .untuple_one()
+        .and(crate::ws::upgrade())
+        .map(|up: crate::ws::Upgrade| {
+            up.reply(|io| websocket::refuse(io, (4005, "Path not found")))
+                .into_response()
+        });
+    let limit = http_api::body_limit(&apps);
+    let api = warp::path("apps")
+        .and(warp::path::param::<String>())
+        .and(warp::path::tail())
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(raw_query())
+        .and(warp::body::stream())
+        .and_then(
+            move |id: String, tail: Tail, method: Method, path: FullPath, query: String, body| {
+                let apps = apps.clone();
+                async move {
+                    let body = match read_body(body, limit).await {
+                        Ok(b) => b,
+                        Err(status) => {
+                            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                                "Request Entity Too Large"
+                            } else {
+                                "Cannot read the request body"
+                            };
+                            return Ok::<_, warp::Rejection>(
+                                warp::reply::with_status(msg, status).into_response(),
+                            );
+                        }
+                    };
+                    let rest: Vec<&str> =
+                        tail.as_str().split('/').filter(|s| !s.is_empty()).collect();
+                    let req = http_api::Request {
+                        method: &method,
+                        path: path.as_str(),
+                        query: &query,
+                        body: &body,
+                    };
+                    Ok(http_api::handle(&apps, &id, &rest, req))
+                }
+            },
+        );
+    connect.or(api).unify().or(unknown_path).unify().boxed()
+}
+
+/// Read a request body, refusing (413) past `limit` bytes without buffering the rest.
+async fn read_body<S, B>(body: S, limit: usize) -> Result<Bytes, StatusCode>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    futures_util::pin_mut!(body);
+    let mut out = BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
 }

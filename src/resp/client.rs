@@ -10,6 +10,7 @@ use crate::broker::{Subscriber, SubscriberId, Via};
 use crate::outbox::Outbox;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -131,11 +132,61 @@ impl Subscriber for Client {
 
     /// Header bytes, then the publisher's payload itself (a `Bytes` clone), then CRLF.
     fn deliver(&self, via: Via<'_>, channel: &Bytes, payload: &Bytes) {
-        let header = message_header(self.proto(), via, channel, payload.len());
+        let header = shared_header(self.proto(), via, channel, payload);
         if !self.outbox.push_all(&[header, payload.clone(), CRLF]) {
             self.kicked.notify_one();
         }
     }
+}
+
+/// The last header encoded on this thread, and what it was for. A header depends only
+/// on these, not on the payload's content.
+struct LastHeader {
+    proto: Proto,
+    pattern: Option<Bytes>,
+    shard: bool,
+    channel: Bytes,
+    payload_len: usize,
+    header: Bytes,
+}
+
+thread_local! {
+    static LAST_HEADER: RefCell<Option<LastHeader>> = const { RefCell::new(None) };
+}
+
+/// The broker hands one publication to its subscribers one after another on the
+/// publisher's thread, so remembering the last header encoded there makes the header
+/// encoded once per publication (per protocol and pattern), not once per subscriber.
+fn shared_header(proto: Proto, via: Via<'_>, channel: &Bytes, payload: &Bytes) -> Bytes {
+    let (pattern, shard) = match via {
+        Via::Pattern(p) => (Some(p), false),
+        Via::Channel => (None, false),
+        Via::Shard => (None, true),
+    };
+    LAST_HEADER.with(|cell| {
+        let mut last = cell.borrow_mut();
+        if let Some(l) = last.as_ref() {
+            if l.proto == proto
+                && l.shard == shard
+                && l.payload_len == payload.len()
+                && l.pattern.as_deref() == pattern
+                && l.channel == channel
+            {
+                return l.header.clone();
+            }
+        }
+        let header = message_header(proto, via, channel, payload.len());
+        *last = Some(LastHeader {
+            proto,
+            pattern: pattern.map(Bytes::copy_from_slice),
+            shard,
+            // A copy: the channel may be a slice of some connection's read buffer.
+            channel: Bytes::copy_from_slice(channel),
+            payload_len: payload.len(),
+            header: header.clone(),
+        });
+        header
+    })
 }
 
 /// Every open RESP connection, for `CLIENT LIST`, `INFO` and maxclients.
@@ -176,5 +227,45 @@ impl Registry {
             .values()
             .filter(|c| c.is_pubsub())
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OutboxLimits;
+
+    fn client() -> Client {
+        let a = "127.0.0.1:1".parse().unwrap();
+        Client::new(a, a, -1, Outbox::new(OutboxLimits::default()))
+    }
+
+    fn frames(c: &Client) -> Vec<Bytes> {
+        let mut v = Vec::new();
+        c.outbox.take_now(&mut v).unwrap();
+        v
+    }
+
+    #[test]
+    fn one_header_per_publication_and_the_payload_is_shared() {
+        let (a, b, r3) = (client(), client(), client());
+        r3.set_proto(Proto::Resp3);
+        let channel = Bytes::from_static(b"news");
+        let payload = Bytes::from(vec![7u8; 100]);
+        for c in [&a, &b, &r3] {
+            c.deliver(Via::Channel, &channel, &payload);
+        }
+        let (fa, fb, f3) = (frames(&a), frames(&b), frames(&r3));
+        assert_eq!(fa[0].as_ptr(), fb[0].as_ptr(), "same header bytes");
+        assert_eq!(fa[1].as_ptr(), payload.as_ptr(), "payload not copied");
+        assert_eq!(fb[1].as_ptr(), payload.as_ptr());
+        assert_eq!(&f3[0][..2], b">3", "RESP3 gets its own header");
+        assert_eq!(&fa[0][..], b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$100\r\n");
+        // A different channel or pattern never reuses the header.
+        a.deliver(Via::Pattern(b"n*"), &channel, &payload);
+        a.deliver(Via::Channel, &Bytes::from_static(b"newz"), &payload);
+        let f = frames(&a);
+        assert!(f[0].starts_with(b"*4\r\n$8\r\npmessage\r\n$2\r\nn*\r\n"));
+        assert_eq!(&f[3][..], b"*3\r\n$7\r\nmessage\r\n$4\r\nnewz\r\n$100\r\n");
     }
 }

@@ -16,6 +16,8 @@ use tokio_util::codec::Decoder;
 /// Redis only lets a client that has not authenticated send small requests.
 const UNAUTH_MAX_MULTIBULK: i64 = 10;
 const UNAUTH_MAX_BULK: i64 = 16 * 1024;
+/// The most a bulk's announced length reserves ahead of its bytes.
+const MAX_PREALLOCATION: usize = 1024 * 1024;
 
 /// The request size limits (`proto-max-bulk-len` and friends).
 #[derive(Clone, Copy, Debug)]
@@ -139,9 +141,6 @@ impl RequestDecoder {
             }
             return Ok(None);
         };
-        if nl > self.limits.max_inline_len {
-            return Err(ProtocolError::new("too big inline request"));
-        }
         let end = if nl > 0 && buf[nl - 1] == b'\r' {
             nl - 1
         } else {
@@ -194,7 +193,9 @@ impl Decoder for RequestDecoder {
                     },
                 };
                 if buf.len() < len + 2 {
-                    buf.reserve(len + 2 - buf.len());
+                    // Room for the rest, but not all at once for a huge announced
+                    // length that may never arrive.
+                    buf.reserve((len + 2 - buf.len()).min(MAX_PREALLOCATION));
                     return Ok(None);
                 }
                 partial.args.push(buf.split_to(len).freeze());

@@ -20,6 +20,7 @@ use crate::metrics;
 use crate::server::State;
 use parking_lot::Mutex;
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -32,11 +33,14 @@ pub struct Hub {
     /// SHA1s (lowercase hex) loaded with `SCRIPT LOAD`; Redis's script cache is global.
     pub scripts: Mutex<HashSet<String>>,
     pub limits: codec::Limits,
+    /// The address actually bound (the configured port may be 0).
+    pub addr: SocketAddr,
 }
 
 impl Hub {
-    pub fn new(state: State) -> Self {
+    pub fn new(state: State, addr: SocketAddr) -> Self {
         Hub {
+            addr,
             limits: codec::Limits::from_config(&state.config),
             state,
             clients: client::Registry::default(),
@@ -48,7 +52,8 @@ impl Hub {
 /// Serve RESP on `listener` until `state.shutdown` is cancelled, then wait for the open
 /// connections to write what they owe and close.
 pub async fn serve(listener: TcpListener, state: State) {
-    let hub = Arc::new(Hub::new(state.clone()));
+    let addr = listener.local_addr().unwrap_or(state.config.redis_bind);
+    let hub = Arc::new(Hub::new(state.clone(), addr));
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {

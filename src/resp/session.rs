@@ -10,7 +10,7 @@
 
 use super::client::Client;
 use super::codec::RequestDecoder;
-use super::commands::{self, Spec};
+use super::commands;
 use super::frame::{Frame, Proto};
 use super::Hub;
 use crate::metrics;
@@ -21,9 +21,13 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Decoder;
+
+/// Redis reads requests 16 KiB at a time and applies its "too big" checks after each
+/// read; reading the same way gives the same verdicts on the same bytes.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// How long a closing connection may take to write what it owes.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
@@ -84,7 +88,7 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, hub: Arc<Hub>) {
 
 impl Session {
     async fn serve(&mut self, stream: TcpStream) -> &'static str {
-        let (mut rd, mut wr) = stream.into_split();
+        let (rd, mut wr) = stream.into_split();
         let mut rbuf = BytesMut::new();
         let mut batch: Vec<Bytes> = Vec::new();
         let client = self.client.clone();
@@ -99,32 +103,53 @@ impl Session {
                 drained = client.outbox.drain(&mut batch) => match drained {
                     Err(closed) => break self.dropped(closed),
                     Ok(()) => {
-                        tokio::select! {
-                            written = crate::ws::conn::write_all(&mut wr, &mut batch) => {
-                                if written.is_err() {
-                                    break "write failed";
+                        // A write is never abandoned half way (that would cut a frame)
+                        // unless the client is being dropped anyway.
+                        let write = crate::ws::conn::write_all(&mut wr, &mut batch);
+                        tokio::pin!(write);
+                        let written = tokio::select! {
+                            w = &mut write => w.map_err(|_| "write failed"),
+                            _ = client.kicked.notified() => Err(client
+                                .outbox
+                                .closed()
+                                .map_or("outbox closed", |c| self.dropped(c))),
+                            _ = shutdown.cancelled() => {
+                                match tokio::time::timeout(FINAL_WRITE, &mut write).await {
+                                    Ok(Ok(())) => Ok(()),
+                                    _ => Err("server shutdown; client too slow to take its last replies"),
                                 }
                             }
-                            _ = client.kicked.notified() => {
-                                if let Some(closed) = client.outbox.closed() {
-                                    break self.dropped(closed);
-                                }
-                            }
+                        };
+                        if let Err(why) = written {
+                            break why;
                         }
                     }
                 },
-                read = rd.read_buf(&mut rbuf) => match read {
-                    Ok(0) | Err(_) => break "client went away",
-                    Ok(_) => {
-                        self.on_bytes(&mut rbuf);
-                        if rbuf.is_empty() {
-                            rbuf = BytesMut::new();
-                        }
-                        if self.closing {
-                            break "closed by request or protocol error";
+                ready = rd.readable() => {
+                    if ready.is_err() {
+                        break "client went away";
+                    }
+                    // The buffer exists only while bytes are being read or a request
+                    // is incomplete: an idle connection holds none.
+                    let start = rbuf.len();
+                    rbuf.resize(start + READ_CHUNK, 0);
+                    let read = rd.try_read(&mut rbuf[start..]);
+                    rbuf.truncate(start + *read.as_ref().unwrap_or(&0));
+                    match read {
+                        Ok(0) => break "client went away",
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break "client went away",
+                        Ok(_) => {
+                            self.on_bytes(&mut rbuf);
+                            if self.closing {
+                                break "closed by request or protocol error";
+                            }
                         }
                     }
-                },
+                    if rbuf.is_empty() {
+                        rbuf = BytesMut::new();
+                    }
+                }
                 _ = shutdown.cancelled() => break "server shutdown",
             }
         };
@@ -178,12 +203,17 @@ impl Session {
             Ok(found) => found,
             Err(reject) => return self.reply(reject),
         };
-        self.client.meta.lock().last_cmd = spec.name.to_string();
+        let name = match &cmd {
+            commands::Command::Keyspace(name) => name.as_str(),
+            _ => spec.name,
+        };
+        self.client.meta.lock().last_cmd = name.to_string();
         if !self.authenticated && !spec.no_auth() {
             return self.reply(Frame::Error("NOAUTH Authentication required.".into()));
         }
         if self.proto == Proto::Resp2 && self.subscriptions() > 0 && !spec.allowed_subscribed() {
-            return self.reply(subscribed_mode_error(spec));
+            let refusal = subscribed_mode_error(name);
+            return self.reply(refusal);
         }
         cmd.run(self);
     }
@@ -232,10 +262,9 @@ impl Session {
 }
 
 /// Redis 7's refusal of a non-pub/sub command on a RESP2 connection in subscribed mode.
-fn subscribed_mode_error(spec: &Spec) -> Frame {
+fn subscribed_mode_error(name: &str) -> Frame {
     Frame::err(format_args!(
-        "Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
-         are allowed in this context",
-        spec.name
+        "Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET \
+         are allowed in this context"
     ))
 }

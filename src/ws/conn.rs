@@ -11,6 +11,7 @@ use crate::outbox::{Closed, Outbox};
 use bytes::{Buf, Bytes, BytesMut};
 use std::borrow::Cow;
 use std::io::IoSlice;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -40,6 +41,14 @@ pub trait Handler: Send {
     }
 }
 
+/// Connections inside [`drive`]: shutdown waits for them to send their goodbye.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many WebSocket connections are running now.
+pub fn running() -> usize {
+    RUNNING.load(Ordering::Acquire)
+}
+
 /// Run a connection until the client leaves, the protocol closes it, its outbox
 /// overflows or the server shuts down.
 pub async fn drive<H: Handler>(
@@ -49,11 +58,13 @@ pub async fn drive<H: Handler>(
     max_message: usize,
     shutdown: CancellationToken,
 ) {
+    RUNNING.fetch_add(1, Ordering::AcqRel);
     let why = run(&mut io, &outbox, &mut handler, max_message, &shutdown).await;
     tracing::debug!("websocket closed: {why}");
     outbox.close(Closed::Server("connection closed"));
     handler.on_close(&why);
     let _ = io.shutdown().await;
+    RUNNING.fetch_sub(1, Ordering::AcqRel);
 }
 
 async fn run<H: Handler>(

@@ -225,7 +225,11 @@ fn hello(s: &mut Session, args: Vec<Bytes>) -> Frame {
 fn select(s: &mut Session, db: &[u8]) -> Frame {
     let db = match integer(db) {
         Ok(n) if i32::try_from(n).is_ok() => n,
-        Ok(_) => return Frame::err("value is out of range, must be positive"),
+        Ok(_) => {
+            return Frame::err(
+                "value is out of range, value must between -2147483648 and 2147483647",
+            )
+        }
         Err(e) => return e,
     };
     if !(0..16).contains(&db) {

@@ -8,7 +8,6 @@
 
 use super::super::frame::Frame;
 use super::super::session::Session;
-use super::wrong_arity;
 use crate::broker::Subscriber;
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -89,11 +88,14 @@ pub fn run(cmd: Cmd, s: &mut Session) {
                     };
                     Frame::Array(names.into_iter().map(Frame::Bulk).collect())
                 }
-                _ => wrong_arity(if kind == Kind::Shard {
-                    "pubsub|shardchannels"
-                } else {
-                    "pubsub|channels"
-                }),
+                _ => Frame::err(format_args!(
+                    "unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
+                    if kind == Kind::Shard {
+                        "shardchannels"
+                    } else {
+                        "channels"
+                    }
+                )),
             };
             s.reply(reply);
         }

@@ -48,21 +48,22 @@ pub fn parse(name: &str, mut args: Vec<Bytes>) -> Cmd {
 
 pub fn run(cmd: Cmd, s: &mut Session) {
     let reply = match cmd {
-        Cmd::Eval(script, args) => {
-            if is_laravel_script(&script) {
-                broadcast(s, &args)
-            } else {
-                not_supported()
+        Cmd::Eval(script, args) => match script_argv(&args) {
+            Err(e) => e,
+            Ok(_) if !is_laravel_script(&script) => not_supported(),
+            Ok(argv) => broadcast(s, argv),
+        },
+        Cmd::EvalSha(sha, args) => match script_argv(&args) {
+            Err(e) => e,
+            Ok(argv) => {
+                let sha = lower(&sha);
+                if sha == LARAVEL_SHA1 || s.hub.scripts.lock().contains(&sha) {
+                    broadcast(s, argv)
+                } else {
+                    Frame::Error("NOSCRIPT No matching script. Please use EVAL.".into())
+                }
             }
-        }
-        Cmd::EvalSha(sha, args) => {
-            let sha = lower(&sha);
-            if sha == LARAVEL_SHA1 || s.hub.scripts.lock().contains(&sha) {
-                broadcast(s, &args)
-            } else {
-                Frame::Error("NOSCRIPT No matching script. Please use EVAL.".into())
-            }
-        }
+        },
         Cmd::Load(script) => {
             if is_laravel_script(&script) {
                 let sha = hex::encode(Sha1::digest(&script));
@@ -105,19 +106,22 @@ fn not_supported() -> Frame {
     )
 }
 
-/// `numkeys key... arg...`: publish ARGV[1] to each of ARGV[2..].
-fn broadcast(s: &mut Session, args: &[Bytes]) -> Frame {
-    let numkeys = match integer(&args[0]) {
-        Ok(n) => n,
-        Err(e) => return e,
-    };
+/// `numkeys key... arg...` to ARGV, checked as Redis checks it (before the script).
+fn script_argv(args: &[Bytes]) -> Result<&[Bytes], Frame> {
+    let numkeys = integer(&args[0])?;
     if numkeys < 0 {
-        return Frame::err("Number of keys can't be negative");
+        return Err(Frame::err("Number of keys can't be negative"));
     }
     if numkeys as u64 > (args.len() - 1) as u64 {
-        return Frame::err("Number of keys can't be greater than number of args");
+        return Err(Frame::err(
+            "Number of keys can't be greater than number of args",
+        ));
     }
-    let argv = &args[1 + numkeys as usize..];
+    Ok(&args[1 + numkeys as usize..])
+}
+
+/// Laravel's script: publish ARGV[1] to each of ARGV[2..].
+fn broadcast(s: &mut Session, argv: &[Bytes]) -> Frame {
     if let Some((payload, channels)) = argv.split_first() {
         super::pubsub::publish_ordered(s);
         let broker = &s.hub.state.broker;

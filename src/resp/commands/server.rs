@@ -150,7 +150,8 @@ fn docs(names: &[Bytes]) -> Frame {
     )
 }
 
-/// `COMMAND LIST [FILTERBY MODULE m | ACLCAT c | PATTERN p]`.
+/// `COMMAND LIST [FILTERBY MODULE m | ACLCAT c | PATTERN p]`: commands and
+/// subcommands, as Redis 7 lists them.
 fn command_list(filter: &[Bytes]) -> Frame {
     let keep: Box<dyn Fn(&Spec) -> bool> = match filter {
         [] => Box::new(|_| true),
@@ -171,6 +172,7 @@ fn command_list(filter: &[Bytes]) -> Frame {
     Frame::Array(
         TABLE
             .iter()
+            .flat_map(|s| std::iter::once(s).chain(s.subcommands))
             .filter(|s| keep(s))
             .map(|s| Frame::text(s.name))
             .collect(),
@@ -185,8 +187,8 @@ fn parameters(s: &Session) -> Vec<(&'static str, String)> {
         ("save", String::new()),
         ("appendonly", "no".into()),
         ("databases", "16".into()),
-        ("port", c.redis_bind.port().to_string()),
-        ("bind", c.redis_bind.ip().to_string()),
+        ("port", s.hub.addr.port().to_string()),
+        ("bind", s.hub.addr.ip().to_string()),
         (
             "protected-mode",
             if c.protected_mode { "yes" } else { "no" }.into(),
@@ -263,7 +265,7 @@ fn info(s: &Session, wanted: &[Bytes]) -> String {
                 ("os", std::env::consts::OS.into()),
                 ("arch_bits", (usize::BITS).to_string()),
                 ("process_id", std::process::id().to_string()),
-                ("tcp_port", state.config.redis_bind.port().to_string()),
+                ("tcp_port", s.hub.addr.port().to_string()),
                 ("uptime_in_seconds", up.to_string()),
                 ("uptime_in_days", (up / 86400).to_string()),
             ],

@@ -1,0 +1,173 @@
+//! The Pusher applications herald serves (Soketi and Reverb call them apps).
+//!
+//! Each app is its own world: its key and secret, its limits, its channels, its
+//! connection count and its signed-in users. The first configured app is the default
+//! one, where Laravel's redis-driver publications land.
+
+use super::channels::{Channels, Conn};
+use crate::config::AppConfig;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct App {
+    pub config: AppConfig,
+    pub channels: Channels,
+    connections: AtomicUsize,
+    /// Signed-in users (`pusher:signin`) and their connections.
+    users: Mutex<HashMap<Box<str>, Vec<Arc<Conn>>>>,
+}
+
+impl App {
+    pub fn new(config: AppConfig) -> Self {
+        App {
+            config,
+            channels: Channels::default(),
+            connections: AtomicUsize::new(0),
+            users: Mutex::default(),
+        }
+    }
+
+    /// Count a new connection; false when the app is at its connection quota.
+    pub fn admit(&self) -> bool {
+        let max = self.config.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub fn release(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether a browser `Origin` may connect (no header: not a browser, allowed).
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        let allowed = &self.config.allowed_origins;
+        let Some(origin) = origin else { return true };
+        allowed.is_empty()
+            || allowed.iter().any(|a| {
+                a == "*" || a.eq_ignore_ascii_case(origin) || host_of(origin) == Some(a.as_str())
+            })
+    }
+
+    pub fn sign_in(&self, user: &str, conn: &Arc<Conn>) {
+        self.users
+            .lock()
+            .entry(user.into())
+            .or_default()
+            .push(conn.clone());
+    }
+
+    pub fn sign_out(&self, user: &str, conn: &Conn) {
+        let mut users = self.users.lock();
+        if let Some(conns) = users.get_mut(user) {
+            conns.retain(|c| c.id != conn.id);
+            if conns.is_empty() {
+                users.remove(user);
+            }
+        }
+    }
+
+    /// The connections a user signed in on.
+    pub fn connections_of(&self, user: &str) -> Vec<Arc<Conn>> {
+        self.users.lock().get(user).cloned().unwrap_or_default()
+    }
+}
+
+fn host_of(origin: &str) -> Option<&str> {
+    let rest = origin.split_once("://").map_or(origin, |(_, r)| r);
+    rest.split(['/', ':']).next()
+}
+
+/// All apps, found by key (WebSocket) or id (HTTP API).
+pub struct Apps {
+    apps: Vec<Arc<App>>,
+}
+
+impl Apps {
+    /// `origins` (the server-wide allowed origins) apply to apps that list none.
+    pub fn new(configs: &[AppConfig], origins: &[String]) -> Self {
+        let with_origins = |mut c: AppConfig| {
+            if c.allowed_origins.is_empty() {
+                c.allowed_origins = origins.to_vec();
+            }
+            c
+        };
+        Apps {
+            apps: configs
+                .iter()
+                .cloned()
+                .map(with_origins)
+                .map(App::new)
+                .map(Arc::new)
+                .collect(),
+        }
+    }
+
+    pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|a| a.config.key == key)
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<&Arc<App>> {
+        self.apps.iter().find(|a| a.config.id == id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.apps.iter()
+    }
+
+    /// The first configured app: where RESP publications go.
+    pub fn default_app(&self) -> &Arc<App> {
+        &self.apps[0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_and_origins() {
+        let mut c = AppConfig::new("1", "k", "s");
+        c.max_connections = 1;
+        c.allowed_origins = vec!["app.test".into(), "https://b.test".into()];
+        let app = App::new(c);
+        assert!(app.admit());
+        assert!(!app.admit());
+        app.release();
+        assert!(app.admit());
+        assert!(app.origin_allowed(Some("https://app.test:8443")));
+        assert!(app.origin_allowed(Some("https://b.test")));
+        assert!(!app.origin_allowed(Some("https://evil.test")));
+        assert!(app.origin_allowed(None));
+    }
+
+    #[test]
+    fn server_wide_origins_apply_to_apps_without_their_own() {
+        let mut own = AppConfig::new("2", "k2", "s");
+        own.allowed_origins = vec!["own.test".into()];
+        let apps = Apps::new(
+            &[AppConfig::new("1", "k1", "s"), own],
+            &["site.test".into()],
+        );
+        assert!(apps
+            .by_key("k1")
+            .unwrap()
+            .origin_allowed(Some("http://site.test")));
+        assert!(!apps
+            .by_key("k1")
+            .unwrap()
+            .origin_allowed(Some("http://own.test")));
+        assert!(apps
+            .by_id("2")
+            .unwrap()
+            .origin_allowed(Some("http://own.test")));
+        assert!(!apps
+            .by_id("2")
+            .unwrap()
+            .origin_allowed(Some("http://site.test")));
+    }
+}

@@ -1,0 +1,395 @@
+//! One app's channels: which connections are subscribed, who is present, what was last sent.
+//!
+//! Sharded by channel name, each shard behind a read-write lock: publications take a
+//! read lock (cache channels a write lock, to keep their last event), subscriptions a
+//! write lock on one shard. Presence members are keyed by user id and counted once
+//! per user however many connections they have; `member_added` goes out on a user's
+//! first connection and `member_removed` after the last one. Frames are encoded once
+//! by the caller and the same bytes are pushed to every subscriber's outbox.
+
+use super::protocol;
+use crate::broker::SubscriberId;
+use crate::outbox::Outbox;
+use bytes::Bytes;
+use parking_lot::RwLock;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+const SHARDS: usize = 16;
+
+/// One Pusher connection as the registries see it.
+pub struct Conn {
+    pub id: SubscriberId,
+    pub socket_id: Box<str>,
+    pub outbox: Arc<Outbox>,
+    /// Set by `terminate_connections`: the session closes at its next turn.
+    pub terminated: AtomicBool,
+}
+
+impl Conn {
+    pub fn terminate(&self, frames: &[Bytes]) {
+        self.terminated.store(true, Ordering::Relaxed);
+        self.outbox.push_all(frames);
+    }
+}
+
+/// A presence member's `user_info`, as its channel_data gave it.
+pub struct Member {
+    pub info: Option<Box<RawValue>>,
+}
+
+struct Present {
+    member: Member,
+    connections: u32,
+}
+
+#[derive(Default)]
+struct Channel {
+    subscribers: Vec<Arc<Conn>>,
+    /// Presence channels only, keyed by the user id's text.
+    present: BTreeMap<Box<str>, Present>,
+    /// Cache channels only: the last event's frame.
+    last: Option<Bytes>,
+}
+
+/// What a new subscriber is owed once subscribed.
+pub struct Joined {
+    /// `pusher_internal:subscription_succeeded`'s data.
+    pub succeeded: String,
+    /// Cache channels: the last event, or None for `pusher:cache_miss`.
+    pub cached: Option<Option<Bytes>>,
+}
+
+/// Why a subscription was refused.
+pub enum Refused {
+    TooManyMembers,
+}
+
+/// Cache channels (`cache-`, `private-cache-`, `private-encrypted-cache-`, `presence-cache-`)
+/// keep their last event for new subscribers.
+pub fn is_cache(name: &str) -> bool {
+    [
+        "cache-",
+        "private-cache-",
+        "private-encrypted-cache-",
+        "presence-cache-",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+/// Occupancy of one channel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Occupancy {
+    pub subscriptions: usize,
+    pub users: usize,
+}
+
+#[derive(Serialize)]
+struct PresenceData<'a> {
+    presence: PresenceBody<'a>,
+}
+
+#[derive(Serialize)]
+struct PresenceBody<'a> {
+    ids: Vec<&'a str>,
+    hash: BTreeMap<&'a str, Option<&'a RawValue>>,
+    count: usize,
+}
+
+type Shard = RwLock<HashMap<Box<str>, Channel>>;
+
+pub struct Channels {
+    hasher: RandomState,
+    shards: Box<[Shard]>,
+}
+
+impl Default for Channels {
+    fn default() -> Self {
+        Channels {
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+        }
+    }
+}
+
+impl Channels {
+    fn shard(&self, name: &str) -> &Shard {
+        &self.shards[self.hasher.hash_one(name) as usize % SHARDS]
+    }
+
+    /// Add `conn` to `name`; on presence channels `member` is its user (`key` = user id text).
+    pub fn subscribe(
+        &self,
+        name: &str,
+        conn: &Arc<Conn>,
+        member: Option<(Box<str>, Member)>,
+        max_members: usize,
+    ) -> Result<Joined, Refused> {
+        let mut shard = self.shard(name).write();
+        let ch = shard.entry(name.into()).or_default();
+        let already = ch.subscribers.iter().any(|c| c.id == conn.id);
+        if let Some((key, member)) = member {
+            if !already {
+                match ch.present.get_mut(&key) {
+                    Some(p) => p.connections += 1,
+                    None => {
+                        if max_members > 0 && ch.present.len() >= max_members {
+                            if ch.subscribers.is_empty() && ch.last.is_none() {
+                                shard.remove(name);
+                            }
+                            return Err(Refused::TooManyMembers);
+                        }
+                        let data = member_json(&key, member.info.as_deref());
+                        let added =
+                            protocol::event("pusher_internal:member_added", Some(name), &data);
+                        for c in &ch.subscribers {
+                            c.outbox.push(added.clone());
+                        }
+                        ch.present.insert(
+                            key,
+                            Present {
+                                member,
+                                connections: 1,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        if !already {
+            ch.subscribers.push(conn.clone());
+        }
+        let succeeded = if name.starts_with("presence-") {
+            let body = PresenceBody {
+                ids: ch.present.keys().map(|k| &**k).collect(),
+                hash: ch
+                    .present
+                    .iter()
+                    .map(|(k, p)| (&**k, p.member.info.as_deref()))
+                    .collect(),
+                count: ch.present.len(),
+            };
+            serde_json::to_string(&PresenceData { presence: body }).expect("serializes")
+        } else {
+            "{}".to_string()
+        };
+        let cached = is_cache(name).then(|| ch.last.clone());
+        Ok(Joined { succeeded, cached })
+    }
+
+    /// Remove `conn` from `name`; `member_key` is its presence user, if any.
+    pub fn unsubscribe(&self, name: &str, conn: SubscriberId, member_key: Option<&str>) {
+        let mut shard = self.shard(name).write();
+        let Some(ch) = shard.get_mut(name) else {
+            return;
+        };
+        let before = ch.subscribers.len();
+        ch.subscribers.retain(|c| c.id != conn);
+        if ch.subscribers.len() != before {
+            if let Some(key) = member_key {
+                if let Some(p) = ch.present.get_mut(key) {
+                    p.connections -= 1;
+                    if p.connections == 0 {
+                        ch.present.remove(key);
+                        let removed = protocol::event(
+                            "pusher_internal:member_removed",
+                            Some(name),
+                            &member_json(key, None),
+                        );
+                        for c in &ch.subscribers {
+                            c.outbox.push(removed.clone());
+                        }
+                    }
+                }
+            }
+        }
+        if ch.subscribers.is_empty() && ch.last.is_none() {
+            shard.remove(name);
+        }
+    }
+
+    /// Push one encoded frame to every subscriber of `name` but `except` (a socket id).
+    /// Cache channels remember it. Returns how many connections it reached.
+    pub fn publish(&self, name: &str, frame: &Bytes, except: Option<&str>) -> usize {
+        let send = |ch: &Channel| {
+            let mut n = 0;
+            for c in &ch.subscribers {
+                if except != Some(&*c.socket_id) {
+                    c.outbox.push(frame.clone());
+                    n += 1;
+                }
+            }
+            n
+        };
+        if is_cache(name) {
+            let mut shard = self.shard(name).write();
+            let ch = shard.entry(name.into()).or_default();
+            ch.last = Some(frame.clone());
+            send(ch)
+        } else {
+            self.shard(name).read().get(name).map_or(0, send)
+        }
+    }
+
+    pub fn occupancy(&self, name: &str) -> Occupancy {
+        self.shard(name)
+            .read()
+            .get(name)
+            .map_or(Occupancy::default(), occupancy_of)
+    }
+
+    /// Occupied channels whose names start with `prefix`, sorted by name.
+    pub fn list(&self, prefix: &str) -> Vec<(String, Occupancy)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            for (name, ch) in shard.read().iter() {
+                if name.starts_with(prefix) && !ch.subscribers.is_empty() {
+                    out.push((name.to_string(), occupancy_of(ch)));
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// The user ids present on a presence channel.
+    pub fn users(&self, name: &str) -> Vec<String> {
+        self.shard(name).read().get(name).map_or(Vec::new(), |ch| {
+            ch.present.keys().map(|k| k.to_string()).collect()
+        })
+    }
+}
+
+fn occupancy_of(ch: &Channel) -> Occupancy {
+    Occupancy {
+        subscriptions: ch.subscribers.len(),
+        users: ch.present.len(),
+    }
+}
+
+/// `{"user_id","user_info"?}`: Pusher sends user ids as strings.
+fn member_json(user_id: &str, info: Option<&RawValue>) -> String {
+    #[derive(Serialize)]
+    struct M<'a> {
+        user_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_info: Option<&'a RawValue>,
+    }
+    serde_json::to_string(&M {
+        user_id,
+        user_info: info,
+    })
+    .expect("serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OutboxLimits;
+
+    fn conn(n: u64) -> Arc<Conn> {
+        Arc::new(Conn {
+            id: n,
+            socket_id: format!("1.{n}").into(),
+            outbox: Arc::new(Outbox::new(OutboxLimits::default())),
+            terminated: AtomicBool::new(false),
+        })
+    }
+
+    fn queued(c: &Conn) -> Vec<String> {
+        let mut v = Vec::new();
+        c.outbox.take_now(&mut v).unwrap();
+        v.iter()
+            .map(|b| String::from_utf8_lossy(&b[2..]).into_owned())
+            .collect()
+    }
+
+    fn member(id: &str) -> Option<(Box<str>, Member)> {
+        Some((
+            id.into(),
+            Member {
+                info: Some(RawValue::from_string("{\"n\":1}".into()).unwrap()),
+            },
+        ))
+    }
+
+    #[test]
+    fn presence_counts_users_once() {
+        let ch = Channels::default();
+        let (a1, a2, b) = (conn(1), conn(2), conn(3));
+        let j = ch
+            .subscribe("presence-r", &b, member("b"), 100)
+            .ok()
+            .unwrap();
+        assert_eq!(
+            j.succeeded,
+            r#"{"presence":{"ids":["b"],"hash":{"b":{"n":1}},"count":1}}"#
+        );
+        ch.subscribe("presence-r", &a1, member("a"), 100)
+            .ok()
+            .unwrap();
+        assert_eq!(queued(&b).len(), 1, "member_added for a's first connection");
+        ch.subscribe("presence-r", &a2, member("a"), 100)
+            .ok()
+            .unwrap();
+        assert!(
+            queued(&b).is_empty(),
+            "no member_added for a's second connection"
+        );
+        assert_eq!(
+            ch.occupancy("presence-r"),
+            Occupancy {
+                subscriptions: 3,
+                users: 2
+            }
+        );
+        ch.unsubscribe("presence-r", a1.id, Some("a"));
+        assert!(queued(&b).is_empty());
+        ch.unsubscribe("presence-r", a2.id, Some("a"));
+        let got = queued(&b);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].contains("member_removed"), "{got:?}");
+        assert!(ch
+            .subscribe("presence-r", &conn(9), member("c"), 1)
+            .is_err());
+    }
+
+    #[test]
+    fn one_frame_shared_by_every_subscriber() {
+        let ch = Channels::default();
+        let (a, b) = (conn(1), conn(2));
+        ch.subscribe("c", &a, None, 0).ok().unwrap();
+        ch.subscribe("c", &b, None, 0).ok().unwrap();
+        let f = protocol::event("E", Some("c"), "{}");
+        assert_eq!(ch.publish("c", &f, None), 2);
+        let (mut qa, mut qb) = (Vec::new(), Vec::new());
+        a.outbox.take_now(&mut qa).unwrap();
+        b.outbox.take_now(&mut qb).unwrap();
+        assert_eq!(qa[0].as_ptr(), f.as_ptr());
+        assert_eq!(qb[0].as_ptr(), f.as_ptr());
+    }
+
+    #[test]
+    fn publish_excludes_socket_and_caches() {
+        let ch = Channels::default();
+        let (a, b) = (conn(1), conn(2));
+        ch.subscribe("orders", &a, None, 0).ok().unwrap();
+        ch.subscribe("orders", &b, None, 0).ok().unwrap();
+        let f = protocol::event("E", Some("orders"), "{}");
+        assert_eq!(ch.publish("orders", &f, Some("1.1")), 1);
+        assert!(queued(&a).is_empty());
+        assert_eq!(queued(&b).len(), 1);
+        assert_eq!(ch.publish("cache-x", &f, None), 0);
+        let j = ch.subscribe("cache-x", &a, None, 0).ok().unwrap();
+        assert_eq!(j.cached, Some(Some(f)));
+        let j = ch.subscribe("cache-y", &a, None, 0).ok().unwrap();
+        assert_eq!(j.cached, Some(None));
+        assert_eq!(ch.list("cache-").len(), 2);
+    }
+}

@@ -1,0 +1,438 @@
+//! Pusher's HTTP API on the HTTP port: trigger events, query channels and users,
+//! terminate a user's connections. Requests are signed as Pusher signs them.
+//!
+//! Verification: `auth_key` is the app's key, `auth_timestamp` within 600 s of now,
+//! `auth_version` 1.0, `body_md5` the MD5 of a non-empty body, and `auth_signature`
+//! the HMAC-SHA256 of `METHOD\npath\nsorted query` (every parameter but the signature,
+//! decoded, `k=v` joined with `&`). Failures answer as Pusher does: 401 for a bad
+//! signature, key or timestamp, 403 for a disabled app, 404 for an unknown app, 400
+//! for a bad request and 413 for a payload over the app's limit.
+
+use super::apps::{App, Apps};
+use super::protocol;
+use super::signature;
+use super::websocket::valid_channel_name;
+use crate::laravel::ChannelKind;
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use md5::{Digest, Md5};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+use warp::reply::{Reply, Response};
+
+/// How far `auth_timestamp` may be from the server's clock.
+const TIMESTAMP_WINDOW: u64 = 600;
+/// Most channels one event may go to, and most events in one batch.
+const MAX_CHANNELS: usize = 100;
+const MAX_BATCH: usize = 10;
+/// Longest event name.
+const MAX_EVENT_NAME: usize = 200;
+
+/// A failed request: status and message.
+type Failure = (StatusCode, String);
+
+fn fail(status: StatusCode, message: impl Into<String>) -> Failure {
+    (status, message.into())
+}
+
+fn reply_error((status, message): Failure) -> Response {
+    warp::reply::with_status(message, status).into_response()
+}
+
+/// The request the route hands over: method, path, raw query, body.
+pub struct Request<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub body: &'a Bytes,
+}
+
+/// Largest body read at all; the app's `max_message_size` bounds `data` inside it.
+pub fn body_limit(apps: &Apps) -> usize {
+    // A batch of ten full events plus their JSON framing.
+    let biggest = apps_max_message(apps);
+    biggest.saturating_mul(MAX_BATCH + 1).max(64 * 1024)
+}
+
+fn apps_max_message(apps: &Apps) -> usize {
+    apps.iter()
+        .map(|a| a.config.max_message_size)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Serve one API request for app `app_id`; `rest` is the path after `/apps/{id}`.
+pub fn handle(apps: &Apps, app_id: &str, rest: &[&str], req: Request<'_>) -> Response {
+    let Some(app) = apps.by_id(app_id) else {
+        return reply_error(fail(
+            StatusCode::NOT_FOUND,
+            format!("Unknown app id {app_id}"),
+        ));
+    };
+    let result = authenticate(app, &req).and_then(|params| route(app, rest, &req, &params));
+    match result {
+        Ok(v) => warp::reply::json(&v).into_response(),
+        Err(f) => reply_error(f),
+    }
+}
+
+/// The decoded query parameters, in order of appearance.
+type Params = Vec<(String, String)>;
+
+fn param<'a>(params: &'a Params, key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn authenticate(app: &App, req: &Request<'_>) -> Result<Params, Failure> {
+    let params: Params = req
+        .query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (decode(k), decode(v))
+        })
+        .collect();
+    let unauthorized = |m: String| fail(StatusCode::UNAUTHORIZED, m);
+    match param(&params, "auth_key") {
+        None => return Err(unauthorized("Missing auth_key".into())),
+        Some(k) if k != app.config.key => {
+            return Err(unauthorized(format!("Unknown auth_key {k}")))
+        }
+        _ => {}
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match param(&params, "auth_timestamp").map(str::parse::<u64>) {
+        Some(Ok(ts)) if ts.abs_diff(now) <= TIMESTAMP_WINDOW => {}
+        Some(Ok(ts)) => {
+            return Err(unauthorized(format!(
+                "Timestamp expired: Given timestamp ({ts}) not within {TIMESTAMP_WINDOW}s of server time ({now})"
+            )))
+        }
+        _ => return Err(unauthorized("Missing or invalid auth_timestamp".into())),
+    }
+    if let Some(v) = param(&params, "auth_version") {
+        if v != "1.0" {
+            return Err(unauthorized(format!("Unsupported auth_version {v}")));
+        }
+    }
+    if !req.body.is_empty() {
+        let md5 = hex::encode(Md5::digest(req.body));
+        if param(&params, "body_md5") != Some(md5.as_str()) {
+            return Err(unauthorized(
+                "The body_md5 does not match the MD5 of the body".into(),
+            ));
+        }
+    }
+    let Some(given) = param(&params, "auth_signature") else {
+        return Err(unauthorized("Missing auth_signature".into()));
+    };
+    let mut signed: Vec<&(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k != "auth_signature")
+        .collect();
+    signed.sort();
+    let query = signed
+        .iter()
+        .map(|(k, v)| format!("{}={v}", k.to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join("&");
+    let to_sign = format!("{}\n{}\n{query}", req.method, req.path);
+    if !signature::verify_hex(&app.config.secret, to_sign.as_bytes(), given) {
+        return Err(unauthorized(format!(
+            "Invalid signature: Expected HMAC SHA256 hex digest of {to_sign:?}"
+        )));
+    }
+    if !app.config.enabled {
+        return Err(fail(StatusCode::FORBIDDEN, "Application is disabled"));
+    }
+    Ok(params)
+}
+
+/// Percent-decoding as query strings use it (`+` is a space).
+fn decode(s: &str) -> String {
+    fn hex(c: u8) -> Option<u8> {
+        (c as char).to_digit(16).map(|d| d as u8)
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn route(app: &App, rest: &[&str], req: &Request<'_>, params: &Params) -> Result<Value, Failure> {
+    let info = || param(params, "info").unwrap_or("");
+    match (req.method, rest) {
+        (&Method::POST, ["events"]) => {
+            let ev: EventBody = parse_body(req.body)?;
+            let channels = ev.channels(MAX_CHANNELS)?;
+            let info = ev.info.as_deref().unwrap_or("");
+            trigger(app, &ev, &channels)?;
+            let mut out = Map::new();
+            if !info.is_empty() {
+                out.insert("channels".into(), channels_info(app, &channels, info)?);
+            }
+            Ok(Value::Object(out))
+        }
+        (&Method::POST, ["batch_events"]) => {
+            let batch: BatchBody = parse_body(req.body)?;
+            if batch.batch.len() > MAX_BATCH {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("Batch too large: at most {MAX_BATCH} events"),
+                ));
+            }
+            let mut all = Vec::with_capacity(batch.batch.len());
+            for ev in &batch.batch {
+                let channels = ev.channels(1)?;
+                ev.check(app)?;
+                all.push(channels);
+            }
+            let mut infos = Vec::new();
+            for (ev, channels) in batch.batch.iter().zip(&all) {
+                trigger(app, ev, channels)?;
+                let info = ev.info.as_deref().unwrap_or("");
+                infos.push(match info {
+                    "" => json!({}),
+                    i => channels_info(app, channels, i)?
+                        .get(&channels[0])
+                        .cloned()
+                        .unwrap_or(json!({})),
+                });
+            }
+            Ok(if batch.batch.iter().any(|e| e.info.is_some()) {
+                json!({ "batch": infos })
+            } else {
+                json!({})
+            })
+        }
+        (&Method::GET, ["channels"]) => {
+            let prefix = param(params, "filter_by_prefix").unwrap_or("");
+            let wants_users = info().split(',').any(|i| i == "user_count");
+            if wants_users && !prefix.starts_with("presence-") {
+                return Err(fail(StatusCode::BAD_REQUEST, "user_count may only be requested for presence channels (filter_by_prefix=presence-)"));
+            }
+            let mut channels = Map::new();
+            for (name, occ) in app.channels.list(prefix) {
+                let mut o = Map::new();
+                for i in info().split(',') {
+                    match i {
+                        "user_count" => o.insert("user_count".into(), occ.users.into()),
+                        "subscription_count" => {
+                            o.insert("subscription_count".into(), occ.subscriptions.into())
+                        }
+                        _ => None,
+                    };
+                }
+                channels.insert(name, Value::Object(o));
+            }
+            Ok(json!({ "channels": channels }))
+        }
+        (&Method::GET, ["channels", name]) => {
+            let name = decode(name);
+            let v = channels_info(app, std::slice::from_ref(&name), info())?;
+            let occ = app.channels.occupancy(&name);
+            let mut o = match v.get(&name) {
+                Some(Value::Object(o)) => o.clone(),
+                _ => Map::new(),
+            };
+            o.insert("occupied".into(), (occ.subscriptions > 0).into());
+            Ok(Value::Object(o))
+        }
+        (&Method::GET, ["channels", name, "users"]) => {
+            let name = decode(name);
+            if ChannelKind::of(&name) != ChannelKind::Presence {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    "Users may only be listed for presence channels",
+                ));
+            }
+            let users: Vec<Value> = app
+                .channels
+                .users(&name)
+                .into_iter()
+                .map(|id| json!({ "id": id }))
+                .collect();
+            Ok(json!({ "users": users }))
+        }
+        (&Method::POST, ["users", user, "terminate_connections"]) => {
+            let user = decode(user);
+            let frames = [protocol::error(4009, "You got disconnected by the app.")];
+            for conn in app.connections_of(&user) {
+                conn.terminate(&frames);
+            }
+            Ok(json!({}))
+        }
+        _ => Err(fail(StatusCode::NOT_FOUND, "Not found")),
+    }
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Failure> {
+    serde_json::from_slice(body)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("Invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+struct EventBody {
+    name: String,
+    data: Value,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    socket_id: Option<String>,
+    #[serde(default)]
+    info: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct BatchBody {
+    batch: Vec<EventBody>,
+}
+
+impl EventBody {
+    /// The target channels, checked: at least one, at most `max`, each a valid name.
+    fn channels(&self, max: usize) -> Result<Vec<String>, Failure> {
+        let list: Vec<String> = match (&self.channels, &self.channel) {
+            (Some(cs), _) => cs.clone(),
+            (None, Some(c)) => vec![c.clone()],
+            (None, None) => {
+                return Err(fail(StatusCode::BAD_REQUEST, "Missing channel or channels"))
+            }
+        };
+        if list.is_empty() {
+            return Err(fail(StatusCode::BAD_REQUEST, "Missing channel or channels"));
+        }
+        if list.len() > max {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("Too many channels: at most {max}"),
+            ));
+        }
+        if let Some(bad) = list.iter().find(|c| !valid_channel_name(c)) {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid channel name {bad:?}"),
+            ));
+        }
+        Ok(list)
+    }
+
+    /// The data as the JSON text the event carries (strings as they are, anything else encoded).
+    fn data_text(&self) -> String {
+        match &self.data {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    fn check(&self, app: &App) -> Result<(), Failure> {
+        if self.name.is_empty() || self.name.len() > MAX_EVENT_NAME {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                format!("Event name must be 1 to {MAX_EVENT_NAME} characters"),
+            ));
+        }
+        if self.data_text().len() > app.config.max_message_size {
+            return Err(fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "Event data too large: at most {} bytes",
+                    app.config.max_message_size
+                ),
+            ));
+        }
+        if let Some(s) = &self.socket_id {
+            let ok = s.split_once('.').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+            });
+            if !ok {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("Invalid socket_id {s:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Publish one event: the frame is encoded once per channel and shared by its subscribers.
+fn trigger(app: &App, ev: &EventBody, channels: &[String]) -> Result<(), Failure> {
+    ev.check(app)?;
+    let data = ev.data_text();
+    for channel in channels {
+        let frame = protocol::event(&ev.name, Some(channel), &data);
+        app.channels
+            .publish(channel, &frame, ev.socket_id.as_deref());
+    }
+    Ok(())
+}
+
+/// `{"channel": {"user_count":..,"subscription_count":..}}` for the attributes asked in `info`.
+fn channels_info(app: &App, channels: &[String], info: &str) -> Result<Value, Failure> {
+    let mut out = Map::new();
+    for name in channels {
+        let occ = app.channels.occupancy(name);
+        let mut o = Map::new();
+        for attr in info.split(',').filter(|a| !a.is_empty()) {
+            match attr {
+                "user_count" => {
+                    if ChannelKind::of(name) != ChannelKind::Presence {
+                        return Err(fail(
+                            StatusCode::BAD_REQUEST,
+                            "user_count is only available for presence channels",
+                        ));
+                    }
+                    o.insert("user_count".into(), occ.users.into());
+                }
+                "subscription_count" => {
+                    o.insert("subscription_count".into(), occ.subscriptions.into());
+                }
+                other => {
+                    return Err(fail(
+                        StatusCode::BAD_REQUEST,
+                        format!("Unknown info attribute {other:?}"),
+                    ))
+                }
+            }
+        }
+        out.insert(name.clone(), Value::Object(o));
+    }
+    Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_values() {
+        assert_eq!(decode("a%2Cb+c"), "a,b c");
+        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,480 @@
+//! Pusher protocol v7 over WebSocket at `/app/{key}`: one [`Session`] per connection.
+//!
+//! The session is a [`ws::Handler`] driven by `ws::drive`: it answers the client's
+//! messages (subscribe, unsubscribe, ping, signin, client events) with frames pushed
+//! to `out`, and keeps only what it must between messages: its channels, its user,
+//! and two instants for the heartbeat. Publications reach it through its outbox.
+
+use super::apps::App;
+use super::channels::{Conn, Member, Refused};
+use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
+use super::signature;
+use crate::laravel::ChannelKind;
+use crate::outbox::Outbox;
+use crate::server::State;
+use crate::ws::{self, frame, Flow, Handler, Message};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The protocol versions accepted in `?protocol=`; pusher-js speaks 7.
+const PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
+/// How long a client has to answer the server's `pusher:ping`.
+const PONG_WAIT: Duration = Duration::from_secs(30);
+/// Longest channel name, as Pusher limits it.
+const MAX_CHANNEL_NAME: usize = 200;
+
+/// Why a connection is refused right after the handshake: Pusher's code and message.
+pub type Refusal = (u16, &'static str);
+
+/// Check the `protocol` query parameter as Pusher does (4006/4007/4008).
+pub fn check_protocol(query: &str) -> Result<(), Refusal> {
+    let version = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "protocol")
+        .map(|(_, v)| v);
+    match version {
+        None | Some("") => Err((4008, "No protocol version supplied")),
+        Some(v) => match v.parse::<u32>() {
+            Err(_) => Err((4006, "Invalid version string format")),
+            Ok(n) if !PROTOCOLS.contains(&n) => Err((4007, "Unsupported protocol version")),
+            Ok(_) => Ok(()),
+        },
+    }
+}
+
+/// Answer a refused connection: `pusher:error`, then a close frame with the same code.
+pub async fn refuse(mut io: ws::WsStream, (code, message): Refusal) {
+    let mut frames = vec![protocol::error(code, message), frame::close(code, message)];
+    let _ = ws::conn::write_all(&mut io, &mut frames).await;
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
+}
+
+/// Run an accepted connection until it ends. The app's quota is taken here, once the
+/// upgrade has happened, so a failed upgrade never holds a slot.
+pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
+    if !app.admit() {
+        return refuse(io, (4004, "Application is over connection quota")).await;
+    }
+    let outbox = Arc::new(Outbox::new(state.config.outbox));
+    let id = crate::broker::next_subscriber_id();
+    let conn = Arc::new(Conn {
+        id,
+        socket_id: format!("{}.{}", rand::random::<u32>(), id).into(),
+        outbox: outbox.clone(),
+        terminated: AtomicBool::new(false),
+    });
+    let activity = state.config.activity_timeout.max(Duration::from_secs(1));
+    let established = serde_json::json!({
+        "socket_id": &*conn.socket_id,
+        "activity_timeout": activity.as_secs(),
+    })
+    .to_string();
+    outbox.push(protocol::event(
+        "pusher:connection_established",
+        None,
+        &established,
+    ));
+    let max_frame = app.config.max_message_size.saturating_mul(4).max(64 * 1024);
+    let now = Instant::now();
+    let session = Session {
+        app,
+        conn,
+        subscriptions: Vec::new(),
+        user: None,
+        activity,
+        last_seen: now,
+        pinged_at: None,
+        rate: state.config.client_event_rate,
+        window: now,
+        in_window: 0,
+    };
+    crate::metrics::WS_CONNECTIONS.inc();
+    ws::drive(io, outbox, session, max_frame, state.shutdown.clone()).await;
+}
+
+/// One subscription: the channel and, on presence channels, the user id it joined as.
+type Subscription = (Box<str>, Option<Box<str>>);
+
+struct Session {
+    app: Arc<App>,
+    conn: Arc<Conn>,
+    subscriptions: Vec<Subscription>,
+    /// The user id after a successful `pusher:signin`.
+    user: Option<Box<str>>,
+    activity: Duration,
+    last_seen: Instant,
+    pinged_at: Option<Instant>,
+    /// Client events allowed per second, and the current one-second window.
+    rate: u32,
+    window: Instant,
+    in_window: u32,
+}
+
+#[derive(Deserialize)]
+struct ChannelData {
+    user_id: Box<RawValue>,
+    #[serde(default)]
+    user_info: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct UserData {
+    id: String,
+}
+
+/// A channel name Pusher accepts: 1–200 of `A-Za-z0-9_-=@,.;` (and `#` for `#server-to-user-`).
+pub fn valid_channel_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_CHANNEL_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-=@,.;#".contains(&b))
+}
+
+impl Session {
+    fn subscribed(&self, channel: &str) -> Option<&Subscription> {
+        self.subscriptions.iter().find(|(c, _)| &**c == channel)
+    }
+
+    fn on_text(&mut self, text: &[u8], out: &mut Vec<Bytes>) -> Flow {
+        if text.len() > self.app.config.max_message_size {
+            out.push(protocol::error(4301, "Message too large"));
+            return Flow::Continue;
+        }
+        let Ok(msg) = serde_json::from_slice::<Incoming>(text) else {
+            out.push(protocol::error(4200, "Invalid message format"));
+            return Flow::Continue;
+        };
+        match msg.event.as_str() {
+            "pusher:ping" => out.push(protocol::event("pusher:pong", None, "{}")),
+            "pusher:pong" => {}
+            "pusher:subscribe" => match msg.data_as::<Subscribe>() {
+                Some(sub) => self.subscribe(sub, out),
+                None => out.push(protocol::error(4200, "Invalid message format")),
+            },
+            "pusher:unsubscribe" => match msg.data_as::<Unsubscribe>() {
+                Some(u) => self.unsubscribe(&u.channel),
+                None => out.push(protocol::error(4200, "Invalid message format")),
+            },
+            "pusher:signin" => match msg.data_as::<Signin>() {
+                Some(s) => return self.signin(s, out),
+                None => out.push(protocol::error(4200, "Invalid message format")),
+            },
+            e if e.starts_with("client-") => self.client_event(&msg, out),
+            _ => {}
+        }
+        Flow::Continue
+    }
+
+    fn subscribe(&mut self, sub: Subscribe, out: &mut Vec<Bytes>) {
+        let name = sub.channel.as_str();
+        if !valid_channel_name(name) {
+            out.push(protocol::subscription_error(
+                name,
+                "InvalidChannel",
+                "Invalid channel name",
+                4009,
+            ));
+            return;
+        }
+        let kind = ChannelKind::of(name);
+        let cfg = &self.app.config;
+        let mut member = None;
+        if let Some(user) = name.strip_prefix("#server-to-user-") {
+            if self.user.as_deref() != Some(user) {
+                out.push(protocol::subscription_error(
+                    name,
+                    "AuthError",
+                    "Sign in as this user first",
+                    4009,
+                ));
+                return;
+            }
+        } else if kind.needs_auth() {
+            let data = if kind == ChannelKind::Presence {
+                sub.channel_data.as_deref()
+            } else {
+                None
+            };
+            let ok = sub.auth.as_deref().is_some_and(|auth| {
+                signature::channel_auth_ok(
+                    &cfg.key,
+                    &cfg.secret,
+                    &self.conn.socket_id,
+                    name,
+                    data,
+                    auth,
+                )
+            });
+            if !ok {
+                out.push(protocol::subscription_error(
+                    name,
+                    "AuthError",
+                    "Invalid signature",
+                    401,
+                ));
+                out.push(protocol::error(4009, "Connection is unauthorized"));
+                return;
+            }
+            if kind == ChannelKind::Presence {
+                let data = data.unwrap_or("");
+                if data.len() > cfg.max_presence_member_size {
+                    out.push(protocol::subscription_error(
+                        name,
+                        "LimitReached",
+                        "The presence member data is too big",
+                        4100,
+                    ));
+                    return;
+                }
+                let parsed = serde_json::from_str::<ChannelData>(data).ok();
+                let Some((key, cd)) = parsed.and_then(|cd| Some((user_key(&cd.user_id)?, cd)))
+                else {
+                    out.push(protocol::subscription_error(
+                        name,
+                        "AuthError",
+                        "channel_data must carry a user_id",
+                        4009,
+                    ));
+                    return;
+                };
+                member = Some((key, Member { info: cd.user_info }));
+            }
+        }
+        if let Some((_, Some(old))) = self.subscribed(name) {
+            // Re-subscribing as someone else: leave as the old member first.
+            if member.as_ref().is_some_and(|(k, _)| k != old) {
+                let old = old.clone();
+                self.app
+                    .channels
+                    .unsubscribe(name, self.conn.id, Some(&old));
+                self.subscriptions.retain(|(c, _)| &**c != name);
+            }
+        }
+        let key = member.as_ref().map(|(k, _)| k.clone());
+        match self
+            .app
+            .channels
+            .subscribe(name, &self.conn, member, cfg.max_presence_members)
+        {
+            Err(Refused::TooManyMembers) => {
+                out.push(protocol::subscription_error(
+                    name,
+                    "LimitReached",
+                    "The maximum number of members in this presence channel has been reached",
+                    4100,
+                ));
+            }
+            Ok(joined) => {
+                if self.subscribed(name).is_none() {
+                    self.subscriptions.push((name.into(), key));
+                }
+                out.push(protocol::event(
+                    "pusher_internal:subscription_succeeded",
+                    Some(name),
+                    &joined.succeeded,
+                ));
+                match joined.cached {
+                    Some(Some(last)) => out.push(last),
+                    Some(None) => out.push(protocol::bare("pusher:cache_miss", Some(name))),
+                    None => {}
+                }
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, name: &str) {
+        if let Some(pos) = self.subscriptions.iter().position(|(c, _)| &**c == name) {
+            let (channel, member) = self.subscriptions.swap_remove(pos);
+            self.app
+                .channels
+                .unsubscribe(&channel, self.conn.id, member.as_deref());
+        }
+    }
+
+    fn signin(&mut self, s: Signin, out: &mut Vec<Bytes>) -> Flow {
+        let cfg = &self.app.config;
+        let valid = signature::user_auth_ok(
+            &cfg.key,
+            &cfg.secret,
+            &self.conn.socket_id,
+            &s.user_data,
+            &s.auth,
+        );
+        let user = serde_json::from_str::<UserData>(&s.user_data)
+            .ok()
+            .filter(|u| !u.id.is_empty());
+        match (valid, user) {
+            (true, Some(user)) => {
+                if let Some(old) = self.user.take() {
+                    self.app.sign_out(&old, &self.conn);
+                }
+                self.app.sign_in(&user.id, &self.conn);
+                self.user = Some(user.id.into());
+                let data = serde_json::json!({ "user_data": s.user_data }).to_string();
+                out.push(protocol::event("pusher:signin_success", None, &data));
+                Flow::Continue
+            }
+            (false, _) => self.refuse(out, 4009, "Invalid signature"),
+            (true, None) => self.refuse(out, 4009, "user_data must carry a non-empty string id"),
+        }
+    }
+
+    fn refuse(&self, out: &mut Vec<Bytes>, code: u16, message: &'static str) -> Flow {
+        out.push(protocol::error(code, message));
+        Flow::Close(code, Cow::Borrowed(message))
+    }
+
+    fn client_event(&mut self, msg: &Incoming, out: &mut Vec<Bytes>) {
+        if !self.app.config.client_events {
+            out.push(protocol::error(
+                4301,
+                "To send client events, you must enable this feature in the Settings.",
+            ));
+            return;
+        }
+        let Some(channel) = msg.channel.as_deref() else {
+            out.push(protocol::error(4200, "Invalid message format"));
+            return;
+        };
+        let kind = ChannelKind::of(channel);
+        if !matches!(kind, ChannelKind::Private | ChannelKind::Presence) {
+            out.push(protocol::error(
+                4301,
+                "Client events are only allowed on private and presence channels",
+            ));
+            return;
+        }
+        let Some((_, member)) = self.subscribed(channel) else {
+            out.push(protocol::error(
+                4301,
+                "Client events need a subscription to the channel",
+            ));
+            return;
+        };
+        let user_id = member
+            .as_deref()
+            .and_then(|k| serde_json::to_string(k).ok())
+            .and_then(|s| RawValue::from_string(s).ok());
+        let now = Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.in_window = 0;
+        }
+        self.in_window += 1;
+        if self.in_window > self.rate {
+            out.push(protocol::error(
+                4301,
+                "Client event rejected due to rate limit",
+            ));
+            return;
+        }
+        let frame = protocol::client_event(&msg.event, channel, msg.data, user_id.as_deref());
+        self.app
+            .channels
+            .publish(channel, &frame, Some(&self.conn.socket_id));
+    }
+}
+
+/// The text a user id is known by: strings as they are, numbers as written.
+fn user_key(id: &RawValue) -> Option<Box<str>> {
+    match serde_json::from_str::<serde_json::Value>(id.get()).ok()? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.into()),
+        serde_json::Value::Number(n) => Some(n.to_string().into()),
+        _ => None,
+    }
+}
+
+impl Handler for Session {
+    fn on_message(&mut self, msg: Message, out: &mut Vec<Bytes>) -> Flow {
+        self.last_seen = Instant::now();
+        self.pinged_at = None;
+        match msg {
+            Message::Text(text) => self.on_text(&text, out),
+            Message::Binary(_) => {
+                out.push(protocol::error(4200, "Invalid message format"));
+                Flow::Continue
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Flow::Continue,
+        }
+    }
+
+    fn next_tick(&self) -> Option<Instant> {
+        if self.conn.terminated.load(Ordering::Relaxed) {
+            return Some(Instant::now());
+        }
+        Some(match self.pinged_at {
+            Some(at) => at + PONG_WAIT.min(self.activity),
+            None => self.last_seen + self.activity,
+        })
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Bytes>) -> Flow {
+        if self.conn.terminated.load(Ordering::Relaxed) {
+            return Flow::Close(4009, "You got disconnected by the app.".into());
+        }
+        let now = Instant::now();
+        match self.pinged_at {
+            Some(at) if now >= at + PONG_WAIT.min(self.activity) => {
+                out.push(protocol::error(4201, "Pong reply not received"));
+                Flow::Close(4201, "Pong reply not received".into())
+            }
+            Some(_) => Flow::Continue,
+            None if now >= self.last_seen + self.activity => {
+                self.pinged_at = Some(now);
+                out.push(protocol::event("pusher:ping", None, "{}"));
+                Flow::Continue
+            }
+            None => Flow::Continue,
+        }
+    }
+
+    fn on_close(&mut self, _why: &str) {
+        for (channel, member) in self.subscriptions.drain(..) {
+            self.app
+                .channels
+                .unsubscribe(&channel, self.conn.id, member.as_deref());
+        }
+        if let Some(user) = self.user.take() {
+            self.app.sign_out(&user, &self.conn);
+        }
+        self.app.release();
+        crate::metrics::WS_CONNECTIONS.dec();
+    }
+
+    fn shutdown_frames(&self) -> Vec<Bytes> {
+        vec![
+            protocol::error(4200, "Server shutting down"),
+            frame::close(4200, "Server shutting down"),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_versions() {
+        assert_eq!(check_protocol("protocol=7&client=js"), Ok(()));
+        assert_eq!(check_protocol("client=js").unwrap_err().0, 4008);
+        assert_eq!(check_protocol("protocol=seven").unwrap_err().0, 4006);
+        assert_eq!(check_protocol("protocol=4").unwrap_err().0, 4007);
+    }
+
+    #[test]
+    fn channel_names() {
+        assert!(valid_channel_name("private-orders.1"));
+        assert!(valid_channel_name("#server-to-user-7"));
+        assert!(!valid_channel_name(""));
+        assert!(!valid_channel_name("has space"));
+        assert!(!valid_channel_name(&"a".repeat(201)));
+    }
+}
