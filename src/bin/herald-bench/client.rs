@@ -269,10 +269,11 @@ impl Conn {
         if let Some(reply) = heartbeat {
             return self.send(reply).await;
         }
-        if find(p, b"seq").is_none() {
+        // The marker sits near the front of every bench payload, so a short search
+        // tells bench messages (and warm-up ones) from anything else.
+        let Some(warm) = warm_marker(p) else {
             return Ok(());
-        }
-        let warm = find(p, b"w\\\":1").is_some() || find(p, b"\"w\":1").is_some();
+        };
         if warm {
             tally.warm.inc();
             return Ok(());
@@ -314,6 +315,16 @@ fn take_frame(buf: &mut BytesMut) -> Option<(u8, BytesMut)> {
     Some((op, buf.split_to(len)))
 }
 
+/// Bench payloads start `{"w":W,` (JSON data) or `{\"w\":W,` (Pusher's string-encoded
+/// data) within the first bytes of the frame: Some(true) during warm-up, Some(false)
+/// when measured, None for anything else.
+fn warm_marker(p: &[u8]) -> Option<bool> {
+    let head = &p[..p.len().min(96)];
+    let at = find(head, b"w\":").or_else(|| find(head, b"w\\\":"))?;
+    let flag = head[at..].iter().find(|b| b.is_ascii_digit())?;
+    Some(*flag == b'1')
+}
+
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -346,5 +357,15 @@ mod tests {
             Some(7)
         );
         assert_eq!(number_after(b"nothing", b"ts"), None);
+    }
+
+    #[test]
+    fn warm_marker_in_both_encodings() {
+        assert_eq!(warm_marker(br#"42["bench","c",{"w":1,"seq":0}]"#), Some(true));
+        assert_eq!(
+            warm_marker(br#"{"event":"bench","channel":"bench.0","data":"{\"w\":0,\"seq\":7}"}"#),
+            Some(false)
+        );
+        assert_eq!(warm_marker(br#"{"event":"pusher:ping","data":{}}"#), None);
     }
 }

@@ -91,6 +91,12 @@ struct PubArgs {
     payload_size: usize,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Fanout {
+    Channel,
+    All,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// One full measurement: subscriber processes + publisher + report.
@@ -108,6 +114,10 @@ enum Cmd {
         /// Label for the report (e.g. herald-sio4, floor).
         #[arg(long, default_value = "server")]
         label: String,
+        /// Who receives a publication: the subscribers of its channel, or every
+        /// connection (the tutorial bridge broadcasts to all).
+        #[arg(long, value_enum, default_value = "channel")]
+        fanout: Fanout,
     },
     /// Subscriber role: connect, print READY, count until stdin closes, print a JSON result.
     Subscribe {
@@ -148,7 +158,8 @@ fn main() {
             procs,
             server_pids,
             label,
-        } => rt.block_on(coordinate(sub, publish, procs, server_pids, label)),
+            fanout,
+        } => rt.block_on(coordinate(sub, publish, procs, server_pids, label, fanout)),
     }
 }
 
@@ -204,6 +215,7 @@ async fn subscribe(a: SubArgs) {
             None => break,
         }
     }
+    let cpu_ready = proc_usage(std::process::id()).map_or(0, |u| u.0);
     println!("READY {ok} {failed}");
     std::io::stdout().flush().ok();
     // Count until the coordinator closes our stdin.
@@ -221,16 +233,24 @@ async fn subscribe(a: SubArgs) {
         connected: ok,
         failed,
         received: tally.received.get(),
+        warm: tally.warm.get(),
         gaps: tally.gaps.get(),
         closed: tally.closed.get(),
         errors: tally.errors.lock().clone(),
         latency: base64::engine::general_purpose::STANDARD.encode(latency),
-        cpu_ms: proc_usage(std::process::id()).map_or(0, |u| u.0),
+        cpu_ms: proc_usage(std::process::id()).map_or(0, |u| u.0.saturating_sub(cpu_ready)),
     };
     println!("{}", serde_json::to_string(&report).unwrap());
 }
 
-async fn coordinate(sub: SubArgs, publish: PubArgs, procs: usize, pids: Vec<u32>, label: String) {
+async fn coordinate(
+    sub: SubArgs,
+    publish: PubArgs,
+    procs: usize,
+    pids: Vec<u32>,
+    label: String,
+    fanout: Fanout,
+) {
     let usage = |pids: &[u32]| -> (u64, u64) {
         pids.iter()
             .filter_map(|p| proc_usage(*p))
@@ -312,6 +332,7 @@ async fn coordinate(sub: SubArgs, publish: PubArgs, procs: usize, pids: Vec<u32>
     }
     summarize(Summary {
         label,
+        fanout,
         sub: &sub,
         publish: &publish,
         sent: &sent,
@@ -326,6 +347,7 @@ async fn coordinate(sub: SubArgs, publish: PubArgs, procs: usize, pids: Vec<u32>
 
 struct Summary<'a> {
     label: String,
+    fanout: Fanout,
     sub: &'a SubArgs,
     publish: &'a PubArgs,
     sent: &'a [u64],
@@ -340,10 +362,12 @@ struct Summary<'a> {
 fn summarize(s: Summary<'_>) {
     let mut hist = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).unwrap();
     let mut received = 0;
+    let mut warm = 0;
     let mut gaps = 0;
     let mut bench_cpu_ms = 0;
     for r in s.reports {
         received += r.received;
+        warm += r.warm;
         gaps += r.gaps;
         bench_cpu_ms += r.cpu_ms;
         if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&r.latency) {
@@ -355,15 +379,21 @@ fn summarize(s: Summary<'_>) {
             eprintln!("[{}] error: {e}", s.label);
         }
     }
-    // Expected deliveries: each connected subscriber gets every publication on its channel.
+    // Expected deliveries: each subscriber gets every publication on its channel
+    // (or every publication, when the server broadcasts to all).
     let n = s.sub.connections as u64;
     let c = s.sub.channels as u64;
-    let expected: u64 = s
-        .sent
-        .iter()
-        .enumerate()
-        .map(|(i, k)| k * (n / c + u64::from((i as u64) < n % c)))
-        .sum();
+    let expected: u64 = match s.fanout {
+        Fanout::All => s.sent.iter().sum::<u64>() * n,
+        Fanout::Channel => s
+            .sent
+            .iter()
+            .enumerate()
+            .map(|(i, k)| k * (n / c + u64::from((i as u64) < n % c)))
+            .sum(),
+    };
+    // CPU is measured over warm-up and measured deliveries alike.
+    let worked = received + warm;
     let secs = s.publish.duration as f64;
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
     let per_conn_kib = if s.connected > 0 {
@@ -371,8 +401,8 @@ fn summarize(s: Summary<'_>) {
     } else {
         0.0
     };
-    let cpu_us_per_delivery = if received > 0 {
-        s.server_cpu_ms as f64 * 1000.0 / received as f64
+    let cpu_us_per_delivery = if worked > 0 {
+        s.server_cpu_ms as f64 * 1000.0 / worked as f64
     } else {
         0.0
     };
@@ -395,7 +425,7 @@ fn summarize(s: Summary<'_>) {
         hist.max() as f64 / 1000.0,
         cpu_us_per_delivery,
         per_conn_kib,
-        if received > 0 { bench_cpu_ms as f64 * 1000.0 / received as f64 } else { 0.0 },
+        if worked > 0 { bench_cpu_ms as f64 * 1000.0 / worked as f64 } else { 0.0 },
     );
     println!(
         "{}",
@@ -418,7 +448,10 @@ fn summarize(s: Summary<'_>) {
             "server_rss_kib_before": s.rss.0,
             "server_rss_kib_idle": s.rss.1,
             "server_rss_kib_per_conn": per_conn_kib,
-            "bench_cpu_us_per_delivery": if received > 0 { bench_cpu_ms as f64 * 1000.0 / received as f64 } else { 0.0 },
+            "bench_cpu_us_per_delivery": if worked > 0 { bench_cpu_ms as f64 * 1000.0 / worked as f64 } else { 0.0 },
+            "server_cpu_ms": s.server_cpu_ms,
+            "bench_cpu_ms": bench_cpu_ms,
+            "fanout": format!("{:?}", s.fanout).to_lowercase(),
         })
     );
 }

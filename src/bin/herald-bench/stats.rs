@@ -58,11 +58,15 @@ pub struct SubReport {
     pub connected: u64,
     pub failed: u64,
     pub received: u64,
+    /// Warm-up deliveries: not in `received`, but the server and the bench did the work.
+    #[serde(default)]
+    pub warm: u64,
     pub gaps: u64,
     pub closed: u64,
     pub errors: Vec<String>,
     /// hdrhistogram's V2 serialisation, base64.
     pub latency: String,
+    /// This process's CPU time from READY (connections made) to the end.
     pub cpu_ms: u64,
 }
 
