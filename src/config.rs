@@ -107,6 +107,11 @@ pub struct Cli {
     #[arg(long, env = "HERALD_AUTH_TIMEOUT_MS")]
     pub auth_timeout_ms: Option<u64>,
 
+    /// PEM file of a CA to trust for an HTTPS auth endpoint with a private certificate
+    /// (public CAs are always trusted).
+    #[arg(long, env = "HERALD_AUTH_CA_FILE")]
+    pub auth_ca_file: Option<PathBuf>,
+
     /// Engine.IO ping interval in milliseconds [default: 25000].
     #[arg(long, env = "HERALD_PING_INTERVAL_MS")]
     pub ping_interval_ms: Option<u64>,
@@ -164,6 +169,7 @@ pub struct FileConfig {
     allowed_origins: Option<Vec<String>>,
     auth_endpoint: Option<String>,
     auth_timeout_ms: Option<u64>,
+    auth_ca_file: Option<PathBuf>,
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
     max_http_buffer_size: Option<usize>,
@@ -267,6 +273,7 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub auth_endpoint: Option<String>,
     pub auth_timeout: Duration,
+    pub auth_ca_file: Option<PathBuf>,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_http_buffer_size: usize,
@@ -404,6 +411,12 @@ impl Config {
             auth_timeout: Duration::from_millis(
                 cli.auth_timeout_ms.or(file.auth_timeout_ms).unwrap_or(5000),
             ),
+            auth_ca_file: match cli.auth_ca_file.or(file.auth_ca_file) {
+                Some(path) if !path.is_file() => {
+                    return Err(format!("auth CA file {} does not exist", path.display()))
+                }
+                other => other,
+            },
             ping_interval: Duration::from_millis(
                 cli.ping_interval_ms
                     .or(file.ping_interval_ms)
@@ -507,6 +520,25 @@ mod tests {
         c.check_protected_mode().unwrap();
         let c = parse(&["--redis-bind", "0.0.0.0:6379", "--requirepass", "x"], "").unwrap();
         c.check_protected_mode().unwrap();
+    }
+
+    #[test]
+    fn auth_ca_file_from_flag_or_file() {
+        let pem = std::env::temp_dir().join(format!("herald-ca-{}.pem", std::process::id()));
+        std::fs::write(&pem, "not checked here").unwrap();
+        let c = parse(&["--auth-ca-file", pem.to_str().unwrap()], "").unwrap();
+        assert_eq!(c.auth_ca_file.as_deref(), Some(pem.as_path()));
+        let c = parse(
+            &[],
+            &format!("auth_ca_file = {:?}\n", pem.to_str().unwrap()),
+        )
+        .unwrap();
+        assert_eq!(c.auth_ca_file.as_deref(), Some(pem.as_path()));
+        std::fs::remove_file(&pem).unwrap();
+        assert_eq!(parse(&[], "").unwrap().auth_ca_file, None);
+        assert!(parse(&["--auth-ca-file", "/nonexistent/ca.pem"], "")
+            .unwrap_err()
+            .contains("does not exist"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`outbox`]: each connection's bounded queue of encoded frames.
 //! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
 //! - [`laravel`]: Laravel's envelope and channel naming conventions.
+//! - [`auth_callback`]: asks the Laravel app to authorize private and presence channels.
 //! - [`socketio`]: the socket.io edge (Engine.IO 3/4, websocket and polling, Echo semantics).
 //! - [`pusher`]: the Pusher protocol v7 edge and the Pusher HTTP API.
 //! - [`ws`]: WebSocket upgrade and framing, lean enough for 10,000s of idle sockets.
@@ -19,6 +20,7 @@
 //! - [`metrics`]: process-wide counters.
 //! - [`logging`]: tracing set-up (pretty or JSON).
 
+pub mod auth_callback;
 pub mod broker;
 pub mod config;
 pub mod http;

@@ -1,11 +1,372 @@
-//! PLACEHOLDER: the socketio edge is being written; replace this file.
+//! The socket.io edge: Laravel Echo's socket.io connector and socket.io-client 2/3/4.
+//!
+//! - [`packet`]: Engine.IO and Socket.IO wire formats (both generations).
+//! - [`engine`]: sessions, transports, heartbeats.
+//! - [`polling`] and [`websocket`]: the two transports and the upgrade between them.
+//! - [`cors`]: which browser origins may connect.
+//! - [`rooms`]: channels, members, presence.
+//! - [`echo`]: subscribe / unsubscribe / whisper with Laravel's authorization.
+//!
+//! Publications arrive through the broker as a [`Tap`]: each is decoded once, its
+//! channel prefix stripped, and its `42["event","channel",data]` packet built once
+//! and shared by every member socket (except the publisher's own, `toOthers()`).
 
+mod cors;
+mod echo;
+mod engine;
+mod packet;
+mod polling;
+mod rooms;
+mod websocket;
+
+use crate::auth_callback::AuthClient;
+use crate::broker::Tap;
+use crate::config::Config;
+use crate::laravel::{ChannelKind, Envelope, Prefixes};
+use crate::outbox::Closed;
 use crate::server::State;
+use crate::ws::Upgrade;
+use bytes::{Buf, Bytes};
+use engine::{Session, Sessions, Transport};
+use futures_util::Stream;
+use http::{HeaderMap, Method, StatusCode};
+use packet::Eio;
+use rooms::{Frames, Rooms};
+use std::collections::HashMap;
+use std::sync::Arc;
 use warp::filters::BoxedFilter;
+use warp::reply::{Reply, Response};
 use warp::Filter;
 
-pub fn routes(_state: State) -> BoxedFilter<(warp::reply::Response,)> {
-    warp::any()
-        .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+/// Everything the socket.io edge shares across its connections.
+pub struct Edge {
+    state: State,
+    rooms: Rooms,
+    sessions: Sessions,
+    prefixes: Prefixes,
+    auth: AuthClient,
+}
+
+impl Edge {
+    fn new(state: State) -> Self {
+        let c = &state.config;
+        Edge {
+            rooms: Rooms::default(),
+            sessions: Sessions::default(),
+            prefixes: Prefixes::new(&c.redis_prefixes),
+            auth: AuthClient::new(
+                c.auth_endpoint.clone(),
+                c.auth_timeout,
+                c.auth_ca_file.as_deref(),
+            )
+            .unwrap_or_else(|e| {
+                tracing::error!("{e}; trusting the public CAs only");
+                AuthClient::new(c.auth_endpoint.clone(), c.auth_timeout, None)
+                    .expect("a client without extra CAs always builds")
+            }),
+            state,
+        }
+    }
+
+    fn config(&self) -> &Config {
+        &self.state.config
+    }
+
+    /// End a session: leave its channels (announcing presence departures), forget it,
+    /// and close its outbox so its transport finishes.
+    fn close(&self, s: &Session, reason: &'static str) {
+        let channels = {
+            let mut st = s.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            std::mem::take(&mut st.io.channels)
+        };
+        tracing::debug!(sid = %s.sid, "socket.io session closed: {reason}");
+        self.sessions.remove(&s.sid);
+        s.member
+            .connected
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        echo::leave_all(self, s, channels);
+        s.member.outbox.close(Closed::Server(reason));
+    }
+}
+
+impl Tap for Edge {
+    fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
+        let Some(env) = Envelope::decode(payload) else {
+            crate::metrics::NON_LARAVEL_PAYLOADS.inc();
+            return 0;
+        };
+        let Ok(name) = std::str::from_utf8(self.prefixes.strip(channel)) else {
+            return 0;
+        };
+        let except = env.socket.as_deref();
+        let data = env.data.get();
+        let f = Frames::new(packet::event(&env.event, &[&packet::json_str(name), data]));
+        let mut n = self.rooms.deliver(name, except, &f);
+        if self.config().socketio_broadcast_public && ChannelKind::of(name) == ChannelKind::Public {
+            // The classic tutorial: io.emit(channel + ':' + event, data) to everyone.
+            let f = Frames::new(packet::event(&format!("{name}:{}", env.event), &[data]));
+            self.sessions.for_each_connected(|m| {
+                if except != Some(&*m.id) && m.deliver(&f) {
+                    n += 1;
+                }
+            });
+        }
+        n
+    }
+}
+
+/// `/socket.io/`: the Engine.IO endpoint for both transports.
+pub fn routes(state: State) -> BoxedFilter<(Response,)> {
+    let edge = Arc::new(Edge::new(state.clone()));
+    state.broker.add_tap(edge.clone());
+    let upgrade = crate::ws::upgrade()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    warp::path("socket.io")
+        .and(warp::path::tail())
+        .and_then(|tail: warp::path::Tail| async move {
+            if tail.as_str().is_empty() {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(warp::method())
+        .and(query)
+        .and(warp::header::headers_cloned())
+        .and(upgrade)
+        .and(warp::body::stream())
+        .then(move |method, query: String, headers, upgrade, body| {
+            let edge = edge.clone();
+            async move {
+                let req = Request {
+                    method,
+                    query: parse_query(&query),
+                    headers,
+                    upgrade,
+                };
+                handle(edge, req, body).await
+            }
+        })
         .boxed()
+}
+
+/// One HTTP request to the endpoint, parsed.
+struct Request {
+    method: Method,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    upgrade: Option<Upgrade>,
+}
+
+impl Request {
+    fn q(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str)
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Engine.IO's error codes, with the reference server's messages.
+#[derive(Clone, Copy, Debug)]
+enum EngineError {
+    UnknownTransport = 0,
+    UnknownSid = 1,
+    BadHandshakeMethod = 2,
+    BadRequest = 3,
+    Forbidden = 4,
+    UnsupportedProtocolVersion = 5,
+}
+
+impl EngineError {
+    fn message(self) -> &'static str {
+        match self {
+            EngineError::UnknownTransport => "Transport unknown",
+            EngineError::UnknownSid => "Session ID unknown",
+            EngineError::BadHandshakeMethod => "Bad handshake method",
+            EngineError::BadRequest => "Bad request",
+            EngineError::Forbidden => "Forbidden",
+            EngineError::UnsupportedProtocolVersion => "Unsupported protocol version",
+        }
+    }
+
+    /// As engine.io answers: JSON with status 400 (403 for Forbidden) to HTTP
+    /// requests, a bare `400 Bad Request` with the message to WebSocket upgrades.
+    fn reply(self, upgrade: bool) -> Response {
+        let mut res = if upgrade {
+            let mut r = Response::new(self.message().into());
+            r.headers_mut()
+                .insert("content-type", "text/html".parse().unwrap());
+            r.headers_mut()
+                .insert("connection", "close".parse().unwrap());
+            r
+        } else {
+            let body = format!(
+                r#"{{"code":{},"message":"{}"}}"#,
+                self as u8,
+                self.message()
+            );
+            let mut r = Response::new(body.into());
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            r
+        };
+        *res.status_mut() = match (self, upgrade) {
+            (EngineError::Forbidden, false) => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        res
+    }
+}
+
+async fn handle<S, B>(edge: Arc<Edge>, req: Request, body: S) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let origin = req.header("origin").map(str::to_owned);
+    if let Some(o) = &origin {
+        if !cors::allowed(&edge.config().allowed_origins, o) {
+            tracing::debug!(origin = o, "socket.io request from a disallowed origin");
+            return EngineError::Forbidden.reply(req.upgrade.is_some());
+        }
+    }
+    if req.method == Method::OPTIONS {
+        return cors::preflight(
+            origin.as_deref(),
+            req.header("access-control-request-headers"),
+        );
+    }
+    let mut res = match route(edge, req, body).await {
+        Ok(res) => res,
+        Err((e, upgrade)) => e.reply(upgrade),
+    };
+    cors::decorate(&mut res, origin.as_deref());
+    res
+}
+
+async fn route<S, B>(
+    edge: Arc<Edge>,
+    mut req: Request,
+    body: S,
+) -> Result<Response, (EngineError, bool)>
+where
+    S: Stream<Item = Result<B, warp::Error>> + Send,
+    B: Buf,
+{
+    let upgrade = req.upgrade.take();
+    let upgrading = upgrade.is_some();
+    let fail = |e| Err((e, upgrading));
+    let websocket = match req.q("transport") {
+        Some("polling") => false,
+        Some("websocket") => true,
+        _ => return fail(EngineError::UnknownTransport),
+    };
+    if let Some(sid) = req.q("sid") {
+        let Some(s) = edge.sessions.get(sid) else {
+            return fail(EngineError::UnknownSid);
+        };
+        let current = s.lock().transport;
+        let on_websocket = current == Transport::WebSocket;
+        if !upgrading && on_websocket != websocket {
+            return fail(EngineError::BadRequest);
+        }
+        return match (upgrade, websocket) {
+            (Some(up), true) if current == Transport::Polling => {
+                Ok(websocket::upgrade_session(edge, s, up))
+            }
+            (Some(_), _) => fail(EngineError::BadRequest),
+            (None, _) => Ok(match req.method {
+                Method::GET => polling::poll(edge, s, req.q("j")).await,
+                Method::POST => polling::data(edge, s, &req, body).await,
+                _ => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }),
+        };
+    }
+    if req.method != Method::GET {
+        return fail(EngineError::BadHandshakeMethod);
+    }
+    if websocket != upgrading {
+        return fail(EngineError::BadRequest);
+    }
+    let eio = if req.q("EIO") == Some("4") {
+        Eio::V4
+    } else {
+        Eio::V3
+    };
+    if eio == Eio::V3 && !edge.config().socketio_eio3 {
+        return fail(EngineError::UnsupportedProtocolVersion);
+    }
+    // Kept only when there is an app to forward them to: they can be a kilobyte a socket.
+    let handshake_headers: Vec<(String, String)> = match edge.config().auth_endpoint {
+        Some(_) => ["cookie", "authorization"]
+            .into_iter()
+            .filter_map(|h| Some((h.to_string(), req.header(h)?.to_string())))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(match upgrade {
+        Some(up) => websocket::handshake(edge, eio, up, handshake_headers),
+        None => polling::handshake(edge, eio, handshake_headers, req.q("j")).await,
+    })
+}
+
+/// Query string → map, percent-decoded; the first value of a key wins.
+fn parse_query(q: &str) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        m.entry(percent_decode(k))
+            .or_insert_with(|| percent_decode(v));
+    }
+    m
+}
+
+/// `application/x-www-form-urlencoded` decoding (`+` is a space).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_queries() {
+        let q = parse_query("EIO=4&transport=polling&t=N8&j=0&d=a%20b+c%ZZ&EIO=3");
+        assert_eq!(q["EIO"], "4");
+        assert_eq!(q["d"], "a b c%ZZ");
+        assert_eq!(percent_decode("%e2%80%a8"), "\u{2028}");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
 }

@@ -1,0 +1,162 @@
+//! Asking the Laravel app whether a socket may join a private or presence channel.
+//!
+//! As laravel-echo-server did: `POST <auth endpoint>` with the form fields
+//! `channel_name` and `socket_id`, forwarding the client's own auth headers and the
+//! handshake's `Cookie` and `Authorization` (so the session or token of the browser
+//! decides), with `X-Requested-With: XMLHttpRequest` so Laravel answers JSON. A 2xx
+//! allows; for presence the body's `channel_data` (an object or a JSON string) names
+//! the user. Anything else refuses with the status the app gave.
+
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// The HTTP client for the app's `/broadcasting/auth`.
+pub struct AuthClient {
+    http: reqwest::Client,
+    endpoint: Option<String>,
+}
+
+/// Who a presence subscription belongs to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PresenceUser {
+    /// `user_id` as JSON text (`7`, `"abc"`): the presence key.
+    pub user_id: String,
+    /// `{"user_id":…,"user_info":…}`, what Echo's `here`/`joining`/`leaving` receive.
+    pub member_json: String,
+}
+
+/// Why a subscription was refused: the status sent with `subscription_error`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused(pub u16);
+
+#[derive(Deserialize)]
+struct AuthBody {
+    channel_data: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ChannelData {
+    user_id: serde_json::Value,
+    #[serde(default)]
+    user_info: serde_json::Value,
+}
+
+impl AuthClient {
+    /// `ca_file`: a PEM CA to trust besides the public ones (an app with a private CA).
+    pub fn new(
+        endpoint: Option<String>,
+        timeout: Duration,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder().timeout(timeout);
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read auth CA file {}: {e}", path.display()))?;
+            let ca = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("auth CA file {}: {e}", path.display()))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| format!("auth endpoint client: {e}"))?;
+        Ok(AuthClient { http, endpoint })
+    }
+
+    /// Ask the app. `presence` asks for the user in `channel_data`.
+    pub async fn authorize(
+        &self,
+        channel: &str,
+        socket_id: &str,
+        headers: &[(String, String)],
+        presence: bool,
+    ) -> Result<Option<PresenceUser>, Refused> {
+        let Some(endpoint) = &self.endpoint else {
+            tracing::warn!(
+                channel,
+                "no --auth-endpoint configured: refusing a private channel"
+            );
+            return Err(Refused(500));
+        };
+        let mut req = self
+            .http
+            .post(endpoint)
+            .header("X-Requested-With", "XMLHttpRequest")
+            .header("Accept", "application/json");
+        for (name, value) in headers {
+            match (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                (Ok(n), Ok(v))
+                    if n != reqwest::header::CONTENT_TYPE
+                        && n != reqwest::header::CONTENT_LENGTH
+                        && n != reqwest::header::HOST =>
+                {
+                    req = req.header(n, v)
+                }
+                _ => tracing::debug!(name, "auth header dropped: not a valid header"),
+            }
+        }
+        let res = req
+            .form(&[("channel_name", channel), ("socket_id", socket_id)])
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(channel, "auth endpoint unreachable: {e}");
+                Refused(if e.is_timeout() { 504 } else { 502 })
+            })?;
+        let status = res.status();
+        if !status.is_success() {
+            return Err(Refused(status.as_u16()));
+        }
+        if !presence {
+            return Ok(None);
+        }
+        let body = res.bytes().await.map_err(|_| Refused(502))?;
+        presence_user(&body).map(Some).ok_or_else(|| {
+            tracing::warn!(
+                channel,
+                "auth endpoint gave no usable channel_data for a presence channel"
+            );
+            Refused(500)
+        })
+    }
+}
+
+/// The user from an auth response's `channel_data` (an object, or a JSON string of one).
+fn presence_user(body: &[u8]) -> Option<PresenceUser> {
+    let data = serde_json::from_slice::<AuthBody>(body)
+        .ok()?
+        .channel_data?;
+    let data: ChannelData = match data {
+        serde_json::Value::String(s) => serde_json::from_str(&s).ok()?,
+        v => serde_json::from_value(v).ok()?,
+    };
+    if data.user_id.is_null() {
+        return None;
+    }
+    let user_id = data.user_id.to_string();
+    Some(PresenceUser {
+        member_json: format!(r#"{{"user_id":{user_id},"user_info":{}}}"#, data.user_info),
+        user_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_data_object_or_string() {
+        let u =
+            presence_user(br#"{"channel_data":{"user_id":7,"user_info":{"name":"Ann"}}}"#).unwrap();
+        assert_eq!(u.user_id, "7");
+        assert_eq!(u.member_json, r#"{"user_id":7,"user_info":{"name":"Ann"}}"#);
+        let u = presence_user(br#"{"auth":"k:s","channel_data":"{\"user_id\":\"u1\"}"}"#).unwrap();
+        assert_eq!(u.user_id, r#""u1""#);
+        assert_eq!(u.member_json, r#"{"user_id":"u1","user_info":null}"#);
+        assert!(presence_user(b"true").is_none());
+        assert!(presence_user(br#"{"channel_data":{"user_info":1}}"#).is_none());
+    }
+}

@@ -1,0 +1,287 @@
+//! Laravel Echo's socket.io semantics: what laravel-echo-server did, on herald's rooms.
+//!
+//! Echo emits `subscribe` `{channel, auth:{headers}}`, `unsubscribe` `{channel}` and
+//! `client event` `{channel, event, data}` (whispers). Private and presence channels
+//! are authorized by the Laravel app ([`crate::auth_callback`]); a refusal is told
+//! with `subscription_error` `(channel, status)`. Presence announces
+//! `presence:subscribed` to the joiner and `presence:joining` / `presence:leaving` to
+//! the others, once per user however many tabs the user has open.
+
+use super::engine::Session;
+use super::packet::{self, json_str, Packet};
+use super::rooms::Frames;
+use super::Edge;
+use crate::auth_callback::{PresenceUser, Refused};
+use crate::laravel::ChannelKind;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The Socket.IO side of a session: small, it is kept for every socket.
+#[derive(Default)]
+pub struct SocketState {
+    /// Channels joined (or being authorized and then joined).
+    pub channels: Vec<Box<str>>,
+    /// Binary attachments still expected for the last binary packet.
+    pub attachments: usize,
+    /// The CONNECT packet's `auth` payload; its `headers` go to the auth endpoint.
+    connect_auth: Option<Box<RawValue>>,
+    /// Client events in the current one-second window.
+    rate: Option<(Instant, u32)>,
+}
+
+#[derive(Deserialize)]
+struct AuthOpt {
+    #[serde(default)]
+    headers: HashMap<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Subscribe {
+    channel: String,
+    #[serde(default)]
+    auth: Option<AuthOpt>,
+}
+
+#[derive(Deserialize)]
+struct ClientEvent<'a> {
+    channel: String,
+    event: String,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+/// Accept the main-namespace CONNECT.
+pub fn connect(s: &Session, auth: Option<&RawValue>) {
+    {
+        let mut st = s.lock();
+        st.connect_by = None;
+        st.io.connect_auth = auth.map(|a| a.to_owned());
+    }
+    s.member.connected.store(true, Ordering::Relaxed);
+    s.member.send(packet::connected(s.eio, &s.member.id));
+}
+
+/// One Socket.IO packet from the client.
+pub fn on_packet(edge: &Arc<Edge>, s: &Arc<Session>, text: &str) -> Result<(), &'static str> {
+    if s.lock().io.attachments > 0 {
+        // socket.io-parser: a text packet while attachments are awaited is an error.
+        return Err("parse error");
+    }
+    match packet::parse(text).map_err(|why| {
+        tracing::debug!(sid = %s.sid, "malformed socket.io packet: {why}");
+        "parse error"
+    })? {
+        Packet::Connect { nsp: "/", auth } => connect(s, auth),
+        Packet::Connect { nsp, .. } => {
+            s.member.send(packet::invalid_namespace(s.eio, nsp));
+        }
+        Packet::Disconnect { nsp: "/" } => {
+            s.member.connected.store(false, Ordering::Relaxed);
+            let channels = std::mem::take(&mut s.lock().io.channels);
+            leave_all(edge, s, channels);
+        }
+        Packet::Event { attachments, .. } | Packet::Ack { attachments, .. } if attachments > 0 => {
+            // Binary packets are parsed and their attachments consumed; no Echo event
+            // carries binary, so the packet itself is then dropped.
+            s.lock().io.attachments = attachments;
+        }
+        Packet::Event {
+            nsp: "/", id, args, ..
+        } if s.member.is_connected() => on_event(edge, s, &args, id),
+        // Other namespaces are not joined, ACKs answer nothing we asked: ignored, as
+        // the reference server ignores packets for namespaces it has no socket for.
+        Packet::Disconnect { .. }
+        | Packet::Event { .. }
+        | Packet::Ack { .. }
+        | Packet::ConnectError => {}
+    }
+    Ok(())
+}
+
+fn on_event(edge: &Arc<Edge>, s: &Arc<Session>, args: &[&RawValue], ack: Option<u64>) {
+    let Ok(name) = serde_json::from_str::<String>(args[0].get()) else {
+        return;
+    };
+    let arg = args.get(1).map(|a| a.get()).unwrap_or("null");
+    match name.as_str() {
+        "subscribe" => {
+            if let Ok(sub) = serde_json::from_str::<Subscribe>(arg) {
+                subscribe(edge, s, sub, ack);
+                return;
+            }
+        }
+        "unsubscribe" => {
+            if let Ok(sub) = serde_json::from_str::<Subscribe>(arg) {
+                unsubscribe(edge, s, &sub.channel);
+            }
+        }
+        "client event" => {
+            if let Ok(ev) = serde_json::from_str::<ClientEvent>(arg) {
+                whisper(edge, s, ev);
+            }
+        }
+        _ => return,
+    }
+    if let Some(id) = ack {
+        s.member.send(packet::ack(id));
+    }
+}
+
+/// Headers for the auth endpoint: the handshake's, then the CONNECT auth's, then the
+/// subscription's, later ones replacing earlier ones of the same name.
+fn auth_headers(s: &Session, sub: Option<AuthOpt>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = s.handshake_headers.clone();
+    let from_connect = s
+        .lock()
+        .io
+        .connect_auth
+        .as_ref()
+        .and_then(|a| serde_json::from_str::<AuthOpt>(a.get()).ok());
+    for opt in [from_connect, sub].into_iter().flatten() {
+        for (name, value) in opt.headers {
+            let serde_json::Value::String(value) = value else {
+                continue;
+            };
+            out.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+            out.push((name, value));
+        }
+    }
+    out
+}
+
+fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64>) {
+    let channel = sub.channel;
+    if channel.is_empty() || s.lock().io.channels.iter().any(|c| **c == *channel) {
+        if let Some(id) = ack {
+            s.member.send(packet::ack(id));
+        }
+        return;
+    }
+    let kind = ChannelKind::of(&channel);
+    if !kind.needs_auth() {
+        join(edge, s, &channel, None);
+        if let Some(id) = ack {
+            s.member.send(packet::ack(id));
+        }
+        return;
+    }
+    let headers = auth_headers(s, sub.auth);
+    let (edge, s) = (edge.clone(), s.clone());
+    tokio::spawn(async move {
+        let presence = kind == ChannelKind::Presence;
+        match edge
+            .auth
+            .authorize(&channel, &s.member.id, &headers, presence)
+            .await
+        {
+            Ok(user) => join(&edge, &s, &channel, user),
+            Err(Refused(status)) => {
+                tracing::debug!(%channel, status, "subscription refused");
+                s.member.send(packet::event(
+                    "subscription_error",
+                    &[&json_str(&channel), &status.to_string()],
+                ));
+            }
+        }
+        if let Some(id) = ack {
+            s.member.send(packet::ack(id));
+        }
+    });
+}
+
+fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceUser>) {
+    let mut st = s.lock();
+    if st.closed || !s.member.is_connected() || st.io.channels.iter().any(|c| **c == *channel) {
+        return;
+    }
+    st.io.channels.push(channel.into());
+    let Some(user) = user else {
+        edge.rooms.join(channel, &s.member);
+        return;
+    };
+    let joined = edge
+        .rooms
+        .join_presence(channel, &s.member, &user.user_id, &user.member_json);
+    drop(st);
+    let chan = json_str(channel);
+    s.member.send(packet::event(
+        "presence:subscribed",
+        &[&chan, &joined.members],
+    ));
+    if let Some(member) = joined.first {
+        let f = Frames::new(packet::event("presence:joining", &[&chan, &member]));
+        edge.rooms.deliver(channel, Some(&s.member.id), &f);
+    }
+}
+
+fn unsubscribe(edge: &Edge, s: &Session, channel: &str) {
+    let removed = {
+        let mut st = s.lock();
+        let before = st.io.channels.len();
+        st.io.channels.retain(|c| **c != *channel);
+        before != st.io.channels.len()
+    };
+    if removed {
+        leave(edge, s, channel);
+    }
+}
+
+fn leave(edge: &Edge, s: &Session, channel: &str) {
+    if let Some(member) = edge.rooms.leave(channel, s.member.key) {
+        let f = Frames::new(packet::event(
+            "presence:leaving",
+            &[&json_str(channel), &member],
+        ));
+        edge.rooms.deliver(channel, None, &f);
+    }
+}
+
+/// Leave every channel (disconnect or close).
+pub fn leave_all(edge: &Edge, s: &Session, channels: Vec<Box<str>>) {
+    for c in channels {
+        leave(edge, s, &c);
+    }
+}
+
+fn whisper(edge: &Edge, s: &Session, ev: ClientEvent<'_>) {
+    let refuse = |message: &str| {
+        let detail = serde_json::json!({"event": ev.event, "message": message}).to_string();
+        s.member.send(packet::event(
+            "client_event_error",
+            &[&json_str(&ev.channel), &detail],
+        ));
+    };
+    if !ev.event.starts_with("client-") {
+        return refuse("client event names start with client-");
+    }
+    if !ChannelKind::of(&ev.channel).needs_auth() {
+        return refuse("client events are allowed on private and presence channels only");
+    }
+    {
+        let mut st = s.lock();
+        if !st.io.channels.iter().any(|c| **c == *ev.channel)
+            || !edge.rooms.is_member(&ev.channel, s.member.key)
+        {
+            drop(st);
+            return refuse("not subscribed to this channel");
+        }
+        let limit = edge.config().client_event_rate;
+        let now = Instant::now();
+        let (start, count) = st.io.rate.get_or_insert((now, 0));
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            (*start, *count) = (now, 0);
+        }
+        if limit > 0 && *count >= limit {
+            drop(st);
+            return refuse("client event rate limit exceeded");
+        }
+        *count += 1;
+    }
+    let data = ev.data.map(|d| d.get()).unwrap_or("null");
+    let f = Frames::new(packet::event(&ev.event, &[&json_str(&ev.channel), data]));
+    edge.rooms.deliver(&ev.channel, Some(&s.member.id), &f);
+}

@@ -1,0 +1,296 @@
+//! Engine.IO sessions: ids, protocol generation, transport state and heartbeats.
+//!
+//! A session outlives its transports: it starts on long-polling or WebSocket, may be
+//! upgraded from one to the other, and ends on close, heartbeat timeout or error. Its
+//! socket (the [`Member`]) is what rooms hold. Heartbeats go in each generation's
+//! direction: v4 servers ping every `ping_interval` and wait `ping_timeout` for the
+//! pong; v3 clients ping and the server closes after `ping_interval + ping_timeout`
+//! without one. Nothing runs between deadlines: the transport's task sleeps until the
+//! next one.
+
+use super::echo::SocketState;
+use super::packet::{self, Eio, EnginePacket};
+use super::rooms::Member;
+use super::Edge;
+use crate::outbox::Outbox;
+use base64::Engine as _;
+use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How long a v4 client may stay without joining a namespace (socket.io's default).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// Which transport carries the session now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Polling,
+    /// A WebSocket is probing; polling still carries packets.
+    Upgrading,
+    WebSocket,
+}
+
+pub struct State {
+    pub transport: Transport,
+    /// A long-poll GET is waiting / a POST is being read (a second one is an error).
+    pub get_active: bool,
+    pub post_active: bool,
+    pub closed: bool,
+    /// v4: when the next ping is due; v3: when the client's ping is overdue.
+    ping_due: Instant,
+    /// v4: a ping is out and its pong must come by then.
+    pong_due: Option<Instant>,
+    /// v4: the client must CONNECT to a namespace by then (socket.io's connectTimeout).
+    pub connect_by: Option<Instant>,
+    pub io: SocketState,
+}
+
+/// One Engine.IO connection and its Socket.IO socket on the main namespace.
+pub struct Session {
+    pub sid: Box<str>,
+    pub eio: Eio,
+    pub member: Arc<Member>,
+    /// The handshake's `Cookie` and `Authorization`, forwarded to the auth endpoint.
+    pub handshake_headers: Vec<(String, String)>,
+    st: Mutex<State>,
+    /// Wakes a long-poll still pending when the session moves to WebSocket.
+    pub upgraded: Notify,
+}
+
+/// A random id as base64id makes them: 20 URL-safe characters.
+pub fn new_id() -> Box<str> {
+    let bytes: [u8; 15] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(bytes)
+        .into_boxed_str()
+}
+
+impl Session {
+    /// A new session on `transport`; not yet registered.
+    pub fn new(
+        edge: &Edge,
+        eio: Eio,
+        transport: Transport,
+        handshake_headers: Vec<(String, String)>,
+    ) -> Arc<Session> {
+        let sid = new_id();
+        // Socket.IO v2 names the main-namespace socket after the Engine.IO session;
+        // v3+ give it an id of its own.
+        let socket_id = match eio {
+            Eio::V3 => sid.clone(),
+            Eio::V4 => new_id(),
+        };
+        let member = Arc::new(Member::new(
+            crate::broker::next_subscriber_id(),
+            socket_id,
+            Arc::new(Outbox::new(edge.config().outbox)),
+            transport == Transport::WebSocket,
+        ));
+        let now = Instant::now();
+        let c = edge.config();
+        let ping_due = match eio {
+            Eio::V4 => now + c.ping_interval,
+            Eio::V3 => now + c.ping_interval + c.ping_timeout,
+        };
+        Arc::new(Session {
+            sid,
+            eio,
+            member,
+            handshake_headers,
+            upgraded: Notify::new(),
+            st: Mutex::new(State {
+                transport,
+                get_active: false,
+                post_active: false,
+                closed: false,
+                ping_due,
+                pong_due: None,
+                connect_by: (eio == Eio::V4).then(|| now + CONNECT_TIMEOUT),
+                io: SocketState::default(),
+            }),
+        })
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock()
+    }
+
+    /// Queue the open packet (and for v3 the implicit main-namespace CONNECT).
+    pub fn open(&self, edge: &Edge, upgrades: bool) {
+        let c = edge.config();
+        self.member.send(packet::open(
+            self.eio,
+            &self.sid,
+            upgrades,
+            c.ping_interval.as_millis() as u64,
+            c.ping_timeout.as_millis() as u64,
+            c.max_http_buffer_size,
+        ));
+        if self.eio == Eio::V3 {
+            super::echo::connect(self, None);
+        }
+    }
+
+    /// When the heartbeat needs attention next; None once closed.
+    pub fn heartbeat_due(&self) -> Option<Instant> {
+        let st = self.st.lock();
+        if st.closed {
+            return None;
+        }
+        let heartbeat = st.pong_due.unwrap_or(st.ping_due);
+        Some(st.connect_by.map_or(heartbeat, |c| c.min(heartbeat)))
+    }
+
+    /// Run the heartbeat: send a due ping, or fail with the reason to close.
+    pub fn tick(&self, edge: &Edge) -> Result<(), &'static str> {
+        if let Some(closed) = self.member.outbox.closed() {
+            return Err(if closed.is_overflow() {
+                "slow consumer"
+            } else {
+                "closed"
+            });
+        }
+        let now = Instant::now();
+        let mut st = self.st.lock();
+        if st.connect_by.is_some_and(|by| now >= by) {
+            return Err("connect timeout");
+        }
+        match (self.eio, st.pong_due) {
+            (Eio::V4, Some(due)) if now >= due => Err("ping timeout"),
+            (Eio::V4, None) if now >= st.ping_due => {
+                st.pong_due = Some(now + edge.config().ping_timeout);
+                drop(st);
+                self.member.send(Bytes::from_static(b"2"));
+                Ok(())
+            }
+            (Eio::V3, _) if now >= st.ping_due => Err("ping timeout"),
+            _ => Ok(()),
+        }
+    }
+
+    /// One text Engine.IO packet from the client.
+    pub fn on_text(self: &Arc<Self>, edge: &Arc<Edge>, text: &str) -> Result<(), &'static str> {
+        match packet::parse_engine(text).map_err(|_| "parse error")? {
+            EnginePacket::Close => Err("transport close"),
+            EnginePacket::Ping(data) => {
+                if self.eio == Eio::V4 {
+                    return Err("invalid heartbeat direction");
+                }
+                let c = edge.config();
+                self.st.lock().ping_due = Instant::now() + c.ping_interval + c.ping_timeout;
+                self.member.send(Bytes::from(format!("3{data}")));
+                Ok(())
+            }
+            EnginePacket::Pong(_) => {
+                if self.eio == Eio::V3 {
+                    return Err("invalid heartbeat direction");
+                }
+                let mut st = self.st.lock();
+                st.pong_due = None;
+                st.ping_due = Instant::now() + edge.config().ping_interval;
+                Ok(())
+            }
+            EnginePacket::Message(m) => super::echo::on_packet(edge, self, m),
+            EnginePacket::Binary => self.on_binary(),
+            EnginePacket::Upgrade | EnginePacket::Noop | EnginePacket::Open => Ok(()),
+        }
+    }
+
+    /// A binary message: a Socket.IO attachment, expected only after a binary packet.
+    pub fn on_binary(&self) -> Result<(), &'static str> {
+        let mut st = self.st.lock();
+        if st.io.attachments == 0 {
+            return Err("parse error");
+        }
+        st.io.attachments -= 1;
+        Ok(())
+    }
+}
+
+const SHARDS: usize = 16;
+
+/// Every live session by sid.
+pub struct Sessions {
+    shards: Vec<Mutex<HashMap<Box<str>, Arc<Session>>>>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+impl Sessions {
+    fn shard(&self, sid: &str) -> &Mutex<HashMap<Box<str>, Arc<Session>>> {
+        let h = sid
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        &self.shards[h % SHARDS]
+    }
+
+    pub fn insert(&self, s: &Arc<Session>) {
+        self.shard(&s.sid).lock().insert(s.sid.clone(), s.clone());
+    }
+
+    pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
+        self.shard(sid).lock().get(sid).cloned()
+    }
+
+    pub fn remove(&self, sid: &str) {
+        self.shard(sid).lock().remove(sid);
+    }
+
+    /// Every member connected to the main namespace (for broadcast-to-all).
+    pub fn for_each_connected(&self, mut f: impl FnMut(&Member)) {
+        for shard in &self.shards {
+            for s in shard.lock().values() {
+                if s.member.is_connected() {
+                    f(&s.member);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::server::Shared;
+    use tokio_util::sync::CancellationToken;
+
+    fn edge() -> Edge {
+        Edge::new(Arc::new(Shared {
+            config: Config::default(),
+            broker: Arc::new(crate::broker::Broker::new()),
+            shutdown: CancellationToken::new(),
+            started: std::time::Instant::now(),
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_v4_session_that_never_connects_times_out() {
+        let edge = edge();
+        let s = Session::new(&edge, Eio::V4, Transport::WebSocket, Vec::new());
+        let due = s.heartbeat_due().unwrap();
+        assert!(
+            due <= Instant::now() + CONNECT_TIMEOUT,
+            "the connect deadline is watched"
+        );
+        assert_eq!(s.tick(&edge), Ok(()));
+        s.lock().connect_by = Some(Instant::now());
+        assert_eq!(s.tick(&edge), Err("connect timeout"));
+        // Once connected, only heartbeats matter.
+        super::super::echo::connect(&s, None);
+        assert_eq!(s.lock().connect_by, None);
+        assert_eq!(s.tick(&edge), Ok(()));
+        // v3 sockets are connected to / from the start.
+        let v3 = Session::new(&edge, Eio::V3, Transport::WebSocket, Vec::new());
+        assert_eq!(v3.lock().connect_by, None);
+    }
+}
