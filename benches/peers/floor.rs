@@ -109,11 +109,20 @@ async fn publisher(mut s: TcpStream, rooms: Rooms) {
     }
 }
 
+/// Laravel's envelope; `data` is kept as the publisher wrote it (key order included).
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    event: &'a serde_json::value::RawValue,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+}
+
 fn fan_out(rooms: &Rooms, channel: &str, payload: &[u8]) -> usize {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+    let Ok(v) = serde_json::from_slice::<Envelope>(payload) else {
         return 0;
     };
-    let frame = format!(r#"42[{},"{channel}",{}]"#, v["event"], v["data"]);
+    let frame = format!(r#"42[{},"{channel}",{}]"#, v.event.get(), v.data.get());
     let msg = Message::Text(Utf8Bytes::from(frame));
     let rooms = rooms.read();
     let Some(subs) = rooms.get(channel) else {

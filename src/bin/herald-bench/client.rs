@@ -361,7 +361,10 @@ mod tests {
 
     #[test]
     fn warm_marker_in_both_encodings() {
-        assert_eq!(warm_marker(br#"42["bench","c",{"w":1,"seq":0}]"#), Some(true));
+        assert_eq!(
+            warm_marker(br#"42["bench","c",{"w":1,"seq":0}]"#),
+            Some(true)
+        );
         assert_eq!(
             warm_marker(br#"{"event":"bench","channel":"bench.0","data":"{\"w\":0,\"seq\":7}"}"#),
             Some(false)
