@@ -208,11 +208,22 @@ async fn subscribe(a: SubArgs) {
     }
     drop(tx);
     let (mut ok, mut failed) = (0u64, 0u64);
+    let mut shown = Instant::now();
     while ok + failed < a.connections as u64 {
         match rx.recv().await {
             Some(true) => ok += 1,
             Some(false) => failed += 1,
             None => break,
+        }
+        // A progress line while connecting, once a second.
+        if shown.elapsed() >= Duration::from_secs(1) {
+            shown = Instant::now();
+            eprintln!(
+                "[subscribers {}..{}] connecting: {ok} connected, {failed} failed of {}",
+                a.first,
+                a.first + a.connections,
+                a.connections
+            );
         }
     }
     let cpu_ready = proc_usage(std::process::id()).map_or(0, |u| u.0);

@@ -66,8 +66,19 @@ pub async fn run(plan: &Plan) -> Result<Vec<u64>, String> {
     let total = plan.warmup + plan.duration;
     let mut seq = 0u64;
     let mut next = start;
+    let mut shown = start;
     while start.elapsed() < total {
         let warm = start.elapsed() < plan.warmup;
+        // A progress line while running, once a second.
+        if shown.elapsed() >= Duration::from_secs(1) {
+            shown = Instant::now();
+            eprintln!(
+                "publishing: {seq} sent, {:.0} s of {:.0} ({})",
+                start.elapsed().as_secs_f64(),
+                total.as_secs_f64(),
+                if warm { "warm-up" } else { "measured" }
+            );
+        }
         let idx = (seq as usize) % plan.channels;
         let channel = format!("{}bench.{idx}", plan.prefix);
         let payload = format!(
