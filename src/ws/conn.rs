@@ -10,10 +10,12 @@ use super::WsStream;
 use crate::outbox::{Closed, Outbox};
 use bytes::{Buf, Bytes, BytesMut};
 use std::borrow::Cow;
+use std::future::poll_fn;
 use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -77,15 +79,28 @@ async fn run<H: Handler>(
     let mut rbuf = BytesMut::new();
     let mut decoder = Decoder::default();
     let mut out: Vec<Bytes> = Vec::new();
+    // The shutdown wait and the heartbeat timer live across iterations: made anew on
+    // every wake-up they cost a lock on the token's waiter list and a timer-wheel
+    // insertion and removal per delivery. The timer is re-armed only when the
+    // handler's deadline moves.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         let tick = handler.next_tick();
+        if tick != armed {
+            if let Some(at) = tick {
+                timer.as_mut().reset(at);
+            }
+            armed = tick;
+        }
+        // Biased, queued frames first: a wake-up that brings frames (nearly all of
+        // them) polls nothing else, so the shared shutdown token's lock and the
+        // socket's readiness are touched only when no frames are waiting.
         let flow = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => {
-                let mut last = handler.shutdown_frames();
-                let _ = write_all(io, &mut last).await;
-                return "server shutdown".into();
-            }
             drained = outbox.drain(&mut out) => match drained {
                 Ok(()) => Flow::Continue,
                 Err(closed) => {
@@ -98,6 +113,11 @@ async fn run<H: Handler>(
                     return closed.to_string().into();
                 }
             },
+            _ = &mut cancelled => {
+                let mut last = handler.shutdown_frames();
+                let _ = write_all(io, &mut last).await;
+                return "server shutdown".into();
+            }
             read = io.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => return "client went away".into(),
                 Ok(_) => {
@@ -108,7 +128,7 @@ async fn run<H: Handler>(
                     flow
                 }
             },
-            _ = sleep_until(tick), if tick.is_some() => handler.on_tick(&mut out),
+            _ = &mut timer, if armed.is_some() => handler.on_tick(&mut out),
         };
         if let Flow::Close(code, reason) = flow {
             out.push(frame::close(code, &reason));
@@ -118,12 +138,6 @@ async fn run<H: Handler>(
         if !out.is_empty() && write_all(io, &mut out).await.is_err() {
             return "write failed".into();
         }
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await
     }
 }
 
@@ -151,20 +165,29 @@ fn on_bytes<H: Handler>(
     }
 }
 
+/// Frames handed to one `writev` (Linux takes up to 1024; 64 keeps the stack small).
+const MAX_SLICES: usize = 64;
+
 /// Write every frame, as few syscalls as the kernel allows; empties `frames`.
 /// Shared with the RESP session, which writes its outbox the same way.
-pub async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
+pub async fn write_all<W: AsyncWrite + Unpin>(
     io: &mut W,
     frames: &mut Vec<Bytes>,
 ) -> std::io::Result<()> {
     let mut start = 0;
     while start < frames.len() {
-        let slices: Vec<IoSlice<'_>> = frames[start..]
-            .iter()
-            .take(64)
-            .map(|b| IoSlice::new(b))
-            .collect();
-        let mut n = io.write_vectored(&slices).await?;
+        // The slices are built on the stack inside the poll, so neither a heap
+        // allocation per write nor a 1 KiB array in every connection's future.
+        let pending = &frames[start..];
+        let mut n = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let k = pending.len().min(MAX_SLICES);
+            for (slot, b) in slices.iter_mut().zip(pending) {
+                *slot = IoSlice::new(b);
+            }
+            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k])
+        })
+        .await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
