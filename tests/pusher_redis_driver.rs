@@ -5,44 +5,19 @@
 //! redis-cli and PHP is in tests/clients/pusher_redis.test.mjs.)
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-use herald::config::Config;
+use futures_util::SinkExt;
 use serde_json::Value;
-use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn start() -> herald::server::Running {
-    let config = Config {
-        redis_bind: "127.0.0.1:0".parse().unwrap(),
-        http_bind: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
-    herald::server::start(config).await.unwrap()
-}
-
-async fn recv_text(ws: &mut Ws) -> String {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message in time")
-            .expect("stream open")
-            .expect("no error");
-        if let Message::Text(t) = msg {
-            return t.to_string();
-        }
-    }
-}
+mod common;
+use common::{next_text, start, Ws};
 
 /// Connect and subscribe to `channel` (signed as the default app signs, which private
 /// channels need and public ones ignore); returns the socket and its socket_id.
 async fn client(running: &herald::server::Running, channel: &str) -> (Ws, String) {
     let url = format!("ws://{}/app/herald-key?protocol=7", running.http_addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let hello: Value = serde_json::from_str(&recv_text(&mut ws).await).unwrap();
+    let hello: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
     assert_eq!(hello["event"], "pusher:connection_established");
     let data: Value = serde_json::from_str(hello["data"].as_str().unwrap()).unwrap();
     let socket_id = data["socket_id"].as_str().unwrap().to_string();
@@ -53,7 +28,7 @@ async fn client(running: &herald::server::Running, channel: &str) -> (Ws, String
     let sub = serde_json::json!({"event": "pusher:subscribe",
         "data": {"channel": channel, "auth": format!("herald-key:{sig}")}});
     ws.send(Message::text(sub.to_string())).await.unwrap();
-    let ok = recv_text(&mut ws).await;
+    let ok = next_text(&mut ws).await;
     assert!(
         ok.contains("pusher_internal:subscription_succeeded"),
         "{ok}"
@@ -79,7 +54,7 @@ async fn laravel_publication_reaches_pusher_clients_prefix_stripped() {
         1
     );
     assert_eq!(
-        recv_text(&mut a).await,
+        next_text(&mut a).await,
         r#"{"event":"App\\Events\\OrderShipped","channel":"orders.1","data":"{\"id\":1,\"socket\":null}"}"#
     );
     // Laravel 12's dashed prefix, and no prefix at all, land on the same channel.
@@ -88,9 +63,9 @@ async fn laravel_publication_reaches_pusher_clients_prefix_stripped() {
         "laravel-database-orders.1",
         r#"{"event":"B","data":[]}"#.into(),
     );
-    assert!(recv_text(&mut a).await.contains(r#""event":"B""#));
+    assert!(next_text(&mut a).await.contains(r#""event":"B""#));
     publish(&running, "orders.1", r#"{"event":"C","data":{}}"#.into());
-    assert!(recv_text(&mut a).await.contains(r#""event":"C""#));
+    assert!(next_text(&mut a).await.contains(r#""event":"C""#));
     running.shutdown();
     running.stopped().await;
 }
@@ -105,14 +80,14 @@ async fn socket_in_the_envelope_is_left_out() {
         publish(&running, "laravel_database_private-chat", payload),
         1
     );
-    assert!(recv_text(&mut b).await.contains(r#""event":"Said""#));
+    assert!(next_text(&mut b).await.contains(r#""event":"Said""#));
     publish(
         &running,
         "laravel_database_private-chat",
         r#"{"event":"Marker","data":{}}"#.into(),
     );
     assert!(
-        recv_text(&mut a).await.contains(r#""event":"Marker""#),
+        next_text(&mut a).await.contains(r#""event":"Marker""#),
         "a's first message after the exclusion is the marker"
     );
     running.shutdown();
@@ -129,7 +104,7 @@ async fn non_laravel_payloads_are_not_sent() {
         0
     );
     publish(&running, "raw", r#"{"event":"Real","data":{}}"#.into());
-    assert!(recv_text(&mut a).await.contains(r#""event":"Real""#));
+    assert!(next_text(&mut a).await.contains(r#""event":"Real""#));
     running.shutdown();
     running.stopped().await;
 }

@@ -3,35 +3,18 @@
 //! socket, without the publisher's own socket, and non-Laravel payloads go nowhere.
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use herald::config::Config;
-use herald::server::{self, Running};
+use herald::server::Running;
 use tokio_tungstenite::tungstenite::Message;
 
+mod common;
+use common::{next_text, Ws};
+
 async fn start(args: impl FnOnce(&mut Config)) -> Running {
-    let mut c = Config {
-        redis_bind: "127.0.0.1:0".parse().unwrap(),
-        http_bind: "127.0.0.1:0".parse().unwrap(),
-        ..Config::default()
-    };
+    let mut c = common::config();
     args(&mut c);
-    server::start(c).await.unwrap()
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        let msg = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message in time")
-            .expect("stream open")
-            .expect("no error");
-        if let Message::Text(t) = msg {
-            return t.to_string();
-        }
-    }
+    common::start_with(c).await
 }
 
 fn publish(r: &Running, channel: &str, payload: &str) -> usize {

@@ -1,5 +1,5 @@
 //! Shared helpers for the Rust integration tests: start herald in-process on free
-//! loopback ports, and talk raw bytes to its RESP port.
+//! loopback ports, talk raw bytes to its RESP port, read a WebSocket's text frames.
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
@@ -144,4 +144,23 @@ pub fn confirm(verb: &str, name: &[u8], count: i64) -> Vec<u8> {
     out.extend(bulk(name));
     out.extend(format!(":{count}\r\n").into_bytes());
     out
+}
+
+/// A WebSocket client (tungstenite) connected to herald's HTTP port.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message, skipping control frames; fails the test after `WAIT`.
+pub async fn next_text(ws: &mut Ws) -> String {
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("stream open")
+            .expect("no error");
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            return t.to_string();
+        }
+    }
 }
