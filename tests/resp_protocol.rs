@@ -143,20 +143,18 @@ async fn limits_come_from_config() {
     )
     .await;
     c.expect_closed().await;
-    let mut c = Raw::connect(h.redis_addr).await;
-    c.roundtrip(
+    common::refused(
+        h.redis_addr,
         b"*4\r\n",
         b"-ERR Protocol error: invalid multibulk length\r\n",
     )
     .await;
-    c.expect_closed().await;
-    let mut c = Raw::connect(h.redis_addr).await;
-    c.roundtrip(
+    common::refused(
+        h.redis_addr,
         vec![b'x'; 101],
         b"-ERR Protocol error: too big inline request\r\n",
     )
     .await;
-    c.expect_closed().await;
 }
 
 #[tokio::test]

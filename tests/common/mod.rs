@@ -35,6 +35,13 @@ pub async fn start_with(config: Config) -> Running {
         .expect("herald starts on loopback")
 }
 
+/// Send `request` on a fresh connection, expect exactly `reply`, then the server's close.
+pub async fn refused(addr: SocketAddr, request: impl AsRef<[u8]>, reply: impl AsRef<[u8]>) {
+    let mut c = Raw::connect(addr).await;
+    c.roundtrip(request, reply).await;
+    c.expect_closed().await;
+}
+
 /// A raw TCP client for byte-exact RESP conversations.
 pub struct Raw {
     pub stream: TcpStream,
