@@ -10,6 +10,8 @@
 //! - [`server`]: binds the listeners, shares state, shuts down cleanly.
 //! - [`broker`]: the pub/sub engine; knows nothing of any protocol.
 //! - [`outbox`]: each connection's bounded queue of encoded frames.
+//! - [`sharded`]: the sharded channel map every publication looks names up in.
+//! - [`readmostly`]: lists every publication reads and only start-up changes.
 //! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
 //! - [`laravel`]: Laravel's envelope and channel naming conventions.
 //! - [`auth_callback`]: asks the Laravel app to authorize private and presence channels.
@@ -29,7 +31,9 @@ pub mod logging;
 pub mod metrics;
 pub mod outbox;
 pub mod pusher;
+pub mod readmostly;
 pub mod resp;
 pub mod server;
+pub mod sharded;
 pub mod socketio;
 pub mod ws;

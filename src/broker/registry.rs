@@ -1,14 +1,15 @@
 //! Who is subscribed to what: sharded maps for channels, a read-mostly list for patterns.
 //!
-//! Channel registries are split into shards by a hash of the channel name, each behind
-//! its own read-write lock, so publishes to different channels never contend and
-//! publishes to the same channel only share a read lock.
+//! Channel registries are [`Sharded`] maps, so publishes to different channels never
+//! contend and publishes to the same channel only share a read lock. Both kinds keep a
+//! count that a publication reads without locking when nobody is subscribed.
 
 use super::{glob, Subscriber, SubscriberId, Via};
+use crate::sharded::Sharded;
 use bytes::Bytes;
 use parking_lot::RwLock;
-use std::collections::hash_map::{Entry, HashMap, RandomState};
-use std::hash::BuildHasher;
+use std::collections::hash_map::{Entry, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const SHARDS: usize = 32;
@@ -17,27 +18,20 @@ type Subscribers = Vec<Arc<dyn Subscriber>>;
 
 /// Exact-name subscriptions (channels or shard channels).
 pub struct Registry {
-    hasher: RandomState,
-    shards: Box<[RwLock<HashMap<Bytes, Subscribers>>]>,
+    map: Sharded<Bytes, Subscribers>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            map: Sharded::new(SHARDS),
         }
     }
 }
 
 impl Registry {
-    fn shard(&self, name: &[u8]) -> &RwLock<HashMap<Bytes, Subscribers>> {
-        let h = self.hasher.hash_one(name) as usize;
-        &self.shards[h % SHARDS]
-    }
-
     pub fn add(&self, name: Bytes, sub: Arc<dyn Subscriber>) -> bool {
-        let mut shard = self.shard(&name).write();
+        let mut shard = self.map.write(&name);
         let subs = shard.entry(name).or_default();
         if subs.iter().any(|s| s.id() == sub.id()) {
             return false;
@@ -47,7 +41,7 @@ impl Registry {
     }
 
     pub fn remove(&self, name: &[u8], id: SubscriberId) -> bool {
-        let mut shard = self.shard(name).write();
+        let mut shard = self.map.write(name);
         let Some(subs) = shard.get_mut(name) else {
             return false;
         };
@@ -61,8 +55,7 @@ impl Registry {
     }
 
     pub fn deliver(&self, name: &Bytes, payload: &Bytes, via: Via<'_>) -> usize {
-        let shard = self.shard(name).read();
-        match shard.get(name.as_ref()) {
+        self.map.with(name.as_ref(), |subs| match subs {
             Some(subs) => {
                 for s in subs {
                     s.deliver(via, name, payload);
@@ -70,19 +63,18 @@ impl Registry {
                 subs.len()
             }
             None => 0,
-        }
+        })
     }
 
     pub fn count(&self, name: &[u8]) -> usize {
-        self.shard(name).read().get(name).map_or(0, Vec::len)
+        self.map.with(name, |subs| subs.map_or(0, Vec::len))
     }
 
     pub fn names(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
+        for shard in self.map.shards() {
             out.extend(
                 shard
-                    .read()
                     .keys()
                     .filter(|k| pattern.is_none_or(|p| glob::matches(p, k)))
                     .cloned(),
@@ -92,7 +84,7 @@ impl Registry {
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.map.len()
     }
 }
 
@@ -100,6 +92,8 @@ impl Registry {
 #[derive(Default)]
 pub struct PatternRegistry {
     patterns: RwLock<HashMap<Bytes, Subscribers>>,
+    /// Patterns in the map, loaded without the lock by publications when there are none.
+    count: AtomicUsize,
 }
 
 impl PatternRegistry {
@@ -114,6 +108,7 @@ impl PatternRegistry {
             }
             Entry::Vacant(e) => {
                 e.insert(vec![sub]);
+                self.count.fetch_add(1, Ordering::Release);
             }
         }
         true
@@ -129,11 +124,15 @@ impl PatternRegistry {
         let removed = subs.len() != before;
         if subs.is_empty() {
             map.remove(pattern);
+            self.count.fetch_sub(1, Ordering::Release);
         }
         removed
     }
 
     pub fn deliver(&self, channel: &Bytes, payload: &Bytes) -> usize {
+        if self.len() == 0 {
+            return 0;
+        }
         let map = self.patterns.read();
         let mut n = 0;
         for (pattern, subs) in map.iter() {
@@ -148,6 +147,6 @@ impl PatternRegistry {
     }
 
     pub fn len(&self) -> usize {
-        self.patterns.read().len()
+        self.count.load(Ordering::Acquire)
     }
 }

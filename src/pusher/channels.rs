@@ -10,13 +10,11 @@
 use super::protocol;
 use crate::broker::SubscriberId;
 use crate::outbox::Outbox;
+use crate::sharded::Sharded;
 use bytes::Bytes;
-use parking_lot::RwLock;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasher;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -102,27 +100,19 @@ struct PresenceBody<'a> {
     count: usize,
 }
 
-type Shard = RwLock<HashMap<Box<str>, Channel>>;
-
 pub struct Channels {
-    hasher: RandomState,
-    shards: Box<[Shard]>,
+    map: Sharded<Box<str>, Channel>,
 }
 
 impl Default for Channels {
     fn default() -> Self {
         Channels {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            map: Sharded::new(SHARDS),
         }
     }
 }
 
 impl Channels {
-    fn shard(&self, name: &str) -> &Shard {
-        &self.shards[self.hasher.hash_one(name) as usize % SHARDS]
-    }
-
     /// Add `conn` to `name`; on presence channels `member` is its user (`key` = user id text).
     pub fn subscribe(
         &self,
@@ -131,7 +121,7 @@ impl Channels {
         member: Option<(Box<str>, Member)>,
         max_members: usize,
     ) -> Result<Joined, Refused> {
-        let mut shard = self.shard(name).write();
+        let mut shard = self.map.write(name);
         let ch = shard.entry(name.into()).or_default();
         let already = ch.subscribers.iter().any(|c| c.id == conn.id);
         if let Some((key, member)) = member {
@@ -185,7 +175,7 @@ impl Channels {
 
     /// Remove `conn` from `name`; `member_key` is its presence user, if any.
     pub fn unsubscribe(&self, name: &str, conn: SubscriberId, member_key: Option<&str>) {
-        let mut shard = self.shard(name).write();
+        let mut shard = self.map.write(name);
         let Some(ch) = shard.get_mut(name) else {
             return;
         };
@@ -228,27 +218,25 @@ impl Channels {
             n
         };
         if is_cache(name) {
-            let mut shard = self.shard(name).write();
+            let mut shard = self.map.write(name);
             let ch = shard.entry(name.into()).or_default();
             ch.last = Some(frame.clone());
             send(ch)
         } else {
-            self.shard(name).read().get(name).map_or(0, send)
+            self.map.with(name, |ch| ch.map_or(0, send))
         }
     }
 
     pub fn occupancy(&self, name: &str) -> Occupancy {
-        self.shard(name)
-            .read()
-            .get(name)
-            .map_or(Occupancy::default(), occupancy_of)
+        self.map
+            .with(name, |ch| ch.map_or(Occupancy::default(), occupancy_of))
     }
 
     /// Occupied channels whose names start with `prefix`, sorted by name.
     pub fn list(&self, prefix: &str) -> Vec<(String, Occupancy)> {
         let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            for (name, ch) in shard.read().iter() {
+        for shard in self.map.shards() {
+            for (name, ch) in shard.iter() {
                 if name.starts_with(prefix) && !ch.subscribers.is_empty() {
                     out.push((name.to_string(), occupancy_of(ch)));
                 }
@@ -260,8 +248,10 @@ impl Channels {
 
     /// The user ids present on a presence channel.
     pub fn users(&self, name: &str) -> Vec<String> {
-        self.shard(name).read().get(name).map_or(Vec::new(), |ch| {
-            ch.present.keys().map(|k| k.to_string()).collect()
+        self.map.with(name, |ch| {
+            ch.map_or(Vec::new(), |ch| {
+                ch.present.keys().map(|k| k.to_string()).collect()
+            })
         })
     }
 }

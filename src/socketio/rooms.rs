@@ -7,12 +7,12 @@
 //! leaves when the last tab does.
 
 use crate::outbox::Outbox;
+use crate::sharded::Sharded;
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use std::cell::OnceCell;
-use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -109,13 +109,13 @@ const SHARDS: usize = 32;
 
 /// channel → room, sharded so publishes on several cores do not contend.
 pub struct Rooms {
-    shards: Vec<RwLock<HashMap<Box<str>, Room>>>,
+    map: Sharded<Box<str>, Room>,
 }
 
 impl Default for Rooms {
     fn default() -> Self {
         Rooms {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            map: Sharded::new(SHARDS),
         }
     }
 }
@@ -129,14 +129,8 @@ pub struct Joined {
 }
 
 impl Rooms {
-    fn shard(&self, channel: &str) -> &RwLock<HashMap<Box<str>, Room>> {
-        let mut h = DefaultHasher::new();
-        channel.hash(&mut h);
-        &self.shards[h.finish() as usize % SHARDS]
-    }
-
     pub fn join(&self, channel: &str, m: &Arc<Member>) {
-        let mut shard = self.shard(channel).write();
+        let mut shard = self.map.write(channel);
         shard
             .entry(channel.into())
             .or_default()
@@ -152,7 +146,7 @@ impl Rooms {
         user_id: &str,
         member_json: &str,
     ) -> Joined {
-        let mut shard = self.shard(channel).write();
+        let mut shard = self.map.write(channel);
         let room = shard.entry(channel.into()).or_default();
         room.members.insert(m.key, m.clone());
         let p = room.presence.get_or_insert_with(Presence::default);
@@ -198,7 +192,7 @@ impl Rooms {
 
     /// Leave a channel. For presence, the member JSON if this was the user's last socket.
     pub fn leave(&self, channel: &str, key: u64) -> Option<Box<str>> {
-        let mut shard = self.shard(channel).write();
+        let mut shard = self.map.write(channel);
         let room = shard.get_mut(channel)?;
         room.members.remove(&key);
         let left = room.presence.as_mut().and_then(|p| {
@@ -213,35 +207,32 @@ impl Rooms {
 
     /// Send to every member but `except` (a socket id); returns how many got it.
     pub fn deliver(&self, channel: &str, except: Option<&str>, f: &Frames) -> usize {
-        let shard = self.shard(channel).read();
-        let Some(room) = shard.get(channel) else {
-            return 0;
-        };
-        let mut n = 0;
-        for m in room.members.values() {
-            if except == Some(&*m.id) {
-                continue;
+        self.map.with(channel, |room| {
+            let Some(room) = room else {
+                return 0;
+            };
+            let mut n = 0;
+            for m in room.members.values() {
+                if except == Some(&*m.id) {
+                    continue;
+                }
+                if m.deliver(f) {
+                    n += 1;
+                }
             }
-            if m.deliver(f) {
-                n += 1;
-            }
-        }
-        n
+            n
+        })
     }
 
     /// Whether any socket is in `channel`.
     pub fn is_occupied(&self, channel: &str) -> bool {
-        self.shard(channel)
-            .read()
-            .get(channel)
-            .is_some_and(|r| !r.members.is_empty())
+        self.map
+            .with(channel, |r| r.is_some_and(|r| !r.members.is_empty()))
     }
 
     pub fn is_member(&self, channel: &str, key: u64) -> bool {
-        self.shard(channel)
-            .read()
-            .get(channel)
-            .is_some_and(|r| r.members.contains_key(&key))
+        self.map
+            .with(channel, |r| r.is_some_and(|r| r.members.contains_key(&key)))
     }
 }
 
@@ -305,7 +296,7 @@ mod tests {
         assert!(!rooms.is_member("presence-room", 1));
         assert!(rooms.is_member("presence-room", 3));
         rooms.leave("presence-room", 3);
-        assert!(rooms.shard("presence-room").read().is_empty());
+        assert!(rooms.map.is_empty());
     }
 
     #[test]
