@@ -11,8 +11,8 @@
 //! publication, and only when some edge has a listener on that channel.
 
 use crate::broker::Tap;
+use crate::readmostly::ReadMostly;
 use bytes::Bytes;
-use parking_lot::RwLock;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -116,19 +116,19 @@ pub trait Audience: Send + Sync {
 /// The broker tap shared by the edges: strip, decode once, hand to each audience.
 pub struct Broadcasts {
     prefixes: Prefixes,
-    audiences: RwLock<Vec<Arc<dyn Audience>>>,
+    audiences: ReadMostly<dyn Audience>,
 }
 
 impl Broadcasts {
     pub fn new(prefixes: &[String]) -> Self {
         Broadcasts {
             prefixes: Prefixes::new(prefixes),
-            audiences: RwLock::default(),
+            audiences: ReadMostly::default(),
         }
     }
 
     pub fn add(&self, audience: Arc<dyn Audience>) {
-        self.audiences.write().push(audience);
+        self.audiences.push(audience);
     }
 }
 
@@ -137,7 +137,7 @@ impl Tap for Broadcasts {
         let Ok(name) = std::str::from_utf8(self.prefixes.strip(channel)) else {
             return 0;
         };
-        let audiences = self.audiences.read();
+        let audiences = self.audiences.load();
         if !audiences.iter().any(|a| a.listens(name)) {
             return 0;
         }

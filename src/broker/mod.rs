@@ -19,8 +19,9 @@
 pub mod glob;
 mod registry;
 
+use crate::metrics::Counter;
+use crate::readmostly::ReadMostly;
 use bytes::Bytes;
-use parking_lot::RwLock;
 use registry::{PatternRegistry, Registry};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,8 +63,8 @@ pub trait Tap: Send + Sync {
 /// Counters that INFO and the metrics endpoint report.
 #[derive(Default)]
 pub struct BrokerStats {
-    pub published: AtomicU64,
-    pub delivered: AtomicU64,
+    pub published: Counter,
+    pub delivered: Counter,
 }
 
 /// The hub. Cheap to share: wrap it in an `Arc`.
@@ -72,7 +73,7 @@ pub struct Broker {
     channels: Registry,
     shard_channels: Registry,
     patterns: PatternRegistry,
-    taps: RwLock<Vec<Arc<dyn Tap>>>,
+    taps: ReadMostly<dyn Tap>,
     pub stats: BrokerStats,
 }
 
@@ -83,7 +84,7 @@ impl Broker {
 
     /// Attach an edge that sees every publication.
     pub fn add_tap(&self, tap: Arc<dyn Tap>) {
-        self.taps.write().push(tap);
+        self.taps.push(tap);
     }
 
     /// Subscribe to an exact channel. False if this subscriber already was.
@@ -114,21 +115,21 @@ impl Broker {
     /// PUBLISH: deliver to channel subscribers, pattern subscribers and taps.
     /// Returns the number of receivers, as Redis counts them.
     pub fn publish(&self, channel: Bytes, payload: Bytes) -> usize {
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.stats.published.inc();
         let mut n = self.channels.deliver(&channel, &payload, Via::Channel);
         n += self.patterns.deliver(&channel, &payload);
-        for tap in self.taps.read().iter() {
+        for tap in self.taps.load().iter() {
             n += tap.publish(&channel, &payload);
         }
-        self.stats.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.delivered.add(n as u64);
         n
     }
 
     /// SPUBLISH: shard channels only (no patterns, no taps), as Redis does.
     pub fn spublish(&self, channel: Bytes, payload: Bytes) -> usize {
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
+        self.stats.published.inc();
         let n = self.shard_channels.deliver(&channel, &payload, Via::Shard);
-        self.stats.delivered.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.delivered.add(n as u64);
         n
     }
 

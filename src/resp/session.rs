@@ -22,11 +22,13 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
+use tokio::sync::futures::Notified;
 use tokio_util::codec::Decoder;
 
 /// Redis reads requests 16 KiB at a time and applies its "too big" checks after each
@@ -97,9 +99,14 @@ impl Session {
         let mut batch: Vec<Bytes> = Vec::new();
         let client = self.client.clone();
         let shutdown = self.hub.state.shutdown.clone();
+        // One wait for a kick for the connection's life (renewed only when it fires),
+        // rather than a new waiter registered and removed on every turn of the loop.
+        let kicked = client.kicked.notified();
+        tokio::pin!(kicked);
         let why = loop {
             tokio::select! {
-                _ = client.kicked.notified() => {
+                _ = &mut kicked => {
+                    kicked.set(client.kicked.notified());
                     if let Some(closed) = client.outbox.closed() {
                         break self.dropped(closed);
                     }
@@ -114,7 +121,7 @@ impl Session {
                         if let Err(closed) = client.outbox.take_now(&mut batch) {
                             break self.dropped(closed);
                         }
-                        if let Err(why) = self.write(&mut wr, &mut batch).await {
+                        if let Err(why) = self.write(&mut wr, &mut batch, kicked.as_mut()).await {
                             break why;
                         }
                     }
@@ -143,7 +150,7 @@ impl Session {
                                 Err(closed) => break self.dropped(closed),
                                 Ok(()) if batch.is_empty() => {}
                                 Ok(()) => {
-                                    if let Err(why) = self.write(&mut wr, &mut batch).await {
+                                    if let Err(why) = self.write(&mut wr, &mut batch, kicked.as_mut()).await {
                                         break why;
                                     }
                                 }
@@ -175,6 +182,7 @@ impl Session {
         &self,
         wr: &mut OwnedWriteHalf,
         batch: &mut Vec<Bytes>,
+        mut kicked: Pin<&mut Notified<'_>>,
     ) -> Result<(), &'static str> {
         let client = &self.client;
         let shutdown = &self.hub.state.shutdown;
@@ -182,7 +190,7 @@ impl Session {
         tokio::pin!(write);
         tokio::select! {
             w = &mut write => w.map_err(|_| "write failed"),
-            _ = client.kicked.notified() => Err(client
+            _ = &mut kicked => Err(client
                 .outbox
                 .closed()
                 .map_or("outbox closed", |c| self.dropped(c))),

@@ -11,7 +11,6 @@ use super::{lower, Group, Spec, TABLE};
 use crate::broker::glob;
 use crate::metrics;
 use bytes::Bytes;
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub enum Cmd {
@@ -301,14 +300,8 @@ fn info(s: &Session, wanted: &[Bytes]) -> String {
                 ("pubsub_channels", channels.to_string()),
                 ("pubsub_patterns", patterns.to_string()),
                 ("pubsubshard_channels", shards.to_string()),
-                (
-                    "total_published",
-                    stats.published.load(Ordering::Relaxed).to_string(),
-                ),
-                (
-                    "total_delivered",
-                    stats.delivered.load(Ordering::Relaxed).to_string(),
-                ),
+                ("total_published", stats.published.get().to_string()),
+                ("total_delivered", stats.delivered.get().to_string()),
                 (
                     "slow_consumers_dropped",
                     metrics::SLOW_CONSUMERS_DROPPED.get().to_string(),

@@ -1,0 +1,32 @@
+//! A list that every publication reads and only start-up changes: the broker's taps and
+//! the WebSocket edges behind Laravel's broadcasts.
+//!
+//! A read-write lock would have each reading core write the lock's word, bouncing its
+//! cache line between cores on every publication; an `ArcSwap` snapshot is read
+//! without writing anything shared.
+
+use arc_swap::{ArcSwap, Guard};
+use std::sync::Arc;
+
+pub struct ReadMostly<T: ?Sized>(ArcSwap<Vec<Arc<T>>>);
+
+impl<T: ?Sized> Default for ReadMostly<T> {
+    fn default() -> Self {
+        ReadMostly(ArcSwap::from_pointee(Vec::new()))
+    }
+}
+
+impl<T: ?Sized> ReadMostly<T> {
+    pub fn push(&self, item: Arc<T>) {
+        self.0.rcu(|items| {
+            let mut items = Vec::clone(items);
+            items.push(item.clone());
+            items
+        });
+    }
+
+    /// The list as it is now.
+    pub fn load(&self) -> Guard<Arc<Vec<Arc<T>>>> {
+        self.0.load()
+    }
+}
