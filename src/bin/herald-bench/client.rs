@@ -3,23 +3,58 @@
 //!
 //! Only sampled connections look inside messages (for latency and sequence gaps);
 //! the rest count frames and check the warm-up marker with one byte search.
+//! `sio4-polling` connections start on long-polling ([`crate::polling`]) and, once
+//! upgraded, run here like every other WebSocket connection.
 
+use crate::net::{self, find};
 use crate::stats::Tally;
 use bytes::{Buf, BytesMut};
+use clap::ValueEnum;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
     /// socket.io v4 (Engine.IO 4) over WebSocket
     Sio4,
+    /// socket.io v4 as a browser connects by default: Engine.IO 4 long-polling
+    /// (handshake, CONNECT and subscribe over HTTP), then upgraded to WebSocket
+    Sio4Polling,
     /// socket.io v2 (Engine.IO 3) over WebSocket
     Sio3,
     /// Pusher protocol 7
     Pusher,
+}
+
+impl Protocol {
+    /// The name `--protocol` takes.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(String::new, |v| v.get_name().to_string())
+    }
+}
+
+/// The Engine.IO packet of laravel-echo's socket.io connector joining `channel`.
+pub fn echo_subscribe(channel: &str) -> String {
+    format!(r#"42["subscribe",{{"channel":"{channel}","auth":{{"headers":{{}}}}}}]"#)
+}
+
+/// Whether a Socket.IO packet answers the client's CONNECT: Some(Ok) when accepted,
+/// Some(Err) when refused, None for anything else.
+pub fn connect_answer(p: &[u8]) -> Option<Result<(), String>> {
+    if p.starts_with(b"40") {
+        Some(Ok(()))
+    } else if p.starts_with(b"44") {
+        Some(Err(format!(
+            "connect refused: {}",
+            String::from_utf8_lossy(p)
+        )))
+    } else {
+        None
+    }
 }
 
 /// Everything one connection needs to know.
@@ -50,7 +85,8 @@ pub async fn run(t: Target, tally: Arc<Tally>, ready: tokio::sync::mpsc::Sender<
     tally.closed.inc();
 }
 
-struct Conn {
+/// One WebSocket connection and what it has read but not yet handled.
+pub struct Conn {
     io: TcpStream,
     buf: BytesMut,
 }
@@ -72,21 +108,16 @@ fn mask_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 impl Conn {
+    /// Connect, handshake and subscribe, within 15 s.
     async fn open(t: &Target) -> Result<Conn, String> {
-        let sock = if t.server.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(|e| e.to_string())?;
-        sock.bind(SocketAddr::new(t.source, 0))
-            .map_err(|e| format!("bind {}: {e}", t.source))?;
-        let io = tokio::time::timeout(Duration::from_secs(10), sock.connect(t.server))
+        tokio::time::timeout(Duration::from_secs(15), Conn::establish(t))
             .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = io.set_nodelay(true);
+            .map_err(|_| "handshake or subscribe timed out".to_string())?
+    }
+
+    async fn establish(t: &Target) -> Result<Conn, String> {
         let path = match t.protocol {
+            Protocol::Sio4Polling => return crate::polling::connect(t).await,
             Protocol::Sio4 => "/socket.io/?EIO=4&transport=websocket".to_string(),
             Protocol::Sio3 => "/socket.io/?EIO=3&transport=websocket".to_string(),
             Protocol::Pusher => format!(
@@ -94,48 +125,40 @@ impl Conn {
                 t.app_key
             ),
         };
-        let mut c = Conn {
-            io,
-            buf: BytesMut::new(),
-        };
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            t.server
-        );
-        c.io.write_all(req.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        loop {
-            if let Some(end) = find(&c.buf, b"\r\n\r\n") {
-                if !c.buf.starts_with(b"HTTP/1.1 101") {
-                    return Err(format!(
-                        "upgrade refused: {}",
-                        String::from_utf8_lossy(&c.buf[..end.min(80)])
-                    ));
-                }
-                c.buf.advance(end + 4);
-                break;
-            }
-            c.fill().await?;
-        }
-        let timeout = Duration::from_secs(15);
-        tokio::time::timeout(timeout, c.subscribe(t))
-            .await
-            .map_err(|_| "subscribe timed out".to_string())??;
+        let io = net::connect(t.source, t.server).await?;
+        let mut c = Conn::websocket(io, t.server, &path).await?;
+        c.subscribe(t).await?;
         Ok(c)
     }
 
-    async fn fill(&mut self) -> Result<(), String> {
-        self.buf.reserve(4096);
-        match self.io.read_buf(&mut self.buf).await {
-            Ok(0) => Err("server closed".into()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
+    /// The WebSocket opening handshake on `io` for `path`.
+    pub async fn websocket(
+        mut io: TcpStream,
+        server: SocketAddr,
+        path: &str,
+    ) -> Result<Conn, String> {
+        let req = net::request(
+            "GET",
+            path,
+            server,
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+            b"",
+        );
+        io.write_all(&req).await.map_err(|e| e.to_string())?;
+        let mut buf = BytesMut::new();
+        let answer = net::response(&mut io, &mut buf).await?;
+        if answer.status != 101 {
+            return Err(format!("upgrade refused: {}", answer.excerpt()));
         }
+        Ok(Conn { io, buf })
     }
 
-    async fn send(&mut self, text: &str) -> Result<(), String> {
+    async fn fill(&mut self) -> Result<(), String> {
+        net::read_more(&mut self.io, &mut self.buf).await
+    }
+
+    pub async fn send(&mut self, text: &str) -> Result<(), String> {
         self.io
             .write_all(&mask_frame(0x1, text.as_bytes()))
             .await
@@ -152,7 +175,7 @@ impl Conn {
         }
     }
 
-    async fn next_text(&mut self) -> Result<BytesMut, String> {
+    pub async fn next_text(&mut self) -> Result<BytesMut, String> {
         loop {
             let (op, payload) = self.next_frame().await?;
             match op {
@@ -166,27 +189,21 @@ impl Conn {
     async fn subscribe(&mut self, t: &Target) -> Result<(), String> {
         let first = self.next_text().await?;
         match t.protocol {
-            Protocol::Sio4 | Protocol::Sio3 => {
+            Protocol::Sio4 | Protocol::Sio3 | Protocol::Sio4Polling => {
                 if !first.starts_with(b"0{") {
                     return Err(format!("bad open: {}", String::from_utf8_lossy(&first)));
                 }
-                if t.protocol == Protocol::Sio4 {
+                if t.protocol != Protocol::Sio3 {
                     self.send("40").await?;
                 }
                 loop {
                     let p = self.next_text().await?;
-                    if p.starts_with(b"40") {
+                    if let Some(answer) = connect_answer(&p) {
+                        answer?;
                         break;
                     }
-                    if p.starts_with(b"44") {
-                        return Err(format!("connect refused: {}", String::from_utf8_lossy(&p)));
-                    }
                 }
-                let sub = format!(
-                    r#"42["subscribe",{{"channel":"{}","auth":{{"headers":{{}}}}}}]"#,
-                    t.channel
-                );
-                self.send(&sub).await
+                self.send(&echo_subscribe(&t.channel)).await
             }
             Protocol::Pusher => {
                 if find(&first, b"pusher:connection_established").is_none() {
@@ -260,7 +277,7 @@ impl Conn {
         last_seq: &mut Option<u64>,
     ) -> Result<(), String> {
         let heartbeat = match t.protocol {
-            Protocol::Sio4 => (p == b"2").then_some("3"),
+            Protocol::Sio4 | Protocol::Sio4Polling => (p == b"2").then_some("3"),
             Protocol::Sio3 => None,
             Protocol::Pusher => {
                 find(p, b"pusher:ping").map(|_| r#"{"event":"pusher:pong","data":{}}"#)
@@ -323,10 +340,6 @@ fn warm_marker(p: &[u8]) -> Option<bool> {
     let at = find(head, b"w\":").or_else(|| find(head, b"w\\\":"))?;
     let flag = head[at..].iter().find(|b| b.is_ascii_digit())?;
     Some(*flag == b'1')
-}
-
-pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The integer after `"key":` (or `\"key\":` inside a JSON-encoded string).

@@ -3,12 +3,14 @@
 //! `run` coordinates one measurement: it spawns subscriber processes (one process may
 //! hold at most 20,000 sockets here, so N connections are split over several, each
 //! spreading its sockets over source addresses 127.0.0.2, 127.0.0.3, …), waits until
-//! every connection is subscribed, publishes at a fixed rate over RESP with a warm-up
-//! that is not counted, collects each process's result and prints a human summary and
+//! every connection is subscribed, publishes at a fixed rate (over RESP or Pusher's
+//! HTTP API) with a warm-up that is not counted, collects each process's result and prints a human summary and
 //! one JSON line. `subscribe` is the subscriber role on its own (what `run` spawns);
 //! `publish` is the publisher role on its own.
 
 mod client;
+mod net;
+mod polling;
 mod publisher;
 mod stats;
 
@@ -17,7 +19,7 @@ use clap::{Parser, Subcommand};
 use client::{Protocol, Target};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
-use publisher::{Mode, Plan};
+use publisher::{Mode, Plan, Sent};
 use stats::{proc_usage, SubReport, Tally};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,9 +44,6 @@ struct SubArgs {
     server: SocketAddr,
     #[arg(long, value_enum, default_value = "sio4")]
     protocol: Protocol,
-    /// Pusher app key.
-    #[arg(long, default_value = "herald-key")]
-    app_key: String,
     /// Subscriber connections (in total, for `run`).
     #[arg(long, short = 'n', default_value_t = 1000)]
     connections: usize,
@@ -65,6 +64,21 @@ struct SubArgs {
     connect_concurrency: usize,
 }
 
+/// The Pusher app: its key for subscribers, all three for the HTTP API
+/// (the defaults are herald's default app's).
+#[derive(clap::Args, Clone)]
+struct AppArgs {
+    /// Pusher app id (the HTTP API's `/apps/{id}/events`).
+    #[arg(long, default_value = "herald")]
+    app_id: String,
+    /// Pusher app key (subscribers' `/app/{key}`, the HTTP API's `auth_key`).
+    #[arg(long, default_value = "herald-key")]
+    app_key: String,
+    /// Pusher app secret (signs HTTP API requests).
+    #[arg(long, default_value = "herald-secret")]
+    app_secret: String,
+}
+
 #[derive(clap::Args, Clone)]
 struct PubArgs {
     /// RESP address to publish to.
@@ -72,9 +86,14 @@ struct PubArgs {
     redis: SocketAddr,
     #[arg(long)]
     password: Option<String>,
+    /// Pusher HTTP API address (herald's HTTP port) for `--mode http-api`;
+    /// `run` defaults to --server.
+    #[arg(long)]
+    api: Option<SocketAddr>,
     #[arg(long, value_enum, default_value = "publish")]
     mode: Mode,
-    /// Key prefix in front of the channel name, as Laravel's redis connection adds.
+    /// Key prefix in front of the channel name, as Laravel's redis connection adds
+    /// (RESP modes only: the HTTP API names channels as clients subscribe to them).
     #[arg(long, default_value = "laravel_database_")]
     prefix: String,
     /// Publications per second (all channels together); 0: publish nothing (idle test).
@@ -97,37 +116,46 @@ enum Fanout {
     All,
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    sub: SubArgs,
+    #[command(flatten)]
+    publish: PubArgs,
+    #[command(flatten)]
+    app: AppArgs,
+    /// Subscriber processes (each holds at most ~19,000 sockets).
+    #[arg(long, default_value_t = 1)]
+    procs: usize,
+    /// PIDs of the server process(es), for CPU and RSS.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+    /// Label for the report (e.g. herald-sio4, floor).
+    #[arg(long, default_value = "server")]
+    label: String,
+    /// Who receives a publication: the subscribers of its channel, or every
+    /// connection (the tutorial bridge broadcasts to all).
+    #[arg(long, value_enum, default_value = "channel")]
+    fanout: Fanout,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// One full measurement: subscriber processes + publisher + report.
-    Run {
-        #[command(flatten)]
-        sub: SubArgs,
-        #[command(flatten)]
-        publish: PubArgs,
-        /// Subscriber processes (each holds at most ~19,000 sockets).
-        #[arg(long, default_value_t = 1)]
-        procs: usize,
-        /// PIDs of the server process(es), for CPU and RSS.
-        #[arg(long = "server-pid")]
-        server_pids: Vec<u32>,
-        /// Label for the report (e.g. herald-sio4, floor).
-        #[arg(long, default_value = "server")]
-        label: String,
-        /// Who receives a publication: the subscribers of its channel, or every
-        /// connection (the tutorial bridge broadcasts to all).
-        #[arg(long, value_enum, default_value = "channel")]
-        fanout: Fanout,
-    },
+    Run(RunArgs),
     /// Subscriber role: connect, print READY, count until stdin closes, print a JSON result.
     Subscribe {
         #[command(flatten)]
         sub: SubArgs,
+        #[command(flatten)]
+        app: AppArgs,
     },
     /// Publisher role only.
     Publish {
         #[command(flatten)]
         publish: PubArgs,
+        #[command(flatten)]
+        app: AppArgs,
         #[arg(long, default_value_t = 10)]
         channels: usize,
     },
@@ -141,32 +169,44 @@ fn main() {
         .build()
         .unwrap();
     match cli.cmd {
-        Cmd::Subscribe { sub } => rt.block_on(subscribe(sub)),
-        Cmd::Publish { publish, channels } => {
-            let plan = plan(&publish, channels);
+        Cmd::Subscribe { sub, app } => rt.block_on(subscribe(sub, app.app_key)),
+        Cmd::Publish {
+            publish,
+            app,
+            channels,
+        } => {
+            let plan = plan(&publish, &app, publish.api, channels);
             match rt.block_on(publisher::run(&plan)) {
-                Ok(sent) => println!("{{\"published\":{}}}", sent.iter().sum::<u64>()),
+                Ok(sent) => {
+                    for e in &sent.errors {
+                        eprintln!("herald-bench: {e}");
+                    }
+                    println!(
+                        "{{\"published\":{},\"failed\":{}}}",
+                        sent.per_channel.iter().sum::<u64>(),
+                        sent.failed
+                    );
+                }
                 Err(e) => {
                     eprintln!("herald-bench: {e}");
                     std::process::exit(1);
                 }
             }
         }
-        Cmd::Run {
-            sub,
-            publish,
-            procs,
-            server_pids,
-            label,
-            fanout,
-        } => rt.block_on(coordinate(sub, publish, procs, server_pids, label, fanout)),
+        Cmd::Run(run) => rt.block_on(coordinate(run)),
     }
 }
 
-fn plan(p: &PubArgs, channels: usize) -> Plan {
+fn plan(p: &PubArgs, app: &AppArgs, api: Option<SocketAddr>, channels: usize) -> Plan {
     Plan {
         redis: p.redis,
         password: p.password.clone(),
+        api,
+        app: publisher::App {
+            id: app.app_id.clone(),
+            key: app.app_key.clone(),
+            secret: app.app_secret.clone(),
+        },
         mode: p.mode,
         prefix: p.prefix.clone(),
         channels,
@@ -177,7 +217,7 @@ fn plan(p: &PubArgs, channels: usize) -> Plan {
     }
 }
 
-async fn subscribe(a: SubArgs) {
+async fn subscribe(a: SubArgs, app_key: String) {
     let tally = Arc::new(Tally::new());
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let gate = Arc::new(tokio::sync::Semaphore::new(a.connect_concurrency));
@@ -185,7 +225,7 @@ async fn subscribe(a: SubArgs) {
         let t = Target {
             server: a.server,
             protocol: a.protocol,
-            app_key: a.app_key.clone(),
+            app_key: app_key.clone(),
             channel: format!("bench.{}", i % a.channels),
             source: IpAddr::V4(Ipv4Addr::new(
                 127,
@@ -254,14 +294,16 @@ async fn subscribe(a: SubArgs) {
     println!("{}", serde_json::to_string(&report).unwrap());
 }
 
-async fn coordinate(
-    sub: SubArgs,
-    publish: PubArgs,
-    procs: usize,
-    pids: Vec<u32>,
-    label: String,
-    fanout: Fanout,
-) {
+async fn coordinate(run: RunArgs) {
+    let RunArgs {
+        sub,
+        publish,
+        app,
+        procs,
+        server_pids: pids,
+        label,
+        fanout,
+    } = run;
     let usage = |pids: &[u32]| -> (u64, u64) {
         pids.iter()
             .filter_map(|p| proc_usage(*p))
@@ -277,8 +319,8 @@ async fn coordinate(
         let n = per.min(sub.connections.saturating_sub(first));
         let mut child = Command::new(&exe)
             .args(["subscribe", "--server", &sub.server.to_string()])
-            .args(["--protocol", &format!("{:?}", sub.protocol).to_lowercase()])
-            .args(["--app-key", &sub.app_key])
+            .args(["--protocol", &sub.protocol.name()])
+            .args(["--app-key", &app.app_key])
             .args([
                 "--connections",
                 &n.to_string(),
@@ -316,18 +358,34 @@ async fn coordinate(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, rss_idle) = usage(&pids);
     let (cpu_before, _) = usage(&pids);
-    let plan = plan(&publish, sub.channels);
+    let plan = plan(
+        &publish,
+        &app,
+        publish.api.or(Some(sub.server)),
+        sub.channels,
+    );
+    let nothing = || Sent {
+        per_channel: vec![0; sub.channels],
+        failed: 0,
+        errors: Vec::new(),
+    };
     let sent = if publish.rate > 0 {
         match publisher::run(&plan).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("herald-bench: {e}");
-                vec![0; sub.channels]
+                Sent {
+                    errors: vec![e],
+                    ..nothing()
+                }
             }
         }
     } else {
-        vec![0; sub.channels]
+        nothing()
     };
+    for e in &sent.errors {
+        eprintln!("[{label}] publish error: {e}");
+    }
     // Let the last deliveries arrive.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (cpu_after, _) = usage(&pids);
@@ -361,7 +419,7 @@ struct Summary<'a> {
     fanout: Fanout,
     sub: &'a SubArgs,
     publish: &'a PubArgs,
-    sent: &'a [u64],
+    sent: &'a Sent,
     reports: &'a [SubReport],
     connected: u64,
     failed: u64,
@@ -395,9 +453,10 @@ fn summarize(s: Summary<'_>) {
     let n = s.sub.connections as u64;
     let c = s.sub.channels as u64;
     let expected: u64 = match s.fanout {
-        Fanout::All => s.sent.iter().sum::<u64>() * n,
+        Fanout::All => s.sent.per_channel.iter().sum::<u64>() * n,
         Fanout::Channel => s
             .sent
+            .per_channel
             .iter()
             .enumerate()
             .map(|(i, k)| k * (n / c + u64::from((i as u64) < n % c)))
@@ -442,7 +501,10 @@ fn summarize(s: Summary<'_>) {
         "{}",
         serde_json::json!({
             "label": s.label,
-            "protocol": format!("{:?}", s.sub.protocol).to_lowercase(),
+            "protocol": s.sub.protocol.name(),
+            "mode": s.publish.mode.name(),
+            "published": s.sent.per_channel.iter().sum::<u64>(),
+            "publish_failed": s.sent.failed,
             "connections": s.connected,
             "failed": s.failed,
             "connect_per_s": s.connected as f64 / s.connect_secs.max(1e-3),
