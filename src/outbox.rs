@@ -168,7 +168,11 @@ impl Outbox {
                 return Poll::Ready(Err(reason.clone()));
             }
             if st.queue.is_empty() {
-                st.waker = Some(cx.waker().clone());
+                // The same task waits turn after turn: keep its waker rather than
+                // cloning a new one (a reference count up and down) on every wait.
+                if !st.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    st.waker = Some(cx.waker().clone());
+                }
                 return Poll::Pending;
             }
             out.extend(st.queue.drain(..));

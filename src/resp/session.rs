@@ -30,6 +30,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::futures::Notified;
 use tokio_util::codec::Decoder;
+use tokio_util::sync::WaitForCancellationFuture;
 
 /// Redis reads requests 16 KiB at a time and applies its "too big" checks after each
 /// read; reading the same way gives the same verdicts on the same bytes.
@@ -99,10 +100,13 @@ impl Session {
         let mut batch: Vec<Bytes> = Vec::new();
         let client = self.client.clone();
         let shutdown = self.hub.state.shutdown.clone();
-        // One wait for a kick for the connection's life (renewed only when it fires),
-        // rather than a new waiter registered and removed on every turn of the loop.
+        // One wait for a kick and one for shutdown for the connection's life (the kick's
+        // renewed when it fires), rather than new waiters registered on every turn of
+        // the loop: the shutdown token's waiter list is shared by every connection.
         let kicked = client.kicked.notified();
         tokio::pin!(kicked);
+        let stop = shutdown.cancelled();
+        tokio::pin!(stop);
         let why = loop {
             tokio::select! {
                 _ = &mut kicked => {
@@ -121,7 +125,7 @@ impl Session {
                         if let Err(closed) = client.outbox.take_now(&mut batch) {
                             break self.dropped(closed);
                         }
-                        if let Err(why) = self.write(&mut wr, &mut batch, kicked.as_mut()).await {
+                        if let Err(why) = self.write(&mut wr, &mut batch, kicked.as_mut(), stop.as_mut()).await {
                             break why;
                         }
                     }
@@ -150,7 +154,7 @@ impl Session {
                                 Err(closed) => break self.dropped(closed),
                                 Ok(()) if batch.is_empty() => {}
                                 Ok(()) => {
-                                    if let Err(why) = self.write(&mut wr, &mut batch, kicked.as_mut()).await {
+                                    if let Err(why) = self.write(&mut wr, &mut batch, kicked.as_mut(), stop.as_mut()).await {
                                         break why;
                                     }
                                 }
@@ -161,7 +165,7 @@ impl Session {
                         rbuf = BytesMut::new();
                     }
                 }
-                _ = shutdown.cancelled() => break "server shutdown",
+                _ = &mut stop => break "server shutdown",
             }
         };
         // Write what is owed (replies already executed), then close.
@@ -183,9 +187,9 @@ impl Session {
         wr: &mut OwnedWriteHalf,
         batch: &mut Vec<Bytes>,
         mut kicked: Pin<&mut Notified<'_>>,
+        mut stop: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Result<(), &'static str> {
         let client = &self.client;
-        let shutdown = &self.hub.state.shutdown;
         let write = crate::ws::conn::write_all(wr, batch);
         tokio::pin!(write);
         tokio::select! {
@@ -194,7 +198,7 @@ impl Session {
                 .outbox
                 .closed()
                 .map_or("outbox closed", |c| self.dropped(c))),
-            _ = shutdown.cancelled() => {
+            _ = &mut stop => {
                 match tokio::time::timeout(FINAL_WRITE, &mut write).await {
                     Ok(Ok(())) => Ok(()),
                     _ => Err("server shutdown; client too slow to take its last replies"),
