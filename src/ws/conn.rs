@@ -180,6 +180,11 @@ pub async fn write_all<W: AsyncWrite + Unpin>(
         // allocation per write nor a 1 KiB array in every connection's future.
         let pending = &frames[start..];
         let mut n = poll_fn(|cx| {
+            if let [only] = pending {
+                // One frame (the usual case at modest rates): a plain write, which the
+                // kernel takes more cheaply than a one-element writev.
+                return Pin::new(&mut *io).poll_write(cx, only);
+            }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let k = pending.len().min(MAX_SLICES);
             for (slot, b) in slices.iter_mut().zip(pending) {
