@@ -6,7 +6,13 @@
 # median requests/s of each with the ratio herald/redis (above 1.0: herald is faster):
 #   - PUBLISH with no subscribers, -c 50, pipelines of 1 and 16;
 #   - PUBLISH with 100 pattern subscribers (PSUBSCRIBE laravel_database_*) connected and reading;
-#   - Laravel's broadcast EVAL script on two channels (what RedisBroadcaster sends), no subscribers.
+#   - Laravel's broadcast EVAL script on two channels (what RedisBroadcaster sends), no subscribers;
+#   - PING, -P 1: the round trip with the cheapest possible reply, i.e. how many unpipelined
+#     requests per second redis-benchmark itself can drive on this machine (the ceiling that
+#     any unpipelined figure, herald's or Redis's, runs into).
+# Next to each rate it prints each server's own CPU time per request (user + system, from
+# /proc/PID/stat around the run): the work the server did, less sensitive than req/s to
+# what else runs on the machine.
 #
 # Usage: benches/peers/redis_compare.sh
 #   env: REQUESTS=200000 (per run; SUB_REQUESTS=50000 with subscribers) ROUNDS=3 CLIENTS=50
@@ -45,9 +51,12 @@ trap cleanup EXIT
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
   --logfile "$work/redis.log" &
 pids+=($!)
+declare -A server_pid
+server_pid[$REDIS_PORT]=$!
 "$HERALD_BIN" --redis-bind "127.0.0.1:$HERALD_PORT" --http-bind "127.0.0.1:$HERALD_HTTP_PORT" \
   --log warn >"$work/herald.log" 2>&1 &
 pids+=($!)
+server_pid[$HERALD_PORT]=$!
 
 for port in "$REDIS_PORT" "$HERALD_PORT"; do
   for _ in $(seq 100); do
@@ -62,13 +71,18 @@ done
 PAYLOAD='{"event":"App\\Events\\OrderShipped","data":{"order":{"id":1234,"status":"shipped","total":"99.50"},"socket":null},"socket":null}'
 SCRIPT=$'for i = 2, #ARGV do\n  redis.call(\'publish\', ARGV[i], ARGV[1])\nend'
 
-# Requests per second of one redis-benchmark run (its CSV's test name may hold quotes and
-# newlines, so the figures are taken from the end).
+# One redis-benchmark run: "<requests/s> <server CPU µs per request>". The rate is taken
+# from the end of its CSV (the test name may hold quotes and newlines).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rps() {
   local port=$1 pipeline=$2 requests=$3
   shift 3
-  redis-benchmark -p "$port" -c "$CLIENTS" -n "$requests" -P "$pipeline" --csv "$@" |
-    python3 -c 'import sys; t = sys.stdin.read().strip().split("\n", 1)[1]; print(float(t.rsplit("\",\"", 7)[1]))'
+  local before after rate
+  before=$(cpu_ticks "${server_pid[$port]}")
+  rate=$(redis-benchmark -p "$port" -c "$CLIENTS" -n "$requests" -P "$pipeline" --csv "$@" |
+    python3 -c 'import sys; t = sys.stdin.read().strip().split("\n", 1)[1]; print(float(t.rsplit("\",\"", 7)[1]))')
+  after=$(cpu_ticks "${server_pid[$port]}")
+  echo "$rate $(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" 'BEGIN { print t * 1e6 / hz / n }')"
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -125,7 +139,7 @@ rows=()
 scenario() {
   local name=$1 pipeline=$2 subscribers=$3
   shift 3
-  local r=() h=()
+  local r=() h=() rc=() hc=()
   for _ in $(seq "$ROUNDS"); do
     for port in "$REDIS_PORT" "$HERALD_PORT"; do
       local requests=$REQUESTS
@@ -133,15 +147,20 @@ scenario() {
         subscribe "$port"
         requests=$SUB_REQUESTS
       fi
-      value=$(rps "$port" "$pipeline" "$requests" "$@")
+      read -r value cpu < <(rps "$port" "$pipeline" "$requests" "$@")
       ((subscribers)) && unsubscribe "$port"
-      if [[ $port == "$REDIS_PORT" ]]; then r+=("$value"); else h+=("$value"); fi
+      if [[ $port == "$REDIS_PORT" ]]; then
+        r+=("$value") rc+=("$cpu")
+      else
+        h+=("$value") hc+=("$cpu")
+      fi
     done
   done
   local rm hm
   rm=$(median "${r[@]}")
   hm=$(median "${h[@]}")
-  rows+=("$(printf '| %-44s | %12.0f | %12.0f | %5.2f |' "$name" "$rm" "$hm" "$(awk -v h="$hm" -v r="$rm" 'BEGIN { print h / r }')")")
+  rows+=("$(printf '| %-44s | %12.0f | %12.0f | %5.2f | %6.2f | %6.2f |' "$name" "$rm" "$hm" \
+    "$(awk -v h="$hm" -v r="$rm" 'BEGIN { print h / r }')" "$(median "${rc[@]}")" "$(median "${hc[@]}")")")
   echo "${rows[-1]}" >&2
 }
 
@@ -155,8 +174,9 @@ scenario "Laravel EVAL, 2 channels, -P 1" 1 0 EVAL "$SCRIPT" 0 "$PAYLOAD" \
   laravel_database_orders laravel_database_private-orders.1
 scenario "Laravel EVAL, 2 channels, -P 16" 16 0 EVAL "$SCRIPT" 0 "$PAYLOAD" \
   laravel_database_orders laravel_database_private-orders.1
+scenario "PING (round-trip ceiling), -P 1" 1 0 PING
 
 echo
-echo "| scenario                                     |  redis req/s | herald req/s | ratio |"
-echo "|----------------------------------------------|-------------:|-------------:|------:|"
+echo "| scenario                                     |  redis req/s | herald req/s | ratio | redis µs CPU/req | herald µs CPU/req |"
+echo "|----------------------------------------------|-------------:|-------------:|------:|-------:|-------:|"
 printf '%s\n' "${rows[@]}"
