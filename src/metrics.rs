@@ -79,12 +79,15 @@ pub static RESP_REJECTED: Counter = Counter::new();
 pub static RESP_COMMANDS: Counter = Counter::new();
 /// WebSocket connections open now (socket.io and Pusher).
 pub static WS_CONNECTIONS: Gauge = Gauge::new();
+/// socket.io sessions on long-polling (not, or not yet, upgraded to WebSocket): many of
+/// them for long means something between browsers and herald blocks WebSocket.
+pub static SOCKETIO_POLLING_SESSIONS: Gauge = Gauge::new();
 /// Publications that were not a Laravel envelope and so were not sent to WebSocket clients.
 pub static NON_LARAVEL_PAYLOADS: Counter = Counter::new();
 
 /// Prometheus text exposition of the counters above.
 pub fn render() -> String {
-    let rows: [(&str, &str, u64); 7] = [
+    let rows: [(&str, &str, u64); 8] = [
         (
             "herald_slow_consumers_dropped_total",
             "counter",
@@ -99,6 +102,11 @@ pub fn render() -> String {
         ("herald_resp_rejected_total", "counter", RESP_REJECTED.get()),
         ("herald_resp_commands_total", "counter", RESP_COMMANDS.get()),
         ("herald_ws_connections", "gauge", WS_CONNECTIONS.get()),
+        (
+            "herald_socketio_polling_sessions",
+            "gauge",
+            SOCKETIO_POLLING_SESSIONS.get(),
+        ),
         (
             "herald_non_laravel_payloads_total",
             "counter",

@@ -78,6 +78,9 @@ impl Edge {
                 return;
             }
             st.closed = true;
+            if st.transport != engine::Transport::WebSocket {
+                crate::metrics::SOCKETIO_POLLING_SESSIONS.dec();
+            }
             std::mem::take(&mut st.io.channels)
         };
         tracing::debug!(sid = %s.sid, "socket.io session closed: {reason}");

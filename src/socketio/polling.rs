@@ -25,6 +25,7 @@ pub async fn handshake(
 ) -> Response {
     let s = Session::new(&edge, eio, Transport::Polling, headers);
     edge.sessions.insert(&s);
+    crate::metrics::SOCKETIO_POLLING_SESSIONS.inc();
     s.open(&edge, true);
     tokio::spawn(heartbeat(edge.clone(), s.clone()));
     let mut out = Vec::new();

@@ -67,6 +67,7 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
             let mut st = s.lock();
             if upgraded && !st.closed {
                 st.transport = Transport::WebSocket;
+                crate::metrics::SOCKETIO_POLLING_SESSIONS.dec();
                 true
             } else {
                 if st.transport == Transport::Upgrading {

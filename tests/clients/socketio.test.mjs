@@ -160,3 +160,34 @@ test('a payload that is not a Laravel envelope reaches no socket and is counted'
   assert.deepEqual(seen, [['Real', 'orders.7', { socket: null }]]);
   socket.close();
 });
+
+test('the polling-session gauge counts sockets still on long-polling, not upgraded ones', async () => {
+  const own = await startHerald();
+  const gauge = async () => Number(/herald_socketio_polling_sessions (\d+)/.exec(await (await fetch(`${own.url}/metrics`)).text())[1]);
+  const settlesAt = async (want) => {
+    for (let i = 0; i < 50 && await gauge() !== want; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await gauge(), want);
+  };
+  try {
+    assert.equal(await gauge(), 0);
+    const polling = io(own.url, { forceNew: true, reconnection: false, transports: ['polling'] });
+    await once(polling, 'connect');
+    await settlesAt(1);
+    const upgrading = io(own.url, { forceNew: true, reconnection: false });
+    await once(upgrading, 'connect');
+    for (let i = 0; i < 50 && upgrading.io.engine.transport.name !== 'websocket'; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(upgrading.io.engine.transport.name, 'websocket');
+    await settlesAt(1);
+    const v2 = ioV2(own.url, { forceNew: true, reconnection: false, transports: ['polling'] });
+    await once(v2, 'connect');
+    await settlesAt(2);
+    polling.close();
+    v2.close();
+    await settlesAt(0);
+    upgrading.close();
+  } finally {
+    await own.stop();
+  }
+});
