@@ -143,6 +143,11 @@ pub struct Cli {
     /// Seconds of silence before the server pings a Pusher client [default: 120].
     #[arg(long, env = "HERALD_ACTIVITY_TIMEOUT")]
     pub activity_timeout: Option<u64>,
+
+    /// URL the default app's Pusher webhooks are posted to (every event type); more
+    /// URLs and per-app webhooks in the TOML file.
+    #[arg(long, env = "HERALD_APP_WEBHOOK")]
+    pub app_webhook: Option<String>,
 }
 
 /// What the TOML file may hold: the same keys as the CLI, plus apps.
@@ -178,6 +183,7 @@ pub struct FileConfig {
     app_key: Option<String>,
     app_secret: Option<String>,
     activity_timeout: Option<u64>,
+    app_webhook: Option<String>,
     #[serde(default)]
     apps: Vec<AppConfig>,
 }
@@ -206,6 +212,49 @@ pub struct AppConfig {
     /// Largest client message and HTTP API `data`, in bytes.
     #[serde(default = "default_message_size")]
     pub max_message_size: usize,
+    /// Where Pusher webhooks go.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One webhook URL of an app (Soketi's shape): `event_types` empty means all of them.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
+impl WebhookConfig {
+    /// The event names this URL receives.
+    pub fn wanted(&self) -> Vec<&'static str> {
+        crate::pusher::webhooks::EVENT_TYPES
+            .into_iter()
+            .filter(|t| self.event_types.is_empty() || self.event_types.iter().any(|e| e == t))
+            .collect()
+    }
+
+    fn check(&self, app: &str) -> Result<(), String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "app {app}: webhook url must be http:// or https://, got {:?}",
+                self.url
+            ));
+        }
+        let known = crate::pusher::webhooks::EVENT_TYPES;
+        match self
+            .event_types
+            .iter()
+            .find(|e| !known.contains(&e.as_str()))
+        {
+            Some(e) => Err(format!(
+                "app {app}: unknown webhook event type {e:?} (known: {})",
+                known.join(", ")
+            )),
+            None => Ok(()),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -235,6 +284,7 @@ impl AppConfig {
             max_presence_members: default_presence_members(),
             max_presence_member_size: default_presence_member_size(),
             max_message_size: default_message_size(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -349,11 +399,22 @@ impl Config {
                 .or(file.app_secret)
                 .unwrap_or_else(|| "herald-secret".into()),
         )];
+        if let Some(url) = cli.app_webhook.or(file.app_webhook) {
+            apps[0].webhooks.push(WebhookConfig {
+                url,
+                event_types: Vec::new(),
+            });
+        }
         for app in file.apps {
             if apps.iter().any(|a| a.id == app.id || a.key == app.key) {
                 return Err(format!("app {} is defined twice", app.id));
             }
             apps.push(app);
+        }
+        for app in &apps {
+            for hook in &app.webhooks {
+                hook.check(&app.id)?;
+            }
         }
         Ok(Config {
             redis_bind: cli
@@ -551,5 +612,26 @@ mod tests {
         assert_eq!(c.apps.len(), 2);
         assert!(!c.apps[1].client_events);
         assert_eq!(c.apps[1].max_presence_members, 100);
+    }
+
+    #[test]
+    fn webhooks_from_flag_and_file_checked() {
+        let c = parse(
+            &["--app-webhook", "http://app.test/hooks"],
+            "[[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n\
+             webhooks = [{ url = \"https://b.test/h\", event_types = [\"member_added\"] }]\n",
+        )
+        .unwrap();
+        assert_eq!(c.apps[0].webhooks[0].url, "http://app.test/hooks");
+        assert_eq!(c.apps[0].webhooks[0].wanted().len(), 6);
+        assert_eq!(c.apps[1].webhooks[0].wanted(), ["member_added"]);
+        assert!(parse(&["--app-webhook", "ftp://x"], "")
+            .unwrap_err()
+            .contains("http:// or https://"));
+        let typo = "[[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s\"\n\
+                    webhooks = [{ url = \"http://b.test\", event_types = [\"member_joined\"] }]\n";
+        assert!(parse(&[], typo)
+            .unwrap_err()
+            .contains("unknown webhook event type \"member_joined\""));
     }
 }

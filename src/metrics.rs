@@ -85,9 +85,16 @@ pub static SOCKETIO_POLLING_SESSIONS: Gauge = Gauge::new();
 /// Publications that were not a Laravel envelope and so were not sent to WebSocket clients.
 pub static NON_LARAVEL_PAYLOADS: Counter = Counter::new();
 
+/// Pusher webhook requests the app's server took (2xx).
+pub static WEBHOOKS_SENT: Counter = Counter::new();
+/// Pusher webhook requests given up after five minutes of retries.
+pub static WEBHOOKS_FAILED: Counter = Counter::new();
+/// Webhook events dropped because their URL's queue was full.
+pub static WEBHOOK_EVENTS_DROPPED: Counter = Counter::new();
+
 /// Prometheus text exposition of the counters above.
 pub fn render() -> String {
-    let rows: [(&str, &str, u64); 8] = [
+    let rows: [(&str, &str, u64); 11] = [
         (
             "herald_slow_consumers_dropped_total",
             "counter",
@@ -111,6 +118,17 @@ pub fn render() -> String {
             "herald_non_laravel_payloads_total",
             "counter",
             NON_LARAVEL_PAYLOADS.get(),
+        ),
+        ("herald_webhooks_sent_total", "counter", WEBHOOKS_SENT.get()),
+        (
+            "herald_webhooks_failed_total",
+            "counter",
+            WEBHOOKS_FAILED.get(),
+        ),
+        (
+            "herald_webhook_events_dropped_total",
+            "counter",
+            WEBHOOK_EVENTS_DROPPED.get(),
         ),
     ];
     let mut s = String::new();

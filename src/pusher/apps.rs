@@ -5,6 +5,7 @@
 //! one, where Laravel's redis-driver publications land.
 
 use super::channels::{Channels, Conn};
+use super::webhooks::Webhooks;
 use crate::config::AppConfig;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -20,10 +21,16 @@ pub struct App {
 }
 
 impl App {
+    /// Starts the app's webhook senders, if it has webhooks (inside the runtime, then).
     pub fn new(config: AppConfig) -> Self {
+        let hooks =
+            Webhooks::start(&config.webhooks, &config.key, &config.secret).unwrap_or_else(|e| {
+                tracing::error!(app = %config.id, "webhooks disabled: {e}");
+                Webhooks::default()
+            });
         App {
+            channels: Channels::new(hooks),
             config,
-            channels: Channels::default(),
             connections: AtomicUsize::new(0),
             users: Mutex::default(),
         }

@@ -6,8 +6,12 @@
 //! per user however many connections they have; `member_added` goes out on a user's
 //! first connection and `member_removed` after the last one. Frames are encoded once
 //! by the caller and the same bytes are pushed to every subscriber's outbox.
+//! The webhook events these changes make (occupied, vacated, member added and removed,
+//! cache miss) are queued under the same shard lock, so that one channel's events reach
+//! the app in the order they happened.
 
 use super::protocol;
+use super::webhooks::{Event, Webhooks};
 use crate::broker::SubscriberId;
 use crate::outbox::Outbox;
 use crate::sharded::Sharded;
@@ -102,17 +106,28 @@ struct PresenceBody<'a> {
 
 pub struct Channels {
     map: Sharded<Box<str>, Channel>,
+    hooks: Webhooks,
 }
 
 impl Default for Channels {
     fn default() -> Self {
-        Channels {
-            map: Sharded::new(SHARDS),
-        }
+        Channels::new(Webhooks::default())
     }
 }
 
 impl Channels {
+    pub fn new(hooks: Webhooks) -> Self {
+        Channels {
+            map: Sharded::new(SHARDS),
+            hooks,
+        }
+    }
+
+    /// The app's webhooks (client events are reported by the connection that sends them).
+    pub fn hooks(&self) -> &Webhooks {
+        &self.hooks
+    }
+
     /// Add `conn` to `name`; on presence channels `member` is its user (`key` = user id text).
     pub fn subscribe(
         &self,
@@ -124,6 +139,8 @@ impl Channels {
         let mut shard = self.map.write(name);
         let ch = shard.entry(name.into()).or_default();
         let already = ch.subscribers.iter().any(|c| c.id == conn.id);
+        let occupied = ch.subscribers.is_empty();
+        let mut new_member = None;
         if let Some((key, member)) = member {
             if !already {
                 match ch.present.get_mut(&key) {
@@ -141,6 +158,7 @@ impl Channels {
                         for c in &ch.subscribers {
                             c.outbox.push(added.clone());
                         }
+                        new_member = Some(key.clone());
                         ch.present.insert(
                             key,
                             Present {
@@ -170,6 +188,15 @@ impl Channels {
             "{}".to_string()
         };
         let cached = is_cache(name).then(|| ch.last.clone());
+        if occupied {
+            self.hooks.emit(Event::channel_occupied(name));
+        }
+        if let Some(user_id) = new_member {
+            self.hooks.emit(Event::member_added(name, &user_id));
+        }
+        if cached == Some(None) {
+            self.hooks.emit(Event::cache_miss(name));
+        }
         Ok(Joined { succeeded, cached })
     }
 
@@ -195,8 +222,12 @@ impl Channels {
                         for c in &ch.subscribers {
                             c.outbox.push(removed.clone());
                         }
+                        self.hooks.emit(Event::member_removed(name, key));
                     }
                 }
+            }
+            if ch.subscribers.is_empty() {
+                self.hooks.emit(Event::channel_vacated(name));
             }
         }
         if ch.subscribers.is_empty() && ch.last.is_none() {

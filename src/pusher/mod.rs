@@ -7,12 +7,14 @@
 //! - [`signature`]: HMAC-SHA256 channel, user and request signatures.
 //! - [`websocket`]: one connection's session.
 //! - [`http_api`]: events, batches, channel and user queries, terminations.
+//! - [`webhooks`]: signed POSTs to the app about channels, members and client events.
 
 pub mod apps;
 pub mod channels;
 pub mod http_api;
 pub mod protocol;
 pub mod signature;
+pub mod webhooks;
 pub mod websocket;
 
 use crate::laravel::{Audience, Envelope};

@@ -9,6 +9,7 @@ use super::apps::App;
 use super::channels::{Conn, Member, Refused};
 use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
 use super::signature;
+use super::webhooks::Event;
 use crate::laravel::ChannelKind;
 use crate::outbox::Outbox;
 use crate::server::State;
@@ -359,6 +360,7 @@ impl Session {
             ));
             return;
         };
+        let member = member.clone();
         let user_id = member
             .as_deref()
             .and_then(|k| serde_json::to_string(k).ok())
@@ -380,6 +382,16 @@ impl Session {
         self.app
             .channels
             .publish(channel, &frame, Some(&self.conn.socket_id));
+        let hooks = self.app.channels.hooks();
+        if hooks.wants("client_event") {
+            hooks.emit(Event::client_event(
+                channel,
+                &msg.event,
+                msg.data,
+                &self.conn.socket_id,
+                member.as_deref(),
+            ));
+        }
     }
 }
 
