@@ -14,7 +14,7 @@
 mod cors;
 mod echo;
 mod engine;
-mod packet;
+pub mod packet;
 mod polling;
 mod rooms;
 mod websocket;
