@@ -8,7 +8,7 @@
 use bytes::BytesMut;
 use herald::resp::codec::{split_args, string2ll, Limits, RequestDecoder};
 use herald::socketio::packet::{self, Eio};
-use herald::ws::frame::Decoder as WsDecoder;
+use herald::ws::frame::{Decoder as WsDecoder, Message};
 use tokio_util::codec::Decoder;
 
 /// xorshift64*: deterministic, no dependency.
@@ -76,6 +76,22 @@ impl Rng {
     }
 }
 
+/// Feed `input` to a parser in random pieces, as reads split it; after each piece
+/// `drain` decodes what it can and says whether to go on (false: the input was refused
+/// and the connection would be closed).
+fn feed_in_pieces(rng: &mut Rng, input: &[u8], mut drain: impl FnMut(&mut BytesMut) -> bool) {
+    let mut buf = BytesMut::new();
+    let mut rest = input;
+    while !rest.is_empty() {
+        let n = 1 + rng.below(rest.len());
+        buf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        if !drain(&mut buf) {
+            return;
+        }
+    }
+}
+
 fn iterations() -> usize {
     std::env::var("HERALD_FUZZ_ITERATIONS")
         .ok()
@@ -105,32 +121,24 @@ fn resp_decoder_never_panics_and_always_makes_progress() {
         let input = rng.input(corpus);
         let authenticated = rng.below(2) == 0;
         let mut decoder = RequestDecoder::new(limits, authenticated);
-        let mut buf = BytesMut::new();
-        // Fed in random pieces, as reads split it.
-        let mut rest = &input[..];
-        'feed: while !rest.is_empty() {
-            let n = 1 + rng.below(rest.len());
-            buf.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            loop {
-                let before = buf.len();
-                match decoder.decode(&mut buf) {
-                    Ok(Some(args)) => {
-                        requests += 1;
-                        assert!(buf.len() < before, "a request consumed nothing");
-                        assert!(args.len() <= limits.max_multibulk_len);
-                        assert!(args.iter().all(|a| a.len() <= limits.max_bulk_len.max(256)));
-                    }
-                    Ok(None) => break,
-                    // The session answers the error and closes the connection.
-                    Err(e) => {
-                        refusals += 1;
-                        assert!(e.reply().starts_with(b"-ERR Protocol error: "));
-                        break 'feed;
-                    }
+        feed_in_pieces(&mut rng, &input, |buf| loop {
+            let before = buf.len();
+            match decoder.decode(buf) {
+                Ok(Some(args)) => {
+                    requests += 1;
+                    assert!(buf.len() < before, "a request consumed nothing");
+                    assert!(args.len() <= limits.max_multibulk_len);
+                    assert!(args.iter().all(|a| a.len() <= limits.max_bulk_len.max(256)));
+                }
+                Ok(None) => return true,
+                // The session answers the error and closes the connection.
+                Err(e) => {
+                    refusals += 1;
+                    assert!(e.reply().starts_with(b"-ERR Protocol error: "));
+                    return false;
                 }
             }
-        }
+        });
         for line in input.split(|&b| b == b'\n') {
             let _ = split_args(line);
             let _ = string2ll(line);
@@ -183,33 +191,24 @@ fn websocket_decoder_never_panics_and_bounds_messages() {
     for _ in 0..iterations() {
         let input = rng.input(corpus);
         let mut decoder = WsDecoder::default();
-        let mut buf = BytesMut::new();
-        let mut rest = &input[..];
-        'feed: while !rest.is_empty() {
-            let n = 1 + rng.below(rest.len());
-            buf.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            loop {
-                let before = buf.len();
-                match decoder.decode(&mut buf, MAX) {
-                    Ok(Some(msg)) => {
-                        messages += 1;
-                        assert!(buf.len() < before, "a message consumed nothing");
-                        if let herald::ws::frame::Message::Text(t)
-                        | herald::ws::frame::Message::Binary(t) = msg
-                        {
-                            assert!(t.len() <= MAX, "message over the limit: {}", t.len());
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        closes += 1;
-                        assert!((1002..=1009).contains(&e.code), "close code {}", e.code);
-                        break 'feed;
+        feed_in_pieces(&mut rng, &input, |buf| loop {
+            let before = buf.len();
+            match decoder.decode(buf, MAX) {
+                Ok(Some(msg)) => {
+                    messages += 1;
+                    assert!(buf.len() < before, "a message consumed nothing");
+                    if let Message::Text(t) | Message::Binary(t) = msg {
+                        assert!(t.len() <= MAX, "message over the limit: {}", t.len());
                     }
                 }
+                Ok(None) => return true,
+                Err(e) => {
+                    closes += 1;
+                    assert!((1002..=1009).contains(&e.code), "close code {}", e.code);
+                    return false;
+                }
             }
-        }
+        });
     }
     let n = iterations();
     assert!(

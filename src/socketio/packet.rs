@@ -32,10 +32,15 @@ pub enum EnginePacket<'a> {
     Open,
 }
 
-/// Parse one text Engine.IO packet; Err is the reference server's "parse error".
-pub fn parse_engine(s: &str) -> Result<EnginePacket<'_>, ()> {
+/// A malformed Engine.IO packet or payload: the reference server's "parse error",
+/// after which the session is closed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParseError;
+
+/// Parse one text Engine.IO packet.
+pub fn parse_engine(s: &str) -> Result<EnginePacket<'_>, ParseError> {
     let mut chars = s.chars();
-    let kind = chars.next().ok_or(())?;
+    let kind = chars.next().ok_or(ParseError)?;
     let rest = &s[kind.len_utf8()..];
     Ok(match kind {
         '0' => EnginePacket::Open,
@@ -50,15 +55,15 @@ pub fn parse_engine(s: &str) -> Result<EnginePacket<'_>, ()> {
             let b64 = rest.strip_prefix('4').unwrap_or(rest);
             base64::engine::general_purpose::STANDARD
                 .decode(b64)
-                .map_err(|_| ())?;
+                .map_err(|_| ParseError)?;
             EnginePacket::Binary
         }
-        _ => return Err(()),
+        _ => return Err(ParseError),
     })
 }
 
 /// Split a text polling body into packets.
-pub fn split_payload(eio: Eio, body: &str) -> Result<Vec<&str>, ()> {
+pub fn split_payload(eio: Eio, body: &str) -> Result<Vec<&str>, ParseError> {
     match eio {
         Eio::V4 => Ok(body.split('\x1e').collect()),
         Eio::V3 => split_v3(body),
@@ -66,14 +71,14 @@ pub fn split_payload(eio: Eio, body: &str) -> Result<Vec<&str>, ()> {
 }
 
 /// `len:packet…` where len counts UTF-16 code units, as JavaScript's `String.length`.
-fn split_v3(mut body: &str) -> Result<Vec<&str>, ()> {
+fn split_v3(mut body: &str) -> Result<Vec<&str>, ParseError> {
     let mut out = Vec::new();
     if body.is_empty() {
-        return Err(());
+        return Err(ParseError);
     }
     while !body.is_empty() {
-        let colon = body.find(':').ok_or(())?;
-        let len: usize = body[..colon].parse().map_err(|_| ())?;
+        let colon = body.find(':').ok_or(ParseError)?;
+        let len: usize = body[..colon].parse().map_err(|_| ParseError)?;
         let rest = &body[colon + 1..];
         let mut units = 0;
         let mut end = rest.len();
@@ -85,7 +90,7 @@ fn split_v3(mut body: &str) -> Result<Vec<&str>, ()> {
             units += c.len_utf16();
         }
         if units < len || (end == rest.len() && units != len) {
-            return Err(());
+            return Err(ParseError);
         }
         out.push(&rest[..end]);
         body = &rest[end..];
@@ -101,37 +106,37 @@ pub enum V3Item {
 
 /// The v3 `application/octet-stream` payload: per packet a 0 (text) or 1 (binary)
 /// byte, the length as decimal digit bytes, 255, then the packet.
-pub fn split_v3_binary(mut body: &[u8]) -> Result<Vec<V3Item>, ()> {
+pub fn split_v3_binary(mut body: &[u8]) -> Result<Vec<V3Item>, ParseError> {
     let mut out = Vec::new();
     while !body.is_empty() {
         let is_text = match body[0] {
             0 => true,
             1 => false,
-            _ => return Err(()),
+            _ => return Err(ParseError),
         };
-        let sep = body.iter().position(|&b| b == 255).ok_or(())?;
+        let sep = body.iter().position(|&b| b == 255).ok_or(ParseError)?;
         if !(2..=12).contains(&sep) {
-            return Err(());
+            return Err(ParseError);
         }
         let mut len = 0usize;
         for &d in &body[1..sep] {
             if d > 9 {
-                return Err(());
+                return Err(ParseError);
             }
             len = len * 10 + d as usize;
         }
         let rest = &body[sep + 1..];
         if rest.len() < len {
-            return Err(());
+            return Err(ParseError);
         }
         let packet = &rest[..len];
         out.push(if is_text {
-            V3Item::Text(String::from_utf8(packet.to_vec()).map_err(|_| ())?)
+            V3Item::Text(String::from_utf8(packet.to_vec()).map_err(|_| ParseError)?)
         } else {
             // Binary packets carry their Engine.IO type (4, message) in the first byte.
             match packet.first() {
                 Some(4) => V3Item::Binary,
-                _ => return Err(()),
+                _ => return Err(ParseError),
             }
         });
         body = &rest[len..];
