@@ -148,6 +148,11 @@ pub struct Cli {
     /// URLs and per-app webhooks in the TOML file.
     #[arg(long, env = "HERALD_APP_WEBHOOK")]
     pub app_webhook: Option<String>,
+
+    /// Send the default app's subscribers `pusher:subscription_count` events (Pusher's
+    /// opt-in subscription count) [default: false].
+    #[arg(long, env = "HERALD_APP_SUBSCRIPTION_COUNT")]
+    pub app_subscription_count: Option<bool>,
 }
 
 /// What the TOML file may hold: the same keys as the CLI, plus apps.
@@ -184,6 +189,7 @@ pub struct FileConfig {
     app_secret: Option<String>,
     activity_timeout: Option<u64>,
     app_webhook: Option<String>,
+    app_subscription_count: Option<bool>,
     #[serde(default)]
     apps: Vec<AppConfig>,
 }
@@ -215,6 +221,10 @@ pub struct AppConfig {
     /// Where Pusher webhooks go.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
+    /// Tell subscribers of non-presence channels how many connections share the channel
+    /// (`pusher_internal:subscription_count`), as Pusher does when the app enables it.
+    #[serde(default)]
+    pub subscription_count: bool,
 }
 
 /// One webhook URL of an app (Soketi's shape): `event_types` empty means all of them.
@@ -285,6 +295,7 @@ impl AppConfig {
             max_presence_member_size: default_presence_member_size(),
             max_message_size: default_message_size(),
             webhooks: Vec::new(),
+            subscription_count: false,
         }
     }
 }
@@ -399,6 +410,10 @@ impl Config {
                 .or(file.app_secret)
                 .unwrap_or_else(|| "herald-secret".into()),
         )];
+        apps[0].subscription_count = cli
+            .app_subscription_count
+            .or(file.app_subscription_count)
+            .unwrap_or(false);
         if let Some(url) = cli.app_webhook.or(file.app_webhook) {
             apps[0].webhooks.push(WebhookConfig {
                 url,
@@ -623,7 +638,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.apps[0].webhooks[0].url, "http://app.test/hooks");
-        assert_eq!(c.apps[0].webhooks[0].wanted().len(), 6);
+        assert_eq!(c.apps[0].webhooks[0].wanted().len(), 7);
         assert_eq!(c.apps[1].webhooks[0].wanted(), ["member_added"]);
         assert!(parse(&["--app-webhook", "ftp://x"], "")
             .unwrap_err()

@@ -4,13 +4,13 @@
 //! connection count and its signed-in users. The first configured app is the default
 //! one, where Laravel's redis-driver publications land.
 
-use super::channels::{Channels, Conn};
+use super::channels::{Channels, Conn, COUNT_INTERVAL};
 use super::webhooks::Webhooks;
 use crate::config::AppConfig;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 pub struct App {
     pub config: AppConfig,
@@ -29,7 +29,7 @@ impl App {
                 Webhooks::default()
             });
         App {
-            channels: Channels::new(hooks),
+            channels: Channels::new(hooks, config.subscription_count),
             config,
             connections: AtomicUsize::new(0),
             users: Mutex::default(),
@@ -84,6 +84,20 @@ impl App {
     }
 }
 
+/// Send an app's held-back subscription counts once per interval, for as long as the
+/// app exists.
+async fn flush_counts(app: Weak<App>) {
+    let mut tick = tokio::time::interval(COUNT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match app.upgrade() {
+            Some(app) => app.channels.flush_counts(),
+            None => return,
+        }
+    }
+}
+
 fn host_of(origin: &str) -> Option<&str> {
     let rest = origin.split_once("://").map_or(origin, |(_, r)| r);
     rest.split(['/', ':']).next()
@@ -103,15 +117,17 @@ impl Apps {
             }
             c
         };
-        Apps {
-            apps: configs
-                .iter()
-                .cloned()
-                .map(with_origins)
-                .map(App::new)
-                .map(Arc::new)
-                .collect(),
+        let apps: Vec<Arc<App>> = configs
+            .iter()
+            .cloned()
+            .map(with_origins)
+            .map(App::new)
+            .map(Arc::new)
+            .collect();
+        for app in apps.iter().filter(|a| a.config.subscription_count) {
+            tokio::spawn(flush_counts(Arc::downgrade(app)));
         }
+        Apps { apps }
     }
 
     pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {

@@ -9,6 +9,13 @@
 //! The webhook events these changes make (occupied, vacated, member added and removed,
 //! cache miss) are queued under the same shard lock, so that one channel's events reach
 //! the app in the order they happened.
+//!
+//! Apps with subscription counts tell a non-presence channel's subscribers how many
+//! connections it has (`pusher_internal:subscription_count`) when that changes: at once
+//! if the channel was last told more than [`COUNT_INTERVAL`] ago, otherwise the channel
+//! is marked and [`Channels::flush_counts`] (the app's timer) sends the count then, so
+//! a thousand subscribers arriving together cost a few counts, not a thousand times a
+//! thousand frames.
 
 use super::protocol;
 use super::webhooks::{Event, Webhooks};
@@ -16,13 +23,18 @@ use crate::broker::SubscriberId;
 use crate::outbox::Outbox;
 use crate::sharded::Sharded;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const SHARDS: usize = 16;
+
+/// The least time between two subscription counts sent on one channel.
+pub const COUNT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One Pusher connection as the registries see it.
 pub struct Conn {
@@ -57,6 +69,8 @@ struct Channel {
     present: BTreeMap<Box<str>, Present>,
     /// Cache channels only: the last event's frame.
     last: Option<Bytes>,
+    /// When the subscribers were last told the subscription count.
+    counted: Option<Instant>,
 }
 
 /// What a new subscriber is owed once subscribed.
@@ -107,19 +121,23 @@ struct PresenceBody<'a> {
 pub struct Channels {
     map: Sharded<Box<str>, Channel>,
     hooks: Webhooks,
+    /// Apps with subscription counts: the channels whose count changed too soon after
+    /// the last one sent.
+    counts_due: Option<Mutex<HashSet<Box<str>>>>,
 }
 
 impl Default for Channels {
     fn default() -> Self {
-        Channels::new(Webhooks::default())
+        Channels::new(Webhooks::default(), false)
     }
 }
 
 impl Channels {
-    pub fn new(hooks: Webhooks) -> Self {
+    pub fn new(hooks: Webhooks, subscription_count: bool) -> Self {
         Channels {
             map: Sharded::new(SHARDS),
             hooks,
+            counts_due: subscription_count.then(Mutex::default),
         }
     }
 
@@ -172,6 +190,7 @@ impl Channels {
         }
         if !already {
             ch.subscribers.push(conn.clone());
+            self.count_changed(name, ch);
         }
         let succeeded = if name.starts_with("presence-") {
             let body = PresenceBody {
@@ -228,6 +247,8 @@ impl Channels {
             }
             if ch.subscribers.is_empty() {
                 self.hooks.emit(Event::channel_vacated(name));
+            } else {
+                self.count_changed(name, ch);
             }
         }
         if ch.subscribers.is_empty() && ch.last.is_none() {
@@ -255,6 +276,49 @@ impl Channels {
             send(ch)
         } else {
             self.map.with(name, |ch| ch.map_or(0, send))
+        }
+    }
+
+    /// `name`'s subscriptions changed: tell its subscribers now, or mark it for the
+    /// next [`flush_counts`](Self::flush_counts) if they were told less than
+    /// [`COUNT_INTERVAL`] ago.
+    fn count_changed(&self, name: &str, ch: &mut Channel) {
+        let Some(due) = &self.counts_due else { return };
+        if name.starts_with("presence-") {
+            return;
+        }
+        let now = Instant::now();
+        if ch.counted.is_some_and(|t| now < t + COUNT_INTERVAL) {
+            due.lock().insert(name.into());
+        } else {
+            self.send_count(name, ch, now);
+        }
+    }
+
+    fn send_count(&self, name: &str, ch: &mut Channel, now: Instant) {
+        ch.counted = Some(now);
+        let count = ch.subscribers.len();
+        let data = format!("{{\"subscription_count\":{count}}}");
+        let frame = protocol::event("pusher_internal:subscription_count", Some(name), &data);
+        for c in &ch.subscribers {
+            c.outbox.push(frame.clone());
+        }
+        self.hooks.emit(Event::subscription_count(name, count));
+    }
+
+    /// Send the counts held back by [`COUNT_INTERVAL`]: the app calls this once per
+    /// interval.
+    pub fn flush_counts(&self) {
+        let Some(due) = &self.counts_due else { return };
+        let names = std::mem::take(&mut *due.lock());
+        let now = Instant::now();
+        for name in names {
+            let mut shard = self.map.write(&name);
+            if let Some(ch) = shard.get_mut(&name) {
+                if !ch.subscribers.is_empty() {
+                    self.send_count(&name, ch, now);
+                }
+            }
         }
     }
 
@@ -412,5 +476,41 @@ mod tests {
         let j = ch.subscribe("cache-y", &a, None, 0).ok().unwrap();
         assert_eq!(j.cached, Some(None));
         assert_eq!(ch.list("cache-").len(), 2);
+    }
+
+    #[test]
+    fn subscription_counts_are_sent_at_once_then_held_back_for_the_interval() {
+        let ch = Channels::new(Webhooks::default(), true);
+        let (a, b, c) = (conn(1), conn(2), conn(3));
+        let count = |n: usize| {
+            format!(
+                r#"{{"event":"pusher_internal:subscription_count","channel":"feed","data":"{{\"subscription_count\":{n}}}"}}"#
+            )
+        };
+        ch.subscribe("feed", &a, None, 0).ok().unwrap();
+        assert_eq!(queued(&a), [count(1)]);
+        // Within the interval: held back, then sent once with the count of the moment.
+        ch.subscribe("feed", &b, None, 0).ok().unwrap();
+        ch.subscribe("feed", &c, None, 0).ok().unwrap();
+        ch.unsubscribe("feed", c.id, None);
+        assert!(queued(&a).is_empty() && queued(&b).is_empty());
+        ch.flush_counts();
+        assert_eq!(queued(&a), [count(2)]);
+        assert_eq!(queued(&b), [count(2)]);
+        ch.flush_counts();
+        assert!(queued(&a).is_empty(), "nothing changed: nothing sent");
+        // Presence channels count users instead; apps without the option get nothing.
+        ch.subscribe(
+            "presence-r",
+            &a,
+            Some(("u".into(), Member { info: None })),
+            0,
+        )
+        .ok()
+        .unwrap();
+        assert!(!queued(&a).iter().any(|f| f.contains("subscription_count")));
+        let off = Channels::default();
+        off.subscribe("feed", &c, None, 0).ok().unwrap();
+        assert!(queued(&c).is_empty());
     }
 }

@@ -4,8 +4,9 @@
 //! configures, signed with `X-Pusher-Key` and `X-Pusher-Signature` (HMAC-SHA256 hex of
 //! the body with the app secret), which the Pusher SDKs' `webhook()` helpers verify.
 //! Apps use them to learn that a channel became occupied or vacated, that a user joined
-//! or left a presence channel, what client events were sent, and that a cache channel
-//! had nothing cached for a subscriber.
+//! or left a presence channel, what client events were sent, that a cache channel
+//! had nothing cached for a subscriber, and (apps with subscription counts) how many
+//! connections a channel has.
 //!
 //! Events are queued per URL, never on the path of a connection: a connection hands an
 //! event over with a non-blocking send and goes on. One task per URL posts what is
@@ -23,13 +24,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 /// The event names Pusher defines, as `event_types` in the configuration names them.
-pub const EVENT_TYPES: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 7] = [
     "channel_occupied",
     "channel_vacated",
     "member_added",
     "member_removed",
     "client_event",
     "cache_miss",
+    "subscription_count",
 ];
 
 /// Events waiting for one URL; past this they are dropped and counted.
@@ -56,6 +58,8 @@ pub struct Event {
     pub socket_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_count: Option<usize>,
 }
 
 impl Event {
@@ -67,6 +71,7 @@ impl Event {
             data: None,
             socket_id: None,
             user_id: None,
+            subscription_count: None,
         }
     }
 
@@ -94,6 +99,13 @@ impl Event {
 
     pub fn cache_miss(channel: &str) -> Self {
         Self::about("cache_miss", channel)
+    }
+
+    pub fn subscription_count(channel: &str, count: usize) -> Self {
+        Event {
+            subscription_count: Some(count),
+            ..Self::about("subscription_count", channel)
+        }
     }
 
     /// `data` as Pusher gives it: a string stays that string, anything else is its JSON
@@ -267,6 +279,10 @@ mod tests {
         assert_eq!(
             json(&Event::channel_occupied("orders")),
             r#"{"name":"channel_occupied","channel":"orders"}"#
+        );
+        assert_eq!(
+            json(&Event::subscription_count("feed", 12)),
+            r#"{"name":"subscription_count","channel":"feed","subscription_count":12}"#
         );
         assert_eq!(
             json(&Event::member_removed("presence-room", "7")),
