@@ -152,7 +152,7 @@ async fn command_table_time_and_no_keys() {
     .await;
     c.send(b"CLIENT HELP\r\n").await;
     c.expect(
-        b"*15\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+SETNAME\r\n",
+        b"*19\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+SETNAME\r\n",
     )
     .await;
 }

@@ -1,13 +1,16 @@
-//! Connection commands: PING, ECHO, AUTH, HELLO, SELECT, CLIENT ..., QUIT, RESET.
+//! Connection commands: PING, ECHO, AUTH, HELLO, SELECT, CLIENT ... (KILL included),
+//! QUIT, RESET.
 //!
 //! These are what clients send when they connect (predis 3: `HELLO 2 AUTH ... SETNAME`,
 //! `CLIENT SETINFO`, `SELECT`; phpredis: `AUTH`, `SELECT`, `ECHO` liveness checks), so
 //! their replies and errors follow Redis 7 byte for byte. Passwords are compared in
 //! constant time.
 
+use super::super::client::Client;
 use super::super::frame::{Frame, Proto};
 use super::super::session::Session;
 use super::{integer, lower, wrong_arity};
+use crate::outbox::Closed;
 use bytes::Bytes;
 use subtle::ConstantTimeEq;
 
@@ -26,6 +29,8 @@ pub enum Cmd {
     SetInfo(Bytes, Bytes),
     List(Vec<Bytes>),
     Info,
+    Kill(Vec<Bytes>),
+    NoEvict(Bytes),
     Quit,
     Reset,
 }
@@ -44,6 +49,8 @@ pub fn parse(name: &str, mut args: Vec<Bytes>) -> Cmd {
         "client|setinfo" => Cmd::SetInfo(take(1), take(2)),
         "client|list" => Cmd::List(args.split_off(1)),
         "client|info" => Cmd::Info,
+        "client|kill" => Cmd::Kill(args.split_off(1)),
+        "client|no-evict" => Cmd::NoEvict(take(1)),
         "quit" => Cmd::Quit,
         "reset" => Cmd::Reset,
         other => unreachable!("{other} is not a connection command"),
@@ -75,6 +82,11 @@ pub fn run(cmd: Cmd, s: &mut Session) {
         Cmd::SetInfo(attr, value) => set_info(s, &attr, value),
         Cmd::List(filters) => client_list(s, &filters),
         Cmd::Info => Frame::Verbatim(format!("{}\n", s.client.info_line())),
+        Cmd::Kill(args) => kill(s, &args),
+        Cmd::NoEvict(mode) => match lower(&mode).as_str() {
+            "on" | "off" => Frame::OK,
+            _ => Frame::err("syntax error"),
+        },
         Cmd::Quit => {
             s.closing = true;
             Frame::OK
@@ -278,26 +290,118 @@ fn set_info(s: &mut Session, attr: &[u8], value: Bytes) -> Frame {
     Frame::OK
 }
 
+/// A client type filter: Some(pubsub?); None for `master`/`replica`, which herald has
+/// none of. Err is Redis's reply to an unknown type.
+fn client_type(k: &[u8]) -> Result<Option<bool>, Frame> {
+    match lower(k).as_str() {
+        "normal" => Ok(Some(false)),
+        "pubsub" => Ok(Some(true)),
+        "master" | "replica" | "slave" => Ok(None),
+        _ => Err(Frame::err(format_args!(
+            "Unknown client type '{}'",
+            String::from_utf8_lossy(k)
+        ))),
+    }
+}
+
+fn type_matches(kind: Option<Option<bool>>, c: &Client) -> bool {
+    match kind {
+        None => true,
+        Some(None) => false,
+        Some(Some(pubsub)) => c.is_pubsub() == pubsub,
+    }
+}
+
+/// `CLIENT KILL ip:port` (the old form: OK, or an error if no client has that address)
+/// or `CLIENT KILL <filter> <value> ...` with ID, TYPE, USER, ADDR, LADDR and SKIPME
+/// (yes by default: the caller is spared), answering how many were killed. A killed
+/// client's connection is closed; the caller, if it kills itself, once the reply is out.
+fn kill(s: &mut Session, args: &[Bytes]) -> Frame {
+    let all = s.hub.clients.all();
+    if let [addr] = args {
+        return match all
+            .iter()
+            .find(|c| c.addr.to_string().as_bytes() == &addr[..])
+        {
+            None => Frame::err("No such client"),
+            Some(c) => {
+                end(s, c);
+                Frame::OK
+            }
+        };
+    }
+    let (mut id, mut kind, mut user, mut addr, mut laddr) = (None, None, None, None, None);
+    let mut skip_me = true;
+    for pair in args.chunks(2) {
+        let [filter, value] = pair else {
+            return Frame::err("syntax error");
+        };
+        match lower(filter).as_str() {
+            "id" => match integer(value) {
+                Ok(n) if n > 0 => id = Some(n as u64),
+                _ => return Frame::err("client-id should be greater than 0"),
+            },
+            "type" => match client_type(value) {
+                Ok(k) => kind = Some(k),
+                Err(e) => return e,
+            },
+            "user" => {
+                let name = String::from_utf8_lossy(value).into_owned();
+                let users = &s.hub.state.config.users;
+                if name != "default" && !users.iter().any(|u| u.name == name) {
+                    return Frame::err(format_args!("No such user '{name}'"));
+                }
+                user = Some(name);
+            }
+            "addr" => addr = Some(value.clone()),
+            "laddr" => laddr = Some(value.clone()),
+            "skipme" => match lower(value).as_str() {
+                "yes" => skip_me = true,
+                "no" => skip_me = false,
+                _ => return Frame::err("syntax error"),
+            },
+            _ => return Frame::err("syntax error"),
+        }
+    }
+    let mut killed = 0;
+    for c in &all {
+        let matches = id.is_none_or(|id| c.id == id)
+            && type_matches(kind, c)
+            && user.as_ref().is_none_or(|u| c.meta.lock().user == *u)
+            && addr
+                .as_ref()
+                .is_none_or(|a| c.addr.to_string().as_bytes() == &a[..])
+            && laddr
+                .as_ref()
+                .is_none_or(|a| c.laddr.to_string().as_bytes() == &a[..]);
+        if matches && !(skip_me && c.id == s.client.id) {
+            end(s, c);
+            killed += 1;
+        }
+    }
+    Frame::Integer(killed)
+}
+
+/// Close `c`'s connection: another client at once, this one after its reply.
+fn end(s: &mut Session, c: &Client) {
+    if c.id == s.client.id {
+        s.closing = true;
+    } else {
+        c.outbox.close(Closed::Server("killed by CLIENT KILL"));
+        c.kicked.notify_one();
+    }
+}
+
 /// `CLIENT LIST [TYPE normal|pubsub|master|replica] [ID id ...]`.
 fn client_list(s: &Session, filters: &[Bytes]) -> Frame {
-    // Some(pubsub?) to filter by type; herald has no master or replica connections.
     let mut kind: Option<Option<bool>> = None;
     let mut ids: Option<Vec<u64>> = None;
     match filters {
         [] => {}
-        [t, k] if lower(t) == "type" => {
-            kind = Some(match lower(k).as_str() {
-                "normal" => Some(false),
-                "pubsub" => Some(true),
-                "master" | "replica" | "slave" => None,
-                _ => {
-                    return Frame::err(format_args!(
-                        "Unknown client type '{}'",
-                        String::from_utf8_lossy(k)
-                    ))
-                }
-            })
-        }
+        [t, k] if lower(t) == "type" => match client_type(k) {
+            Ok(k) => kind = Some(k),
+            Err(e) => return e,
+        },
         [i, rest @ ..] if lower(i) == "id" && !rest.is_empty() => {
             let mut v = Vec::new();
             for id in rest {
@@ -312,12 +416,7 @@ fn client_list(s: &Session, filters: &[Bytes]) -> Frame {
     }
     let mut text = String::new();
     for c in s.hub.clients.all() {
-        let type_ok = match kind {
-            None => true,
-            Some(None) => false,
-            Some(Some(pubsub)) => c.is_pubsub() == pubsub,
-        };
-        if !type_ok || ids.as_ref().is_some_and(|ids| !ids.contains(&c.id)) {
+        if !type_matches(kind, &c) || ids.as_ref().is_some_and(|ids| !ids.contains(&c.id)) {
             continue;
         }
         text.push_str(&c.info_line());

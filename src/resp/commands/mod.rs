@@ -123,6 +123,8 @@ pub static TABLE: &[Spec] = &[
         spec!("client|setinfo", 4, Connection, ["noscript", "loading", "stale"], "7.2.0", "Sets information specific to the client or connection."),
         spec!("client|list", -2, Connection, ["admin", "noscript", "loading", "stale"], "2.4.0", "Lists open connections."),
         spec!("client|info", 2, Connection, ["noscript", "loading", "stale"], "6.2.0", "Returns information about the connection."),
+        spec!("client|kill", -3, Connection, ["admin", "noscript", "loading", "stale"], "2.4.0", "Terminates open connections."),
+        spec!("client|no-evict", 3, Connection, ["admin", "noscript", "loading", "stale"], "7.0.0", "Sets the client eviction mode of the connection (herald evicts no client for memory)."),
         spec!("client|help", 2, Connection, ["loading", "stale"], "5.0.0", "Returns helpful text about the different subcommands.")
     ]),
     spec!("info", -1, Server, ["loading", "stale"], "1.0.0", "Returns information and statistics about the server."),
