@@ -7,7 +7,7 @@
 //! first connection and `member_removed` after the last one. Frames are encoded once
 //! by the caller and the same bytes are pushed to every subscriber's outbox.
 //! The webhook events these changes make (occupied, vacated, member added and removed,
-//! cache miss) are queued under the same shard lock, so that one channel's events reach
+//! cache miss; none for `#server-to-user-` channels) are queued under the same shard lock, so that one channel's events reach
 //! the app in the order they happened.
 //!
 //! Apps with subscription counts tell a non-presence channel's subscribers how many
@@ -99,6 +99,12 @@ pub fn is_cache(name: &str) -> bool {
     .any(|p| name.starts_with(p))
 }
 
+/// Pusher's own channels (`#server-to-user-{id}`, which pusher-js joins after signin):
+/// not the app's channels, so no webhooks or subscription counts about them.
+fn is_internal(name: &str) -> bool {
+    name.starts_with('#')
+}
+
 /// Occupancy of one channel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Occupancy {
@@ -157,7 +163,7 @@ impl Channels {
         let mut shard = self.map.write(name);
         let ch = shard.entry(name.into()).or_default();
         let already = ch.subscribers.iter().any(|c| c.id == conn.id);
-        let occupied = ch.subscribers.is_empty();
+        let occupied = ch.subscribers.is_empty() && !is_internal(name);
         let mut new_member = None;
         if let Some((key, member)) = member {
             if !already {
@@ -246,7 +252,9 @@ impl Channels {
                 }
             }
             if ch.subscribers.is_empty() {
-                self.hooks.emit(Event::channel_vacated(name));
+                if !is_internal(name) {
+                    self.hooks.emit(Event::channel_vacated(name));
+                }
             } else {
                 self.count_changed(name, ch);
             }
@@ -284,7 +292,7 @@ impl Channels {
     /// [`COUNT_INTERVAL`] ago.
     fn count_changed(&self, name: &str, ch: &mut Channel) {
         let Some(due) = &self.counts_due else { return };
-        if name.starts_with("presence-") {
+        if name.starts_with("presence-") || is_internal(name) {
             return;
         }
         let now = Instant::now();

@@ -144,6 +144,16 @@ test('cache_miss when a cache channel has nothing to replay', async () => {
   await rx.waitFor('/hooks', is('cache_miss', 'cache-prices'));
 });
 
+test('no webhooks about Pusher\'s own #server-to-user channels', async () => {
+  const c = await client({ user: { user_id: 'u-5', user_info: {} } });
+  c.signin();
+  await c.user.signinDonePromise;
+  await sleep(200); // pusher-js subscribes to #server-to-user-u-5 after the signin
+  await subscribed(c, 'after-signin');
+  await rx.waitFor('/hooks', is('channel_occupied', 'after-signin'));
+  assert.equal(rx.events('/hooks').some((e) => e.channel.startsWith('#')), false);
+});
+
 test('a failed delivery is retried until the app takes it', async () => {
   rx.failNext(2);
   const raw = RawClient.connect(h);
