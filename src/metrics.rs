@@ -56,6 +56,10 @@ impl Gauge {
     pub fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
+
+    pub fn sub(&self, n: u64) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -91,10 +95,12 @@ pub static WEBHOOKS_SENT: Counter = Counter::new();
 pub static WEBHOOKS_FAILED: Counter = Counter::new();
 /// Webhook events dropped because their URL's queue was full.
 pub static WEBHOOK_EVENTS_DROPPED: Counter = Counter::new();
+/// Webhook events queued or being posted (shutdown waits a little for them).
+pub static WEBHOOK_EVENTS_PENDING: Gauge = Gauge::new();
 
 /// Prometheus text exposition of the counters above.
 pub fn render() -> String {
-    let rows: [(&str, &str, u64); 11] = [
+    let rows: [(&str, &str, u64); 12] = [
         (
             "herald_slow_consumers_dropped_total",
             "counter",
@@ -129,6 +135,11 @@ pub fn render() -> String {
             "herald_webhook_events_dropped_total",
             "counter",
             WEBHOOK_EVENTS_DROPPED.get(),
+        ),
+        (
+            "herald_webhook_events_pending",
+            "gauge",
+            WEBHOOK_EVENTS_PENDING.get(),
         ),
     ];
     let mut s = String::new();

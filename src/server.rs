@@ -4,7 +4,8 @@
 //! shutdown one `CancellationToken` reaches every listener and connection: listeners
 //! stop accepting, RESP connections finish the replies in flight, WebSocket
 //! connections send their protocol's goodbye, and `Running::stopped` resolves when the
-//! listeners are done (bounded by a grace period).
+//! listeners are done (bounded by a grace period) and the webhooks that their leaving
+//! made have been posted (bounded too).
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -55,6 +56,8 @@ pub struct Running {
 
 /// How long connections get to finish after shutdown begins.
 const GRACE: Duration = Duration::from_secs(3);
+/// How long, once connections are closed, the webhooks their leaving made may take.
+const WEBHOOK_GRACE: Duration = Duration::from_secs(5);
 
 /// Bind both listeners and serve. Ports of 0 pick free ones; the bound addresses are
 /// logged and returned.
@@ -101,6 +104,17 @@ impl Running {
         };
         if tokio::time::timeout(GRACE, all).await.is_err() {
             tracing::warn!("connections still open after {GRACE:?}; closing them");
+        }
+        let posted = async {
+            while crate::pusher::webhooks::pending() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(WEBHOOK_GRACE, posted).await.is_err() {
+            tracing::warn!(
+                events = crate::pusher::webhooks::pending(),
+                "webhook events not delivered before exit"
+            );
         }
     }
 }

@@ -14,6 +14,11 @@
 //! and retries a failed request (no answer, or not 2xx) with exponential backoff for
 //! up to five minutes, as Pusher does, before giving it up. Events past a full queue
 //! are dropped and counted rather than holding memory without bound.
+//!
+//! On shutdown every connection leaves its channels, which makes the `member_removed`
+//! and `channel_vacated` events an app needs to mark its users offline; the server
+//! waits a few seconds for [`pending`] to reach zero before the process exits, so a
+//! restart does not leave users online in the app's records.
 
 use super::signature::hmac_hex;
 use crate::config::WebhookConfig;
@@ -186,7 +191,9 @@ impl Webhooks {
             .iter()
             .filter(|t| t.wants.contains(&event.name))
         {
-            if target.queue.try_send(event.clone()).is_err() {
+            if target.queue.try_send(event.clone()).is_ok() {
+                metrics::WEBHOOK_EVENTS_PENDING.inc();
+            } else {
                 metrics::WEBHOOK_EVENTS_DROPPED.inc();
                 tracing::warn!(
                     event = event.name,
@@ -196,6 +203,11 @@ impl Webhooks {
             }
         }
     }
+}
+
+/// Webhook events of every app still queued or being posted.
+pub fn pending() -> u64 {
+    metrics::WEBHOOK_EVENTS_PENDING.get()
 }
 
 /// The body Pusher posts.
@@ -226,6 +238,7 @@ impl Sender {
             })
             .expect("events serialise");
             self.post(body, batch.len()).await;
+            metrics::WEBHOOK_EVENTS_PENDING.sub(batch.len() as u64);
             batch.clear();
         }
     }

@@ -13,7 +13,8 @@ import { APP, sdk, pusherClient, connected, subscribed, RawClient } from './push
 
 const SHOP = { appId: 'shop', key: 'shop-key', secret: 'shop-secret' };
 
-// Collects every webhook request; `failNext` makes the next requests answer 500.
+// Collects every webhook request; `failNext` makes the next requests answer 500, and
+// requests to `/slow...` are answered after 800 ms.
 function startReceiver() {
   const requests = [];
   const waiters = [];
@@ -24,7 +25,7 @@ function startReceiver() {
     req.on('end', () => {
       if (failNext > 0) { failNext -= 1; res.writeHead(500).end(); return; }
       requests.push({ url: req.url, headers: req.headers, rawBody });
-      res.writeHead(200).end();
+      setTimeout(() => res.writeHead(200).end(), req.url.startsWith('/slow') ? 800 : 0);
       for (const w of [...waiters]) w();
     });
   });
@@ -182,4 +183,17 @@ test("an app's event_types filter what its URL receives", async () => {
   await sleep(300);
   assert.deepEqual([...new Set(rx.events('/shop').map((e) => e.name))], ['member_added']);
   assert.equal(rx.events('/hooks').some((e) => e.channel === 'presence-shop.1'), false);
+});
+
+test('a shutdown posts the member_removed and channel_vacated that its closed connections made', async () => {
+  // The app answers slowly: what the shutdown makes waits behind a request in flight.
+  const node = await startHerald(['--app-webhook', `${rx.base}/slow-restart`]);
+  const c = pusherClient(node, { user: { user_id: 'eve', user_info: {} } });
+  await connected(c);
+  await subscribed(c, 'presence-shift.1');
+  await rx.waitFor('/slow-restart', is('member_added', 'presence-shift.1', { user_id: 'eve' }));
+  assert.equal(await node.stop(), 0);
+  const names = rx.events('/slow-restart').map((e) => `${e.name}${e.user_id ? ':' + e.user_id : ''}`);
+  assert.deepEqual(names, ['channel_occupied', 'member_added:eve', 'member_removed:eve', 'channel_vacated']);
+  c.disconnect();
 });
