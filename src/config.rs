@@ -128,6 +128,11 @@ pub struct Cli {
     #[arg(long, env = "HERALD_CLIENT_EVENT_RATE")]
     pub client_event_rate: Option<u32>,
 
+    /// Channels one WebSocket connection (socket.io or Pusher) may be subscribed to, or
+    /// waiting to be authorized for; 0: no limit [default: 1000].
+    #[arg(long, env = "HERALD_MAX_CHANNELS_PER_CONNECTION")]
+    pub max_channels_per_connection: Option<usize>,
+
     /// Pusher app id of the default app [default: herald].
     #[arg(long, env = "HERALD_APP_ID")]
     pub app_id: Option<String>,
@@ -184,6 +189,7 @@ pub struct FileConfig {
     ping_timeout_ms: Option<u64>,
     max_http_buffer_size: Option<usize>,
     client_event_rate: Option<u32>,
+    max_channels_per_connection: Option<usize>,
     app_id: Option<String>,
     app_key: Option<String>,
     app_secret: Option<String>,
@@ -339,6 +345,8 @@ pub struct Config {
     pub ping_timeout: Duration,
     pub max_http_buffer_size: usize,
     pub client_event_rate: u32,
+    /// 0: no limit.
+    pub max_channels_per_connection: usize,
     pub activity_timeout: Duration,
     /// The first app is the default one: RESP publications go to its clients.
     pub apps: Vec<AppConfig>,
@@ -511,6 +519,10 @@ impl Config {
                 .client_event_rate
                 .or(file.client_event_rate)
                 .unwrap_or(10),
+            max_channels_per_connection: cli
+                .max_channels_per_connection
+                .or(file.max_channels_per_connection)
+                .unwrap_or(1000),
             activity_timeout: Duration::from_secs(
                 cli.activity_timeout
                     .or(file.activity_timeout)

@@ -95,6 +95,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         rate: state.config.client_event_rate,
         window: now,
         in_window: 0,
+        max_channels: state.config.max_channels_per_connection,
     };
     crate::metrics::WS_CONNECTIONS.inc();
     ws::drive(io, outbox, session, max_frame, state.shutdown.clone()).await;
@@ -107,6 +108,8 @@ struct Session {
     app: Arc<App>,
     conn: Arc<Conn>,
     subscriptions: Vec<Subscription>,
+    /// How many `subscriptions` may hold (0: no limit).
+    max_channels: usize,
     /// The user id after a successful `pusher:signin`.
     user: Option<Box<str>>,
     activity: Duration,
@@ -182,6 +185,16 @@ impl Session {
                 "InvalidChannel",
                 "Invalid channel name",
                 4009,
+            ));
+            return;
+        }
+        let full = self.max_channels > 0 && self.subscriptions.len() >= self.max_channels;
+        if full && self.subscribed(name).is_none() {
+            out.push(protocol::subscription_error(
+                name,
+                "LimitReached",
+                "Too many channels on this connection",
+                429,
             ));
             return;
         }

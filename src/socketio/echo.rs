@@ -3,7 +3,8 @@
 //! Echo emits `subscribe` `{channel, auth:{headers}}`, `unsubscribe` `{channel}` and
 //! `client event` `{channel, event, data}` (whispers). Private and presence channels
 //! are authorized by the Laravel app ([`crate::auth_callback`]); a refusal is told
-//! with `subscription_error` `(channel, status)`. Presence announces
+//! with `subscription_error` `(channel, status)`, as is a subscription past
+//! `--max-channels-per-connection` (status 429). Presence announces
 //! `presence:subscribed` to the joiner and `presence:joining` / `presence:leaving` to
 //! the others, once per user however many tabs the user has open.
 
@@ -164,7 +165,22 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
             .chain(&st.authorizing)
             .any(|c| **c == *channel)
     };
-    if channel.is_empty() || known(&s.lock().io) {
+    let (is_known, held) = {
+        let st = s.lock();
+        (
+            known(&st.io),
+            st.io.channels.len() + st.io.authorizing.len(),
+        )
+    };
+    let max = edge.config().max_channels_per_connection;
+    if channel.is_empty() || is_known || (max > 0 && held >= max) {
+        if !channel.is_empty() && !is_known {
+            tracing::debug!(sid = %s.sid, %channel, "refused: {max} channels on this socket");
+            s.member.send(packet::event(
+                "subscription_error",
+                &[&json_str(&channel), "429"],
+            ));
+        }
         if let Some(id) = ack {
             s.member.send(packet::ack(id));
         }
