@@ -154,8 +154,10 @@ impl Webhooks {
         if configs.is_empty() {
             return Ok(Webhooks::default());
         }
+        // A redirect is not a 2xx: followed, a POST would turn into a GET elsewhere.
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("webhook client: {e}"))?;
         let targets = configs
@@ -195,11 +197,17 @@ impl Webhooks {
                 metrics::WEBHOOK_EVENTS_PENDING.inc();
             } else {
                 metrics::WEBHOOK_EVENTS_DROPPED.inc();
-                tracing::warn!(
-                    event = event.name,
-                    channel = %event.channel,
-                    "webhook queue full: event dropped"
-                );
+                // The first drop, then one line per thousand: an app down for minutes
+                // must not flood the log.
+                let dropped = metrics::WEBHOOK_EVENTS_DROPPED.get();
+                if dropped % 1000 == 1 {
+                    tracing::warn!(
+                        dropped,
+                        event = event.name,
+                        channel = %event.channel,
+                        "webhook queue full: events dropped"
+                    );
+                }
             }
         }
     }

@@ -13,17 +13,24 @@ import { APP, sdk, pusherClient, connected, subscribed, RawClient } from './push
 
 const SHOP = { appId: 'shop', key: 'shop-key', secret: 'shop-secret' };
 
-// Collects every webhook request; `failNext` makes the next requests answer 500, and
-// requests to `/slow...` are answered after 800 ms.
+// Collects every webhook request it takes (`seen` has every request, taken or not);
+// `failNext` makes the next requests answer 500, the first request to `/moved...` gets a
+// 302, and requests to `/slow...` are answered after 800 ms.
 function startReceiver() {
   const requests = [];
+  const seen = [];
   const waiters = [];
   let failNext = 0;
   const server = http.createServer((req, res) => {
     let rawBody = '';
     req.on('data', (c) => { rawBody += c; });
     req.on('end', () => {
+      seen.push(`${req.method} ${req.url}`);
       if (failNext > 0) { failNext -= 1; res.writeHead(500).end(); return; }
+      if (req.url.startsWith('/moved') && seen.filter((r) => r === `POST ${req.url}`).length === 1) {
+        res.writeHead(302, { location: '/elsewhere' }).end();
+        return;
+      }
       requests.push({ url: req.url, headers: req.headers, rawBody });
       setTimeout(() => res.writeHead(200).end(), req.url.startsWith('/slow') ? 800 : 0);
       for (const w of [...waiters]) w();
@@ -32,7 +39,7 @@ function startReceiver() {
   const events = (url) => requests.filter((r) => r.url === url)
     .flatMap((r) => JSON.parse(r.rawBody).events);
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
-    server, requests,
+    server, requests, seen,
     base: `http://127.0.0.1:${server.address().port}`,
     failNext: (n) => { failNext = n; },
     events,
@@ -164,6 +171,17 @@ test('a failed delivery is retried until the app takes it', async () => {
   // 500, 500, then taken: after the 0.5 s and 1 s back-off waits.
   await rx.waitFor('/hooks', is('channel_occupied', 'retry.1'), 10000);
   raw.close();
+});
+
+test('a redirect is not a delivery: the POST is retried where it was sent, never followed', async () => {
+  const node = await startHerald(['--app-webhook', `${rx.base}/moved`]);
+  const raw = RawClient.connect(node);
+  await raw.established();
+  raw.send({ event: 'pusher:subscribe', data: { channel: 'moved.1' } });
+  await rx.waitFor('/moved', is('channel_occupied', 'moved.1'), 10000);
+  assert.deepEqual(rx.seen.filter((r) => r.includes('moved') || r.includes('elsewhere')), ['POST /moved', 'POST /moved']);
+  raw.close();
+  await node.stop();
 });
 
 test("an app's event_types filter what its URL receives", async () => {
