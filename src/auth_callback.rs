@@ -5,7 +5,7 @@
 //! handshake's `Cookie` and `Authorization` (so the session or token of the browser
 //! decides), with `X-Requested-With: XMLHttpRequest` so Laravel answers JSON. A 2xx
 //! allows; for presence the body's `channel_data` (an object or a JSON string) names
-//! the user. Anything else refuses with the status the app gave.
+//! the user. Anything else, a redirect included, refuses with the status the app gave.
 
 use serde::Deserialize;
 use std::path::Path;
@@ -49,17 +49,7 @@ impl AuthClient {
         timeout: Duration,
         ca_file: Option<&Path>,
     ) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder().timeout(timeout);
-        if let Some(path) = ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read auth CA file {}: {e}", path.display()))?;
-            let ca = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| format!("auth CA file {}: {e}", path.display()))?;
-            builder = builder.add_root_certificate(ca);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| format!("auth endpoint client: {e}"))?;
+        let http = crate::app_http::client(timeout, ca_file)?;
         Ok(AuthClient { http, endpoint })
     }
 

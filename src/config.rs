@@ -107,8 +107,8 @@ pub struct Cli {
     #[arg(long, env = "HERALD_AUTH_TIMEOUT_MS")]
     pub auth_timeout_ms: Option<u64>,
 
-    /// PEM file of a CA to trust for an HTTPS auth endpoint with a private certificate
-    /// (public CAs are always trusted).
+    /// PEM file of a CA to trust for an HTTPS auth endpoint or webhook URL with a private
+    /// certificate (public CAs are always trusted).
     #[arg(long, env = "HERALD_AUTH_CA_FILE")]
     pub auth_ca_file: Option<PathBuf>,
 

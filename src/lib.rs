@@ -22,6 +22,7 @@
 //! - [`metrics`]: process-wide counters.
 //! - [`logging`]: tracing set-up (pretty or JSON).
 
+pub mod app_http;
 pub mod auth_callback;
 pub mod broker;
 pub mod config;

@@ -9,6 +9,7 @@ use super::webhooks::Webhooks;
 use crate::config::AppConfig;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -21,10 +22,16 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the app's webhook senders, if it has webhooks (inside the runtime, then).
-    pub fn new(config: AppConfig) -> Self {
-        let hooks =
-            Webhooks::start(&config.webhooks, &config.key, &config.secret).unwrap_or_else(|e| {
+    /// Starts the app's webhook senders, if it has webhooks (inside the runtime, then);
+    /// they trust `ca_file` besides the public CAs.
+    pub fn new(config: AppConfig, ca_file: Option<&Path>) -> Self {
+        let start = |ca| Webhooks::start(&config.webhooks, &config.key, &config.secret, ca);
+        let hooks = start(ca_file)
+            .or_else(|e| {
+                tracing::error!(app = %config.id, "webhooks: {e}; trusting the public CAs only");
+                start(None)
+            })
+            .unwrap_or_else(|e| {
                 tracing::error!(app = %config.id, "webhooks disabled: {e}");
                 Webhooks::default()
             });
@@ -109,8 +116,9 @@ pub struct Apps {
 }
 
 impl Apps {
-    /// `origins` (the server-wide allowed origins) apply to apps that list none.
-    pub fn new(configs: &[AppConfig], origins: &[String]) -> Self {
+    /// `origins` (the server-wide allowed origins) apply to apps that list none;
+    /// `ca_file` is the private CA their webhook URLs may use.
+    pub fn new(configs: &[AppConfig], origins: &[String], ca_file: Option<&Path>) -> Self {
         let with_origins = |mut c: AppConfig| {
             if c.allowed_origins.is_empty() {
                 c.allowed_origins = origins.to_vec();
@@ -121,8 +129,7 @@ impl Apps {
             .iter()
             .cloned()
             .map(with_origins)
-            .map(App::new)
-            .map(Arc::new)
+            .map(|c| Arc::new(App::new(c, ca_file)))
             .collect();
         for app in apps.iter().filter(|a| a.config.subscription_count) {
             tokio::spawn(flush_counts(Arc::downgrade(app)));
@@ -157,7 +164,7 @@ mod tests {
         let mut c = AppConfig::new("1", "k", "s");
         c.max_connections = 1;
         c.allowed_origins = vec!["app.test".into(), "https://b.test".into()];
-        let app = App::new(c);
+        let app = App::new(c, None);
         assert!(app.admit());
         assert!(!app.admit());
         app.release();
@@ -175,6 +182,7 @@ mod tests {
         let apps = Apps::new(
             &[AppConfig::new("1", "k1", "s"), own],
             &["site.test".into()],
+            None,
         );
         assert!(apps
             .by_key("k1")

@@ -57,7 +57,12 @@ fn raw_query() -> BoxedFilter<(String,)> {
 }
 
 pub fn routes(state: State) -> BoxedFilter<(Response,)> {
-    let apps = Arc::new(Apps::new(&state.config.apps, &state.config.allowed_origins));
+    let c = &state.config;
+    let apps = Arc::new(Apps::new(
+        &c.apps,
+        &c.allowed_origins,
+        c.auth_ca_file.as_deref(),
+    ));
     let default = apps.default_app().clone();
     let dev_secret = (default.config.secret == "herald-secret").then_some("herald-secret");
     tracing::info!(

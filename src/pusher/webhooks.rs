@@ -25,6 +25,7 @@ use crate::config::WebhookConfig;
 use crate::metrics;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -149,17 +150,17 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Start one sending task per URL. Must run inside the tokio runtime when `configs`
-    /// is not empty.
-    pub fn start(configs: &[WebhookConfig], key: &str, secret: &str) -> Result<Self, String> {
+    /// is not empty. `ca_file`: the app's private CA, if it has one.
+    pub fn start(
+        configs: &[WebhookConfig],
+        key: &str,
+        secret: &str,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
         if configs.is_empty() {
             return Ok(Webhooks::default());
         }
-        // A redirect is not a 2xx: followed, a POST would turn into a GET elsewhere.
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("webhook client: {e}"))?;
+        let http = crate::app_http::client(REQUEST_TIMEOUT, ca_file)?;
         let targets = configs
             .iter()
             .map(|c| {
@@ -329,7 +330,7 @@ mod tests {
 
     #[test]
     fn no_targets_want_nothing_and_emit_is_a_no_op() {
-        let hooks = Webhooks::start(&[], "k", "s").unwrap();
+        let hooks = Webhooks::start(&[], "k", "s", None).unwrap();
         assert!(!hooks.wants("channel_occupied"));
         hooks.emit(Event::channel_occupied("x"));
     }

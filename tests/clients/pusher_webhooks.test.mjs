@@ -5,10 +5,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import https from 'node:https';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startHerald, sleep } from './lib/herald.mjs';
+import { privateCa } from './lib/tls.mjs';
 import { APP, sdk, pusherClient, connected, subscribed, RawClient } from './pusher_fixtures.mjs';
 
 const SHOP = { appId: 'shop', key: 'shop-key', secret: 'shop-secret' };
@@ -16,12 +18,12 @@ const SHOP = { appId: 'shop', key: 'shop-key', secret: 'shop-secret' };
 // Collects every webhook request it takes (`seen` has every request, taken or not);
 // `failNext` makes the next requests answer 500, the first request to `/moved...` gets a
 // 302, and requests to `/slow...` are answered after 800 ms.
-function startReceiver() {
+function startReceiver(tls) {
   const requests = [];
   const seen = [];
   const waiters = [];
   let failNext = 0;
-  const server = http.createServer((req, res) => {
+  const handler = (req, res) => {
     let rawBody = '';
     req.on('data', (c) => { rawBody += c; });
     req.on('end', () => {
@@ -35,12 +37,13 @@ function startReceiver() {
       setTimeout(() => res.writeHead(200).end(), req.url.startsWith('/slow') ? 800 : 0);
       for (const w of [...waiters]) w();
     });
-  });
+  };
+  const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
   const events = (url) => requests.filter((r) => r.url === url)
     .flatMap((r) => JSON.parse(r.rawBody).events);
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
     server, requests, seen,
-    base: `http://127.0.0.1:${server.address().port}`,
+    base: tls ? `https://localhost:${server.address().port}` : `http://127.0.0.1:${server.address().port}`,
     failNext: (n) => { failNext = n; },
     events,
     // Resolve with the first event at `url` matching `pred`, waiting up to `ms`.
@@ -182,6 +185,24 @@ test('a redirect is not a delivery: the POST is retried where it was sent, never
   assert.deepEqual(rx.seen.filter((r) => r.includes('moved') || r.includes('elsewhere')), ['POST /moved', 'POST /moved']);
   raw.close();
   await node.stop();
+});
+
+test('an HTTPS webhook URL with a private CA is trusted with --auth-ca-file', async () => {
+  const { dir, caFile, tls } = privateCa();
+  const secure = await startReceiver(tls);
+  const node = await startHerald(['--app-webhook', `${secure.base}/tls`, '--auth-ca-file', caFile]);
+  try {
+    const raw = RawClient.connect(node);
+    await raw.established();
+    raw.send({ event: 'pusher:subscribe', data: { channel: 'tls.1' } });
+    const e = await secure.waitFor('/tls', is('channel_occupied', 'tls.1'));
+    assert.equal(e.channel, 'tls.1');
+    raw.close();
+  } finally {
+    await node.stop();
+    secure.server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("an app's event_types filter what its URL receives", async () => {

@@ -3,9 +3,8 @@
 // toOthers(), and the real Laravel redis broadcaster (php) end to end.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Echo from 'laravel-echo';
@@ -13,6 +12,7 @@ import { io } from 'socket.io-client';
 import ioV2 from 'socket.io-client-v2';
 import { startHerald, redisCli, laravelPayload, once, sleep } from './lib/herald.mjs';
 import { startAuthApp } from './fixtures/laravel-auth.mjs';
+import { privateCa } from './lib/tls.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 let h, app;
@@ -301,15 +301,25 @@ test('unsubscribe stops delivery; disconnect leaves every channel', async () => 
   assert.equal(await publish('orders.6', 'E', {}), '0');
 });
 
+test('a redirect from the auth endpoint refuses the channel; herald never follows it', async () => {
+  const sso = await startHerald(['--auth-endpoint', app.endpoint.replace('/broadcasting/auth', '/sso/broadcasting/auth')]);
+  try {
+    const echo = new Echo({ broadcaster: 'socket.io', host: sso.url, client: io, transports: ['websocket'], forceNew: true, reconnection: false });
+    await once(echo.connector.socket, 'connect');
+    const err = once(echo.connector.socket, 'subscription_error');
+    echo.private('chat');
+    assert.deepEqual(await err, ['private-chat', 302]);
+    assert.equal(app.requests.some((r) => r.url === '/login'), false);
+    echo.disconnect();
+  } finally {
+    await sso.stop();
+  }
+});
+
 test('an HTTPS auth endpoint with a private CA (--auth-ca-file)', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-tls-'));
-  const ssl = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=herald test CA');
-  ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=localhost');
-  fs.writeFileSync(path.join(dir, 'ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n');
-  ssl('x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem', '-days', '1', '-extfile', 'ext');
-  const tlsApp = await startAuthApp({ tls: { key: fs.readFileSync(path.join(dir, 'leaf.key')), cert: fs.readFileSync(path.join(dir, 'leaf.pem')) } });
-  const trusting = await startHerald(['--auth-endpoint', tlsApp.endpoint, '--auth-ca-file', path.join(dir, 'ca.pem')]);
+  const { dir, caFile, tls } = privateCa();
+  const tlsApp = await startAuthApp({ tls });
+  const trusting = await startHerald(['--auth-endpoint', tlsApp.endpoint, '--auth-ca-file', caFile]);
   const untrusting = await startHerald(['--auth-endpoint', tlsApp.endpoint]);
   try {
     const connect = (server) => new Echo({ broadcaster: 'socket.io', host: server.url, client: io, transports: ['websocket'], forceNew: true, reconnection: false, auth: { headers: { Authorization: 'Bearer 2' } } });
