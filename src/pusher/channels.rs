@@ -7,8 +7,8 @@
 //! first connection and `member_removed` after the last one. Frames are encoded once
 //! by the caller and the same bytes are pushed to every subscriber's outbox.
 //! The webhook events these changes make (occupied, vacated, member added and removed,
-//! cache miss; none for `#server-to-user-` channels) are queued under the same shard lock, so that one channel's events reach
-//! the app in the order they happened.
+//! cache miss; none for `#server-to-user-` channels) are queued under the same shard
+//! lock, so that one channel's events reach the app in the order they happened.
 //!
 //! Apps with subscription counts tell a non-presence channel's subscribers how many
 //! connections it has (`pusher_internal:subscription_count`) when that changes: at once
@@ -196,7 +196,6 @@ impl Channels {
         }
         if !already {
             ch.subscribers.push(conn.clone());
-            self.count_changed(name, ch);
         }
         let succeeded = if name.starts_with("presence-") {
             let body = PresenceBody {
@@ -218,6 +217,9 @@ impl Channels {
         }
         if let Some(user_id) = new_member {
             self.hooks.emit(Event::member_added(name, &user_id));
+        }
+        if !already {
+            self.count_changed(name, ch);
         }
         if cached == Some(None) {
             self.hooks.emit(Event::cache_miss(name));

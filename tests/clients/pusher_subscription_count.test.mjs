@@ -67,6 +67,9 @@ test('pusher-js sees the count follow connections joining and leaving, within th
   const told = (n) => hooks.some((e) => e.name === 'subscription_count' && e.channel === 'live.1' && e.subscription_count === n);
   for (let i = 0; i < 30 && !told(2); i += 1) await sleep(100);
   assert.ok(told(1) && told(3) && told(2), JSON.stringify(hooks));
+  // As Pusher orders them: the channel exists before it is counted.
+  const mine = hooks.filter((e) => e.channel === 'live.1').map((e) => e.name);
+  assert.deepEqual(mine.slice(0, 2), ['channel_occupied', 'subscription_count']);
 });
 
 test('presence channels and apps without the option get no count', async () => {
