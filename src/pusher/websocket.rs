@@ -373,7 +373,6 @@ impl Session {
             ));
             return;
         };
-        let member = member.clone();
         let user_id = member
             .as_deref()
             .and_then(|k| serde_json::to_string(k).ok())
@@ -397,12 +396,13 @@ impl Session {
             .publish(channel, &frame, Some(&self.conn.socket_id));
         let hooks = self.app.channels.hooks();
         if hooks.wants("client_event") {
+            let member = self.subscribed(channel).and_then(|(_, m)| m.as_deref());
             hooks.emit(Event::client_event(
                 channel,
                 &msg.event,
                 msg.data,
                 &self.conn.socket_id,
-                member.as_deref(),
+                member,
             ));
         }
     }
