@@ -1,12 +1,14 @@
 //! The Pusher applications herald serves (Soketi and Reverb call them apps).
 //!
 //! Each app is its own world: its key and secret, its limits, its channels, its
-//! connection count and its signed-in users. The first configured app is the default
+//! connection count and its signed-in users (with their watchlists). The first configured app is the default
 //! one, where Laravel's redis-driver publications land.
 
 use super::channels::{Channels, Conn, COUNT_INTERVAL};
+use super::protocol;
 use super::webhooks::Webhooks;
 use crate::config::AppConfig;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,8 +19,25 @@ pub struct App {
     pub config: AppConfig,
     pub channels: Channels,
     connections: AtomicUsize,
-    /// Signed-in users (`pusher:signin`) and their connections.
-    users: Mutex<HashMap<Box<str>, Vec<Arc<Conn>>>>,
+    /// Signed-in users (`pusher:signin`), their connections and their watchers.
+    users: Mutex<Users>,
+}
+
+#[derive(Default)]
+struct Users {
+    /// A signed-in user's connections.
+    conns: HashMap<Box<str>, Vec<Arc<Conn>>>,
+    /// A user id and the connections whose watchlist names it.
+    watchers: HashMap<Box<str>, Vec<Arc<Conn>>>,
+}
+
+/// The most user ids a watchlist may hold (Pusher's limit).
+pub const MAX_WATCHLIST: usize = 100;
+
+/// `pusher_internal:watchlist_events` with one event: `online` or `offline` for `ids`.
+fn watchlist_event(name: &str, ids: &[&str]) -> Bytes {
+    let data = serde_json::json!({ "events": [{ "name": name, "user_ids": ids }] });
+    protocol::event("pusher_internal:watchlist_events", None, &data.to_string())
 }
 
 impl App {
@@ -67,27 +86,62 @@ impl App {
             })
     }
 
-    pub fn sign_in(&self, user: &str, conn: &Arc<Conn>) {
-        self.users
-            .lock()
-            .entry(user.into())
-            .or_default()
-            .push(conn.clone());
+    /// `conn` signed in as `user`, watching `watchlist`: the user's watchers hear it come
+    /// online on its first connection, and `conn` hears which of its watched users are
+    /// online now (Pusher's watchlist events).
+    pub fn sign_in(&self, user: &str, conn: &Arc<Conn>, watchlist: &[Box<str>]) {
+        let mut users = self.users.lock();
+        let conns = users.conns.entry(user.into()).or_default();
+        conns.push(conn.clone());
+        if conns.len() == 1 {
+            users.tell_watchers(user, "online");
+        }
+        for watched in watchlist {
+            users
+                .watchers
+                .entry(watched.clone())
+                .or_default()
+                .push(conn.clone());
+        }
+        let online: Vec<&str> = watchlist
+            .iter()
+            .map(|w| &**w)
+            .filter(|w| users.conns.contains_key(*w))
+            .collect();
+        if !online.is_empty() {
+            conn.outbox.push(watchlist_event("online", &online));
+        }
     }
 
-    pub fn sign_out(&self, user: &str, conn: &Conn) {
+    /// Undo [`sign_in`](Self::sign_in): after the user's last connection its watchers
+    /// hear it go offline.
+    pub fn sign_out(&self, user: &str, conn: &Conn, watchlist: &[Box<str>]) {
         let mut users = self.users.lock();
-        if let Some(conns) = users.get_mut(user) {
+        if let Some(conns) = users.conns.get_mut(user) {
             conns.retain(|c| c.id != conn.id);
             if conns.is_empty() {
-                users.remove(user);
+                users.conns.remove(user);
+                users.tell_watchers(user, "offline");
+            }
+        }
+        for watched in watchlist {
+            if let Some(w) = users.watchers.get_mut(watched) {
+                w.retain(|c| c.id != conn.id);
+                if w.is_empty() {
+                    users.watchers.remove(watched);
+                }
             }
         }
     }
 
     /// The connections a user signed in on.
     pub fn connections_of(&self, user: &str) -> Vec<Arc<Conn>> {
-        self.users.lock().get(user).cloned().unwrap_or_default()
+        self.users
+            .lock()
+            .conns
+            .get(user)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 
@@ -101,6 +155,17 @@ async fn flush_counts(app: Weak<App>) {
         match app.upgrade() {
             Some(app) => app.channels.flush_counts(),
             None => return,
+        }
+    }
+}
+
+impl Users {
+    fn tell_watchers(&self, user: &str, name: &str) {
+        if let Some(watchers) = self.watchers.get(user) {
+            let frame = watchlist_event(name, &[user]);
+            for w in watchers {
+                w.outbox.push(frame.clone());
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 //! to `out`, and keeps only what it must between messages: its channels, its user,
 //! and two instants for the heartbeat. Publications reach it through its outbox.
 
-use super::apps::App;
+use super::apps::{App, MAX_WATCHLIST};
 use super::channels::{Conn, Member, Refused};
 use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
 use super::signature;
@@ -89,6 +89,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         conn,
         subscriptions: Vec::new(),
         user: None,
+        watchlist: Vec::new(),
         activity,
         last_seen: now,
         pinged_at: None,
@@ -112,6 +113,8 @@ struct Session {
     max_channels: usize,
     /// The user id after a successful `pusher:signin`.
     user: Option<Box<str>>,
+    /// The signed-in user's watchlist.
+    watchlist: Vec<Box<str>>,
     activity: Duration,
     last_seen: Instant,
     pinged_at: Option<Instant>,
@@ -131,6 +134,9 @@ struct ChannelData {
 #[derive(Deserialize)]
 struct UserData {
     id: String,
+    /// User ids whose coming online and going offline this user is told of.
+    #[serde(default)]
+    watchlist: Vec<String>,
 }
 
 /// A channel name Pusher accepts: 1–200 of `A-Za-z0-9_-=@,.;` (and `#` for `#server-to-user-`).
@@ -326,11 +332,15 @@ impl Session {
             .ok()
             .filter(|u| !u.id.is_empty());
         match (valid, user) {
+            (true, Some(user)) if user.watchlist.len() > MAX_WATCHLIST => {
+                self.refuse(out, 4009, "The watchlist names more than 100 users")
+            }
             (true, Some(user)) => {
                 if let Some(old) = self.user.take() {
-                    self.app.sign_out(&old, &self.conn);
+                    self.app.sign_out(&old, &self.conn, &self.watchlist);
                 }
-                self.app.sign_in(&user.id, &self.conn);
+                self.watchlist = user.watchlist.into_iter().map(Into::into).collect();
+                self.app.sign_in(&user.id, &self.conn, &self.watchlist);
                 self.user = Some(user.id.into());
                 let data = serde_json::json!({ "user_data": s.user_data }).to_string();
                 out.push(protocol::event("pusher:signin_success", None, &data));
@@ -468,7 +478,7 @@ impl Handler for Session {
                 .unsubscribe(&channel, self.conn.id, member.as_deref());
         }
         if let Some(user) = self.user.take() {
-            self.app.sign_out(&user, &self.conn);
+            self.app.sign_out(&user, &self.conn, &self.watchlist);
         }
         self.app.release();
         crate::metrics::WS_CONNECTIONS.dec();

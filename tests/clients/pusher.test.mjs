@@ -1,6 +1,6 @@
 // pusher-js 8.6.0 against herald's Pusher edge: connect, public/private/presence
 // channels signed by the real `pusher` SDK, presence counting per user, client events,
-// signin and #server-to-user, cache channels, and a bad signature.
+// signin and #server-to-user, watchlists, cache channels, and a bad signature.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHerald, sleep } from './lib/herald.mjs';
@@ -102,6 +102,38 @@ test('signin and #server-to-user events', async () => {
   const got = next(c.user, 'notice');
   await sdk(h).sendToUser('u-9', 'notice', { hello: 'you' });
   assert.deepEqual((await got).data, { hello: 'you' });
+});
+
+test('watchlists: online for watched users already there, then online on a first connection and offline after the last', async () => {
+  const signedIn = async (id, watchlist) => {
+    const c = await client({ user: { user_id: id, user_info: {} }, watchlist });
+    c.signin();
+    await c.user.signinDonePromise;
+    return c;
+  };
+  const events = [];
+  const early = await signedIn('w-c');
+  const watcher = pusherClient(h, { user: { user_id: 'w-a', user_info: {} }, watchlist: ['w-b', 'w-c'] });
+  clients.push(watcher);
+  for (const name of ['online', 'offline']) watcher.user.watchlist.bind(name, (e) => events.push(`${name}:${e.user_ids.join(',')}`));
+  await connected(watcher);
+  watcher.signin();
+  await watcher.user.signinDonePromise;
+  const until = async (n) => { for (let i = 0; i < 50 && events.length < n; i += 1) await sleep(50); };
+  await until(1);
+  assert.deepEqual(events, ['online:w-c']);
+  const b1 = await signedIn('w-b');
+  await until(2);
+  const b2 = await signedIn('w-b'); // a second tab: already online
+  await sleep(200);
+  assert.deepEqual(events, ['online:w-c', 'online:w-b']);
+  b1.disconnect();
+  await sleep(200);
+  assert.equal(events.length, 2, 'one tab left: still online');
+  b2.disconnect();
+  early.disconnect();
+  await until(4);
+  assert.deepEqual(events.slice(2).sort(), ['offline:w-b', 'offline:w-c']);
 });
 
 test('cache channels: cache_miss when empty, the last event replayed to a new subscriber', async () => {

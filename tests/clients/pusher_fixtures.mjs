@@ -24,8 +24,9 @@ export function clientOptions(h, extra = {}) {
 }
 
 // A pusher-js client whose channel and user auth are signed by the `pusher` SDK, as a
-// Laravel backend would sign them. `user` is the presence member / signed-in user.
-export function pusherClient(h, { user = { user_id: '1', user_info: { name: 'Ada' } }, app = APP, signer, ...extra } = {}) {
+// Laravel backend would sign them. `user` is the presence member / signed-in user;
+// `watchlist`, the user ids its signin watches.
+export function pusherClient(h, { user = { user_id: '1', user_info: { name: 'Ada' } }, app = APP, signer, watchlist, ...extra } = {}) {
   const server = signer || sdk(h, app);
   return new PusherJs(app.key, clientOptions(h, {
     channelAuthorization: {
@@ -35,7 +36,7 @@ export function pusherClient(h, { user = { user_id: '1', user_info: { name: 'Ada
       },
     },
     userAuthentication: {
-      customHandler: ({ socketId }, cb) => cb(null, server.authenticateUser(socketId, { id: String(user.user_id), name: 'u' })),
+      customHandler: ({ socketId }, cb) => cb(null, server.authenticateUser(socketId, { id: String(user.user_id), name: 'u', ...(watchlist && { watchlist }) })),
     },
     ...extra,
   }));

@@ -254,6 +254,14 @@ test('signin with a bad signature: pusher:error 4009 and close', async () => {
   await refused(c, 4009);
 });
 
+test('signin with a watchlist over 100 users: pusher:error 4009 and close', async () => {
+  const c = raw(APP.key);
+  await c.established();
+  const watchlist = Array.from({ length: 101 }, (_, i) => `u${i}`);
+  c.send({ event: 'pusher:signin', data: sdk(h).authenticateUser(c.socketId, { id: 'big', watchlist }) });
+  assert.equal(await refused(c, 4009), 'The watchlist names more than 100 users');
+});
+
 test('terminate_connections closes every connection the user signed in on', async () => {
   const signIn = async () => {
     const c = raw(APP.key);
