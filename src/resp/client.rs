@@ -32,6 +32,8 @@ pub struct Meta {
     /// The last command's name (a table name, so rarely allocated).
     pub last_cmd: Cow<'static, str>,
     pub user: String,
+    /// In MONITOR mode (`flags=O` in CLIENT LIST).
+    pub monitor: bool,
 }
 
 pub struct Client {
@@ -87,7 +89,9 @@ impl Client {
                 .map(|b| String::from_utf8_lossy(b).into_owned())
                 .unwrap_or_default()
         };
-        let flags = if m.sub + m.psub + m.ssub > 0 {
+        let flags = if m.monitor {
+            "O"
+        } else if m.sub + m.psub + m.ssub > 0 {
             "P"
         } else {
             "N"

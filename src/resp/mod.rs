@@ -6,6 +6,7 @@
 //! - [`session`]: one task per connection; executes requests in order.
 //! - [`commands`]: the command table and one file per command group.
 //! - [`client`]: a connection as the broker and `CLIENT LIST` see it.
+//! - [`monitor`]: MONITOR, every command shown as `redis-cli monitor` shows it.
 //!
 //! [`serve`] accepts connections until shutdown, refuses those past `maxclients` with
 //! Redis's error, and waits for open connections to finish the replies in flight.
@@ -14,6 +15,7 @@ pub mod client;
 pub mod codec;
 pub mod commands;
 pub mod frame;
+pub mod monitor;
 pub mod session;
 
 use crate::metrics;
@@ -30,6 +32,7 @@ use tokio::task::JoinSet;
 pub struct Hub {
     pub state: State,
     pub clients: client::Registry,
+    pub monitors: monitor::Monitors,
     /// SHA1s (lowercase hex) loaded with `SCRIPT LOAD`; Redis's script cache is global.
     pub scripts: Mutex<HashSet<String>>,
     pub limits: codec::Limits,
@@ -44,6 +47,7 @@ impl Hub {
             limits: codec::Limits::from_config(&state.config),
             state,
             clients: client::Registry::default(),
+            monitors: monitor::Monitors::default(),
             scripts: Mutex::new(HashSet::new()),
         }
     }

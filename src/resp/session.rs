@@ -12,6 +12,7 @@ use super::client::Client;
 use super::codec::RequestDecoder;
 use super::commands;
 use super::frame::{Frame, Proto};
+use super::monitor;
 use super::Hub;
 use crate::metrics;
 use crate::outbox::{Closed, Outbox};
@@ -24,7 +25,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
@@ -53,6 +54,8 @@ pub struct Session {
     decoder: RequestDecoder,
     /// Replies encoded but not yet in the outbox.
     out: BytesMut,
+    /// While a command is shown to MONITOR: the lines its script's calls add after it.
+    pub script_calls: Option<Vec<Bytes>>,
 }
 
 /// Serve one accepted connection to its end.
@@ -84,11 +87,13 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, hub: Arc<Hub>) {
         shard_channels: HashSet::new(),
         closing: false,
         out: BytesMut::new(),
+        script_calls: None,
     };
     let why = session.serve(stream).await;
     tracing::debug!(id = client.id, %addr, "RESP connection closed: {why}");
     session.leave_all();
     client.outbox.close(Closed::Server("connection closed"));
+    hub.monitors.remove(client.id);
     hub.clients.remove(client.id);
     metrics::RESP_CONNECTIONS.dec();
 }
@@ -258,6 +263,11 @@ impl Session {
 
     fn execute(&mut self, args: Vec<Bytes>) {
         metrics::RESP_COMMANDS.inc();
+        let watched = self
+            .hub
+            .monitors
+            .active()
+            .then(|| (SystemTime::now(), args.clone()));
         let (spec, cmd) = match commands::from_args(args) {
             Ok(found) => found,
             Err(reject) => return self.reply(reject),
@@ -274,7 +284,23 @@ impl Session {
             let refusal = subscribed_mode_error(&name);
             return self.reply(refusal);
         }
+        let Some((at, args)) = watched.filter(|_| !spec.is_admin()) else {
+            return cmd.run(self);
+        };
+        self.script_calls = Some(Vec::new());
         cmd.run(self);
+        let db = self.client.meta.lock().db;
+        let mut lines = vec![monitor::line(at, db, &self.client.addr.to_string(), &args)];
+        lines.extend(self.script_calls.take().unwrap_or_default());
+        self.hub.monitors.feed(&lines);
+    }
+
+    /// A call a script makes, for MONITOR (shown after the script's own line).
+    pub fn script_call(&mut self, args: &[Bytes]) {
+        if let Some(calls) = &mut self.script_calls {
+            let db = self.client.meta.lock().db;
+            calls.push(monitor::line(SystemTime::now(), db, "lua", args));
+        }
     }
 
     /// Queue a reply.

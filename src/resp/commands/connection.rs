@@ -425,14 +425,17 @@ fn client_list(s: &Session, filters: &[Bytes]) -> Frame {
     Frame::Verbatim(text)
 }
 
-/// RESET: what a fresh connection would have, except the connection itself.
+/// RESET: what a fresh connection would have (out of MONITOR mode too), except the
+/// connection itself.
 fn reset(s: &mut Session) {
     s.leave_all();
     s.proto = Proto::Resp2;
     s.client.set_proto(Proto::Resp2);
     s.authenticated = !s.hub.state.config.auth_required();
+    s.hub.monitors.remove(s.client.id);
     let mut m = s.client.meta.lock();
     m.name = None;
     m.db = 0;
     m.user = "default".into();
+    m.monitor = false;
 }

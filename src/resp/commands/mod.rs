@@ -59,6 +59,11 @@ impl Spec {
         self.flags.contains(&"no_auth")
     }
 
+    /// An administrative command: not shown to MONITOR, as in Redis.
+    pub fn is_admin(&self) -> bool {
+        self.flags.contains(&"admin")
+    }
+
     /// May run on a RESP2 connection in subscribed mode.
     pub fn allowed_subscribed(&self) -> bool {
         matches!(
@@ -141,6 +146,7 @@ pub static TABLE: &[Spec] = &[
         spec!("config|help", 2, Server, ["loading", "stale"], "5.0.0", "Returns helpful text about the different subcommands.")
     ]),
     spec!("time", 1, Server, ["loading", "stale", "fast"], "2.6.0", "Returns the server time."),
+    spec!("monitor", 1, Server, ["admin", "noscript", "loading", "stale"], "1.0.0", "Listens for all requests received by the server in real-time."),
     spec!("dbsize", 1, Server, ["readonly", "fast"], "1.0.0", "Returns the number of keys in the database (herald stores none)."),
     spec!("flushall", -1, Server, ["write"], "1.0.0", "Removes all keys from all databases (herald stores none)."),
     spec!("flushdb", -1, Server, ["write"], "1.0.0", "Remove all keys from the current database (herald stores none)."),

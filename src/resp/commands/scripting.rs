@@ -123,13 +123,18 @@ fn script_argv(args: &[Bytes]) -> Result<&[Bytes], Frame> {
     Ok(&args[1 + numkeys as usize..])
 }
 
+/// The call the script makes, as MONITOR shows it.
+const PUBLISH: Bytes = Bytes::from_static(b"publish");
+
 /// Laravel's script: publish ARGV[1] to each of ARGV[2..].
 fn broadcast(s: &mut Session, argv: &[Bytes]) -> Frame {
     if let Some((payload, channels)) = argv.split_first() {
         super::pubsub::publish_ordered(s);
-        let broker = &s.hub.state.broker;
         for channel in channels {
-            broker.publish(channel.clone(), payload.clone());
+            if s.script_calls.is_some() {
+                s.script_call(&[PUBLISH.clone(), channel.clone(), payload.clone()]);
+            }
+            s.hub.state.broker.publish(channel.clone(), payload.clone());
         }
     }
     Frame::Null

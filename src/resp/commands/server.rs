@@ -23,6 +23,7 @@ pub enum Cmd {
     ConfigGet(Vec<Bytes>),
     ConfigSet(Bytes),
     Time,
+    Monitor,
     DbSize,
     Flush(Vec<Bytes>),
     Help(&'static Spec),
@@ -39,6 +40,7 @@ pub fn parse(name: &str, mut args: Vec<Bytes>) -> Cmd {
         "config|get" => Cmd::ConfigGet(args.split_off(1)),
         "config|set" => Cmd::ConfigSet(args.swap_remove(1)),
         "time" => Cmd::Time,
+        "monitor" => Cmd::Monitor,
         "dbsize" => Cmd::DbSize,
         "flushall" | "flushdb" => Cmd::Flush(args),
         other => unreachable!("{other} is not a server command"),
@@ -64,6 +66,11 @@ pub fn run(cmd: Cmd, s: &mut Session) {
              HERALD_* environment variables or the --config file (see herald --help), read at start",
             String::from_utf8_lossy(&param)
         )),
+        Cmd::Monitor => {
+            s.hub.monitors.add(s.client.clone());
+            s.client.meta.lock().monitor = true;
+            Frame::OK
+        }
         Cmd::Time => {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
