@@ -15,6 +15,7 @@
 //! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
 //! - [`laravel`]: Laravel's envelope and channel naming conventions.
 //! - [`auth_callback`]: asks the Laravel app to authorize private and presence channels.
+//! - [`app_http`]: the HTTP client to the Laravel app (auth endpoint, Pusher webhooks).
 //! - [`socketio`]: the socket.io edge (Engine.IO 3/4, websocket and polling, Echo semantics).
 //! - [`pusher`]: the Pusher protocol v7 edge and the Pusher HTTP API.
 //! - [`ws`]: WebSocket upgrade and framing, lean enough for 10,000s of idle sockets.

@@ -1,8 +1,9 @@
 //! The Pusher edge: protocol v7 over WebSocket at `/app/{key}`, Pusher's HTTP API at
 //! `/apps/{id}/...`, and the redis-driver path (RESP publications to the default app).
 //!
-//! - [`apps`]: the configured apps, their quotas and signed-in users.
-//! - [`channels`]: each app's subscribers, presence members and cached last events.
+//! - [`apps`]: the configured apps, their quotas, signed-in users and watchlists.
+//! - [`channels`]: each app's subscribers, presence members, cached last events and
+//!   subscription counts.
 //! - [`protocol`]: client messages in, server frames out (encoded once).
 //! - [`signature`]: HMAC-SHA256 channel, user and request signatures.
 //! - [`websocket`]: one connection's session.
