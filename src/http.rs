@@ -10,12 +10,19 @@ pub fn routes(state: State) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::path::end())
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let broker = state.broker.clone();
     let metrics = warp::path("metrics")
         .and(warp::path::end())
         .and(warp::get())
-        .map(|| {
+        .map(move || {
+            let stats = &broker.stats;
+            let published = stats.published.get();
+            let delivered = stats.delivered.get();
             warp::reply::with_header(
-                crate::metrics::render(),
+                crate::metrics::render(&[
+                    ("herald_publications_total", "counter", published),
+                    ("herald_deliveries_total", "counter", delivered),
+                ]),
                 "content-type",
                 "text/plain; version=0.0.4",
             )

@@ -98,8 +98,9 @@ pub static WEBHOOK_EVENTS_DROPPED: Counter = Counter::new();
 /// Webhook events queued or being posted (shutdown waits a little for them).
 pub static WEBHOOK_EVENTS_PENDING: Gauge = Gauge::new();
 
-/// Prometheus text exposition of the counters above.
-pub fn render() -> String {
+/// Prometheus text exposition of the counters above, then of `extra` (counters that
+/// belong to one server's state, such as its broker's).
+pub fn render(extra: &[(&str, &str, u64)]) -> String {
     let rows: [(&str, &str, u64); 12] = [
         (
             "herald_slow_consumers_dropped_total",
@@ -143,7 +144,7 @@ pub fn render() -> String {
         ),
     ];
     let mut s = String::new();
-    for (name, kind, v) in rows {
+    for &(name, kind, v) in rows.iter().chain(extra) {
         s.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
     }
     s

@@ -60,7 +60,10 @@ pub trait Tap: Send + Sync {
     fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize;
 }
 
-/// Counters that INFO and the metrics endpoint report.
+/// Counters that INFO (`total_published`, `total_delivered`) and /metrics
+/// (`herald_publications_total`, `herald_deliveries_total`) report: publications through
+/// the broker (RESP PUBLISH and SPUBLISH, each channel of Laravel's EVAL) and the
+/// receivers they reached (RESP subscribers and WebSocket connections).
 #[derive(Default)]
 pub struct BrokerStats {
     pub published: Counter,

@@ -161,6 +161,32 @@ test('a payload that is not a Laravel envelope reaches no socket and is counted'
   socket.close();
 });
 
+test('/metrics counts publications and the deliveries they made', async () => {
+  const own = await startHerald();
+  try {
+    const read = async () => {
+      const text = await (await fetch(`${own.url}/metrics`)).text();
+      const get = (name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)[1]);
+      return [get('herald_publications_total'), get('herald_deliveries_total')];
+    };
+    assert.deepEqual(await read(), [0, 0]);
+    const sockets = [];
+    for (let i = 0; i < 2; i += 1) {
+      const socket = io(own.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+      await once(socket, 'connect');
+      await subscribe(socket, 'orders.9');
+      sockets.push(socket);
+    }
+    const payload = laravelPayload('E', {});
+    assert.equal(await redisCli(own.redisPort, 'PUBLISH', 'laravel_database_orders.9', payload), '2');
+    assert.equal(await redisCli(own.redisPort, 'PUBLISH', 'laravel_database_nobody', payload), '0');
+    assert.deepEqual(await read(), [2, 2]);
+    for (const socket of sockets) socket.close();
+  } finally {
+    await own.stop();
+  }
+});
+
 test('the polling-session gauge counts sockets still on long-polling, not upgraded ones', async () => {
   const own = await startHerald();
   const gauge = async () => Number(/herald_socketio_polling_sessions (\d+)/.exec(await (await fetch(`${own.url}/metrics`)).text())[1]);
