@@ -97,11 +97,13 @@ pub static WEBHOOKS_FAILED: Counter = Counter::new();
 pub static WEBHOOK_EVENTS_DROPPED: Counter = Counter::new();
 /// Webhook events queued or being posted (shutdown waits a little for them).
 pub static WEBHOOK_EVENTS_PENDING: Gauge = Gauge::new();
+/// HTTP connections that ended before a whole request (counted instead of logged).
+pub static HTTP_CONNECTION_ERRORS: Counter = Counter::new();
 
 /// Prometheus text exposition of the counters above, then of `extra` (counters that
 /// belong to one server's state, such as its broker's).
 pub fn render(extra: &[(&str, &str, u64)]) -> String {
-    let rows: [(&str, &str, u64); 12] = [
+    let rows: [(&str, &str, u64); 13] = [
         (
             "herald_slow_consumers_dropped_total",
             "counter",
@@ -141,6 +143,11 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             "herald_webhook_events_pending",
             "gauge",
             WEBHOOK_EVENTS_PENDING.get(),
+        ),
+        (
+            "herald_http_connection_errors_total",
+            "counter",
+            HTTP_CONNECTION_ERRORS.get(),
         ),
     ];
     let mut s = String::new();

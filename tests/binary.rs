@@ -4,15 +4,17 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_herald");
 
-/// A running herald and the addresses it logged.
+/// A running herald, the addresses it logged and every log line since.
 struct Herald {
     child: Child,
     redis: String,
     http: String,
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Herald {
@@ -40,8 +42,19 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Herald {
         }
     }
     // Keep draining the log so herald never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Herald { child, redis, http }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    Herald {
+        child,
+        redis,
+        http,
+        log,
+    }
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> Option<i32> {
@@ -155,4 +168,45 @@ fn sigterm_and_sigint_exit_zero_with_clients_connected() {
         sub.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
         assert!(matches!(sub.read(&mut buf), Ok(0) | Err(_)));
     }
+}
+
+#[test]
+fn http_clients_that_hang_up_mid_request_are_counted_not_logged_as_errors() {
+    let mut h = spawn(
+        &["--redis-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"],
+        &[],
+    );
+    for _ in 0..3 {
+        let mut half = TcpStream::connect(&h.http).unwrap();
+        half.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    }
+    let metric = || {
+        let mut web = TcpStream::connect(&h.http).unwrap();
+        web.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        web.read_to_string(&mut body).unwrap();
+        let line = body
+            .lines()
+            .find(|l| l.starts_with("herald_http_connection_errors_total "))
+            .expect("the metric is there")
+            .to_string();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let end = Instant::now() + Duration::from_secs(5);
+    while metric() < 3 {
+        assert!(Instant::now() < end, "three hang-ups counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal(&h.child, "TERM");
+    assert_eq!(wait_exit(&mut h.child, Duration::from_secs(6)), Some(0));
+    let log = h.log.lock().unwrap();
+    assert!(
+        log.iter().any(|l| l.contains("bye")),
+        "the log was read to the end"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("connection error")),
+        "{log:?}"
+    );
 }
