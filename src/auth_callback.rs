@@ -20,7 +20,7 @@ pub struct AuthClient {
 /// Who a presence subscription belongs to.
 #[derive(Debug, PartialEq, Eq)]
 pub struct PresenceUser {
-    /// `user_id` as JSON text (`7`, `"abc"`): the presence key.
+    /// The presence key ([`crate::edge_policy::presence_key`]): `7` and `"7"` are both `7`.
     pub user_id: String,
     /// `{"user_id":…,"user_info":…}`, what Echo's `here`/`joining`/`leaving` receive.
     pub member_json: String,
@@ -114,7 +114,9 @@ impl AuthClient {
     }
 }
 
-/// The user from an auth response's `channel_data` (an object, or a JSON string of one).
+/// The user from an auth response's `channel_data` (an object, or a JSON string of one),
+/// keyed by [`crate::edge_policy::presence_key`]: `7` and `"7"` are one member. The
+/// member JSON keeps the id as the app wrote it.
 fn presence_user(body: &[u8]) -> Option<PresenceUser> {
     let data = serde_json::from_slice::<AuthBody>(body)
         .ok()?
@@ -123,12 +125,12 @@ fn presence_user(body: &[u8]) -> Option<PresenceUser> {
         serde_json::Value::String(s) => serde_json::from_str(&s).ok()?,
         v => serde_json::from_value(v).ok()?,
     };
-    if data.user_id.is_null() {
-        return None;
-    }
-    let user_id = data.user_id.to_string();
+    let user_id = crate::edge_policy::presence_key(&data.user_id)?.into();
     Some(PresenceUser {
-        member_json: format!(r#"{{"user_id":{user_id},"user_info":{}}}"#, data.user_info),
+        member_json: format!(
+            r#"{{"user_id":{},"user_info":{}}}"#,
+            data.user_id, data.user_info
+        ),
         user_id,
     })
 }
@@ -144,7 +146,10 @@ mod tests {
         assert_eq!(u.user_id, "7");
         assert_eq!(u.member_json, r#"{"user_id":7,"user_info":{"name":"Ann"}}"#);
         let u = presence_user(br#"{"auth":"k:s","channel_data":"{\"user_id\":\"u1\"}"}"#).unwrap();
-        assert_eq!(u.user_id, r#""u1""#);
+        assert_eq!(u.user_id, "u1");
+        let quoted = presence_user(br#"{"channel_data":{"user_id":"7"}}"#).unwrap();
+        assert_eq!(quoted.user_id, "7", "7 and \"7\" are one member");
+        assert_eq!(quoted.member_json, r#"{"user_id":"7","user_info":null}"#);
         assert_eq!(u.member_json, r#"{"user_id":"u1","user_info":null}"#);
         assert!(presence_user(b"true").is_none());
         assert!(presence_user(br#"{"channel_data":{"user_info":1}}"#).is_none());

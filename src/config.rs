@@ -45,7 +45,9 @@ pub struct Cli {
     #[arg(long = "user", env = "HERALD_USERS", value_delimiter = ',')]
     pub users: Vec<String>,
 
-    /// `no` allows RESP on a non-loopback address without a password [default: yes].
+    /// `no` allows RESP on a non-loopback address without a password, and serves the
+    /// built-in Pusher app (its well-known secret) on a non-loopback HTTP address
+    /// [default: yes].
     #[arg(long, env = "HERALD_PROTECTED_MODE", value_parser = ["yes", "no"])]
     pub protected_mode: Option<String>,
 
@@ -124,16 +126,34 @@ pub struct Cli {
     #[arg(long, env = "HERALD_MAX_HTTP_BUFFER_SIZE")]
     pub max_http_buffer_size: Option<usize>,
 
-    /// Client events (whispers) one connection may send per second [default: 10].
+    /// Client events (whispers) one connection may send per second, on both edges; 0
+    /// turns client events off [default: 10].
     #[arg(long, env = "HERALD_CLIENT_EVENT_RATE")]
     pub client_event_rate: Option<u32>,
+
+    /// Largest client event (whisper) `data` relayed, in bytes of JSON; past it the
+    /// event is refused (socket.io `client_event_error`, Pusher 4301). Also the
+    /// `max_message_size` of Pusher apps that set none [default: 10240].
+    #[arg(long, env = "HERALD_MAX_MESSAGE_SIZE")]
+    pub max_message_size: Option<usize>,
+
+    /// Serve the socket.io edge (`/socket.io/`); `false`: not mounted (404) [default: true].
+    #[arg(long, env = "HERALD_SOCKETIO")]
+    pub socketio: Option<bool>,
+
+    /// Serve the Pusher edge (`/app/{key}`, `/apps/{id}/...`, RESP publications to the
+    /// default app); `false`: not mounted (404) [default: true].
+    #[arg(long, env = "HERALD_PUSHER")]
+    pub pusher: Option<bool>,
 
     /// Channels one WebSocket connection (socket.io or Pusher) may be subscribed to, or
     /// waiting to be authorized for; 0: no limit [default: 1000].
     #[arg(long, env = "HERALD_MAX_CHANNELS_PER_CONNECTION")]
     pub max_channels_per_connection: Option<usize>,
 
-    /// Pusher app id of the default app [default: herald].
+    /// Pusher app id of the default app. None of --app-id, --app-key, --app-secret given:
+    /// the built-in development app (herald / herald-key / herald-secret), served on
+    /// loopback HTTP addresses only [default: herald].
     #[arg(long, env = "HERALD_APP_ID")]
     pub app_id: Option<String>,
 
@@ -141,7 +161,8 @@ pub struct Cli {
     #[arg(long, env = "HERALD_APP_KEY")]
     pub app_key: Option<String>,
 
-    /// Pusher app secret of the default app [default: herald-secret].
+    /// Pusher app secret of the default app; the well-known default is refused on a
+    /// non-loopback HTTP address [default: herald-secret].
     #[arg(long, env = "HERALD_APP_SECRET")]
     pub app_secret: Option<String>,
 
@@ -189,6 +210,9 @@ pub struct FileConfig {
     ping_timeout_ms: Option<u64>,
     max_http_buffer_size: Option<usize>,
     client_event_rate: Option<u32>,
+    max_message_size: Option<usize>,
+    socketio: Option<bool>,
+    pusher: Option<bool>,
     max_channels_per_connection: Option<usize>,
     app_id: Option<String>,
     app_key: Option<String>,
@@ -221,9 +245,10 @@ pub struct AppConfig {
     pub max_presence_members: usize,
     #[serde(default = "default_presence_member_size")]
     pub max_presence_member_size: usize,
-    /// Largest client message and HTTP API `data`, in bytes.
-    #[serde(default = "default_message_size")]
-    pub max_message_size: usize,
+    /// Largest client message, client event `data` and HTTP API `data`, in bytes;
+    /// unset: the server-wide `max_message_size`.
+    #[serde(default)]
+    pub max_message_size: Option<usize>,
     /// Where Pusher webhooks go.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
@@ -282,9 +307,12 @@ fn default_presence_members() -> usize {
 fn default_presence_member_size() -> usize {
     2 * 1024
 }
-fn default_message_size() -> usize {
-    10 * 1024
-}
+/// Pusher's message size limit (10 KB).
+const DEFAULT_MESSAGE_SIZE: usize = 10 * 1024;
+
+/// The built-in development app's credentials, printed in the README and at start: on
+/// a non-loopback HTTP address they open nothing (see [`Config::pusher_apps`]).
+pub const DEV_APP: [&str; 3] = ["herald", "herald-key", "herald-secret"];
 
 impl AppConfig {
     /// An app with the per-app defaults.
@@ -299,10 +327,15 @@ impl AppConfig {
             max_connections: 0,
             max_presence_members: default_presence_members(),
             max_presence_member_size: default_presence_member_size(),
-            max_message_size: default_message_size(),
+            max_message_size: None,
             webhooks: Vec::new(),
             subscription_count: false,
         }
+    }
+
+    /// Largest client message, client event `data` and HTTP API `data`, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.max_message_size.unwrap_or(DEFAULT_MESSAGE_SIZE)
     }
 }
 
@@ -344,12 +377,21 @@ pub struct Config {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_http_buffer_size: usize,
+    /// 0: client events off.
     pub client_event_rate: u32,
+    /// Largest client event `data` on socket.io; Pusher apps' default `max_message_size`.
+    pub max_message_size: usize,
+    pub socketio: bool,
+    pub pusher: bool,
     /// 0: no limit.
     pub max_channels_per_connection: usize,
     pub activity_timeout: Duration,
-    /// The first app is the default one: RESP publications go to its clients.
+    /// The configured Pusher apps; [`Config::pusher_apps`] says which are served. The
+    /// first served app is the default one: RESP publications go to its clients.
     pub apps: Vec<AppConfig>,
+    /// `apps[0]` is the built-in development app ([`DEV_APP`]): none of --app-id,
+    /// --app-key, --app-secret was given.
+    pub builtin_app: bool,
 }
 
 impl Default for Config {
@@ -407,16 +449,17 @@ impl Config {
             Some("no") => false,
             Some(other) => return Err(format!("protected-mode is yes or no, got {other:?}")),
         };
+        let [app_id, app_key, app_secret] = [
+            cli.app_id.or(file.app_id),
+            cli.app_key.or(file.app_key),
+            cli.app_secret.or(file.app_secret),
+        ];
+        let builtin_app = app_id.is_none() && app_key.is_none() && app_secret.is_none();
+        let [dev_id, dev_key, dev_secret] = DEV_APP.map(String::from);
         let mut apps = vec![AppConfig::new(
-            &cli.app_id
-                .or(file.app_id)
-                .unwrap_or_else(|| "herald".into()),
-            &cli.app_key
-                .or(file.app_key)
-                .unwrap_or_else(|| "herald-key".into()),
-            &cli.app_secret
-                .or(file.app_secret)
-                .unwrap_or_else(|| "herald-secret".into()),
+            &app_id.unwrap_or(dev_id),
+            &app_key.unwrap_or(dev_key),
+            &app_secret.unwrap_or(dev_secret),
         )];
         apps[0].subscription_count = cli
             .app_subscription_count
@@ -434,10 +477,15 @@ impl Config {
             }
             apps.push(app);
         }
-        for app in &apps {
+        let max_message_size = cli
+            .max_message_size
+            .or(file.max_message_size)
+            .unwrap_or(DEFAULT_MESSAGE_SIZE);
+        for app in &mut apps {
             for hook in &app.webhooks {
                 hook.check(&app.id)?;
             }
+            app.max_message_size.get_or_insert(max_message_size);
         }
         Ok(Config {
             redis_bind: cli
@@ -519,6 +567,9 @@ impl Config {
                 .client_event_rate
                 .or(file.client_event_rate)
                 .unwrap_or(10),
+            max_message_size,
+            socketio: cli.socketio.or(file.socketio).unwrap_or(true),
+            pusher: cli.pusher.or(file.pusher).unwrap_or(true),
             max_channels_per_connection: cli
                 .max_channels_per_connection
                 .or(file.max_channels_per_connection)
@@ -529,7 +580,50 @@ impl Config {
                     .unwrap_or(120),
             ),
             apps,
+            builtin_app,
         })
+    }
+
+    /// Whether browsers on other machines can reach the HTTP port and protected mode
+    /// guards it: a non-loopback `http_bind` without `--protected-mode no`.
+    pub fn http_exposed(&self) -> bool {
+        self.protected_mode && !self.http_bind.ip().is_loopback()
+    }
+
+    /// The Pusher apps to serve, and why each configured app left out is left out.
+    ///
+    /// One rule, so that no well-known secret opens anything: on an exposed HTTP address
+    /// ([`http_exposed`](Self::http_exposed)) the built-in development app is not served,
+    /// nor any configured app whose secret is still the built-in one. With no app left
+    /// the Pusher edge refuses every connection (4001), the HTTP API answers 404 and RESP
+    /// publications reach no Pusher client. On loopback, or with `--protected-mode no`,
+    /// every configured app is served, the built-in one first when no credentials were given.
+    pub fn pusher_apps(&self) -> (Vec<AppConfig>, Vec<String>) {
+        if !self.http_exposed() {
+            return (self.apps.clone(), Vec::new());
+        }
+        let mut withheld = Vec::new();
+        let served = self
+            .apps
+            .iter()
+            .enumerate()
+            .filter(|(i, app)| {
+                if *i == 0 && self.builtin_app {
+                    return false;
+                }
+                let known = app.secret == DEV_APP[2];
+                if known {
+                    withheld.push(format!(
+                        "Pusher app {:?} refused: its secret is the well-known {:?} and HTTP \
+                         listens on {}; give it a secret of your own",
+                        app.id, DEV_APP[2], self.http_bind
+                    ));
+                }
+                !known
+            })
+            .map(|(_, app)| app.clone())
+            .collect();
+        (served, withheld)
     }
 
     /// Whether RESP clients must authenticate.
@@ -660,5 +754,69 @@ mod tests {
         assert!(parse(&[], typo)
             .unwrap_err()
             .contains("unknown webhook event type \"member_joined\""));
+    }
+
+    fn served(c: &Config) -> Vec<String> {
+        c.pusher_apps().0.into_iter().map(|a| a.id).collect()
+    }
+
+    #[test]
+    fn no_well_known_secret_on_a_public_http_address() {
+        // Loopback: zero-config serves the built-in app, as it always did.
+        let c = parse(&["--http-bind", "127.0.0.1:6001"], "").unwrap();
+        assert_eq!(served(&c), ["herald"]);
+        assert!(c.pusher_apps().1.is_empty());
+        // Public, nothing configured: no Pusher app at all, and nothing to warn about.
+        let c = parse(&[], "").unwrap();
+        assert!(c.http_exposed());
+        assert_eq!(c.pusher_apps(), (vec![], vec![]));
+        // Public, [[apps]] only: those are served, the first one is the default.
+        let two = "[[apps]]\nid = \"shop\"\nkey = \"k\"\nsecret = \"s\"\n\
+                   [[apps]]\nid = \"dev\"\nkey = \"k2\"\nsecret = \"herald-secret\"\n";
+        let c = parse(&[], two).unwrap();
+        assert_eq!(
+            served(&c),
+            ["shop"],
+            "an app with the well-known secret is refused"
+        );
+        assert!(c.pusher_apps().1[0].contains("\"dev\" refused"));
+        // Public, credentials given: served, unless the secret is still the built-in one.
+        let c = parse(
+            &["--app-id", "a", "--app-key", "k", "--app-secret", "s"],
+            "",
+        )
+        .unwrap();
+        assert_eq!(served(&c), ["a"]);
+        let c = parse(&["--app-id", "a", "--app-key", "k"], "").unwrap();
+        assert_eq!(served(&c), Vec::<String>::new());
+        assert_eq!(c.pusher_apps().1.len(), 1);
+        // --protected-mode no: the old behaviour.
+        let c = parse(&["--protected-mode", "no"], two).unwrap();
+        assert_eq!(served(&c), ["herald", "shop", "dev"]);
+        // [::] is public too, [::1] is not.
+        assert!(parse(&["--http-bind", "[::]:6001"], "")
+            .unwrap()
+            .http_exposed());
+        assert!(!parse(&["--http-bind", "[::1]:6001"], "")
+            .unwrap()
+            .http_exposed());
+    }
+
+    #[test]
+    fn edges_and_message_size() {
+        let c = parse(&[], "").unwrap();
+        assert!(c.socketio && c.pusher);
+        assert_eq!(c.max_message_size, 10240);
+        assert_eq!(c.apps[0].max_message_size(), 10240);
+        let c = parse(
+            &["--socketio", "false", "--max-message-size", "500"],
+            "pusher = false\n[[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s\"\n\
+             [[apps]]\nid = \"3\"\nkey = \"k3\"\nsecret = \"s\"\nmax_message_size = 99\n",
+        )
+        .unwrap();
+        assert!(!c.socketio && !c.pusher);
+        assert_eq!(c.max_message_size, 500);
+        let sizes: Vec<usize> = c.apps.iter().map(|a| a.max_message_size()).collect();
+        assert_eq!(sizes, [500, 500, 99], "apps without their own inherit it");
     }
 }

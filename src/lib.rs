@@ -15,6 +15,8 @@
 //! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
 //! - [`laravel`]: Laravel's envelope and channel naming conventions.
 //! - [`auth_callback`]: asks the Laravel app to authorize private and presence channels.
+//! - [`edge_policy`]: what both WebSocket edges allow: channel names, origins, presence
+//!   identity, client events.
 //! - [`app_http`]: the HTTP client to the Laravel app (auth endpoint, Pusher webhooks).
 //! - [`socketio`]: the socket.io edge (Engine.IO 3/4, websocket and polling, Echo semantics).
 //! - [`pusher`]: the Pusher protocol v7 edge and the Pusher HTTP API.
@@ -27,6 +29,7 @@ pub mod app_http;
 pub mod auth_callback;
 pub mod broker;
 pub mod config;
+pub mod edge_policy;
 pub mod http;
 pub mod laravel;
 pub mod logging;

@@ -1,13 +1,15 @@
 //! The Pusher applications herald serves (Soketi and Reverb call them apps).
 //!
 //! Each app is its own world: its key and secret, its limits, its channels, its
-//! connection count and its signed-in users (with their watchlists). The first configured app is the default
-//! one, where Laravel's redis-driver publications land.
+//! connection count and its signed-in users (with their watchlists). The first served app
+//! is the default one, where Laravel's redis-driver publications land; which configured
+//! apps are served is [`crate::config::Config::pusher_apps`]'s rule.
 
 use super::channels::{Channels, Conn, COUNT_INTERVAL};
 use super::protocol;
 use super::webhooks::Webhooks;
 use crate::config::AppConfig;
+use crate::edge_policy;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -76,14 +78,10 @@ impl App {
         self.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
-    /// Whether a browser `Origin` may connect (no header: not a browser, allowed).
+    /// Whether a browser `Origin` may connect: [`edge_policy::origin_allowed`] with the
+    /// app's list.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        let allowed = &self.config.allowed_origins;
-        let Some(origin) = origin else { return true };
-        allowed.is_empty()
-            || allowed.iter().any(|a| {
-                a == "*" || a.eq_ignore_ascii_case(origin) || host_of(origin) == Some(a.as_str())
-            })
+        edge_policy::origin_allowed(&self.config.allowed_origins, origin)
     }
 
     /// `conn` signed in as `user`, watching `watchlist`: the user's watchers hear it come
@@ -170,11 +168,6 @@ impl Users {
     }
 }
 
-fn host_of(origin: &str) -> Option<&str> {
-    let rest = origin.split_once("://").map_or(origin, |(_, r)| r);
-    rest.split(['/', ':']).next()
-}
-
 /// All apps, found by key (WebSocket) or id (HTTP API).
 pub struct Apps {
     apps: Vec<Arc<App>>,
@@ -214,9 +207,9 @@ impl Apps {
         self.apps.iter()
     }
 
-    /// The first configured app: where RESP publications go.
-    pub fn default_app(&self) -> &Arc<App> {
-        &self.apps[0]
+    /// The first served app: where RESP publications go. None when no app is served.
+    pub fn default_app(&self) -> Option<&Arc<App>> {
+        self.apps.first()
     }
 }
 

@@ -11,7 +11,7 @@
 use super::apps::{App, Apps};
 use super::protocol;
 use super::signature;
-use super::websocket::valid_channel_name;
+use crate::edge_policy::valid_channel_name;
 use crate::laravel::ChannelKind;
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -57,7 +57,7 @@ pub fn body_limit(apps: &Apps) -> usize {
 
 fn apps_max_message(apps: &Apps) -> usize {
     apps.iter()
-        .map(|a| a.config.max_message_size)
+        .map(|a| a.config.max_message_size())
         .max()
         .unwrap_or(0)
 }
@@ -330,12 +330,12 @@ impl EventBody {
                 format!("Event name must be 1 to {MAX_EVENT_NAME} characters"),
             ));
         }
-        if self.data_text().len() > app.config.max_message_size {
+        if self.data_text().len() > app.config.max_message_size() {
             return Err(fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "Event data too large: at most {} bytes",
-                    app.config.max_message_size
+                    app.config.max_message_size()
                 ),
             ));
         }

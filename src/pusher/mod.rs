@@ -57,22 +57,46 @@ fn raw_query() -> BoxedFilter<(String,)> {
         .boxed()
 }
 
+/// The Pusher edge's routes, or none (404) with `--pusher false`. The apps served are
+/// [`Config::pusher_apps`](crate::config::Config::pusher_apps)'s; with none, every
+/// connection is refused with 4001 and every API request with 404.
 pub fn routes(state: State) -> BoxedFilter<(Response,)> {
     let c = &state.config;
+    if !c.pusher {
+        tracing::info!("Pusher edge off (--pusher false)");
+        return warp::any()
+            .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
+            .boxed();
+    }
+    let (served, withheld) = c.pusher_apps();
+    for why in &withheld {
+        tracing::warn!("{why}");
+    }
     let apps = Arc::new(Apps::new(
-        &c.apps,
+        &served,
         &c.allowed_origins,
         c.auth_ca_file.as_deref(),
     ));
-    let default = apps.default_app().clone();
-    let dev_secret = (default.config.secret == "herald-secret").then_some("herald-secret");
-    tracing::info!(
-        app_id = %default.config.id,
-        app_key = %default.config.key,
-        app_secret = dev_secret.unwrap_or("(set)"),
-        "Pusher default app"
-    );
-    state.broadcasts.add(Arc::new(RedisDriver { app: default }));
+    match apps.default_app() {
+        Some(default) => {
+            let dev_secret = default.config.secret == crate::config::DEV_APP[2];
+            tracing::info!(
+                apps = served.len(),
+                app_id = %default.config.id,
+                app_key = %default.config.key,
+                app_secret = if dev_secret { crate::config::DEV_APP[2] } else { "(set)" },
+                "Pusher edge on /app/{{key}} and /apps/{{id}}; default app"
+            );
+            state.broadcasts.add(Arc::new(RedisDriver {
+                app: default.clone(),
+            }));
+        }
+        None => tracing::info!(
+            "Pusher edge on, but no app is served: connections get 4001 and the HTTP API 404. \
+             Set --app-id, --app-key and --app-secret (HERALD_APP_ID, HERALD_APP_KEY, \
+             HERALD_APP_SECRET) or add [[apps]] to the --config file"
+        ),
+    }
 
     let connect = {
         let (state, apps) = (state.clone(), apps.clone());

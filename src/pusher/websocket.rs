@@ -10,6 +10,7 @@ use super::channels::{Conn, Member, Refused};
 use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
 use super::signature;
 use super::webhooks::Event;
+use crate::edge_policy::{self, BadChannelName, ClientEvent, ClientEvents, RateWindow};
 use crate::laravel::ChannelKind;
 use crate::outbox::Outbox;
 use crate::server::State;
@@ -27,8 +28,6 @@ use tokio::time::Instant;
 const PROTOCOLS: std::ops::RangeInclusive<u32> = 5..=7;
 /// How long a client has to answer the server's `pusher:ping`.
 const PONG_WAIT: Duration = Duration::from_secs(30);
-/// Longest channel name, as Pusher limits it.
-const MAX_CHANNEL_NAME: usize = 200;
 
 /// Why a connection is refused right after the handshake: Pusher's code and message.
 pub type Refusal = (u16, &'static str);
@@ -82,8 +81,14 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         None,
         &established,
     ));
-    let max_frame = app.config.max_message_size.saturating_mul(4).max(64 * 1024);
+    let max_frame = app
+        .config
+        .max_message_size()
+        .saturating_mul(4)
+        .max(64 * 1024);
     let now = Instant::now();
+    let (app_client_events, app_max_message) =
+        (app.config.client_events, app.config.max_message_size());
     let session = Session {
         app,
         conn,
@@ -93,9 +98,12 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         activity,
         last_seen: now,
         pinged_at: None,
-        rate: state.config.client_event_rate,
-        window: now,
-        in_window: 0,
+        client_events: ClientEvents {
+            enabled: app_client_events,
+            rate: state.config.client_event_rate,
+            max_bytes: app_max_message,
+        },
+        window: RateWindow::new(now.into_std()),
         max_channels: state.config.max_channels_per_connection,
     };
     crate::metrics::WS_CONNECTIONS.inc();
@@ -118,10 +126,9 @@ struct Session {
     activity: Duration,
     last_seen: Instant,
     pinged_at: Option<Instant>,
-    /// Client events allowed per second, and the current one-second window.
-    rate: u32,
-    window: Instant,
-    in_window: u32,
+    /// The client-event policy, and this connection's current one-second window.
+    client_events: ClientEvents,
+    window: RateWindow,
 }
 
 #[derive(Deserialize)]
@@ -139,22 +146,13 @@ struct UserData {
     watchlist: Vec<String>,
 }
 
-/// A channel name Pusher accepts: 1–200 of `A-Za-z0-9_-=@,.;` (and `#` for `#server-to-user-`).
-pub fn valid_channel_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_CHANNEL_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-=@,.;#".contains(&b))
-}
-
 impl Session {
     fn subscribed(&self, channel: &str) -> Option<&Subscription> {
         self.subscriptions.iter().find(|(c, _)| &**c == channel)
     }
 
     fn on_text(&mut self, text: &[u8], out: &mut Vec<Bytes>) -> Flow {
-        if text.len() > self.app.config.max_message_size {
+        if text.len() > self.app.config.max_message_size() {
             out.push(protocol::error(4301, "Message too large"));
             return Flow::Continue;
         }
@@ -185,13 +183,19 @@ impl Session {
 
     fn subscribe(&mut self, sub: Subscribe, out: &mut Vec<Bytes>) {
         let name = sub.channel.as_str();
-        if !valid_channel_name(name) {
-            out.push(protocol::subscription_error(
-                name,
-                "InvalidChannel",
-                "Invalid channel name",
-                4009,
-            ));
+        if let Err(bad) = edge_policy::check_channel_name(name) {
+            // Soketi's wording for a long name; status 4009 for both.
+            let (kind, message) = match bad {
+                BadChannelName::TooLong => (
+                    "LimitReached",
+                    format!(
+                        "The channel name is longer than the allowed {} characters.",
+                        edge_policy::MAX_CHANNEL_NAME
+                    ),
+                ),
+                _ => ("InvalidChannel", "Invalid channel name".to_string()),
+            };
+            out.push(protocol::subscription_error(name, kind, &message, 4009));
             return;
         }
         let full = self.max_channels > 0 && self.subscriptions.len() >= self.max_channels;
@@ -357,56 +361,33 @@ impl Session {
     }
 
     fn client_event(&mut self, msg: &Incoming, out: &mut Vec<Bytes>) {
-        if !self.app.config.client_events {
-            out.push(protocol::error(
-                4301,
-                "To send client events, you must enable this feature in the Settings.",
-            ));
-            return;
-        }
         let Some(channel) = msg.channel.as_deref() else {
             out.push(protocol::error(4200, "Invalid message format"));
             return;
         };
-        let kind = ChannelKind::of(channel);
-        if !matches!(kind, ChannelKind::Private | ChannelKind::Presence) {
-            out.push(protocol::error(
-                4301,
-                "Client events are only allowed on private and presence channels",
-            ));
+        let subscription = self.subscriptions.iter().find(|(c, _)| &**c == channel);
+        let ev = ClientEvent {
+            event: &msg.event,
+            channel,
+            subscribed: subscription.is_some(),
+            data_len: msg.data.map_or(0, |d| d.get().len()),
+        };
+        let now = std::time::Instant::now();
+        if let Err(refused) = self.client_events.check(&ev, &mut self.window, now) {
+            let (code, message) = refused.pusher_error();
+            out.push(protocol::error(code, message));
             return;
         }
-        let Some((_, member)) = self.subscribed(channel) else {
-            out.push(protocol::error(
-                4301,
-                "Client events need a subscription to the channel",
-            ));
-            return;
-        };
+        let member = subscription.and_then(|(_, m)| m.as_deref());
         let user_id = member
-            .as_deref()
             .and_then(|k| serde_json::to_string(k).ok())
             .and_then(|s| RawValue::from_string(s).ok());
-        let now = Instant::now();
-        if now.duration_since(self.window) >= Duration::from_secs(1) {
-            self.window = now;
-            self.in_window = 0;
-        }
-        self.in_window += 1;
-        if self.in_window > self.rate {
-            out.push(protocol::error(
-                4301,
-                "Client event rejected due to rate limit",
-            ));
-            return;
-        }
         let frame = protocol::client_event(&msg.event, channel, msg.data, user_id.as_deref());
         self.app
             .channels
             .publish(channel, &frame, Some(&self.conn.socket_id));
         let hooks = self.app.channels.hooks();
         if hooks.wants("client_event") {
-            let member = self.subscribed(channel).and_then(|(_, m)| m.as_deref());
             hooks.emit(Event::client_event(
                 channel,
                 &msg.event,
@@ -418,13 +399,9 @@ impl Session {
     }
 }
 
-/// The text a user id is known by: strings as they are, numbers as written.
+/// The presence key a user id is known by ([`edge_policy::presence_key`]).
 fn user_key(id: &RawValue) -> Option<Box<str>> {
-    match serde_json::from_str::<serde_json::Value>(id.get()).ok()? {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.into()),
-        serde_json::Value::Number(n) => Some(n.to_string().into()),
-        _ => None,
-    }
+    edge_policy::presence_key(&serde_json::from_str(id.get()).ok()?)
 }
 
 impl Handler for Session {
@@ -502,14 +479,5 @@ mod tests {
         assert_eq!(check_protocol("client=js").unwrap_err().0, 4008);
         assert_eq!(check_protocol("protocol=seven").unwrap_err().0, 4006);
         assert_eq!(check_protocol("protocol=4").unwrap_err().0, 4007);
-    }
-
-    #[test]
-    fn channel_names() {
-        assert!(valid_channel_name("private-orders.1"));
-        assert!(valid_channel_name("#server-to-user-7"));
-        assert!(!valid_channel_name(""));
-        assert!(!valid_channel_name("has space"));
-        assert!(!valid_channel_name(&"a".repeat(201)));
     }
 }

@@ -1,18 +1,14 @@
-//! Cross-origin rules for browsers: which pages may connect, and the CORS headers.
+//! The CORS headers for browsers on an allowed origin.
 //!
 //! Long-polling from another origin needs CORS with credentials (Echo sends the
 //! Laravel session cookie), so the exact origin is echoed, never `*`, with
-//! `Access-Control-Allow-Credentials: true`. An origin not in `--allowed-origins` is
+//! `Access-Control-Allow-Credentials: true`. Which origins are allowed is
+//! [`crate::edge_policy::origin_allowed`], the rule both edges share; one not allowed is
 //! refused outright on both transports (a WebSocket has no CORS, so refusing is the
 //! only protection there).
 
 use http::StatusCode;
 use warp::reply::{Reply, Response};
-
-/// Whether `origin` may connect: `*` in the list allows any.
-pub fn allowed(list: &[String], origin: &str) -> bool {
-    list.iter().any(|o| o == "*" || o == origin)
-}
 
 /// Add the CORS headers for an allowed origin.
 pub fn decorate(res: &mut Response, origin: Option<&str>) {
@@ -40,17 +36,4 @@ pub fn preflight(origin: Option<&str>, request_headers: Option<&str>) -> Respons
     }
     h.insert("content-length", "0".parse().unwrap());
     res
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exact_or_any() {
-        let list = vec!["http://app.test".to_string()];
-        assert!(allowed(&list, "http://app.test"));
-        assert!(!allowed(&list, "http://evil.test"));
-        assert!(allowed(&["*".to_string()], "http://evil.test"));
-    }
 }

@@ -13,13 +13,14 @@ use super::packet::{self, json_str, Packet};
 use super::rooms::Frames;
 use super::Edge;
 use crate::auth_callback::{PresenceUser, Refused};
+use crate::edge_policy::{self, RateWindow};
 use crate::laravel::ChannelKind;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The Socket.IO side of a session: small, it is kept for every socket.
 #[derive(Default)]
@@ -34,7 +35,7 @@ pub struct SocketState {
     /// The CONNECT packet's `auth` payload; its `headers` go to the auth endpoint.
     connect_auth: Option<Box<RawValue>>,
     /// Client events in the current one-second window.
-    rate: Option<(Instant, u32)>,
+    rate: Option<RateWindow>,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +160,18 @@ fn auth_headers(s: &Session, sub: Option<AuthOpt>) -> Vec<(String, String)> {
 
 fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64>) {
     let channel = sub.channel;
+    if let Err(bad) = edge_policy::check_channel_name(&channel) {
+        // The name rule both edges share; 400 as an HTTP-shaped status, like the others.
+        tracing::debug!(sid = %s.sid, ?bad, "refused: invalid channel name");
+        s.member.send(packet::event(
+            "subscription_error",
+            &[&json_str(&channel), "400"],
+        ));
+        if let Some(id) = ack {
+            s.member.send(packet::ack(id));
+        }
+        return;
+    }
     let known = |st: &SocketState| {
         st.channels
             .iter()
@@ -173,8 +186,8 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
         )
     };
     let max = edge.config().max_channels_per_connection;
-    if channel.is_empty() || is_known || (max > 0 && held >= max) {
-        if !channel.is_empty() && !is_known {
+    if is_known || (max > 0 && held >= max) {
+        if !is_known {
             tracing::debug!(sid = %s.sid, %channel, "refused: {max} channels on this socket");
             s.member.send(packet::event(
                 "subscription_error",
@@ -284,40 +297,37 @@ pub fn leave_all(edge: &Edge, s: &Session, channels: Vec<Box<str>>) {
 }
 
 fn whisper(edge: &Edge, s: &Session, ev: ClientEvent<'_>) {
-    let refuse = |message: &str| {
-        let detail = serde_json::json!({"event": ev.event, "message": message}).to_string();
+    let data = ev.data.map(|d| d.get()).unwrap_or("null");
+    let c = edge.config();
+    let policy = edge_policy::ClientEvents {
+        enabled: true,
+        rate: c.client_event_rate,
+        max_bytes: c.max_message_size,
+    };
+    let verdict = {
+        let mut st = s.lock();
+        let subscribed = st.io.channels.iter().any(|c| **c == *ev.channel)
+            && edge.rooms.is_member(&ev.channel, s.member.key);
+        let now = Instant::now();
+        let window = st.io.rate.get_or_insert_with(|| RateWindow::new(now));
+        let seen = edge_policy::ClientEvent {
+            event: &ev.event,
+            channel: &ev.channel,
+            subscribed,
+            data_len: data.len(),
+        };
+        policy.check(&seen, window, now)
+    };
+    if let Err(refused) = verdict {
+        tracing::debug!(sid = %s.sid, channel = %ev.channel, ?refused, "client event refused");
+        let detail = serde_json::json!({"event": ev.event, "message": refused.socketio_message()})
+            .to_string();
         s.member.send(packet::event(
             "client_event_error",
             &[&json_str(&ev.channel), &detail],
         ));
-    };
-    if !ev.event.starts_with("client-") {
-        return refuse("client event names start with client-");
+        return;
     }
-    if !ChannelKind::of(&ev.channel).needs_auth() {
-        return refuse("client events are allowed on private and presence channels only");
-    }
-    {
-        let mut st = s.lock();
-        if !st.io.channels.iter().any(|c| **c == *ev.channel)
-            || !edge.rooms.is_member(&ev.channel, s.member.key)
-        {
-            drop(st);
-            return refuse("not subscribed to this channel");
-        }
-        let limit = edge.config().client_event_rate;
-        let now = Instant::now();
-        let (start, count) = st.io.rate.get_or_insert((now, 0));
-        if now.duration_since(*start) >= Duration::from_secs(1) {
-            (*start, *count) = (now, 0);
-        }
-        if limit > 0 && *count >= limit {
-            drop(st);
-            return refuse("client event rate limit exceeded");
-        }
-        *count += 1;
-    }
-    let data = ev.data.map(|d| d.get()).unwrap_or("null");
     let f = Frames::new(packet::event(&ev.event, &[&json_str(&ev.channel), data]));
     edge.rooms.deliver(&ev.channel, Some(&s.member.id), &f);
 }

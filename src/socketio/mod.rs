@@ -3,7 +3,7 @@
 //! - [`packet`]: Engine.IO and Socket.IO wire formats (both generations).
 //! - [`engine`]: sessions, transports, heartbeats.
 //! - [`polling`] and [`websocket`]: the two transports and the upgrade between them.
-//! - [`cors`]: which browser origins may connect.
+//! - [`cors`]: the CORS headers for the origins [`crate::edge_policy`] allows.
 //! - [`rooms`]: channels, members, presence.
 //! - [`echo`]: subscribe / unsubscribe / whisper with Laravel's authorization.
 //!
@@ -118,8 +118,16 @@ impl Audience for Edge {
     }
 }
 
-/// `/socket.io/`: the Engine.IO endpoint for both transports.
+/// `/socket.io/`: the Engine.IO endpoint for both transports; none (404) with
+/// `--socketio false`.
 pub fn routes(state: State) -> BoxedFilter<(Response,)> {
+    if !state.config.socketio {
+        tracing::info!("socket.io edge off (--socketio false)");
+        return warp::any()
+            .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
+            .boxed();
+    }
+    tracing::info!("socket.io edge on /socket.io/");
     let edge = Arc::new(Edge::new(state.clone()));
     state.broadcasts.add(edge.clone());
     let upgrade = crate::ws::upgrade()
@@ -234,7 +242,7 @@ where
 {
     let origin = req.header("origin").map(str::to_owned);
     if let Some(o) = &origin {
-        if !cors::allowed(&edge.config().allowed_origins, o) {
+        if !crate::edge_policy::origin_allowed(&edge.config().allowed_origins, Some(o)) {
             tracing::debug!(origin = o, "socket.io request from a disallowed origin");
             return EngineError::Forbidden.reply(req.upgrade.is_some());
         }

@@ -93,9 +93,9 @@ impl Member {
 /// A presence channel's users.
 #[derive(Default)]
 struct Presence {
-    /// user_id (as JSON text) → (member JSON `{"user_id","user_info"}`, sockets).
+    /// presence key ([`crate::edge_policy::presence_key`]) → (member JSON `{"user_id","user_info"}`, sockets).
     users: HashMap<Box<str>, (Box<str>, u32)>,
-    /// socket key → user_id
+    /// socket key → presence key
     by_socket: HashMap<u64, Box<str>>,
 }
 
