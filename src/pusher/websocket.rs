@@ -403,7 +403,7 @@ impl Session {
         let frame = protocol::client_event(&msg.event, channel, msg.data, user_id.as_deref());
         self.app
             .channels
-            .publish(channel, &frame, Some(&self.conn.socket_id));
+            .relay(channel, &frame, Some(&self.conn.socket_id));
         let hooks = self.app.channels.hooks();
         if hooks.wants("client_event") {
             let member = self.subscribed(channel).and_then(|(_, m)| m.as_deref());
