@@ -179,6 +179,23 @@ pub struct Cli {
     /// opt-in subscription count) [default: false].
     #[arg(long, env = "HERALD_APP_SUBSCRIPTION_COUNT")]
     pub app_subscription_count: Option<bool>,
+
+    /// Seconds a Pusher cache channel keeps its last event for new subscribers (Pusher
+    /// keeps it 30 minutes); 0 keeps nothing [default: 1800].
+    #[arg(long, env = "HERALD_CACHE_TTL_SECONDS")]
+    pub cache_ttl_seconds: Option<u64>,
+
+    /// Webhook events waiting for one URL (at least 2): member_added and member_removed
+    /// may fill all of it, other events half; past that they are dropped, counted and
+    /// logged [default: 10000].
+    #[arg(long, env = "HERALD_WEBHOOK_QUEUE")]
+    pub webhook_queue: Option<usize>,
+
+    /// Milliseconds a channel_occupied or channel_vacated webhook is held back: a channel
+    /// occupied and vacated (or vacated and occupied again) within it sends neither, as
+    /// Pusher debounces; 0 sends them at once [default: 3000].
+    #[arg(long, env = "HERALD_WEBHOOK_OCCUPANCY_DELAY_MS")]
+    pub webhook_occupancy_delay_ms: Option<u64>,
 }
 
 /// What the TOML file may hold: the same keys as the CLI, plus apps.
@@ -220,6 +237,9 @@ pub struct FileConfig {
     activity_timeout: Option<u64>,
     app_webhook: Option<String>,
     app_subscription_count: Option<bool>,
+    cache_ttl_seconds: Option<u64>,
+    webhook_queue: Option<usize>,
+    webhook_occupancy_delay_ms: Option<u64>,
     #[serde(default)]
     apps: Vec<AppConfig>,
 }
@@ -256,6 +276,9 @@ pub struct AppConfig {
     /// (`pusher_internal:subscription_count`), as Pusher does when the app enables it.
     #[serde(default)]
     pub subscription_count: bool,
+    /// How long a cache channel keeps its last event: server-wide (`--cache-ttl-seconds`).
+    #[serde(skip, default = "default_cache_ttl")]
+    pub cache_ttl: Duration,
 }
 
 /// One webhook URL of an app (Soketi's shape): `event_types` empty means all of them.
@@ -265,6 +288,27 @@ pub struct WebhookConfig {
     pub url: String,
     #[serde(default)]
     pub event_types: Vec<String>,
+    /// Server-wide (`--webhook-queue`, `--webhook-occupancy-delay-ms`).
+    #[serde(skip)]
+    pub limits: WebhookLimits,
+}
+
+/// How much one webhook URL's events may hold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WebhookLimits {
+    /// Events waiting; member_added and member_removed may fill all of it, others half.
+    pub queue: usize,
+    /// How long occupancy events are held to coalesce; zero sends them at once.
+    pub occupancy_delay: Duration,
+}
+
+impl Default for WebhookLimits {
+    fn default() -> Self {
+        WebhookLimits {
+            queue: 10_000,
+            occupancy_delay: Duration::from_secs(3),
+        }
+    }
 }
 
 impl WebhookConfig {
@@ -313,6 +357,9 @@ const DEFAULT_MESSAGE_SIZE: usize = 10 * 1024;
 /// The built-in development app's credentials, printed in the README and at start: on
 /// a non-loopback HTTP address they open nothing (see [`Config::pusher_apps`]).
 pub const DEV_APP: [&str; 3] = ["herald", "herald-key", "herald-secret"];
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(30 * 60)
+}
 
 impl AppConfig {
     /// An app with the per-app defaults.
@@ -330,6 +377,7 @@ impl AppConfig {
             max_message_size: None,
             webhooks: Vec::new(),
             subscription_count: false,
+            cache_ttl: default_cache_ttl(),
         }
     }
 
@@ -386,6 +434,10 @@ pub struct Config {
     /// 0: no limit.
     pub max_channels_per_connection: usize,
     pub activity_timeout: Duration,
+    /// Every app's cache channels (also in each `AppConfig`).
+    pub cache_ttl: Duration,
+    /// Every webhook URL's (also in each `WebhookConfig`).
+    pub webhook_limits: WebhookLimits,
     /// The configured Pusher apps; [`Config::pusher_apps`] says which are served. The
     /// first served app is the default one: RESP publications go to its clients.
     pub apps: Vec<AppConfig>,
@@ -469,6 +521,7 @@ impl Config {
             apps[0].webhooks.push(WebhookConfig {
                 url,
                 event_types: Vec::new(),
+                limits: WebhookLimits::default(),
             });
         }
         for app in file.apps {
@@ -486,6 +539,29 @@ impl Config {
                 hook.check(&app.id)?;
             }
             app.max_message_size.get_or_insert(max_message_size);
+        }
+        let cache_ttl = cli
+            .cache_ttl_seconds
+            .or(file.cache_ttl_seconds)
+            .map_or_else(default_cache_ttl, Duration::from_secs);
+        let webhook_limits = WebhookLimits {
+            queue: match cli.webhook_queue.or(file.webhook_queue) {
+                Some(n) if n < 2 => return Err(format!("webhook-queue is at least 2, got {n}")),
+                n => n.unwrap_or(WebhookLimits::default().queue),
+            },
+            occupancy_delay: cli
+                .webhook_occupancy_delay_ms
+                .or(file.webhook_occupancy_delay_ms)
+                .map_or(
+                    WebhookLimits::default().occupancy_delay,
+                    Duration::from_millis,
+                ),
+        };
+        for app in &mut apps {
+            app.cache_ttl = cache_ttl;
+            for hook in &mut app.webhooks {
+                hook.limits = webhook_limits;
+            }
         }
         Ok(Config {
             redis_bind: cli
@@ -579,6 +655,8 @@ impl Config {
                     .or(file.activity_timeout)
                     .unwrap_or(120),
             ),
+            cache_ttl,
+            webhook_limits,
             apps,
             builtin_app,
         })
@@ -818,5 +896,36 @@ mod tests {
         assert_eq!(c.max_message_size, 500);
         let sizes: Vec<usize> = c.apps.iter().map(|a| a.max_message_size()).collect();
         assert_eq!(sizes, [500, 500, 99], "apps without their own inherit it");
+    }
+
+    #[test]
+    fn cache_and_webhook_bounds_reach_every_app() {
+        let apps = "[[apps]]\nid = \"2\"\nkey = \"k2\"\nsecret = \"s2\"\n\
+                    webhooks = [{ url = \"https://b.test/h\" }]\n";
+        let c = parse(&["--app-webhook", "http://a.test/h"], apps).unwrap();
+        assert_eq!(c.apps[1].cache_ttl, Duration::from_secs(1800));
+        assert_eq!(c.apps[1].webhooks[0].limits.queue, 10_000);
+        assert_eq!(
+            c.apps[0].webhooks[0].limits.occupancy_delay,
+            Duration::from_secs(3)
+        );
+        let c = parse(
+            &[
+                "--cache-ttl-seconds",
+                "2",
+                "--app-webhook",
+                "http://a.test/h",
+            ],
+            &format!("webhook_queue = 4\nwebhook_occupancy_delay_ms = 0\n{apps}"),
+        )
+        .unwrap();
+        assert_eq!(c.apps[1].cache_ttl, Duration::from_secs(2));
+        for hook in [&c.apps[0].webhooks[0], &c.apps[1].webhooks[0]] {
+            assert_eq!(hook.limits.queue, 4);
+            assert_eq!(hook.limits.occupancy_delay, Duration::ZERO);
+        }
+        assert!(parse(&["--webhook-queue", "1"], "")
+            .unwrap_err()
+            .contains("at least 2"));
     }
 }

@@ -9,10 +9,17 @@
 //! [`Broadcasts`] is the one broker tap that turns publications into broadcasts for
 //! every WebSocket edge: the prefix is stripped and the envelope decoded once per
 //! publication, and only when some edge has a listener on that channel.
+//!
+//! A prefix herald was not told about must never make a private channel public: a name
+//! behind any Laravel-shaped prefix (`<slug>_database_`, `<slug>-database-`) keeps the
+//! kind of the name after it, for subscribers ([`ChannelKind::of`]) and for
+//! publications, whose prefix is learned from the first private or presence broadcast,
+//! logged once with the flag to set, and stripped from then on like a configured one.
 
 use crate::broker::Tap;
 use crate::readmostly::ReadMostly;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -27,7 +34,23 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
+    /// The kind `channel` denotes. Behind a Laravel-shaped Redis key prefix a name keeps
+    /// the kind of the name after it: `my_shop_database_private-orders.1` is private, so
+    /// a client that subscribes to the prefixed name must be authorized as for
+    /// `private-orders.1`.
     pub fn of(channel: &str) -> ChannelKind {
+        let kind = ChannelKind::spelled(channel);
+        if kind != ChannelKind::Public {
+            return kind;
+        }
+        laravel_prefix_ends(channel)
+            .map(|end| ChannelKind::spelled(&channel[end..]))
+            .find(|k| k.needs_auth())
+            .unwrap_or(ChannelKind::Public)
+    }
+
+    /// The kind spelled at the start of the name.
+    fn spelled(channel: &str) -> ChannelKind {
         if channel.starts_with("private-encrypted-") {
             ChannelKind::PrivateEncrypted
         } else if channel.starts_with("private-") {
@@ -45,26 +68,99 @@ impl ChannelKind {
     }
 }
 
-/// The configured Redis key prefixes, stripped from published channel names.
-#[derive(Clone, Debug)]
-pub struct Prefixes(Vec<String>);
+/// Where the name proper starts after each Laravel-shaped Redis key prefix at the start of
+/// `name`, shortest prefix first. config/database.php builds the prefix from APP_NAME:
+/// `Str::slug(APP_NAME, '_').'_database_'` (Laravel up to 11) or
+/// `Str::slug(APP_NAME).'-database-'` (newer skeletons).
+fn laravel_prefix_ends(name: &str) -> impl Iterator<Item = usize> + '_ {
+    const WORD: &str = "database";
+    name.match_indices(WORD).filter_map(move |(at, _)| {
+        let sep = *name.as_bytes().get(at.checked_sub(1)?)?;
+        let end = at + WORD.len() + 1;
+        let shaped = matches!(sep, b'_' | b'-')
+            && name.as_bytes().get(end - 1) == Some(&sep)
+            && is_slug(&name[..at - 1], sep as char);
+        shaped.then_some(end)
+    })
+}
+
+/// What `Str::slug` can make: lowercase letters and digits, in words joined by single
+/// separators; empty when APP_NAME has neither.
+fn is_slug(s: &str, sep: char) -> bool {
+    s.is_empty()
+        || s.split(sep).all(|word| {
+            !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_alphanumeric() && !c.is_uppercase())
+        })
+}
+
+/// The most prefixes learned from publications; past this, private and presence names
+/// are still recognised one publication at a time, but public ones keep their prefix.
+const MAX_LEARNED: usize = 16;
+
+/// The Redis key prefixes stripped from published channel names: the configured ones,
+/// and those learned from Laravel-shaped private and presence publications.
+pub struct Prefixes {
+    configured: Vec<String>,
+    learned: ReadMostly<str>,
+    /// Held while a prefix is learned, so that it is added and logged once.
+    learning: Mutex<()>,
+}
 
 impl Prefixes {
     pub fn new(prefixes: &[String]) -> Self {
         // Longest first, so a prefix that extends another wins.
         let mut v: Vec<String> = prefixes.iter().filter(|p| !p.is_empty()).cloned().collect();
         v.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        Prefixes(v)
+        Prefixes {
+            configured: v,
+            learned: ReadMostly::default(),
+            learning: Mutex::new(()),
+        }
     }
 
     /// The channel name as the app's clients know it; unprefixed names pass as they are.
-    pub fn strip<'a>(&self, channel: &'a [u8]) -> &'a [u8] {
-        for p in &self.0 {
-            if let Some(rest) = channel.strip_prefix(p.as_bytes()) {
-                return rest;
-            }
+    pub fn strip<'a>(&self, channel: &'a str) -> &'a str {
+        if let Some(rest) = self
+            .configured
+            .iter()
+            .find_map(|p| channel.strip_prefix(p.as_str()))
+        {
+            return rest;
         }
-        channel
+        if let Some(end) = laravel_prefix_ends(channel)
+            .find(|&end| ChannelKind::spelled(&channel[end..]).needs_auth())
+        {
+            self.learn(&channel[..end]);
+            return &channel[end..];
+        }
+        let learned = self.learned.load();
+        learned
+            .iter()
+            .find_map(|p| channel.strip_prefix(&**p))
+            .unwrap_or(channel)
+    }
+
+    /// Remember `prefix` (seen in front of a private or presence channel) and say so once.
+    fn learn(&self, prefix: &str) {
+        let known = |learned: &[std::sync::Arc<str>]| learned.iter().any(|p| **p == *prefix);
+        if known(&self.learned.load()) {
+            return;
+        }
+        let _one = self.learning.lock();
+        let learned = self.learned.load();
+        if known(&learned) || learned.len() >= MAX_LEARNED {
+            return;
+        }
+        self.learned.push(prefix.into());
+        tracing::warn!(
+            prefix,
+            "publications use the Redis key prefix {prefix:?}, which herald was not told: \
+             its private and presence channels stay private, and it is stripped from now on; \
+             set --redis-prefix {prefix} (HERALD_REDIS_PREFIXES, redis_prefixes) with your other prefixes"
+        );
     }
 }
 
@@ -134,9 +230,10 @@ impl Broadcasts {
 
 impl Tap for Broadcasts {
     fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
-        let Ok(name) = std::str::from_utf8(self.prefixes.strip(channel)) else {
+        let Ok(name) = std::str::from_utf8(channel) else {
             return 0;
         };
+        let name = self.prefixes.strip(name);
         let audiences = self.audiences.load();
         if !audiences.iter().any(|a| a.listens(name)) {
             return 0;
@@ -168,9 +265,81 @@ mod tests {
     #[test]
     fn strips_configured_prefixes() {
         let p = Prefixes::new(&["laravel_database_".into(), "laravel-database-".into()]);
-        assert_eq!(p.strip(b"laravel_database_orders.1"), b"orders.1");
-        assert_eq!(p.strip(b"laravel-database-private-x"), b"private-x");
-        assert_eq!(p.strip(b"orders.1"), b"orders.1");
+        assert_eq!(p.strip("laravel_database_orders.1"), "orders.1");
+        assert_eq!(p.strip("laravel-database-private-x"), "private-x");
+        assert_eq!(p.strip("orders.1"), "orders.1");
+    }
+
+    #[test]
+    fn a_laravel_prefixed_name_keeps_its_kind() {
+        use ChannelKind::*;
+        for (name, kind) in [
+            ("my_shop_database_private-orders.1", Private),
+            ("my-shop-database-presence-room", Presence),
+            ("laravel_database_private-encrypted-x", PrivateEncrypted),
+            ("shop2_database_private-x", Private),
+            ("_database_private-x", Private), // APP_NAME with no letters or digits
+            ("-database-presence-x", Presence),
+            ("my_database_database_private-x", Private), // APP_NAME "My Database"
+            ("my_shop_database_orders.1", Public),
+            ("My_Shop_database_private-x", Public), // Str::slug lowercases
+            ("my__shop_database_private-x", Public), // nor doubles a separator
+            ("my-shop_database_private-x", Public), // nor mixes them
+            ("my_shop_database-private-x", Public),
+            ("xdatabase_private-x", Public),
+            ("database_private-x", Public),
+        ] {
+            assert_eq!(ChannelKind::of(name), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_learned_from_private_publications_then_stripped() {
+        let p = Prefixes::new(&["laravel_database_".into()]);
+        // Before anything private was seen, a public name is left as it is.
+        assert_eq!(
+            p.strip("my_shop_database_orders.1"),
+            "my_shop_database_orders.1"
+        );
+        assert_eq!(
+            p.strip("my_shop_database_private-orders.1"),
+            "private-orders.1"
+        );
+        assert_eq!(
+            p.strip("my_shop_database_private-orders.1"),
+            "private-orders.1"
+        );
+        assert_eq!(p.strip("my_shop_database_orders.1"), "orders.1");
+        assert_eq!(p.strip("other_database_presence-r"), "presence-r");
+        assert_eq!(p.learned.load().len(), 2, "each learned once");
+        assert_eq!(p.strip("laravel_database_orders.1"), "orders.1");
+        assert_eq!(p.strip("orders.1"), "orders.1");
+        for i in 0..2 * MAX_LEARNED {
+            let name = format!("app{i}_database_private-x");
+            assert_eq!(p.strip(&name), "private-x", "past the cap too");
+        }
+        assert_eq!(p.learned.load().len(), MAX_LEARNED);
+    }
+
+    #[test]
+    fn a_publication_behind_an_unknown_prefix_is_delivered_on_the_private_channel() {
+        let tap = Broadcasts::new(&["laravel_database_".into()]);
+        let prefixed = Arc::new(Listener(
+            "my_shop_database_private-orders.1",
+            Default::default(),
+        ));
+        tap.add(prefixed.clone());
+        let payload = Bytes::from_static(br#"{"event":"E","data":{},"socket":null}"#);
+        let channel = Bytes::from_static(b"my_shop_database_private-orders.1");
+        assert_eq!(
+            tap.publish(&channel, &payload),
+            0,
+            "no one listens on the prefixed name"
+        );
+        let private = Arc::new(Listener("private-orders.1", Default::default()));
+        tap.add(private.clone());
+        tap.publish(&channel, &payload);
+        assert_eq!(*private.1.lock(), ["private-orders.1 E {}"]);
     }
 
     #[test]

@@ -95,7 +95,10 @@ pub static WEBHOOKS_SENT: Counter = Counter::new();
 pub static WEBHOOKS_FAILED: Counter = Counter::new();
 /// Webhook events dropped because their URL's queue was full.
 pub static WEBHOOK_EVENTS_DROPPED: Counter = Counter::new();
-/// Webhook events queued or being posted (shutdown waits a little for them).
+/// Occupancy webhook events not sent because the channel was occupied and vacated (or
+/// vacated and occupied again) within the delay: each such pair counts two.
+pub static WEBHOOK_EVENTS_COALESCED: Counter = Counter::new();
+/// Webhook events held, queued or being posted (shutdown waits a little for them).
 pub static WEBHOOK_EVENTS_PENDING: Gauge = Gauge::new();
 /// HTTP connections that ended before a whole request (counted instead of logged).
 pub static HTTP_CONNECTION_ERRORS: Counter = Counter::new();
@@ -103,7 +106,7 @@ pub static HTTP_CONNECTION_ERRORS: Counter = Counter::new();
 /// Prometheus text exposition of the counters above, then of `extra` (counters that
 /// belong to one server's state, such as its broker's).
 pub fn render(extra: &[(&str, &str, u64)]) -> String {
-    let rows: [(&str, &str, u64); 13] = [
+    let rows: [(&str, &str, u64); 14] = [
         (
             "herald_slow_consumers_dropped_total",
             "counter",
@@ -138,6 +141,11 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             "herald_webhook_events_dropped_total",
             "counter",
             WEBHOOK_EVENTS_DROPPED.get(),
+        ),
+        (
+            "herald_webhook_events_coalesced_total",
+            "counter",
+            WEBHOOK_EVENTS_COALESCED.get(),
         ),
         (
             "herald_webhook_events_pending",

@@ -57,7 +57,7 @@ impl App {
                 Webhooks::default()
             });
         App {
-            channels: Channels::new(hooks, config.subscription_count),
+            channels: Channels::new(hooks, config.subscription_count, config.cache_ttl),
             config,
             connections: AtomicUsize::new(0),
             users: Mutex::default(),

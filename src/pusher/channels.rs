@@ -6,6 +6,9 @@
 //! per user however many connections they have; `member_added` goes out on a user's
 //! first connection and `member_removed` after the last one. Frames are encoded once
 //! by the caller and the same bytes are pushed to every subscriber's outbox.
+//! A cache channel keeps its last server event (never a client event) for the cache
+//! TTL (Pusher's 30 minutes); a channel whose event expired and that nobody is
+//! subscribed to is swept by the next cache publication after it expired.
 //! The webhook events these changes make (occupied, vacated, member added and removed,
 //! cache miss; none for `#server-to-user-` channels) are queued under the same shard
 //! lock, so that one channel's events reach the app in the order they happened.
@@ -20,13 +23,14 @@
 use super::protocol;
 use super::webhooks::{Event, Webhooks};
 use crate::broker::SubscriberId;
+use crate::laravel::ChannelKind;
 use crate::outbox::Outbox;
 use crate::sharded::Sharded;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,8 +71,8 @@ struct Channel {
     subscribers: Vec<Arc<Conn>>,
     /// Presence channels only, keyed by the user id's text.
     present: BTreeMap<Box<str>, Present>,
-    /// Cache channels only: the last event's frame.
-    last: Option<Bytes>,
+    /// Cache channels only: the last event's frame, and when it was published.
+    last: Option<(Bytes, Instant)>,
     /// When the subscribers were last told the subscription count.
     counted: Option<Instant>,
 }
@@ -130,20 +134,30 @@ pub struct Channels {
     /// Apps with subscription counts: the channels whose count changed too soon after
     /// the last one sent.
     counts_due: Option<Mutex<HashSet<Box<str>>>>,
+    /// How long a cache channel's last event is kept.
+    cache_ttl: Duration,
+    /// Cache channels holding an event, once each, in the order they fall due (the
+    /// channel is looked at then, and put back if its event was replaced since).
+    expiring: Mutex<VecDeque<(Instant, Box<str>)>>,
 }
 
 impl Default for Channels {
     fn default() -> Self {
-        Channels::new(Webhooks::default(), false)
+        Channels::new(Webhooks::default(), false, CACHE_TTL)
     }
 }
 
+/// Pusher's cache channel TTL: 30 minutes.
+pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
+
 impl Channels {
-    pub fn new(hooks: Webhooks, subscription_count: bool) -> Self {
+    pub fn new(hooks: Webhooks, subscription_count: bool, cache_ttl: Duration) -> Self {
         Channels {
             map: Sharded::new(SHARDS),
             hooks,
             counts_due: subscription_count.then(Mutex::default),
+            cache_ttl,
+            expiring: Mutex::default(),
         }
     }
 
@@ -197,7 +211,7 @@ impl Channels {
         if !already {
             ch.subscribers.push(conn.clone());
         }
-        let succeeded = if name.starts_with("presence-") {
+        let succeeded = if ChannelKind::of(name) == ChannelKind::Presence {
             let body = PresenceBody {
                 ids: ch.present.keys().map(|k| &**k).collect(),
                 hash: ch
@@ -211,7 +225,15 @@ impl Channels {
         } else {
             "{}".to_string()
         };
-        let cached = is_cache(name).then(|| ch.last.clone());
+        let cached = if is_cache(name) {
+            let expired = |(_, at): &(Bytes, Instant)| at.elapsed() >= self.cache_ttl;
+            if ch.last.as_ref().is_some_and(expired) {
+                ch.last = None;
+            }
+            Some(ch.last.as_ref().map(|(frame, _)| frame.clone()))
+        } else {
+            None
+        };
         if occupied {
             self.hooks.emit(Event::channel_occupied(name));
         }
@@ -266,26 +288,60 @@ impl Channels {
         }
     }
 
-    /// Push one encoded frame to every subscriber of `name` but `except` (a socket id).
-    /// Cache channels remember it. Returns how many connections it reached.
+    /// Push one encoded server event to every subscriber of `name` but `except` (a
+    /// socket id); cache channels remember it. Returns how many connections it reached.
     pub fn publish(&self, name: &str, frame: &Bytes, except: Option<&str>) -> usize {
-        let send = |ch: &Channel| {
-            let mut n = 0;
-            for c in &ch.subscribers {
-                if except != Some(&*c.socket_id) {
-                    c.outbox.push(frame.clone());
-                    n += 1;
-                }
-            }
-            n
-        };
-        if is_cache(name) {
+        if !is_cache(name) {
+            return self.relay(name, frame, except);
+        }
+        let now = Instant::now();
+        let n = {
             let mut shard = self.map.write(name);
             let ch = shard.entry(name.into()).or_default();
-            ch.last = Some(frame.clone());
-            send(ch)
-        } else {
-            self.map.with(name, |ch| ch.map_or(0, send))
+            if ch.last.replace((frame.clone(), now)).is_none() {
+                self.expiring
+                    .lock()
+                    .push_back((now + self.cache_ttl, name.into()));
+            }
+            send(ch, frame, except)
+        };
+        self.sweep(now);
+        n
+    }
+
+    /// Push a client event to every subscriber of `name` but its sender: never cached.
+    pub fn relay(&self, name: &str, frame: &Bytes, except: Option<&str>) -> usize {
+        self.map
+            .with(name, |ch| ch.map_or(0, |ch| send(ch, frame, except)))
+    }
+
+    /// Forget the cache channels' events that expired by `now`, and the channels nobody
+    /// is subscribed to any more.
+    fn sweep(&self, now: Instant) {
+        loop {
+            let name = {
+                let mut expiring = self.expiring.lock();
+                match expiring.front() {
+                    Some((at, _)) if *at <= now => expiring.pop_front().unwrap().1,
+                    _ => return,
+                }
+            };
+            let mut shard = self.map.write(&name);
+            let Some(ch) = shard.get_mut(&name) else {
+                continue;
+            };
+            match ch.last {
+                Some((_, at)) if at + self.cache_ttl > now => {
+                    // Replaced since: due again when the new event expires.
+                    self.expiring.lock().push_back((at + self.cache_ttl, name));
+                }
+                _ => {
+                    ch.last = None;
+                    if ch.subscribers.is_empty() {
+                        shard.remove(&name);
+                    }
+                }
+            }
         }
     }
 
@@ -294,7 +350,7 @@ impl Channels {
     /// [`COUNT_INTERVAL`] ago.
     fn count_changed(&self, name: &str, ch: &mut Channel) {
         let Some(due) = &self.counts_due else { return };
-        if name.starts_with("presence-") || is_internal(name) {
+        if ChannelKind::of(name) == ChannelKind::Presence || is_internal(name) {
             return;
         }
         let now = Instant::now();
@@ -359,6 +415,18 @@ impl Channels {
             })
         })
     }
+}
+
+/// Push `frame` to every subscriber of `ch` but `except`; how many it reached.
+fn send(ch: &Channel, frame: &Bytes, except: Option<&str>) -> usize {
+    let mut n = 0;
+    for c in &ch.subscribers {
+        if except != Some(&*c.socket_id) {
+            c.outbox.push(frame.clone());
+            n += 1;
+        }
+    }
+    n
 }
 
 fn occupancy_of(ch: &Channel) -> Occupancy {
@@ -489,8 +557,38 @@ mod tests {
     }
 
     #[test]
+    fn cache_channels_forget_their_event_after_the_ttl() {
+        let ttl = Duration::from_millis(200);
+        let ch = Channels::new(Webhooks::default(), false, ttl);
+        let f = protocol::event("E", Some("cache-x"), "{}");
+        ch.publish("cache-x", &f, None);
+        ch.publish("cache-gone", &f, None);
+        let j = ch.subscribe("cache-x", &conn(1), None, 0).ok().unwrap();
+        assert_eq!(j.cached, Some(Some(f.clone())));
+        std::thread::sleep(ttl + Duration::from_millis(50)); // time is what is tested
+        let j = ch.subscribe("cache-x", &conn(2), None, 0).ok().unwrap();
+        assert_eq!(j.cached, Some(None), "expired");
+        // The next cache publication sweeps the expired channel nobody subscribes to.
+        assert!(ch.map.with("cache-gone", |c| c.is_some()));
+        ch.publish("cache-y", &f, None);
+        assert!(ch.map.with("cache-gone", |c| c.is_none()));
+        assert!(ch.map.with("cache-x", |c| c.is_some()), "still subscribed");
+    }
+
+    #[test]
+    fn client_events_are_never_cached() {
+        let ch = Channels::default();
+        let (a, b) = (conn(1), conn(2));
+        ch.subscribe("private-cache-x", &a, None, 0).ok().unwrap();
+        let f = protocol::event("client-typing", Some("private-cache-x"), "{}");
+        assert_eq!(ch.relay("private-cache-x", &f, Some("1.1")), 0);
+        let j = ch.subscribe("private-cache-x", &b, None, 0).ok().unwrap();
+        assert_eq!(j.cached, Some(None));
+    }
+
+    #[test]
     fn subscription_counts_are_sent_at_once_then_held_back_for_the_interval() {
-        let ch = Channels::new(Webhooks::default(), true);
+        let ch = Channels::new(Webhooks::default(), true, CACHE_TTL);
         let (a, b, c) = (conn(1), conn(2), conn(3));
         let count = |n: usize| {
             format!(

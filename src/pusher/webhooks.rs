@@ -12,8 +12,16 @@
 //! event over with a non-blocking send and goes on. One task per URL posts what is
 //! queued, everything waiting at that moment in one request (Pusher's batch webhooks),
 //! and retries a failed request (no answer, or not 2xx) with exponential backoff for
-//! up to five minutes, as Pusher does, before giving it up. Events past a full queue
-//! are dropped and counted rather than holding memory without bound.
+//! up to five minutes, as Pusher does, before giving it up.
+//!
+//! Anyone may subscribe to a public channel and leave again, so occupancy must not be
+//! able to flood the queue. `channel_occupied` and `channel_vacated` are held back for
+//! a short delay (as Pusher debounces): a channel occupied and vacated within it, or
+//! vacated and occupied again, sends neither. Any other event about a channel whose
+//! `channel_occupied` is held sends that first, so each channel's events stay in order.
+//! And the queue is bounded in two: `member_added` and `member_removed`, which an app
+//! needs to know who is online, may fill all of it, every other event only half, so
+//! churn never crowds them out. Events past the bound are dropped, counted and logged.
 //!
 //! On shutdown every connection leaves its channels, which makes the `member_removed`
 //! and `channel_vacated` events an app needs to mark its users offline; the server
@@ -21,13 +29,18 @@
 //! restart does not leave users online in the app's records.
 
 use super::signature::hmac_hex;
-use crate::config::WebhookConfig;
+use crate::config::{WebhookConfig, WebhookLimits};
 use crate::metrics;
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// The event names Pusher defines, as `event_types` in the configuration names them.
 pub const EVENT_TYPES: [&str; 7] = [
@@ -40,8 +53,6 @@ pub const EVENT_TYPES: [&str; 7] = [
     "subscription_count",
 ];
 
-/// Events waiting for one URL; past this they are dropped and counted.
-const QUEUE: usize = 10_000;
 /// The most events one request carries.
 const BATCH: usize = 100;
 /// How long a failed request is retried.
@@ -107,6 +118,15 @@ impl Event {
         Self::about("cache_miss", channel)
     }
 
+    /// `member_added` and `member_removed`: never crowded out of a queue by other events.
+    fn is_member(&self) -> bool {
+        matches!(self.name, "member_added" | "member_removed")
+    }
+
+    fn is_occupancy(&self) -> bool {
+        matches!(self.name, "channel_occupied" | "channel_vacated")
+    }
+
     pub fn subscription_count(channel: &str, count: usize) -> Self {
         Event {
             subscription_count: Some(count),
@@ -136,21 +156,207 @@ impl Event {
     }
 }
 
-/// One configured URL: the events it wants and the queue of its task.
+/// One configured URL: the events it wants, the queue of its task, and its held
+/// occupancy events.
 struct Target {
     wants: Vec<&'static str>,
     queue: mpsc::Sender<Event>,
+    /// Queued events other than member events (shared with the sending task).
+    others: Arc<AtomicUsize>,
+    /// How many of those the queue may hold: half of it.
+    others_max: usize,
+    /// None when occupancy events are sent at once (no delay, or not wanted).
+    held: Option<Held>,
+}
+
+/// Occupancy events waiting for their delay to pass.
+struct Held {
+    delay: Duration,
+    state: Mutex<HeldState>,
+    /// Told when the first event is held into an empty queue.
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct HeldState {
+    /// The held event of each channel, with its number.
+    by_channel: HashMap<Box<str>, (Event, u64)>,
+    /// Held events' numbers in the order they fall due (every delay is the same).
+    due: VecDeque<(Instant, Box<str>, u64)>,
+    next: u64,
+}
+
+impl Target {
+    /// A URL's target and the receiving end of its queue; when it holds occupancy
+    /// events, the task that lets them go runs until `stop`.
+    fn new(
+        wants: Vec<&'static str>,
+        limits: WebhookLimits,
+        stop: &CancellationToken,
+    ) -> (Arc<Target>, mpsc::Receiver<Event>) {
+        let (queue, rx) = mpsc::channel(limits.queue);
+        let holds = !limits.occupancy_delay.is_zero()
+            && wants
+                .iter()
+                .any(|w| matches!(*w, "channel_occupied" | "channel_vacated"));
+        let target = Arc::new(Target {
+            wants,
+            queue,
+            others: Arc::default(),
+            others_max: limits.queue / 2,
+            held: holds.then(|| Held {
+                delay: limits.occupancy_delay,
+                state: Mutex::default(),
+                wake: Notify::new(),
+            }),
+        });
+        if holds {
+            tokio::spawn(release_held(target.clone(), stop.clone()));
+        }
+        (target, rx)
+    }
+
+    /// Hand `event` over: held, queued, or let go of as its occupancy dictates.
+    fn offer(&self, event: &Event) {
+        match &self.held {
+            Some(held) if event.is_occupancy() => self.hold(held, event),
+            _ if !self.wants.contains(&event.name) => {}
+            Some(held) => {
+                // Something happened on a channel whose occupied is held: the occupancy
+                // is real, and goes first.
+                let mut st = held.state.lock();
+                let channel = event.channel.as_str();
+                if st
+                    .by_channel
+                    .get(channel)
+                    .is_some_and(|(e, _)| e.name == "channel_occupied")
+                {
+                    let (occupied, _) = st.by_channel.remove(channel).unwrap();
+                    metrics::WEBHOOK_EVENTS_PENDING.dec();
+                    self.release(occupied);
+                }
+                drop(st);
+                self.enqueue(event.clone());
+            }
+            None => self.enqueue(event.clone()),
+        }
+    }
+
+    /// Hold an occupancy event for the delay, or cancel it with the opposite one of its
+    /// channel held. Both kinds are held whichever this URL wants, so that an occupied
+    /// is only ever cancelled by its own channel's vacated, and the other way round.
+    fn hold(&self, held: &Held, event: &Event) {
+        let mut st = held.state.lock();
+        if st.by_channel.remove(event.channel.as_str()).is_some() {
+            metrics::WEBHOOK_EVENTS_PENDING.dec();
+            metrics::WEBHOOK_EVENTS_COALESCED.add(2);
+            return;
+        }
+        let n = st.next;
+        st.next += 1;
+        let channel: Box<str> = event.channel.as_str().into();
+        st.due
+            .push_back((Instant::now() + held.delay, channel.clone(), n));
+        st.by_channel.insert(channel, (event.clone(), n));
+        metrics::WEBHOOK_EVENTS_PENDING.inc();
+        if st.due.len() == 1 {
+            held.wake.notify_one();
+        }
+    }
+
+    /// A held event whose delay passed, or that another event of its channel let go.
+    /// Called with the held state locked, so that it is queued before anything later.
+    fn release(&self, event: Event) {
+        if self.wants.contains(&event.name) {
+            self.enqueue(event);
+        }
+    }
+
+    /// Queue an event for posting; never waits.
+    fn enqueue(&self, event: Event) {
+        let member = event.is_member();
+        if !member && self.others.fetch_add(1, Ordering::AcqRel) >= self.others_max {
+            self.others.fetch_sub(1, Ordering::AcqRel);
+            return dropped(&event);
+        }
+        match self.queue.try_send(event) {
+            Ok(()) => metrics::WEBHOOK_EVENTS_PENDING.inc(),
+            Err(e) => {
+                if !member {
+                    self.others.fetch_sub(1, Ordering::AcqRel);
+                }
+                dropped(&e.into_inner());
+            }
+        }
+    }
+}
+
+/// Count and log an event that found its queue full.
+fn dropped(event: &Event) {
+    metrics::WEBHOOK_EVENTS_DROPPED.inc();
+    // The first drop, then one line per thousand: an app down for minutes must not
+    // flood the log.
+    let dropped = metrics::WEBHOOK_EVENTS_DROPPED.get();
+    if dropped % 1000 == 1 {
+        tracing::warn!(
+            dropped,
+            event = event.name,
+            channel = %event.channel,
+            "webhook queue full: events dropped (see --webhook-queue)"
+        );
+    }
+}
+
+/// Let go of each held event when its delay has passed; of all of them at `stop`.
+async fn release_held(target: Arc<Target>, stop: CancellationToken) {
+    let held = target.held.as_ref().expect("only started for held events");
+    loop {
+        let stopping = stop.is_cancelled();
+        let next = {
+            let mut st = held.state.lock();
+            let now = Instant::now();
+            while st
+                .due
+                .front()
+                .is_some_and(|(at, _, _)| stopping || *at <= now)
+            {
+                let (_, channel, n) = st.due.pop_front().unwrap();
+                if st.by_channel.get(&channel).is_some_and(|(_, m)| *m == n) {
+                    let (event, _) = st.by_channel.remove(&channel).unwrap();
+                    metrics::WEBHOOK_EVENTS_PENDING.dec();
+                    target.release(event);
+                }
+            }
+            st.due.front().map(|(at, _, _)| *at)
+        };
+        let wait = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => held.wake.notified().await,
+            }
+        };
+        if stopping {
+            return;
+        }
+        tokio::select! {
+            _ = wait => {}
+            _ = stop.cancelled() => {}
+        }
+    }
 }
 
 /// An app's webhooks (none when it configures none).
 #[derive(Default)]
 pub struct Webhooks {
-    targets: Vec<Target>,
+    targets: Vec<Arc<Target>>,
+    /// Stops the tasks that release held events when the app goes.
+    _stop: Option<DropGuard>,
 }
 
 impl Webhooks {
-    /// Start one sending task per URL. Must run inside the tokio runtime when `configs`
-    /// is not empty. `ca_file`: the app's private CA, if it has one.
+    /// Start one sending task per URL (and one releasing its held occupancy events). Must
+    /// run inside the tokio runtime when `configs` is not empty. `ca_file`: the app's
+    /// private CA, if it has one.
     pub fn start(
         configs: &[WebhookConfig],
         key: &str,
@@ -161,24 +367,26 @@ impl Webhooks {
             return Ok(Webhooks::default());
         }
         let http = crate::app_http::client(REQUEST_TIMEOUT, ca_file)?;
+        let stop = CancellationToken::new();
         let targets = configs
             .iter()
             .map(|c| {
-                let (queue, rx) = mpsc::channel(QUEUE);
+                let (target, rx) = Target::new(c.wanted(), c.limits, &stop);
                 let sender = Sender {
                     http: http.clone(),
                     url: c.url.clone(),
                     key: key.into(),
                     secret: secret.into(),
+                    others: target.others.clone(),
                 };
                 tokio::spawn(sender.run(rx));
-                Target {
-                    wants: c.wanted(),
-                    queue,
-                }
+                target
             })
             .collect();
-        Ok(Webhooks { targets })
+        Ok(Webhooks {
+            targets,
+            _stop: Some(stop.drop_guard()),
+        })
     }
 
     /// Whether any URL wants events named `name`: callers skip building events no one
@@ -187,29 +395,10 @@ impl Webhooks {
         self.targets.iter().any(|t| t.wants.contains(&name))
     }
 
-    /// Queue `event` for every URL that wants it; never waits.
+    /// Hand `event` to every URL that wants it; never waits.
     pub fn emit(&self, event: Event) {
-        for target in self
-            .targets
-            .iter()
-            .filter(|t| t.wants.contains(&event.name))
-        {
-            if target.queue.try_send(event.clone()).is_ok() {
-                metrics::WEBHOOK_EVENTS_PENDING.inc();
-            } else {
-                metrics::WEBHOOK_EVENTS_DROPPED.inc();
-                // The first drop, then one line per thousand: an app down for minutes
-                // must not flood the log.
-                let dropped = metrics::WEBHOOK_EVENTS_DROPPED.get();
-                if dropped % 1000 == 1 {
-                    tracing::warn!(
-                        dropped,
-                        event = event.name,
-                        channel = %event.channel,
-                        "webhook queue full: events dropped"
-                    );
-                }
-            }
+        for target in &self.targets {
+            target.offer(&event);
         }
     }
 }
@@ -232,12 +421,16 @@ struct Sender {
     url: String,
     key: String,
     secret: String,
+    /// Its target's count of queued events other than member events.
+    others: Arc<AtomicUsize>,
 }
 
 impl Sender {
     async fn run(self, mut rx: mpsc::Receiver<Event>) {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
+            let others = batch.iter().filter(|e| !e.is_member()).count();
+            self.others.fetch_sub(others, Ordering::AcqRel);
             let time_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
@@ -326,6 +519,88 @@ mod tests {
         let e = Event::client_event("presence-r", "client-t", Some(&text), "1.2", Some("u"));
         assert_eq!(e.data.as_deref(), Some("typing"));
         assert_eq!(e.user_id.as_deref(), Some("u"));
+    }
+
+    /// A target wanting every event, and what its queue holds now.
+    fn target(queue: usize, delay: Duration) -> (Arc<Target>, mpsc::Receiver<Event>) {
+        let limits = WebhookLimits {
+            queue,
+            occupancy_delay: delay,
+        };
+        Target::new(EVENT_TYPES.to_vec(), limits, &CancellationToken::new())
+    }
+
+    fn queued(rx: &mut mpsc::Receiver<Event>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| format!("{} {}", e.name, e.channel))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn occupancy_within_the_delay_sends_nothing() {
+        let (t, mut rx) = target(100, Duration::from_millis(100));
+        let coalesced = metrics::WEBHOOK_EVENTS_COALESCED.get();
+        t.offer(&Event::channel_occupied("flap"));
+        t.offer(&Event::channel_vacated("flap"));
+        assert!(metrics::WEBHOOK_EVENTS_COALESCED.get() >= coalesced + 2);
+        // Another event of a held channel lets its occupied go first.
+        t.offer(&Event::channel_occupied("presence-r"));
+        t.offer(&Event::member_added("presence-r", "7"));
+        assert_eq!(
+            queued(&mut rx),
+            ["channel_occupied presence-r", "member_added presence-r"]
+        );
+        // Occupied for longer than the delay: sent, then vacated and occupied again
+        // within it: neither.
+        t.offer(&Event::channel_occupied("stays"));
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert_eq!(first.unwrap().unwrap().channel, "stays");
+        t.offer(&Event::channel_vacated("stays"));
+        t.offer(&Event::channel_occupied("stays"));
+        t.offer(&Event::channel_occupied("marker"));
+        let next = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert_eq!(next.unwrap().unwrap().channel, "marker");
+        assert!(queued(&mut rx).is_empty(), "nothing about flap or stays");
+    }
+
+    #[tokio::test]
+    async fn a_url_that_wants_only_vacated_still_coalesces_by_pairs() {
+        let limits = WebhookLimits {
+            queue: 100,
+            occupancy_delay: Duration::from_millis(50),
+        };
+        let stop = CancellationToken::new();
+        let (t, mut rx) = Target::new(vec!["channel_vacated"], limits, &stop);
+        t.offer(&Event::channel_occupied("a"));
+        let sent = tokio::time::timeout(Duration::from_secs(10), async {
+            // The occupied falls due unsent (unwanted); the vacated after it is real.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            t.offer(&Event::channel_vacated("a"));
+            rx.recv().await
+        });
+        assert_eq!(sent.await.unwrap().unwrap().name, "channel_vacated");
+    }
+
+    #[tokio::test]
+    async fn members_are_never_crowded_out_by_other_events() {
+        let (t, mut rx) = target(4, Duration::ZERO);
+        let dropped = metrics::WEBHOOK_EVENTS_DROPPED.get();
+        for i in 0..10 {
+            t.offer(&Event::channel_occupied(&format!("churn.{i}")));
+        }
+        assert!(metrics::WEBHOOK_EVENTS_DROPPED.get() >= dropped + 8);
+        t.offer(&Event::member_removed("presence-r", "1"));
+        t.offer(&Event::member_removed("presence-r", "2"));
+        t.offer(&Event::member_removed("presence-r", "3"));
+        assert_eq!(
+            queued(&mut rx),
+            [
+                "channel_occupied churn.0",
+                "channel_occupied churn.1",
+                "member_removed presence-r",
+                "member_removed presence-r",
+            ]
+        );
     }
 
     #[test]

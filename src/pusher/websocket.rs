@@ -385,7 +385,7 @@ impl Session {
         let frame = protocol::client_event(&msg.event, channel, msg.data, user_id.as_deref());
         self.app
             .channels
-            .publish(channel, &frame, Some(&self.conn.socket_id));
+            .relay(channel, &frame, Some(&self.conn.socket_id));
         let hooks = self.app.channels.hooks();
         if hooks.wants("client_event") {
             hooks.emit(Event::client_event(
