@@ -185,6 +185,8 @@ struct Wire {
 impl Envelope {
     /// Decode a published payload; None when it is not a Laravel broadcast.
     pub fn decode(payload: &Bytes) -> Option<Envelope> {
+        #[cfg(test)]
+        tests::DECODES.with(|n| n.set(n.get() + 1));
         let w: Wire = serde_json::from_slice(payload).ok()?;
         let socket = match w.socket {
             Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
@@ -249,6 +251,16 @@ impl Tap for Broadcasts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Calls of [`Envelope::decode`] on this thread (each test runs on its own).
+        pub(super) static DECODES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn decodes() -> usize {
+        DECODES.with(Cell::get)
+    }
 
     #[test]
     fn kinds() {
@@ -385,21 +397,21 @@ mod tests {
         tap.add(a.clone());
         tap.add(b.clone());
         let payload = Bytes::from_static(br#"{"event":"E","data":{"x":1},"socket":null}"#);
+        let before = decodes();
         assert_eq!(
             tap.publish(&Bytes::from_static(b"laravel_database_orders.1"), &payload),
             2
         );
+        assert_eq!(decodes() - before, 1, "one decode for both audiences");
         assert_eq!(*a.1.lock(), ["orders.1 E {\"x\":1}"]);
         assert_eq!(*b.1.lock(), ["orders.1 E {\"x\":1}"]);
-        let before = crate::metrics::NON_LARAVEL_PAYLOADS.get();
         let junk = Bytes::from_static(b"not json");
+        let before = decodes();
         assert_eq!(tap.publish(&Bytes::from_static(b"nobody"), &junk), 0);
-        assert_eq!(
-            crate::metrics::NON_LARAVEL_PAYLOADS.get(),
-            before,
-            "unheard: never decoded"
-        );
+        assert_eq!(decodes(), before, "unheard: never decoded");
+        let non_laravel = crate::metrics::NON_LARAVEL_PAYLOADS.get();
         assert_eq!(tap.publish(&Bytes::from_static(b"orders.2"), &junk), 0);
-        assert!(crate::metrics::NON_LARAVEL_PAYLOADS.get() > before);
+        assert_eq!(decodes() - before, 1);
+        assert!(crate::metrics::NON_LARAVEL_PAYLOADS.get() > non_laravel);
     }
 }

@@ -15,10 +15,26 @@ struct Herald {
     redis: String,
     http: String,
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread that reads the log, until herald closes its stdout.
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Herald {
+    /// Every line herald logged, once it has exited (waits for the reader to finish).
+    fn whole_log(&mut self) -> Vec<String> {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.log.lock().unwrap().clone()
+    }
 }
 
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Herald {
     let mut cmd = Command::new(BIN);
+    // The test decides every setting: nothing inherited from the environment it runs in.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HERALD_")) {
+        cmd.env_remove(k);
+    }
     cmd.args(["--log-format", "json"])
         .args(args)
         .env_remove("RUST_LOG")
@@ -44,7 +60,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Herald {
     // Keep draining the log so herald never blocks on a full pipe.
     let log = Arc::new(Mutex::new(Vec::new()));
     let kept = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
             kept.lock().unwrap().push(line);
         }
@@ -54,6 +70,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Herald {
         redis,
         http,
         log,
+        reader: Some(reader),
     }
 }
 
@@ -139,34 +156,249 @@ fn environment_and_toml_file_configure_it() {
     assert_eq!(wait_exit(&mut h.child, Duration::from_secs(5)), Some(0));
 }
 
+/// A raw WebSocket client: the upgrade request with RFC 6455's example key; the 101
+/// must carry the RFC's accept value.
+fn websocket(http: &str, path: &str) -> TcpStream {
+    let mut ws = TcpStream::connect(http).unwrap();
+    ws.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        ws,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        ws.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=\r\n"),
+        "{head}"
+    );
+    ws
+}
+
+/// One unmasked server frame: (opcode, payload).
+fn server_frame(ws: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0u8; 2];
+    ws.read_exact(&mut h).unwrap();
+    let len = match h[1] & 0x7f {
+        126 => {
+            let mut l = [0u8; 2];
+            ws.read_exact(&mut l).unwrap();
+            u16::from_be_bytes(l) as usize
+        }
+        127 => {
+            let mut l = [0u8; 8];
+            ws.read_exact(&mut l).unwrap();
+            u64::from_be_bytes(l) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    ws.read_exact(&mut payload).unwrap();
+    (h[0] & 0x0f, payload)
+}
+
+/// One whole HTTP/1.1 response with a Content-Length: (head, body).
+fn http_response(c: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|n| n.trim().parse::<usize>().unwrap())
+        })
+        .expect("a Content-Length");
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body).unwrap();
+    (head, body)
+}
+
+/// How long the test waits for what it expects from the process.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// AUTH with `pass`, then `CONFIG GET maxclients`; returns the value.
+fn maxclients_after_auth(redis: &str, pass: &str) -> String {
+    let mut s = TcpStream::connect(redis).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "AUTH {pass}\r\nCONFIG GET maxclients\r\n").unwrap();
+    let mut reply = Vec::new();
+    let mut b = [0u8; 1];
+    // +OK, then *2, $10, maxclients, $<n>, <value>: six lines.
+    while reply.iter().filter(|&&c| c == b'\n').count() < 6 {
+        if s.read_exact(&mut b).is_err() {
+            panic!("AUTH {pass}: {:?}", String::from_utf8_lossy(&reply));
+        }
+        reply.push(b[0]);
+    }
+    let reply = String::from_utf8(reply).unwrap();
+    let lines: Vec<&str> = reply.split("\r\n").collect();
+    assert_eq!(
+        lines[..5],
+        ["+OK", "*2", "$10", "maxclients", "$2"],
+        "{reply}"
+    );
+    lines[5].to_string()
+}
+
 #[test]
-fn sigterm_and_sigint_exit_zero_with_clients_connected() {
+fn a_flag_beats_the_environment_which_beats_the_file() {
+    let dir = std::env::temp_dir().join(format!("herald-precedence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("herald.toml");
+    std::fs::write(
+        &file,
+        "redis_bind = \"127.0.0.1:0\"\nhttp_bind = \"127.0.0.1:0\"\n\
+         requirepass = \"from-file\"\nmaxclients = 11\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let env = [
+        ("HERALD_REQUIREPASS", "from-env"),
+        ("HERALD_MAXCLIENTS", "22"),
+    ];
+    for (args, env, pass, maxclients) in [
+        (
+            &[
+                "--config",
+                file,
+                "--requirepass",
+                "from-flag",
+                "--maxclients",
+                "33",
+            ][..],
+            &env[..],
+            "from-flag",
+            "33",
+        ),
+        (&["--config", file][..], &env[..], "from-env", "22"),
+        (&["--config", file][..], &[][..], "from-file", "11"),
+    ] {
+        let mut h = spawn(args, env);
+        assert_eq!(
+            maxclients_after_auth(&h.redis, pass),
+            maxclients,
+            "{args:?} {env:?}"
+        );
+        signal(&h.child, "TERM");
+        assert_eq!(wait_exit(&mut h.child, Duration::from_secs(10)), Some(0));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigterm_and_sigint_say_goodbye_to_every_client_then_exit_zero() {
     for sig in ["TERM", "INT"] {
+        // herald::resp at debug: each RESP connection's end, with its reason.
         let mut h = spawn(
-            &["--redis-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"],
+            &[
+                "--redis-bind",
+                "127.0.0.1:0",
+                "--http-bind",
+                "127.0.0.1:0",
+                "--log",
+                "info,herald::resp=debug",
+            ],
             &[],
         );
         assert_eq!(ping(&h.redis), "+PONG\r\n");
-        // A subscriber and an idle HTTP keep-alive connection stay open across the signal.
+        // A subscriber, a Pusher WebSocket and an idle HTTP keep-alive connection stay
+        // open across the signal.
         let mut sub = TcpStream::connect(&h.redis).unwrap();
+        sub.set_read_timeout(Some(WAIT)).unwrap();
         sub.write_all(b"SUBSCRIBE news\r\n").unwrap();
         let mut buf = [0u8; 64];
         let n = sub.read(&mut buf).unwrap();
         assert!(buf[..n].starts_with(b"*3\r\n$9\r\nsubscribe"));
+        let mut pusher = websocket(&h.http, "/app/herald-key?protocol=7");
+        let (op, hello) = server_frame(&mut pusher);
+        assert_eq!(op, 1);
+        assert!(String::from_utf8_lossy(&hello).contains("pusher:connection_established"));
         let mut web = TcpStream::connect(&h.http).unwrap();
+        web.set_read_timeout(Some(WAIT)).unwrap();
         web.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
-        let n = web.read(&mut buf).unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let (head, _) = http_response(&mut web);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        // A subscriber that reads nothing, owed more than the kernel buffers hold:
+        // herald gives it seconds to take its last replies, so the process is still
+        // running while the others get their goodbye. What they see comes from herald,
+        // not from the kernel closing the sockets of a process that exited.
+        let mut slow = TcpStream::connect(&h.redis).unwrap();
+        slow.set_read_timeout(Some(WAIT)).unwrap();
+        slow.write_all(b"SUBSCRIBE slow\r\n").unwrap();
+        let n = slow.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"*3\r\n$9\r\nsubscribe"));
+        let mut publisher = TcpStream::connect(&h.redis).unwrap();
+        publisher.set_read_timeout(Some(WAIT)).unwrap();
+        let payload = vec![b'x'; 1024 * 1024];
+        let mut publish = format!(
+            "*3\r\n$7\r\nPUBLISH\r\n$4\r\nslow\r\n${}\r\n",
+            payload.len()
+        )
+        .into_bytes();
+        publish.extend_from_slice(&payload);
+        publish.extend_from_slice(b"\r\n");
+        for _ in 0..24 {
+            publisher.write_all(&publish).unwrap();
+            let mut reply = [0u8; 4];
+            publisher.read_exact(&mut reply).unwrap();
+            assert_eq!(&reply, b":1\r\n");
+        }
+
         signal(&h.child, sig);
+        // Pusher's goodbye: pusher:error 4200, then a close frame with code 4200.
+        let (op, bye) = server_frame(&mut pusher);
+        let bye = String::from_utf8_lossy(&bye).into_owned();
+        assert!(
+            op == 1 && bye.contains("pusher:error") && bye.contains("4200"),
+            "{op} {bye}"
+        );
+        let (op, close) = server_frame(&mut pusher);
+        assert_eq!(op, 8);
+        assert_eq!(close[..2], 4200u16.to_be_bytes());
+        // The subscriber and the idle HTTP connection: closed (a read timeout fails).
         assert_eq!(
-            wait_exit(&mut h.child, Duration::from_secs(6)),
+            sub.read(&mut buf).unwrap(),
+            0,
+            "SIG{sig}: subscriber closed"
+        );
+        assert_eq!(
+            web.read(&mut buf).unwrap(),
+            0,
+            "SIG{sig}: HTTP connection closed"
+        );
+        assert!(
+            h.child.try_wait().unwrap().is_none(),
+            "SIG{sig}: the goodbyes came before the process exited"
+        );
+        assert_eq!(
+            wait_exit(&mut h.child, Duration::from_secs(15)),
             Some(0),
             "SIG{sig}: exit 0 within the grace period"
         );
-        // The subscriber was closed by the server, not left hanging.
-        sub.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        assert!(matches!(sub.read(&mut buf), Ok(0) | Err(_)));
+        drop(slow);
+        // The subscriber's connection ended in herald's shutdown, not with the process.
+        let sub_addr = format!("\"{}\"", sub.local_addr().unwrap());
+        let log = h.whole_log();
+        assert!(
+            log.iter()
+                .any(|l| l.contains("RESP connection closed: server shutdown")
+                    && l.contains(&sub_addr)),
+            "SIG{sig}: {log:#?}"
+        );
     }
 }
 
@@ -200,11 +432,8 @@ fn http_clients_that_hang_up_mid_request_are_counted_not_logged_as_errors() {
     }
     signal(&h.child, "TERM");
     assert_eq!(wait_exit(&mut h.child, Duration::from_secs(6)), Some(0));
-    let log = h.log.lock().unwrap();
-    assert!(
-        log.iter().any(|l| l.contains("bye")),
-        "the log was read to the end"
-    );
+    let log = h.whole_log();
+    assert!(log.iter().any(|l| l.contains("bye")), "{log:?}");
     assert!(
         !log.iter().any(|l| l.contains("connection error")),
         "{log:?}"

@@ -1,5 +1,6 @@
 //! Every parser that reads bytes from the network, fed random and mutated input: none
-//! may panic, loop without consuming input, or grow a buffer past its limit. The
+//! may panic, loop without consuming input, or hold more input than its limits allow
+//! while it waits for the rest (checked after every read). The
 //! inputs are mutations of real traffic (a Laravel EVAL, redis-cli's inline commands,
 //! masked WebSocket frames, Engine.IO payloads, Socket.IO packets), so most of them get
 //! deep into the parsers before going wrong. A fixed seed keeps every run reproducible;
@@ -101,20 +102,42 @@ fn iterations() -> usize {
 
 const LARAVEL_EVAL: &[u8] = b"*6\r\n$4\r\nEVAL\r\n$61\r\nfor i = 2, #ARGV do\n  redis.call('publish', ARGV[i], ARGV[1])\nend\r\n$1\r\n0\r\n$27\r\n{\"event\":\"E\",\"data\":{\"a\":1}}\r\n$23\r\nlaravel_database_orders\r\n$6\r\nsecond\r\n";
 
+/// A multibulk PUBLISH whose payload is `len` bytes.
+fn publish_of(len: usize) -> Vec<u8> {
+    let mut r = format!("*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n${len}\r\n").into_bytes();
+    r.extend(vec![b'p'; len]);
+    r.extend_from_slice(b"\r\n");
+    r
+}
+
 #[test]
-fn resp_decoder_never_panics_and_always_makes_progress() {
+fn resp_decoder_never_panics_makes_progress_and_bounds_its_buffer() {
+    let limits = Limits {
+        max_bulk_len: 1024,
+        max_multibulk_len: 64,
+        max_inline_len: 256,
+    };
+    // Inputs past every limit, so that a missing check shows as a buffer that grows.
+    let long_inline = [&b"PUBLISH news "[..], &[b'a'; 1200]].concat();
+    let long_count = [&b"*"[..], &[b'1'; 1200]].concat();
+    let at_bulk_limit = publish_of(limits.max_bulk_len);
+    let past_bulk_limit = publish_of(4 * limits.max_bulk_len);
     let corpus: &[&[u8]] = &[
         LARAVEL_EVAL,
         b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$5\r\nhello\r\n*1\r\n$4\r\nPING\r\n",
         b"PUBLISH news \"hello \\x41 \\n world\" 'it''s'\r\n",
         b"*2\r\n$4\r\nECHO\r\n$-1\r\n*0\r\n*-1\r\n",
         b"HELLO 3 AUTH default pw SETNAME predis\r\n",
+        &long_inline,
+        &long_count,
+        &at_bulk_limit,
+        &past_bulk_limit,
     ];
-    let limits = Limits {
-        max_bulk_len: 1024,
-        max_multibulk_len: 64,
-        max_inline_len: 256,
-    };
+    // The most input the decoder may hold while it waits: an inline line or a `*`/`$`
+    // line up to the inline limit, or a bulk up to the bulk limit (less its last byte).
+    // One exception: a line whose `\r` is the last byte so far (the next byte decides).
+    let bound = limits.max_inline_len.max(limits.max_bulk_len + 1);
+    let mut largest_wait = 0;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut requests, mut refusals) = (0, 0);
     for _ in 0..iterations() {
@@ -130,7 +153,15 @@ fn resp_decoder_never_panics_and_always_makes_progress() {
                     assert!(args.len() <= limits.max_multibulk_len);
                     assert!(args.iter().all(|a| a.len() <= limits.max_bulk_len.max(256)));
                 }
-                Ok(None) => return true,
+                Ok(None) => {
+                    assert!(
+                        buf.len() <= bound || buf.ends_with(b"\r"),
+                        "{} bytes held waiting, past the limits",
+                        buf.len()
+                    );
+                    largest_wait = largest_wait.max(buf.len());
+                    return true;
+                }
                 // The session answers the error and closes the connection.
                 Err(e) => {
                     refusals += 1;
@@ -150,6 +181,8 @@ fn resp_decoder_never_panics_and_always_makes_progress() {
         requests > n / 4 && refusals > n / 20,
         "{requests} requests, {refusals} refusals"
     );
+    // And the inputs came near the bound: the check above was put to work.
+    assert!(largest_wait > bound / 2, "largest wait {largest_wait}");
 }
 
 /// A masked client frame, as browsers send them.
@@ -173,7 +206,7 @@ fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn websocket_decoder_never_panics_and_bounds_messages() {
+fn websocket_decoder_never_panics_and_bounds_messages_and_its_buffer() {
     let text = client_frame(
         true,
         0x1,
@@ -184,8 +217,22 @@ fn websocket_decoder_never_panics_and_bounds_messages() {
     fragmented.extend(client_frame(true, 0x0, b"{\"channel\":\"orders\"}]"));
     let close = client_frame(true, 0x8, &[0x03, 0xe8, b'b', b'y', b'e']);
     let long = client_frame(true, 0x2, &[7u8; 300]);
-    let corpus: &[&[u8]] = &[&text, &fragmented, &close, &long];
     const MAX: usize = 512;
+    // Past the limit, whole or in fragments: a missing check shows as a buffer that
+    // grows or a message that is too big.
+    let too_long = client_frame(true, 0x2, &[7u8; 3 * MAX]);
+    let mut too_long_in_parts = client_frame(false, 0x2, &[7u8; 300]);
+    too_long_in_parts.extend(client_frame(true, 0x0, &[7u8; 300]));
+    let corpus: &[&[u8]] = &[
+        &text,
+        &fragmented,
+        &close,
+        &long,
+        &too_long,
+        &too_long_in_parts,
+    ];
+    // A frame header is at most 14 bytes; the decoder holds at most one frame.
+    let bound = 14 + MAX;
     let mut rng = Rng(0xd1b5_4a32_d192_ed03);
     let (mut messages, mut closes) = (0, 0);
     for _ in 0..iterations() {
@@ -201,7 +248,10 @@ fn websocket_decoder_never_panics_and_bounds_messages() {
                         assert!(t.len() <= MAX, "message over the limit: {}", t.len());
                     }
                 }
-                Ok(None) => return true,
+                Ok(None) => {
+                    assert!(buf.len() <= bound, "{} bytes held waiting", buf.len());
+                    return true;
+                }
                 Err(e) => {
                     closes += 1;
                     assert!((1002..=1009).contains(&e.code), "close code {}", e.code);

@@ -57,8 +57,10 @@ async fn requests_split_at_every_byte() {
     let reply = b"$11\r\nhello world\r\n$3\r\nx y\r\n:0\r\n";
     for cut in 1..request.len() {
         let mut c = Raw::connect(h.redis_addr).await;
-        c.send(&request[..cut]).await;
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        // A PING ahead of the first part, in the same write: its PONG shows herald has
+        // read up to there, so the rest, sent after it, arrives in another read.
+        c.send([b"PING\r\n", &request[..cut]].concat()).await;
+        c.expect(b"+PONG\r\n").await;
         c.send(&request[cut..]).await;
         c.expect(reply).await;
     }

@@ -3,13 +3,11 @@
 //! socket, without the publisher's own socket, and non-Laravel payloads go nowhere.
 
 use bytes::Bytes;
-use futures_util::SinkExt;
 use herald::config::Config;
 use herald::server::Running;
-use tokio_tungstenite::tungstenite::Message;
 
 mod common;
-use common::{next_text, Ws};
+use common::{next_text, socketio_socket};
 
 async fn start(args: impl FnOnce(&mut Config)) -> Running {
     let mut c = common::config();
@@ -24,39 +22,11 @@ fn publish(r: &Running, channel: &str, payload: &str) -> usize {
     )
 }
 
-/// A v4 WebSocket socket subscribed to `channel`; returns it and its socket id.
-async fn ws_socket(r: &Running, channel: &str) -> (Ws, String) {
-    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", r.http_addr);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    let open = next_text(&mut ws).await;
-    assert!(open.starts_with(r#"0{"sid":""#), "{open}");
-    assert!(
-        open.ends_with(
-            r#"","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#
-        ),
-        "{open}"
-    );
-    ws.send(Message::text("40")).await.unwrap();
-    let connected = next_text(&mut ws).await;
-    let id = connected
-        .strip_prefix(r#"40{"sid":""#)
-        .and_then(|s| s.strip_suffix(r#""}"#))
-        .expect("40{\"sid\":…}")
-        .to_string();
-    ws.send(Message::text(format!(
-        r#"427["subscribe",{{"channel":"{channel}"}}]"#
-    )))
-    .await
-    .unwrap();
-    assert_eq!(next_text(&mut ws).await, "437[]");
-    (ws, id)
-}
-
 #[tokio::test]
 async fn websocket_sockets_get_exact_bytes_and_to_others_is_honoured() {
     let r = start(|_| {}).await;
-    let (mut a, a_id) = ws_socket(&r, "orders.1").await;
-    let (mut b, _) = ws_socket(&r, "orders.1").await;
+    let (mut a, a_id) = socketio_socket(r.http_addr, "orders.1").await;
+    let (mut b, _) = socketio_socket(r.http_addr, "orders.1").await;
     let envelope =
         r#"{"event":"OrderShipped","data":{"id":1,"name":"\u00e9","socket":null},"socket":null}"#;
     assert_eq!(publish(&r, "laravel_database_orders.1", envelope), 2);
@@ -102,7 +72,7 @@ async fn polling_sockets_get_the_same_packet_in_a_payload() {
     post("40\x1e42[\"subscribe\",{\"channel\":\"orders.9\"}]").await;
     let got = http.get(&url).send().await.unwrap().text().await.unwrap();
     assert!(got.starts_with(r#"40{"sid":""#), "{got}");
-    let (mut w, _) = ws_socket(&r, "orders.9").await;
+    let (mut w, _) = socketio_socket(r.http_addr, "orders.9").await;
     let envelope = r#"{"event":"E","data":{"n":1},"socket":null}"#;
     assert_eq!(publish(&r, "laravel_database_orders.9", envelope), 2);
     assert_eq!(publish(&r, "laravel_database_orders.9", envelope), 2);

@@ -583,6 +583,7 @@ mod tests {
 
     #[tokio::test]
     async fn members_are_never_crowded_out_by_other_events() {
+        let _serial = COUNTERS.lock().await;
         let (t, mut rx) = target(4, Duration::ZERO);
         let dropped = metrics::WEBHOOK_EVENTS_DROPPED.get();
         for i in 0..10 {
@@ -603,10 +604,89 @@ mod tests {
         );
     }
 
+    /// The tests that read the process-wide webhook counters run one at a time.
+    static COUNTERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[test]
     fn no_targets_want_nothing_and_emit_is_a_no_op() {
+        let _serial = COUNTERS.blocking_lock();
+        // No runtime here: with no URL, start spawns no task.
         let hooks = Webhooks::start(&[], "k", "s", None).unwrap();
-        assert!(!hooks.wants("channel_occupied"));
-        hooks.emit(Event::channel_occupied("x"));
+        let (queued, dropped) = (pending(), metrics::WEBHOOK_EVENTS_DROPPED.get());
+        for name in EVENT_TYPES {
+            assert!(!hooks.wants(name));
+            hooks.emit(Event::about(name, "x"));
+        }
+        assert_eq!(pending(), queued, "nothing queued");
+        assert_eq!(
+            metrics::WEBHOOK_EVENTS_DROPPED.get(),
+            dropped,
+            "nothing dropped"
+        );
+    }
+
+    /// A log sink for one test: what `tracing` wrote while it was the default.
+    #[derive(Clone, Default)]
+    struct Log(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_url_that_never_answers_fills_its_queue_then_events_are_dropped_counted_and_logged() {
+        let _serial = COUNTERS.lock().await;
+        // Takes the connection and never answers.
+        let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        const QUEUE: usize = 10_000;
+        let hook = WebhookConfig {
+            url: format!("http://{}/webhook", app.local_addr().unwrap()),
+            event_types: vec![],
+            limits: WebhookLimits {
+                queue: QUEUE,
+                occupancy_delay: Duration::ZERO,
+            },
+        };
+        let hooks = Webhooks::start(&[hook], "k", "s", None).unwrap();
+        let dropped = || metrics::WEBHOOK_EVENTS_DROPPED.get();
+        let log = Log::default();
+        let logger = tracing_subscriber::fmt()
+            .with_writer({
+                let log = log.clone();
+                move || log.clone()
+            })
+            .with_ansi(false)
+            .finish();
+        let before = dropped();
+        // This test's runtime has one thread and nothing below awaits: the sending task
+        // has not run yet, so the queue takes exactly QUEUE events.
+        tracing::subscriber::with_default(logger, || {
+            // Member events may fill the whole queue (others only half of it).
+            for i in 0..QUEUE + 1000 {
+                hooks.emit(Event::member_added("presence-c", &i.to_string()));
+            }
+        });
+        assert_eq!(dropped() - before, 1000);
+        let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            log.contains("webhook queue full: events dropped"),
+            "the drop was logged: {log:?}"
+        );
+        // The sender takes one batch and posts it; the app never answers. The queue has
+        // room for that batch again and no more.
+        let (_held, _) = tokio::time::timeout(Duration::from_secs(10), app.accept())
+            .await
+            .expect("the webhook request was sent")
+            .unwrap();
+        for i in 0..BATCH + 50 {
+            hooks.emit(Event::member_removed("presence-c", &i.to_string()));
+        }
+        assert_eq!(dropped() - before, 1050);
     }
 }

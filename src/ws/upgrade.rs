@@ -30,6 +30,15 @@ fn header_has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
     })
 }
 
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2): base64 of the
+/// SHA-1 of the key followed by the protocol's GUID.
+fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
 /// Matches a valid WebSocket upgrade request (RFC 6455 §4.2.1) and extracts what is
 /// needed to finish it. Other requests are rejected so other routes may take them.
 pub fn upgrade() -> BoxedFilter<(Upgrade,)> {
@@ -45,14 +54,10 @@ pub fn upgrade() -> BoxedFilter<(Upgrade,)> {
                         .is_some_and(|v| v == "13");
                 let key = headers.get("sec-websocket-key");
                 match (ok, key, on_upgrade) {
-                    (true, Some(key), Some(on_upgrade)) => {
-                        let mut sha = Sha1::new();
-                        sha.update(key.as_bytes());
-                        sha.update(GUID.as_bytes());
-                        let accept =
-                            base64::engine::general_purpose::STANDARD.encode(sha.finalize());
-                        Ok(Upgrade { accept, on_upgrade })
-                    }
+                    (true, Some(key), Some(on_upgrade)) => Ok(Upgrade {
+                        accept: accept_key(key.as_bytes()),
+                        on_upgrade,
+                    }),
                     _ => Err(warp::reject::not_found()),
                 }
             },
@@ -89,10 +94,10 @@ mod tests {
 
     #[test]
     fn accept_key_matches_rfc_example() {
-        let mut sha = Sha1::new();
-        sha.update(b"dGhlIHNhbXBsZSBub25jZQ==");
-        sha.update(GUID.as_bytes());
-        let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
-        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        // RFC 6455 §1.3's worked example.
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 }
