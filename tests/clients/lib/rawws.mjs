@@ -96,7 +96,7 @@ export class RawWs {
   }
 
   // Resolve when the server has closed the TCP connection.
-  closedWithin(ms) {
+  closedWithin(ms = DEADLINE_MS) {
     return new Promise((resolve, reject) => {
       if (this.closed) return resolve(true);
       const t = setTimeout(() => reject(new Error('still open')), ms);
