@@ -1,22 +1,32 @@
 // --max-channels-per-connection: a connection past it gets a subscription error for the
 // extra channel (socket.io: subscription_error (channel, 429); Pusher:
 // pusher:subscription_error LimitReached 429), keeps the channels it has, may subscribe
-// again after leaving one, and other connections are not affected.
+// again after leaving one, and other connections are not affected. On socket.io, channels
+// the app is still authorizing count too (Pusher clients get their signature before they
+// subscribe, so herald never holds a Pusher channel in authorization).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import { startHerald, redisCli, laravelPayload, once } from './lib/herald.mjs';
+import { until, subscribe } from './lib/wait.mjs';
+import { startAuthApp } from './fixtures/laravel-auth.mjs';
 import { pusherClient, connected, subscribed, next, RawClient } from './pusher_fixtures.mjs';
 
 let h;
+const sockets = [];
+const connect = (server, opts = {}) => {
+  const socket = io(server.url, { forceNew: true, reconnection: false, transports: ['websocket'], ...opts });
+  sockets.push(socket);
+  return socket;
+};
 before(async () => { h = await startHerald(['--max-channels-per-connection', '3']); });
-after(async () => { await h.stop(); });
+after(async () => { for (const s of sockets) s.close(); await h.stop(); });
 
 const publish = (channel, event, data) =>
   redisCli(h.redisPort, 'PUBLISH', `laravel_database_${channel}`, laravelPayload(event, data));
 
 test('socket.io: the fourth channel is refused with 429, the first three keep working', async () => {
-  const socket = io(h.url, { transports: ['websocket'] });
+  const socket = connect(h);
   await once(socket, 'connect');
   const refused = once(socket, 'subscription_error');
   for (const c of ['a.1', 'a.2', 'a.3', 'a.4']) socket.emit('subscribe', { channel: c });
@@ -27,12 +37,12 @@ test('socket.io: the fourth channel is refused with 429, the first three keep wo
   assert.equal(await publish('a.4', 'Ping', { n: 4 }), '0');
   // Leaving one makes room.
   socket.emit('unsubscribe', { channel: 'a.1' });
-  await new Promise((resolve) => socket.emit('subscribe', { channel: 'a.4' }, resolve));
+  await subscribe(socket, 'a.4');
   assert.equal(await publish('a.4', 'Ping', { n: 4 }), '1');
   // Another socket is not limited by this one.
-  const other = io(h.url, { transports: ['websocket'] });
+  const other = connect(h);
   await once(other, 'connect');
-  await new Promise((resolve) => other.emit('subscribe', { channel: 'a.1' }, resolve));
+  await subscribe(other, 'a.1');
   assert.equal(await publish('a.1', 'Ping', { n: 1 }), '1');
   socket.close();
   other.close();
@@ -63,4 +73,32 @@ test('Pusher: pusher:subscription_error LimitReached 429 for the fourth, in Push
   const failed = next(c.subscribe('q.4'), 'pusher:subscription_error');
   assert.equal((await failed).data.status, 429);
   c.disconnect();
+});
+
+test('socket.io: channels the app is still authorizing count toward the limit', async () => {
+  const app = await startAuthApp({ hold: true });
+  const node = await startHerald(['--max-channels-per-connection', '3', '--auth-endpoint', app.endpoint]);
+  const socket = connect(node, { auth: { headers: { Authorization: 'Bearer 1' } } });
+  try {
+    await once(socket, 'connect');
+    const errors = [];
+    socket.on('subscription_error', (channel, status) => errors.push([channel, status]));
+    const authorized = ['private-chat.1', 'private-chat.2', 'private-chat.3'].map((c) => subscribe(socket, c));
+    await until(() => app.held === 3, 'the app to be asked for three channels');
+    // The app has answered none of them: the socket holds no channel yet, three in authorization.
+    const refused = once(socket, 'subscription_error');
+    socket.emit('subscribe', { channel: 'public.4' });
+    assert.deepEqual(await refused, ['public.4', 429]);
+    assert.equal(await redisCli(node.redisPort, 'PUBLISH', 'laravel_database_public.4', laravelPayload('E', {})), '0');
+    app.release();
+    await Promise.all(authorized);
+    assert.deepEqual(errors, [['public.4', 429]], 'the three authorized channels were not refused');
+    const got = once(socket, 'E');
+    assert.equal(await redisCli(node.redisPort, 'PUBLISH', 'laravel_database_private-chat.3', laravelPayload('E', { n: 3 })), '1');
+    assert.deepEqual(await got, ['private-chat.3', { n: 3, socket: null }]);
+  } finally {
+    socket.close();
+    await node.stop();
+    await app.close();
+  }
 });

@@ -3,8 +3,9 @@
 // signin and #server-to-user, watchlists, cache channels, and a bad signature.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHerald, sleep } from './lib/herald.mjs';
-import { APP, sdk, pusherClient, connected, subscribed, next, PusherServer } from './pusher_fixtures.mjs';
+import { startHerald, metric } from './lib/herald.mjs';
+import { inbox, until } from './lib/wait.mjs';
+import { APP, sdk, pusherClient, connected, subscribed, signedIn, next, PusherServer } from './pusher_fixtures.mjs';
 
 let h;
 const clients = [];
@@ -13,8 +14,10 @@ const client = (opts) => { const c = pusherClient(h, opts); clients.push(c); ret
 before(async () => { h = await startHerald(); });
 after(async () => { for (const c of clients) c.disconnect(); await h.stop(); });
 
-test('connects with a socket id and the activity timeout', async () => {
-  const c = await client();
+test('connects with a socket id and the server\'s activity timeout', async () => {
+  // pusher-js uses the smaller of its own option and the server's activity_timeout: with the
+  // option far above any server value, what it uses is herald's (120 s by default).
+  const c = await client({ activityTimeout: 3600 * 1000 });
   assert.match(c.connection.socket_id, /^\d+\.\d+$/);
   assert.equal(c.connection.activityTimeout, 120000);
 });
@@ -39,9 +42,15 @@ test('presence: members listed, member_added once per user, member_removed after
   const watcher = await client({ user: { user_id: 'w', user_info: { name: 'Watcher' } } });
   const wch = await subscribed(watcher, 'presence-room.1');
   assert.equal(wch.members.count, 1);
-  let added = 0; let removed = 0;
-  wch.bind('pusher:member_added', () => { added++; });
-  wch.bind('pusher:member_removed', () => { removed++; });
+  // The watcher's view, in order, with markers the HTTP API sends on the channel.
+  const seen = inbox();
+  wch.bind('pusher:member_added', (m) => seen.add(['added', m.id]));
+  wch.bind('pusher:member_removed', (m) => seen.add(['removed', m.id]));
+  wch.bind('Marker', (d) => seen.add(['marker', d.n]));
+  const marker = async (n) => {
+    await sdk(h).trigger('presence-room.1', 'Marker', { n });
+    return seen.before((e) => e[0] === 'marker' && e[1] === n);
+  };
 
   const ada = { user_id: 42, user_info: { name: 'Ada' } };
   const a1 = await client({ user: ada });
@@ -55,12 +64,12 @@ test('presence: members listed, member_added once per user, member_removed after
   const a2 = await client({ user: ada });
   const a2ch = await subscribed(a2, 'presence-room.1');
   assert.equal(a2ch.members.count, 2, 'two connections of one user count once');
-  await sleep(200);
-  assert.equal(added, 1, 'no member_added for the second connection');
+  assert.deepEqual(await marker(1), [['added', '42']], 'no member_added for the second connection');
 
   a1.unsubscribe('presence-room.1');
-  await sleep(200);
-  assert.equal(removed, 0, 'still present through the second connection');
+  // Subscribing again on the same connection: herald has handled the unsubscribe before this.
+  await subscribed(a1, 'after-unsubscribe');
+  assert.deepEqual((await marker(2)).slice(2), [], 'still present through the second connection');
   const gone = next(wch, 'pusher:member_removed');
   a2.disconnect();
   assert.deepEqual((await gone).data, { id: '42', info: { name: 'Ada' } });
@@ -75,8 +84,9 @@ test('client events reach the others, not the sender, with user_id on presence',
   const b = await client({ user: { user_id: 'b', user_info: {} } });
   const ach = await subscribed(a, 'presence-chat');
   const bch = await subscribed(b, 'presence-chat');
-  let echoed = false;
-  ach.bind('client-typing', () => { echoed = true; });
+  // Everything a gets on the two channels, client events included.
+  const aGot = inbox();
+  ach.bind_global((event, data) => { if (!event.startsWith('pusher')) aGot.add([event, data]); });
   const got = next(bch, 'client-typing');
   assert.equal(ach.trigger('client-typing', { typing: true }), true);
   const { data, meta } = await got;
@@ -84,56 +94,57 @@ test('client events reach the others, not the sender, with user_id on presence',
   assert.equal(meta.user_id, 'a');
   const pa = await subscribed(a, 'private-whisper');
   const pb = await subscribed(b, 'private-whisper');
+  pa.bind_global((event, d) => { if (!event.startsWith('pusher')) aGot.add([event, d]); });
   const got2 = next(pb, 'client-hello');
   pa.trigger('client-hello', { n: 1 });
   const r = await got2;
   assert.deepEqual(r.data, { n: 1 });
   assert.equal(r.meta.user_id, undefined);
-  await sleep(200);
-  assert.equal(echoed, false, 'the sender does not get its own client event');
+  // b has both: herald handled both client events; the marker follows them on a's connection.
+  await sdk(h).trigger(['presence-chat', 'private-whisper'], 'Marker', {});
+  await aGot.count(2);
+  assert.deepEqual(aGot.items, [['Marker', {}], ['Marker', {}]], 'the sender does not get its own client events');
 });
 
 test('signin and #server-to-user events', async () => {
-  const c = await client({ user: { user_id: 'u-9', user_info: {} } });
-  c.signin();
-  await c.user.signinDonePromise;
+  const c = await signedIn(await client({ user: { user_id: 'u-9', user_info: {} } }));
   assert.equal(c.user.user_data.id, 'u-9');
-  await sleep(200); // the #server-to-user subscription follows the signin
   const got = next(c.user, 'notice');
   await sdk(h).sendToUser('u-9', 'notice', { hello: 'you' });
   assert.deepEqual((await got).data, { hello: 'you' });
 });
 
 test('watchlists: online for watched users already there, then online on a first connection and offline after the last', async () => {
-  const signedIn = async (id, watchlist) => {
-    const c = await client({ user: { user_id: id, user_info: {} }, watchlist });
-    c.signin();
-    await c.user.signinDonePromise;
-    return c;
-  };
-  const events = [];
-  const early = await signedIn('w-c');
+  const signIn = async (id, watchlist) => signedIn(await client({ user: { user_id: id, user_info: {} }, watchlist }));
+  const events = inbox();
+  const early = await signIn('w-c');
   const watcher = pusherClient(h, { user: { user_id: 'w-a', user_info: {} }, watchlist: ['w-b', 'w-c'] });
   clients.push(watcher);
-  for (const name of ['online', 'offline']) watcher.user.watchlist.bind(name, (e) => events.push(`${name}:${e.user_ids.join(',')}`));
+  for (const name of ['online', 'offline']) watcher.user.watchlist.bind(name, (e) => events.add(`${name}:${e.user_ids.join(',')}`));
+  // Events sent to the watcher itself follow the watchlist events on its connection: markers.
+  watcher.user.bind('marker', (d) => events.add(`marker:${d.n}`));
+  const marker = async (n) => {
+    await sdk(h).sendToUser('w-a', 'marker', { n });
+    return events.before((e) => e === `marker:${n}`);
+  };
   await connected(watcher);
-  watcher.signin();
-  await watcher.user.signinDonePromise;
-  const until = async (n) => { for (let i = 0; i < 50 && events.length < n; i += 1) await sleep(50); };
-  await until(1);
-  assert.deepEqual(events, ['online:w-c']);
-  const b1 = await signedIn('w-b');
-  await until(2);
-  const b2 = await signedIn('w-b'); // a second tab: already online
-  await sleep(200);
-  assert.deepEqual(events, ['online:w-c', 'online:w-b']);
+  await signedIn(watcher);
+  assert.deepEqual(await events.count(1), ['online:w-c']);
+  const b1 = await signIn('w-b');
+  await events.count(2);
+  const b2 = await signIn('w-b'); // a second tab: already online
+  assert.deepEqual(await marker(1), ['online:w-c', 'online:w-b']);
+  // A disconnect has no acknowledgement; herald counts the connection gone after it has
+  // signed it out.
+  const open = await metric(h, 'herald_ws_connections');
   b1.disconnect();
-  await sleep(200);
-  assert.equal(events.length, 2, 'one tab left: still online');
+  await until(async () => await metric(h, 'herald_ws_connections') === open - 1, 'herald to close the first tab');
+  assert.deepEqual((await marker(2)).slice(3), [], 'one tab left: still online');
   b2.disconnect();
   early.disconnect();
-  await until(4);
-  assert.deepEqual(events.slice(2).sort(), ['offline:w-b', 'offline:w-c']);
+  await events.count(6);
+  assert.deepEqual(events.items.slice(4).sort(), ['offline:w-b', 'offline:w-c']);
+  assert.deepEqual((await marker(3)).slice(6), []);
 });
 
 test('cache channels: cache_miss when empty, the last event replayed to a new subscriber', async () => {
@@ -159,8 +170,7 @@ test('a bad signature: subscription_error and pusher:error 4009, the connection 
   const { data } = await next(ch, 'pusher:subscription_error');
   assert.equal(data.type, 'AuthError');
   assert.equal(data.status, 401);
-  await sleep(100);
-  assert.ok(errors.some((e) => e.type === 'PusherError' && e.data.code === 4009), JSON.stringify(errors));
+  await until(() => errors.some((e) => e.type === 'PusherError' && e.data.code === 4009), `pusher:error 4009; got ${JSON.stringify(errors)}`);
   assert.equal(ch.subscribed, false);
   assert.equal(c.connection.state, 'connected');
   const pub = await subscribed(c, 'public-after-error');

@@ -5,6 +5,7 @@ import http from 'node:http';
 import { createRequire } from 'node:module';
 import WebSocket from 'ws';
 import PusherJs from 'pusher-js';
+import { DEADLINE_MS } from './lib/wait.mjs';
 
 const require = createRequire(import.meta.url);
 export const PusherServer = require('pusher');
@@ -42,7 +43,7 @@ export function pusherClient(h, { user = { user_id: '1', user_info: { name: 'Ada
   }));
 }
 
-export function connected(client, ms = 5000) {
+export function connected(client, ms = DEADLINE_MS) {
   if (client.connection.state === 'connected') return Promise.resolve(client);
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`not connected: ${client.connection.state}`)), ms);
@@ -51,7 +52,7 @@ export function connected(client, ms = 5000) {
 }
 
 // Resolve with the data of the next `event` bound on a pusher-js channel (or connection).
-export function next(bindable, event, ms = 5000) {
+export function next(bindable, event, ms = DEADLINE_MS) {
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), ms);
     const handler = (data, meta) => { clearTimeout(t); bindable.unbind(event, handler); resolve({ data, meta }); };
@@ -59,11 +60,22 @@ export function next(bindable, event, ms = 5000) {
   });
 }
 
-export async function subscribed(client, name, ms = 5000) {
+export async function subscribed(client, name, ms = DEADLINE_MS) {
   const ch = client.subscribe(name);
   if (ch.subscribed) return ch;
   await next(ch, 'pusher:subscription_succeeded', ms);
   return ch;
+}
+
+// Sign in (pusher:signin) and wait until pusher-js has also subscribed to the user's
+// #server-to-user channel, which it does after the signin: from then on events sent to the
+// user, and watchlist events, reach the client.
+export async function signedIn(client, ms = DEADLINE_MS) {
+  client.signin();
+  await client.user.signinDonePromise;
+  const channel = client.user.serverToUserChannel;
+  if (!channel.subscribed) await next(channel, 'pusher:subscription_succeeded', ms);
+  return client;
 }
 
 // A bare protocol-7 client: every frame it receives, its close code and reason.
@@ -87,7 +99,7 @@ export class RawClient {
   }
 
   // Wait for a message satisfying `pred` (an event name or a function).
-  expect(pred, ms = 5000) {
+  expect(pred, ms = DEADLINE_MS) {
     const test = typeof pred === 'string' ? (m) => m.event === pred : pred;
     const seen = this.messages.find(test);
     if (seen) { this.messages.splice(this.messages.indexOf(seen), 1); return Promise.resolve(seen); }

@@ -7,7 +7,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startHerald, sleep } from './lib/herald.mjs';
+import { startHerald } from './lib/herald.mjs';
+import { inbox } from './lib/wait.mjs';
 import { APP, sdk, pusherClient, connected, subscribed, next } from './pusher_fixtures.mjs';
 
 let h;
@@ -42,8 +43,8 @@ test('trigger to several channels, leaving out socket_id', async () => {
   const b = await client();
   const [a1, b1] = [await subscribed(a, 'news'), await subscribed(b, 'news')];
   const b2 = await subscribed(b, 'sport');
-  let aGot = false;
-  a1.bind('Headline', () => { aGot = true; });
+  const aGot = inbox();
+  a1.bind_global((event) => { if (!event.startsWith('pusher')) aGot.add(event); });
   const got1 = next(b1, 'Headline');
   const got2 = next(b2, 'Headline');
   const res = await sdk(h).trigger(['news', 'sport'], 'Headline', { t: 'x' }, { socket_id: a.connection.socket_id });
@@ -51,8 +52,8 @@ test('trigger to several channels, leaving out socket_id', async () => {
   assert.deepEqual(await res.json(), {});
   assert.deepEqual((await got1).data, { t: 'x' });
   assert.deepEqual((await got2).data, { t: 'x' });
-  await sleep(200);
-  assert.equal(aGot, false, 'the excluded socket got nothing');
+  await sdk(h).trigger('news', 'Marker', {});
+  assert.deepEqual(await aGot.before((e) => e === 'Marker'), [], 'the excluded socket got nothing');
 });
 
 test('trigger with info returns subscription and user counts', async () => {
@@ -65,15 +66,15 @@ test('trigger with info returns subscription and user counts', async () => {
 test('triggerBatch delivers every event', async () => {
   const a = await client();
   const ch = await subscribed(a, 'batch-ch');
-  const seen = [];
-  ch.bind_global((e, d) => { if (!e.startsWith('pusher')) seen.push([e, d]); });
+  const seen = inbox();
+  ch.bind_global((e, d) => { if (!e.startsWith('pusher')) seen.add([e, d]); });
   const res = await sdk(h).triggerBatch([
     { channel: 'batch-ch', name: 'One', data: { n: 1 } },
     { channel: 'batch-ch', name: 'Two', data: 'two' },
   ]);
   assert.equal(res.status, 200);
-  await sleep(300);
-  assert.deepEqual(seen, [['One', { n: 1 }], ['Two', 'two']]);
+  await sdk(h).trigger('batch-ch', 'Marker', {});
+  assert.deepEqual(await seen.before(([e]) => e === 'Marker'), [['One', { n: 1 }], ['Two', 'two']]);
 });
 
 test('get channels, one channel, and presence users', async () => {
@@ -100,15 +101,15 @@ test('apps are isolated: an event for one app never reaches another app\'s clien
   const mine = await client();
   const theirs = await client({ app: SECOND });
   const [m, t] = [await subscribed(mine, 'shared-name'), await subscribed(theirs, 'shared-name')];
-  let leaked = false;
-  m.bind('OnlySecond', () => { leaked = true; });
+  const mineGot = inbox();
+  m.bind_global((event) => { if (!event.startsWith('pusher')) mineGot.add(event); });
   const got = next(t, 'OnlySecond');
   await sdk(h, SECOND).trigger('shared-name', 'OnlySecond', { a: 1 });
   assert.deepEqual((await got).data, { a: 1 });
   const wrongApp = await signed('GET', '/channels', { app: { ...SECOND, secret: APP.secret } });
   assert.equal(wrongApp.status, 401, 'one app\'s secret does not sign for another');
-  await sleep(200);
-  assert.equal(leaked, false);
+  await sdk(h).trigger('shared-name', 'Marker', {});
+  assert.deepEqual(await mineGot.before((e) => e === 'Marker'), [], 'nothing from the other app');
 });
 
 test('a correctly hand-signed request passes (the refusals below are for their reason alone)', async () => {

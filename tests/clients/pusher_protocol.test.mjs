@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
-import { startHerald, sleep, once } from './lib/herald.mjs';
+import { startHerald, once } from './lib/herald.mjs';
+import { until, inbox } from './lib/wait.mjs';
 import { APP, sdk, RawClient, pusherClient, connected } from './pusher_fixtures.mjs';
 
 const APPS = `
@@ -101,8 +102,15 @@ test('over the connection quota: 4004, and room again once the first leaves', as
   await refused(raw('one-key'), 4004);
   first.close();
   await first.closed;
-  await sleep(100);
-  await raw('one-key').established();
+  // herald frees the slot once it has handled the close, which nothing acknowledges:
+  // connect until a connection is accepted; those refused before were refused with 4004.
+  await until(async () => {
+    const c = raw('one-key');
+    const m = await c.expect((x) => x.event === 'pusher:connection_established' || x.event === 'pusher:error');
+    if (m.event === 'pusher:connection_established') return true;
+    assert.equal(m.parsed.code, 4004);
+    return false;
+  }, 'a connection slot for app one');
 });
 
 test('allowed origins: a foreign Origin gets 4009, an allowed one connects', async () => {
@@ -243,8 +251,10 @@ test('client events: refused on public channels, before subscribing, when disabl
   for (let i = 0; i < 4; i++) c.send({ event: 'client-n', channel: 'private-r', data: { i } });
   assert.equal((await c.expect('pusher:error')).parsed.code, 4301, 'the 4th in a second is over the rate of 3');
   for (let i = 0; i < 3; i++) assert.deepEqual((await other.expect('client-n')).data, { i });
-  await sleep(200);
-  assert.equal(other.messages.filter((m) => m.event === 'client-n').length, 0);
+  // The refusal came after herald handled the 4th: an API event now follows anything relayed.
+  await sdk(h).trigger('private-r', 'Marker', {});
+  await other.expect('Marker');
+  assert.deepEqual(other.messages.filter((m) => m.event === 'client-n'), [], 'the 4th was not relayed');
 });
 
 test('signin with a bad signature: pusher:error 4009 and close', async () => {
@@ -282,19 +292,25 @@ test('terminate_connections closes every connection the user signed in on', asyn
 });
 
 test('heartbeat: an idle client is pinged, and closed with 4201 when it does not answer', async () => {
-  const hb = await startHerald(['--activity-timeout', '1']);
+  // The heartbeat is the subject: 2 s of silence before the ping and 2 s to answer it, which a
+  // busy machine meets (1 s would leave the answering client one second to answer).
+  const hb = await startHerald(['--activity-timeout', '2']);
   try {
     const silent = RawClient.connect(hb);
     const answering = RawClient.connect(hb);
-    assert.equal((await silent.established()).parsed.activity_timeout, 1);
+    answering.ws.on('message', (buf) => {
+      if (JSON.parse(buf.toString()).event === 'pusher:ping') answering.send({ event: 'pusher:pong' });
+    });
+    assert.equal((await silent.established()).parsed.activity_timeout, 2);
     await answering.established();
     const t0 = Date.now();
-    await silent.expect('pusher:ping', 3000);
-    await answering.expect('pusher:ping', 3000);
-    answering.send({ event: 'pusher:pong' });
+    await silent.expect('pusher:ping');
+    await answering.expect('pusher:ping');
     const closed = await silent.closed;
     assert.equal(closed.code, 4201);
-    assert.ok(Date.now() - t0 >= 1500, 'closed only after the pong wait');
+    assert.ok(Date.now() - t0 >= 3000, 'closed only after the pong wait');
+    // Pinged again after answering: it outlived the wait that closed the silent one.
+    await answering.expect('pusher:ping');
     assert.equal(answering.ws.readyState, 1, 'the client that answered stays');
     answering.close();
   } finally { await hb.stop(); }
@@ -313,16 +329,16 @@ test('pusher-js takes the shutdown 4200 as "reconnect at once"', async () => {
   const c = pusherClient(s);
   try {
     await connected(c);
-    const errors = [];
-    const states = [];
-    c.connection.bind('error', (e) => errors.push(e));
-    const t0 = Date.now();
-    c.connection.bind('state_change', ({ current }) => states.push([current, Date.now() - t0]));
+    // A refusal (4000-4099) disconnects; a backoff (4100-4199) reconnects after a second; a
+    // 4200 reconnects at once. Time is the subject here, measured from the error itself, so a
+    // slow shutdown does not count: 500 ms is far from the backoff's 1000 ms.
+    const log = inbox();
+    c.connection.bind('error', (e) => log.add(['error', e.data && e.data.code, Date.now()]));
+    c.connection.bind('state_change', ({ current }) => log.add(['state', current, Date.now()]));
     await s.stop();
-    await sleep(300);
-    assert.ok(errors.some((e) => e.data && e.data.code === 4200), JSON.stringify(errors));
-    const [state, at] = states[0];
-    assert.equal(state, 'connecting', 'retry at once, not disconnected or failed');
-    assert.ok(at < 200, `reconnecting ${at} ms after the close`);
+    const [, state, changedAt] = await log.waitFor(([kind]) => kind === 'state', 'a state change');
+    const [,, erredAt] = await log.waitFor(([kind, code]) => kind === 'error' && code === 4200, 'the 4200 error');
+    assert.equal(state, 'connecting', 'retry, not disconnected or failed');
+    assert.ok(changedAt - erredAt < 500, `reconnecting ${changedAt - erredAt} ms after the 4200`);
   } finally { c.disconnect(); }
 });

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startHerald, redisCli, laravelPayload, sleep } from './lib/herald.mjs';
+import { startHerald, redisCli, laravelPayload } from './lib/herald.mjs';
+import { inbox } from './lib/wait.mjs';
 import { pusherClient, connected, subscribed, next } from './pusher_fixtures.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -40,14 +41,14 @@ test('the socket in the envelope (toOthers) is left out', async () => {
   const a = await client();
   const b = await client();
   const [ach, bch] = [await subscribed(a, 'private-room.1'), await subscribed(b, 'private-room.1')];
-  let aGot = false;
-  ach.bind('Said', () => { aGot = true; });
+  const aGot = inbox();
+  ach.bind_global((event) => { if (!event.startsWith('pusher')) aGot.add(event); });
   const got = next(bch, 'Said');
   await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_private-room.1',
     laravelPayload('Said', { text: 'hi' }, a.connection.socket_id));
   assert.equal((await got).data.text, 'hi');
-  await sleep(200);
-  assert.equal(aGot, false);
+  await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_private-room.1', laravelPayload('Marker', {}));
+  assert.deepEqual(await aGot.before((e) => e === 'Marker'), [], 'the socket named in the envelope is left out');
 });
 
 for (const phpClient of ['phpredis', 'predis']) {
@@ -56,13 +57,13 @@ for (const phpClient of ['phpredis', 'predis']) {
     const b = await client();
     const name = `presence-php.${phpClient}`;
     const [ach, bch] = [await subscribed(a, name), await subscribed(b, name)];
-    let aGot = false;
-    ach.bind('App\\Events\\Moved', () => { aGot = true; });
+    const aGot = inbox();
+    ach.bind_global((event) => { if (!event.startsWith('pusher')) aGot.add(event); });
     const got = next(bch, 'App\\Events\\Moved');
     await broadcast(['--client', phpClient, '--channel', name, '--event', 'App\\Events\\Moved',
       '--data', JSON.stringify({ x: 1, 'é': '/' }), '--socket', a.connection.socket_id]);
     assert.deepEqual((await got).data, { x: 1, 'é': '/', socket: a.connection.socket_id });
-    await sleep(200);
-    assert.equal(aGot, false);
+    await broadcast(['--client', phpClient, '--channel', name, '--event', 'App\\Events\\Marker', '--data', '{}']);
+    assert.deepEqual(await aGot.before((e) => e === 'App\\Events\\Marker'), [], 'toOthers() leaves the sender out');
   });
 }

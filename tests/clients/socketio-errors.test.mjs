@@ -6,13 +6,13 @@ import http from 'node:http';
 import { io } from 'socket.io-client';
 import { startHerald, once, sleep } from './lib/herald.mjs';
 import { rawUpgrade } from './lib/rawws.mjs';
+import { until, within } from './lib/wait.mjs';
 
+// Default heartbeats (25 s / 20 s): no session here dies of a paused event loop, and no ping
+// answers a long-poll under test. The heartbeat test has its own herald.
 let h;
 before(async () => {
-  h = await startHerald([
-    '--max-http-buffer-size', '1000', '--allowed-origins', 'http://app.test,http://other.test',
-    '--ping-interval-ms', '300', '--ping-timeout-ms', '300',
-  ]);
+  h = await startHerald(['--max-http-buffer-size', '1000', '--allowed-origins', 'http://app.test,http://other.test']);
 });
 after(async () => { await h.stop(); });
 
@@ -25,11 +25,28 @@ async function expectError(res, status, code, message) {
 }
 
 // A polling session; returns its sid and a URL for it.
-async function pollingSession(v = 4) {
-  const res = await fetch(eio(`EIO=${v}&transport=polling`));
+async function pollingSession(v = 4, server = h) {
+  const res = await fetch(`${server.url}/socket.io/?EIO=${v}&transport=polling`);
   const body = await res.text();
   const sid = /"sid":"([^"]+)"/.exec(body)[1];
-  return { sid, url: eio(`EIO=${v}&transport=polling&sid=${sid}`), body };
+  return { sid, url: `${server.url}/socket.io/?EIO=${v}&transport=polling&sid=${sid}`, body };
+}
+
+// Whether herald has forgotten a polling session (asked with a noop POST, which a live
+// session answers `ok` without side effects).
+async function gone(s) {
+  const res = await fetch(s.url, { method: 'POST', body: '6' });
+  if (res.status === 200) return false;
+  assert.deepEqual([res.status, await res.json()], [400, { code: 1, message: 'Session ID unknown' }]);
+  return true;
+}
+
+// For a step whose precondition herald cannot show — a request has reached it and waits —
+// `attempt(gap)` leaves the request `gap` ms to get there and says whether it did; a missed
+// precondition is retried with a longer gap. A herald that behaves wrongly fails every attempt.
+async function withGrowingGap(what, attempt, gaps = [50, 500, 3000]) {
+  for (const gap of gaps) if (await attempt(gap)) return;
+  assert.fail(`${what}: not seen with gaps of ${gaps.join(', ')} ms`);
 }
 
 test('HTTP errors carry engine.io codes and messages', async () => {
@@ -68,17 +85,22 @@ test('a WebSocket message over max_http_buffer_size closes with 1009', async () 
   const { ws } = await rawUpgrade(h.httpPort, '/socket.io/?EIO=4&transport=websocket');
   await ws.next();
   ws.send('4' + 'x'.repeat(1200));
-  await ws.closedWithin(2000);
+  await ws.closedWithin();
   assert.equal(ws.closeCode, 1009);
 });
 
 test('a second concurrent GET is a 400 and closes the session', async () => {
   const s = await pollingSession();
-  const first = fetch(s.url);
-  await sleep(100);
-  const second = await fetch(s.url);
-  assert.equal(second.status, 400);
-  assert.equal((await (await first).text()), '1', 'the pending poll learns of the close');
+  // Whichever herald sees second is refused and closes the session; the one waiting then
+  // learns of the close.
+  const answers = await within(Promise.all([fetch(s.url), fetch(s.url)].map(async (r) => {
+    const res = await r;
+    return [res.status, await res.text()];
+  })), 'both GETs answered');
+  const refused = answers.find(([status]) => status === 400);
+  const waiting = answers.find(([status]) => status === 200);
+  assert.ok(refused && waiting, JSON.stringify(answers));
+  assert.equal(waiting[1], '1', 'the pending poll learns of the close');
   await expectError(await fetch(s.url), 400, 1, 'Session ID unknown');
 });
 
@@ -89,9 +111,8 @@ test('a second concurrent POST is a 400 and closes the session', async () => {
   const slow = http.request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method: 'POST', headers: { 'content-length': '100' } });
   slow.on('error', () => {});
   slow.write('40');
-  await sleep(100);
-  const second = await fetch(s.url, { method: 'POST', body: '40' });
-  assert.equal(second.status, 400);
+  // Noop POSTs pass until herald is reading the slow one; then one is refused.
+  await until(async () => (await fetch(s.url, { method: 'POST', body: '6' })).status === 400, 'a POST refused as concurrent');
   slow.destroy();
   await expectError(await fetch(s.url), 400, 1, 'Session ID unknown');
 });
@@ -105,7 +126,7 @@ test('malformed packets close only the offending connection', async () => {
     ws.send('40');
     assert.match(await ws.next(), /^40\{"sid":"/);
     ws.send(bad);
-    await ws.closedWithin(2000);
+    await ws.closedWithin();
   }
   // Over polling: the POST is answered, the session is gone.
   const s = await pollingSession();
@@ -130,34 +151,52 @@ test('binary attachments are parsed and consumed; stray binary closes the connec
   const { ws } = await rawUpgrade(h.httpPort, '/socket.io/?EIO=4&transport=websocket');
   await ws.next();
   ws.send(Buffer.from([1, 2, 3]), 2);
-  await ws.closedWithin(2000);
+  await ws.closedWithin();
 });
 
-test('heartbeats: the server pings v4 clients, and silent clients are dropped', async () => {
-  const { ws } = await rawUpgrade(h.httpPort, '/socket.io/?EIO=4&transport=websocket');
-  assert.match(await ws.next(), /"pingInterval":300,"pingTimeout":300,/);
-  assert.equal(await ws.next(), '2', 'a ping after ping_interval');
-  ws.send('3');
-  assert.equal(await ws.next(), '2', 'and again after the pong');
-  // No pong now: closed after ping_timeout.
-  await ws.closedWithin(1000);
+test('heartbeats: the server pings v4 clients, also after an upgrade, and silent clients are dropped', async () => {
+  // The heartbeat is the subject: a short interval, and a timeout a busy machine meets.
+  const fast = await startHerald(['--ping-interval-ms', '300', '--ping-timeout-ms', '1500']);
+  try {
+    const { ws } = await rawUpgrade(fast.httpPort, '/socket.io/?EIO=4&transport=websocket');
+    assert.match(await ws.next(), /"pingInterval":300,"pingTimeout":1500,/);
+    assert.equal(await ws.next(), '2', 'a ping after ping_interval');
+    ws.send('3');
+    assert.equal(await ws.next(), '2', 'and again after the pong');
+    // No pong now: closed after ping_timeout.
+    await ws.closedWithin();
 
-  // v3: the client pings, the server answers; a v4 client must not ping.
-  const v3 = (await rawUpgrade(h.httpPort, '/socket.io/?EIO=3&transport=websocket')).ws;
-  await v3.next();
-  assert.equal(await v3.next(), '40');
-  v3.send('2');
-  assert.equal(await v3.next(), '3');
-  await v3.closedWithin(1500); // silent for ping_interval + ping_timeout
-  const wrong = (await rawUpgrade(h.httpPort, '/socket.io/?EIO=4&transport=websocket')).ws;
-  await wrong.next();
-  wrong.send('2');
-  await wrong.closedWithin(1000);
+    // After an upgrade the heartbeats continue on the WebSocket.
+    const s = await pollingSession(4, fast);
+    const up = (await rawUpgrade(fast.httpPort, `/socket.io/?EIO=4&transport=websocket&sid=${s.sid}`)).ws;
+    up.send('2probe');
+    assert.equal(await up.next(), '3probe');
+    up.send('5');
+    const nextPing = async () => { for (;;) { const m = await up.next(); if (m === '2' || m === null) return m; } };
+    assert.equal(await nextPing(), '2');
+    up.send('3');
+    assert.equal(await nextPing(), '2');
+    up.end();
+
+    // v3: the client pings, the server answers; a v4 client must not ping.
+    const v3 = (await rawUpgrade(fast.httpPort, '/socket.io/?EIO=3&transport=websocket')).ws;
+    await v3.next();
+    assert.equal(await v3.next(), '40');
+    v3.send('2');
+    assert.equal(await v3.next(), '3');
+    await v3.closedWithin(); // silent for ping_interval + ping_timeout
+    const wrong = (await rawUpgrade(fast.httpPort, '/socket.io/?EIO=4&transport=websocket')).ws;
+    await wrong.next();
+    wrong.send('2');
+    await wrong.closedWithin();
+  } finally {
+    await fast.stop();
+  }
 });
 
 test('EIO=3 polling: length-prefixed payloads and JSONP', async () => {
   const s = await pollingSession(3);
-  assert.match(s.body, /^\d+:0\{"sid":"[\w-]{20}","upgrades":\["websocket"\],"pingInterval":300,"pingTimeout":300\}2:40$/);
+  assert.match(s.body, /^\d+:0\{"sid":"[\w-]{20}","upgrades":\["websocket"\],"pingInterval":25000,"pingTimeout":20000\}2:40$/);
   const post = await fetch(s.url, { method: 'POST', body: '1:2' + '21:42["subscribe",{"channel":"é"}]'.replace('21', String('42["subscribe",{"channel":"é"}]'.length)) });
   assert.equal(await post.text(), 'ok');
   // "é" is no channel name (edge_policy): the refusal's length counts characters, not bytes.
@@ -202,23 +241,17 @@ test('the upgrade by hand: 2probe/3probe, noop to the pending poll, 5, then WebS
   const s = await pollingSession();
   assert.equal(await (await fetch(s.url, { method: 'POST', body: '40' })).text(), 'ok');
   assert.match(await (await fetch(s.url)).text(), /^40\{"sid":"[\w-]{20}"\}$/);
+  // The noop is queued at the probe: a poll waiting then, or arriving after it, gets it.
   const pending = fetch(s.url).then((r) => r.text());
-  await sleep(50);
   const { ws } = await rawUpgrade(h.httpPort, `/socket.io/?EIO=4&transport=websocket&sid=${s.sid}`);
   ws.send('2probe');
   assert.equal(await ws.next(), '3probe');
-  assert.equal(await pending, '6', 'the pending GET is released with a noop');
-  // A client that polls again anyway is released when the upgrade completes.
-  const stray = fetch(s.url).then((r) => r.text());
-  await sleep(50);
+  assert.equal(await within(pending, 'the pending GET'), '6', 'the pending GET is released with a noop');
   ws.send('5');
   ws.send('42["subscribe",{"channel":"upgraded"}]');
   ws.send('421["subscribe",{"channel":"upgraded2"}]');
-  assert.equal(await stray, '6');
   assert.equal(await ws.next(), '431[]', 'packets sent right after 5 are handled over the WebSocket');
   await expectError(await fetch(s.url), 400, 3, 'Bad request');
-  assert.equal(await ws.next(), '2', 'heartbeats continue on the WebSocket');
-  ws.send('3');
   // A second upgrade of the same session is refused.
   const again = await rawUpgrade(h.httpPort, `/socket.io/?EIO=4&transport=websocket&sid=${s.sid}`);
   assert.equal(again.status, 400);
@@ -226,23 +259,45 @@ test('the upgrade by hand: 2probe/3probe, noop to the pending poll, 5, then WebS
   ws.end();
 });
 
+test('a client that polls again during the upgrade is released with a noop when it completes', async () => {
+  await withGrowingGap('a poll waiting when the upgrade completed', async (gap) => {
+    const s = await pollingSession();
+    assert.equal(await (await fetch(s.url, { method: 'POST', body: '40' })).text(), 'ok');
+    await (await fetch(s.url)).text();
+    const { ws } = await rawUpgrade(h.httpPort, `/socket.io/?EIO=4&transport=websocket&sid=${s.sid}`);
+    ws.send('2probe');
+    assert.equal(await ws.next(), '3probe');
+    assert.equal(await (await fetch(s.url)).text(), '6', 'the noop of the probe');
+    const stray = fetch(s.url).then(async (r) => [r.status, await r.text()]);
+    await sleep(gap); // for the stray poll to reach herald: nothing shows that it has
+    ws.send('5');
+    const [status, body] = await within(stray, 'the stray poll answered');
+    ws.end();
+    if (status === 400) return false; // it came after the upgrade: the precondition was missed
+    assert.deepEqual([status, body], [200, '6']);
+    return true;
+  });
+});
+
 test('a failed probe leaves the session on polling', async () => {
   const s = await pollingSession();
   const { ws } = await rawUpgrade(h.httpPort, `/socket.io/?EIO=4&transport=websocket&sid=${s.sid}`);
   ws.send('4garbage');
-  await ws.closedWithin(2000);
+  await ws.closedWithin();
   const post = await fetch(s.url, { method: 'POST', body: '40' });
   assert.equal(await post.text(), 'ok');
   assert.match(await (await fetch(s.url)).text(), /^40\{"sid":/);
 });
 
 test('a long-poll the client abandons ends the session, as in the reference server', async () => {
-  const s = await pollingSession();
-  const ac = new AbortController();
-  const pending = fetch(s.url, { signal: ac.signal }).catch(() => 'aborted');
-  await sleep(100);
-  ac.abort();
-  assert.equal(await pending, 'aborted');
-  await sleep(200);
-  await expectError(await fetch(s.url), 400, 1, 'Session ID unknown');
+  await withGrowingGap('the session ended by an abandoned poll', async (gap) => {
+    const s = await pollingSession();
+    const ac = new AbortController();
+    const pending = fetch(s.url, { signal: ac.signal }).catch(() => 'aborted');
+    await sleep(gap); // for the poll to reach herald: nothing shows that it has
+    ac.abort();
+    assert.equal(await pending, 'aborted');
+    // Missed (the poll never reached herald) or wrong (herald kept the session): a live session.
+    return until(() => gone(s), 'the session to end').then(() => true, () => false);
+  });
 });

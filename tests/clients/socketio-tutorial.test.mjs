@@ -8,7 +8,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { io } from 'socket.io-client';
 import ioV2 from 'socket.io-client-v2';
-import { startHerald, once, sleep } from './lib/herald.mjs';
+import { startHerald, once, redisCli, laravelPayload } from './lib/herald.mjs';
+import { inbox, subscribe } from './lib/wait.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 let h, plain;
@@ -40,10 +41,12 @@ for (const client of ['phpredis', 'predis']) {
 test('without --socketio-broadcast-public nothing is emitted to unsubscribed sockets', async () => {
   const socket = io(plain.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
   await once(socket, 'connect');
-  const seen = [];
-  socket.onAny((e) => seen.push(e));
+  await subscribe(socket, 'marker');
+  const seen = inbox();
+  socket.onAny((e) => seen.add(e));
   await fire(plain.redisPort, 'predis', '4f2a', 't');
-  await sleep(300);
-  assert.deepEqual(seen, []);
+  // Published after the event fired: what the socket gets before it came from the event.
+  assert.equal(await redisCli(plain.redisPort, 'PUBLISH', 'laravel_database_marker', laravelPayload('Marker', {})), '1');
+  assert.deepEqual(await seen.before((e) => e === 'Marker'), []);
   socket.close();
 });

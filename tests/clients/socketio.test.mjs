@@ -5,19 +5,12 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { io } from 'socket.io-client';
 import ioV2 from 'socket.io-client-v2';
-import { startHerald, redisCli, laravelPayload, once } from './lib/herald.mjs';
+import { startHerald, redisCli, laravelPayload, once, metric } from './lib/herald.mjs';
+import { inbox, until, subscribe } from './lib/wait.mjs';
 
 let h;
 before(async () => { h = await startHerald(); });
 after(async () => { await h.stop(); });
-
-// Subscribe and wait for herald's ACK, so a publication cannot race the join.
-function subscribe(socket, channel) {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error('no ack for subscribe')), 5000);
-    socket.emit('subscribe', { channel }, () => { clearTimeout(t); resolve(); });
-  });
-}
 
 async function publish(channel, event, data, socketId = null) {
   return Number(await redisCli(h.redisPort, 'PUBLISH', `laravel_database_${channel}`, laravelPayload(event, data, socketId)));
@@ -76,34 +69,44 @@ for (const [name, connect, eio] of clients) {
     const socket = connect({ transports: ['websocket'] });
     await once(socket, 'connect');
     await subscribe(socket, 'feed');
-    const seen = [];
-    socket.on('E', (channel, data) => seen.push(['E', channel, data.n]));
+    const seen = inbox();
+    socket.on('E', (channel, data) => seen.add(['E', channel, data.n]));
+    // Published first, so the twenty that follow are the markers that prove it never came.
     await publish('not-subscribed', 'E', { n: 0 });
     for (let n = 1; n <= 20; n++) await publish('feed', 'E', { n });
-    const deadline = Date.now() + 5000;
-    while (seen.length < 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    assert.deepEqual(seen, Array.from({ length: 20 }, (_, i) => ['E', 'feed', i + 1]));
+    assert.deepEqual(await seen.count(20), Array.from({ length: 20 }, (_, i) => ['E', 'feed', i + 1]));
     socket.close();
   });
 }
 
 test('heartbeats keep an idle connection open on every transport', async () => {
-  const fast = await startHerald(['--ping-interval-ms', '200', '--ping-timeout-ms', '300']);
+  // The heartbeat is the subject: a short interval, so many go by quickly, and a timeout long
+  // enough that a busy machine answers in time. Heartbeats are watched for longer than
+  // interval + timeout, so a side that ignored the other's heartbeats would have closed.
+  const [interval, timeout] = [250, 1500];
+  const fast = await startHerald(['--ping-interval-ms', String(interval), '--ping-timeout-ms', String(timeout)]);
+  const watch = async (connect, eio, transports) => {
+    const socket = connect({ transports });
+    await once(socket, 'connect');
+    const disconnects = inbox();
+    socket.on('disconnect', disconnects.add);
+    // v4: herald pings and the client answers; v3: the client pings and herald answers.
+    const beats = inbox();
+    socket.io.on(eio === 4 ? 'ping' : 'pong', () => beats.add(Date.now()));
+    await until(() => {
+      assert.deepEqual(disconnects.items, [], `still connected over ${transports} (EIO=${eio})`);
+      return beats.items.length > 1 && beats.items.at(-1) - beats.items[0] > interval + timeout;
+    }, `heartbeats for ${interval + timeout} ms over ${transports} (EIO=${eio})`);
+    assert.ok(socket.connected);
+    socket.close();
+  };
   try {
-    for (const connect of [
-      (opts) => io(fast.url, { forceNew: true, reconnection: false, ...opts }),
-      (opts) => ioV2(fast.url, { forceNew: true, reconnection: false, ...opts }),
-    ]) {
-      for (const transports of [['websocket'], ['polling']]) {
-        const socket = connect({ transports });
-        await once(socket, 'connect');
-        let disconnected = false;
-        socket.on('disconnect', () => { disconnected = true; });
-        await new Promise((r) => setTimeout(r, 1200));
-        assert.equal(disconnected, false, `still connected over ${transports} after several heartbeats`);
-        socket.close();
-      }
-    }
+    const v4 = (opts) => io(fast.url, { forceNew: true, reconnection: false, ...opts });
+    const v3 = (opts) => ioV2(fast.url, { forceNew: true, reconnection: false, ...opts });
+    await Promise.all([
+      watch(v4, 4, ['websocket']), watch(v4, 4, ['polling']),
+      watch(v3, 3, ['websocket']), watch(v3, 3, ['polling']),
+    ]);
   } finally {
     await fast.stop();
   }
@@ -120,11 +123,28 @@ test('a namespace other than / is refused with Invalid namespace', async () => {
   v2.close();
 });
 
-test('the CONNECT auth payload is accepted and the socket id is stable', async () => {
-  const socket = io(h.url, { forceNew: true, reconnection: false, transports: ['websocket'], auth: { token: 'abc' } });
-  await once(socket, 'connect');
-  assert.ok(socket.connected);
+test('the CONNECT auth payload is accepted and the socket id is stable across the upgrade', async () => {
+  const socket = io(h.url, { forceNew: true, reconnection: false, auth: { token: 'abc' } });
+  const other = io(h.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+  await Promise.all([once(socket, 'connect'), once(other, 'connect')]);
+  const id = socket.id;
+  assert.match(id, /^[\w-]{20}$/);
+  if (socket.io.engine.transport.name !== 'websocket') await once(socket.io.engine, 'upgrade');
+  assert.equal(socket.io.engine.transport.name, 'websocket');
+  assert.equal(socket.id, id, 'the client keeps its id');
+  // herald still knows the socket by that id: a publication that leaves it out (toOthers)
+  // skips it and reaches the other socket; the next one, for everyone, is the marker.
+  await subscribe(socket, 'orders.8');
+  await subscribe(other, 'orders.8');
+  const got = inbox(), otherGot = inbox();
+  socket.on('E', (channel, data) => got.add(data.n));
+  other.on('E', (channel, data) => otherGot.add(data.n));
+  assert.equal(await publish('orders.8', 'E', { n: 1 }, id), 1);
+  assert.equal(await publish('orders.8', 'E', { n: 2 }), 2);
+  assert.deepEqual(await got.before((n) => n === 2), [], 'left out by the id it was given at CONNECT');
+  assert.deepEqual(await otherGot.count(2), [1, 2]);
   socket.close();
+  other.close();
 });
 
 test('EIO=3 can be refused with --socketio-eio3 false', async () => {
@@ -145,30 +165,27 @@ test('EIO=3 can be refused with --socketio-eio3 false', async () => {
 });
 
 test('a payload that is not a Laravel envelope reaches no socket and is counted', async () => {
-  const metric = async () => Number(/herald_non_laravel_payloads_total (\d+)/.exec(await (await fetch(`${h.url}/metrics`)).text())[1]);
+  const counted = () => metric(h, 'herald_non_laravel_payloads_total');
   const socket = io(h.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
   await once(socket, 'connect');
   await subscribe(socket, 'orders.7');
-  const seen = [];
-  socket.onAny((...args) => seen.push(args));
-  const before = await metric();
+  const seen = inbox();
+  socket.onAny((...args) => seen.add(args));
+  const before = await counted();
   assert.equal(await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders.7', 'not json'), '0');
   assert.equal(await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders.7', '{"data":{"no":"event"}}'), '0');
-  assert.ok(await metric() >= before + 2);
+  assert.ok(await counted() >= before + 2);
+  // The real envelope that follows is the marker: nothing came before it.
   await publish('orders.7', 'Real', {});
-  await new Promise((r) => setTimeout(r, 200));
-  assert.deepEqual(seen, [['Real', 'orders.7', { socket: null }]]);
+  assert.deepEqual(await seen.count(1), [['Real', 'orders.7', { socket: null }]]);
+  assert.deepEqual(await seen.before((args) => args[0] === 'Real'), []);
   socket.close();
 });
 
 test('/metrics counts publications and the deliveries they made', async () => {
   const own = await startHerald();
   try {
-    const read = async () => {
-      const text = await (await fetch(`${own.url}/metrics`)).text();
-      const get = (name) => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)[1]);
-      return [get('herald_publications_total'), get('herald_deliveries_total')];
-    };
+    const read = async () => [await metric(own, 'herald_publications_total'), await metric(own, 'herald_deliveries_total')];
     assert.deepEqual(await read(), [0, 0]);
     const sockets = [];
     for (let i = 0; i < 2; i += 1) {
@@ -189,11 +206,8 @@ test('/metrics counts publications and the deliveries they made', async () => {
 
 test('the polling-session gauge counts sockets still on long-polling, not upgraded ones', async () => {
   const own = await startHerald();
-  const gauge = async () => Number(/herald_socketio_polling_sessions (\d+)/.exec(await (await fetch(`${own.url}/metrics`)).text())[1]);
-  const settlesAt = async (want) => {
-    for (let i = 0; i < 50 && await gauge() !== want; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(await gauge(), want);
-  };
+  const gauge = () => metric(own, 'herald_socketio_polling_sessions');
+  const settlesAt = (want) => until(async () => await gauge() === want, `the polling-session gauge to read ${want}`);
   try {
     assert.equal(await gauge(), 0);
     const polling = io(own.url, { forceNew: true, reconnection: false, transports: ['polling'] });
@@ -201,10 +215,7 @@ test('the polling-session gauge counts sockets still on long-polling, not upgrad
     await settlesAt(1);
     const upgrading = io(own.url, { forceNew: true, reconnection: false });
     await once(upgrading, 'connect');
-    for (let i = 0; i < 50 && upgrading.io.engine.transport.name !== 'websocket'; i++) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    assert.equal(upgrading.io.engine.transport.name, 'websocket');
+    if (upgrading.io.engine.transport.name !== 'websocket') await once(upgrading.io.engine, 'upgrade');
     await settlesAt(1);
     const v2 = ioV2(own.url, { forceNew: true, reconnection: false, transports: ['polling'] });
     await once(v2, 'connect');

@@ -17,7 +17,9 @@
 //               `private-orders.1`, `presence-room.7`), without the prefix.
 //   --data      a JSON object: the event's public properties (Laravel's broadcastWith()).
 //   --socket    the socket id to exclude (what Laravel takes from X-Socket-ID for toOthers());
-//               it is put in the payload as `socket`, as Laravel's Broadcast::toOthers() does.
+//               it is put in the payload as `socket` by hand, where Laravel's BroadcastEvent
+//               would put it. tests/php/app.php goes through Laravel's own path instead: a
+//               request with X-Socket-ID and broadcast(...)->toOthers().
 //   --prefix    database.redis.options.prefix; default `laravel_database_` (Laravel <= 11 with
 //               APP_NAME=Laravel). Pass --prefix '' for none.
 //   --repeat    broadcast the same event N times over one connection (default 1).

@@ -58,12 +58,17 @@ export function laravelPayload(event, data, socket = null) {
   return JSON.stringify({ event, data: { ...data, socket }, socket });
 }
 
+// Only where time is the subject of a test (a timeout, a heartbeat); otherwise wait for an
+// event with ./wait.mjs.
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Resolve when `emitter` fires `event` (first argument list), or fail after `ms`.
-export function once(emitter, event, ms = 5000) {
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), ms);
-    emitter.once(event, (...args) => { clearTimeout(t); resolve(args); });
-  });
+// The next `event` of an emitter (its argument list), with the toolkit's deadline.
+export { once } from './wait.mjs';
+
+// The value of one /metrics line (a counter or gauge without labels).
+export async function metric(h, name) {
+  const text = await (await fetch(`${h.url}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(text);
+  if (!m) throw new Error(`no ${name} in /metrics`);
+  return Number(m[1]);
 }

@@ -2,6 +2,7 @@
 // raw Engine.IO packets, bad frames, silence. It reads the HTTP answer to the upgrade as bytes.
 import net from 'node:net';
 import crypto from 'node:crypto';
+import { DEADLINE_MS } from './wait.mjs';
 
 export function rawUpgrade(port, pathAndQuery, headers = {}) {
   return new Promise((resolve, reject) => {
@@ -75,7 +76,7 @@ export class RawWs {
   }
 
   // The next text message, or null once the connection is closed.
-  next(ms = 5000) {
+  next(ms = DEADLINE_MS) {
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => reject(new Error('no message in time')), ms);
       this.waiters.push((m) => { clearTimeout(t); resolve(m); });
@@ -95,7 +96,7 @@ export class RawWs {
   }
 
   // Resolve when the server has closed the TCP connection.
-  closedWithin(ms) {
+  closedWithin(ms = DEADLINE_MS) {
     return new Promise((resolve, reject) => {
       if (this.closed) return resolve(true);
       const t = setTimeout(() => reject(new Error('still open')), ms);
