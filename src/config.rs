@@ -752,6 +752,36 @@ mod tests {
     }
 
     #[test]
+    fn auth_shield_settings() {
+        let c = parse(&[], "").unwrap();
+        assert_eq!(
+            (
+                c.auth_headers_max_count,
+                c.auth_header_max_bytes,
+                c.auth_headers_max_bytes
+            ),
+            (50, 8192, 32768)
+        );
+        assert_eq!(
+            (c.auth_max_in_flight, c.auth_burst, c.auth_rate),
+            (32, 20, 5)
+        );
+        assert_eq!(c.auth_refusal_cache, Duration::from_secs(5));
+        assert_eq!(c.socketio_max_unconnected, 5000);
+        assert_eq!(c.socketio_connect_timeout, Duration::from_secs(20));
+        let c = parse(
+            &["--auth-forward-header", "X-Tenant", "--auth-burst", "0"],
+            "auth_forward_headers = [\"X-Ignored\"]\nauth_rate = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth_forward_headers, ["x-tenant"]);
+        assert_eq!((c.auth_burst, c.auth_rate), (0, 1));
+        assert!(parse(&["--auth-forward-header", "X-Forwarded-For"], "")
+            .unwrap_err()
+            .contains("cannot be forwarded"));
+    }
+
+    #[test]
     fn apps_from_file() {
         let c = parse(
             &[],
