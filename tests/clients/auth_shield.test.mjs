@@ -159,7 +159,7 @@ test('30,000 auth headers: refused with 431, /healthz answers meanwhile, the soc
     probing = false;
     await prober;
   }
-  assert.ok(slowest < 1000, `/healthz took ${slowest} ms`);
+  assert.ok(slowest < 2000, `/healthz took ${slowest} ms`);
   assert.equal(app.requests.length, 0, 'nothing reached the app');
   // No slot leaked, nothing panicked: the same socket subscribes normally now.
   await subscribe(socket, 'private-ok.1');
@@ -191,10 +191,10 @@ test('1,000 private subscribes from one socket reach the app at most burst + rat
 
 test('a refused channel retried at once gets the refusal again without reaching the app', async () => {
   const app = await startApp();
-  const h = await herald(['--auth-endpoint', app.endpoint, '--auth-refusal-cache-ms', '1500']);
+  const h = await herald(['--auth-endpoint', app.endpoint, '--auth-refusal-cache-ms', '3000']);
   const socket = await client(h);
-  const refusedAt = Date.now();
   await subscribe(socket, 'private-no.1');
+  const refusedBy = Date.now();
   for (let i = 0; i < 5; i++) await subscribe(socket, 'private-no.1');
   assert.deepEqual(errorFor(socket, 'private-no.1'), [403, 403, 403, 403, 403, 403]);
   assert.equal(app.to('private-no.1').length, 1);
@@ -202,8 +202,8 @@ test('a refused channel retried at once gets the refusal again without reaching 
   const other = await client(h);
   await subscribe(other, 'private-no.1');
   assert.equal(app.to('private-no.1').length, 2);
-  // Time is the subject here: once the refusal is older than 1.5 s the app is asked again.
-  await sleep(Math.max(0, refusedAt + 2000 - Date.now()));
+  // Time is the subject here: once the refusal is older than 3 s the app is asked again.
+  await sleep(Math.max(0, refusedBy + 3500 - Date.now()));
   await subscribe(socket, 'private-no.1');
   assert.equal(app.to('private-no.1').length, 3);
 });
