@@ -230,7 +230,9 @@ impl AuthShield {
 
     /// The headers of a CONNECT packet's `auth`, which serve every later subscription.
     pub fn from_connect(&self, auth: Option<&RawValue>) -> ClientHeaders {
-        let auth = auth.and_then(|a| serde_json::from_str::<AuthOption>(a.get()).ok());
+        let auth = auth
+            .filter(|_| self.keep)
+            .and_then(|a| serde_json::from_str::<AuthOption>(a.get()).ok());
         self.from_auth(auth.as_ref())
     }
 
