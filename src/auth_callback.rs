@@ -1,9 +1,9 @@
 //! Asking the Laravel app whether a socket may join a private or presence channel.
 //!
 //! As laravel-echo-server did: `POST <auth endpoint>` with the form fields
-//! `channel_name` and `socket_id`, forwarding the client's own auth headers and the
-//! handshake's `Cookie` and `Authorization` (so the session or token of the browser
-//! decides), with `X-Requested-With: XMLHttpRequest` so Laravel answers JSON. A 2xx
+//! `channel_name` and `socket_id`, with the client's headers that
+//! [`crate::auth_shield`] lets through (so the session or token of the browser
+//! decides) and `X-Requested-With: XMLHttpRequest` so Laravel answers JSON. A 2xx
 //! allows; for presence the body's `channel_data` (an object or a JSON string) names
 //! the user. Anything else, a redirect included, refuses with the status the app gave.
 
@@ -53,12 +53,13 @@ impl AuthClient {
         Ok(AuthClient { http, endpoint })
     }
 
-    /// Ask the app. `presence` asks for the user in `channel_data`.
+    /// Ask the app. `headers` (already filtered) replace herald's own of the same name;
+    /// `presence` asks for the user in `channel_data`.
     pub async fn authorize(
         &self,
         channel: &str,
         socket_id: &str,
-        headers: &[(String, String)],
+        headers: reqwest::header::HeaderMap,
         presence: bool,
     ) -> Result<Option<PresenceUser>, Refused> {
         let Some(endpoint) = &self.endpoint else {
@@ -68,26 +69,12 @@ impl AuthClient {
             );
             return Err(Refused(500));
         };
-        let mut req = self
+        let req = self
             .http
             .post(endpoint)
             .header("X-Requested-With", "XMLHttpRequest")
-            .header("Accept", "application/json");
-        for (name, value) in headers {
-            match (
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                reqwest::header::HeaderValue::from_str(value),
-            ) {
-                (Ok(n), Ok(v))
-                    if n != reqwest::header::CONTENT_TYPE
-                        && n != reqwest::header::CONTENT_LENGTH
-                        && n != reqwest::header::HOST =>
-                {
-                    req = req.header(n, v)
-                }
-                _ => tracing::debug!(name, "auth header dropped: not a valid header"),
-            }
-        }
+            .header("Accept", "application/json")
+            .headers(headers);
         let res = req
             .form(&[("channel_name", channel), ("socket_id", socket_id)])
             .send()

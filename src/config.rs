@@ -114,6 +114,67 @@ pub struct Cli {
     #[arg(long, env = "HERALD_AUTH_CA_FILE")]
     pub auth_ca_file: Option<PathBuf>,
 
+    /// A header the auth endpoint also receives from socket.io clients, besides
+    /// Authorization, Cookie, X-CSRF-TOKEN, X-XSRF-TOKEN and X-Requested-With; repeatable
+    /// (env: comma-separated). Headers that describe the request or its path (Host,
+    /// Content-*, X-Forwarded-*, Forwarded, X-Real-IP, …) cannot be forwarded.
+    #[arg(
+        long = "auth-forward-header",
+        env = "HERALD_AUTH_FORWARD_HEADERS",
+        value_delimiter = ','
+    )]
+    pub auth_forward_headers: Vec<String>,
+
+    /// Most entries in a socket.io client's `auth.headers` (at CONNECT or in one
+    /// subscription); past it the client's private subscriptions are refused with 431
+    /// [default: 50].
+    #[arg(long, env = "HERALD_AUTH_HEADERS_MAX_COUNT")]
+    pub auth_headers_max_count: Option<usize>,
+
+    /// Longest header value forwarded to the auth endpoint, in bytes; a longer one
+    /// refuses the subscription with 431 [default: 8192].
+    #[arg(long, env = "HERALD_AUTH_HEADER_MAX_BYTES")]
+    pub auth_header_max_bytes: Option<usize>,
+
+    /// Most bytes of header values forwarded in one auth request; past it: 431
+    /// [default: 32768].
+    #[arg(long, env = "HERALD_AUTH_HEADERS_MAX_BYTES")]
+    pub auth_headers_max_bytes: Option<usize>,
+
+    /// Auth requests in flight to the app at once, from all connections; a subscription
+    /// waits up to the auth timeout for its turn, then is refused with 503; 0: no limit
+    /// [default: 32].
+    #[arg(long, env = "HERALD_AUTH_MAX_IN_FLIGHT")]
+    pub auth_max_in_flight: Option<usize>,
+
+    /// Auth requests one socket.io connection may make at once (its token bucket's
+    /// size); past it subscriptions are refused with 429 until tokens come back; 0: no
+    /// limit [default: 20].
+    #[arg(long, env = "HERALD_AUTH_BURST")]
+    pub auth_burst: Option<u32>,
+
+    /// Auth requests per second a connection gets back after a burst [default: 5].
+    #[arg(long, env = "HERALD_AUTH_RATE")]
+    pub auth_rate: Option<u32>,
+
+    /// Milliseconds the app's refusal (4xx) of a channel is reused for the same
+    /// connection's next attempts at that channel, without asking the app; 0: not kept
+    /// [default: 5000].
+    #[arg(long, env = "HERALD_AUTH_REFUSAL_CACHE_MS")]
+    pub auth_refusal_cache_ms: Option<u64>,
+
+    /// socket.io v4 sessions open without having sent their CONNECT yet; past it new
+    /// handshakes are refused as socket.io's allowRequest refuses them (403, 400 on a
+    /// WebSocket); 0: no limit [default: 5000].
+    #[arg(long, env = "HERALD_SOCKETIO_MAX_UNCONNECTED")]
+    pub socketio_max_unconnected: Option<usize>,
+
+    /// Milliseconds a socket.io v4 session may stay without sending its CONNECT before
+    /// it is closed (socket.io's connectTimeout, 45 s there; clients send it at once)
+    /// [default: 20000].
+    #[arg(long, env = "HERALD_SOCKETIO_CONNECT_TIMEOUT_MS")]
+    pub socketio_connect_timeout_ms: Option<u64>,
+
     /// Engine.IO ping interval in milliseconds [default: 25000].
     #[arg(long, env = "HERALD_PING_INTERVAL_MS")]
     pub ping_interval_ms: Option<u64>,
@@ -223,6 +284,16 @@ pub struct FileConfig {
     auth_endpoint: Option<String>,
     auth_timeout_ms: Option<u64>,
     auth_ca_file: Option<PathBuf>,
+    auth_forward_headers: Option<Vec<String>>,
+    auth_headers_max_count: Option<usize>,
+    auth_header_max_bytes: Option<usize>,
+    auth_headers_max_bytes: Option<usize>,
+    auth_max_in_flight: Option<usize>,
+    auth_burst: Option<u32>,
+    auth_rate: Option<u32>,
+    auth_refusal_cache_ms: Option<u64>,
+    socketio_max_unconnected: Option<usize>,
+    socketio_connect_timeout_ms: Option<u64>,
     ping_interval_ms: Option<u64>,
     ping_timeout_ms: Option<u64>,
     max_http_buffer_size: Option<usize>,
@@ -422,6 +493,21 @@ pub struct Config {
     pub auth_endpoint: Option<String>,
     pub auth_timeout: Duration,
     pub auth_ca_file: Option<PathBuf>,
+    /// Lowercase names forwarded to the auth endpoint besides the built-in allowlist.
+    pub auth_forward_headers: Vec<String>,
+    pub auth_headers_max_count: usize,
+    pub auth_header_max_bytes: usize,
+    pub auth_headers_max_bytes: usize,
+    /// 0: no limit.
+    pub auth_max_in_flight: usize,
+    /// 0: no limit.
+    pub auth_burst: u32,
+    pub auth_rate: u32,
+    /// Zero: refusals are not kept.
+    pub auth_refusal_cache: Duration,
+    /// 0: no limit.
+    pub socketio_max_unconnected: usize,
+    pub socketio_connect_timeout: Duration,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub max_http_buffer_size: usize,
@@ -625,6 +711,42 @@ impl Config {
                 }
                 other => other,
             },
+            auth_forward_headers: list(cli.auth_forward_headers, file.auth_forward_headers, &[])
+                .iter()
+                .map(|name| crate::auth_shield::forwardable(name))
+                .collect::<Result<_, _>>()?,
+            auth_headers_max_count: cli
+                .auth_headers_max_count
+                .or(file.auth_headers_max_count)
+                .unwrap_or(50),
+            auth_header_max_bytes: cli
+                .auth_header_max_bytes
+                .or(file.auth_header_max_bytes)
+                .unwrap_or(8 * 1024),
+            auth_headers_max_bytes: cli
+                .auth_headers_max_bytes
+                .or(file.auth_headers_max_bytes)
+                .unwrap_or(32 * 1024),
+            auth_max_in_flight: cli
+                .auth_max_in_flight
+                .or(file.auth_max_in_flight)
+                .unwrap_or(32),
+            auth_burst: cli.auth_burst.or(file.auth_burst).unwrap_or(20),
+            auth_rate: cli.auth_rate.or(file.auth_rate).unwrap_or(5),
+            auth_refusal_cache: Duration::from_millis(
+                cli.auth_refusal_cache_ms
+                    .or(file.auth_refusal_cache_ms)
+                    .unwrap_or(5000),
+            ),
+            socketio_max_unconnected: cli
+                .socketio_max_unconnected
+                .or(file.socketio_max_unconnected)
+                .unwrap_or(5000),
+            socketio_connect_timeout: Duration::from_millis(
+                cli.socketio_connect_timeout_ms
+                    .or(file.socketio_connect_timeout_ms)
+                    .unwrap_or(20_000),
+            ),
             ping_interval: Duration::from_millis(
                 cli.ping_interval_ms
                     .or(file.ping_interval_ms)
@@ -799,6 +921,36 @@ mod tests {
         assert!(parse(&["--auth-ca-file", "/nonexistent/ca.pem"], "")
             .unwrap_err()
             .contains("does not exist"));
+    }
+
+    #[test]
+    fn auth_shield_settings() {
+        let c = parse(&[], "").unwrap();
+        assert_eq!(
+            (
+                c.auth_headers_max_count,
+                c.auth_header_max_bytes,
+                c.auth_headers_max_bytes
+            ),
+            (50, 8192, 32768)
+        );
+        assert_eq!(
+            (c.auth_max_in_flight, c.auth_burst, c.auth_rate),
+            (32, 20, 5)
+        );
+        assert_eq!(c.auth_refusal_cache, Duration::from_secs(5));
+        assert_eq!(c.socketio_max_unconnected, 5000);
+        assert_eq!(c.socketio_connect_timeout, Duration::from_secs(20));
+        let c = parse(
+            &["--auth-forward-header", "X-Tenant", "--auth-burst", "0"],
+            "auth_forward_headers = [\"X-Ignored\"]\nauth_rate = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.auth_forward_headers, ["x-tenant"]);
+        assert_eq!((c.auth_burst, c.auth_rate), (0, 1));
+        assert!(parse(&["--auth-forward-header", "X-Forwarded-For"], "")
+            .unwrap_err()
+            .contains("cannot be forwarded"));
     }
 
     #[test]

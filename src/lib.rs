@@ -17,6 +17,7 @@
 //! - [`auth_callback`]: asks the Laravel app to authorize private and presence channels.
 //! - [`edge_policy`]: what both WebSocket edges allow: channel names, origins, presence
 //!   identity, client events.
+//! - [`auth_shield`]: what clients may make herald send the app (headers, rates, caps).
 //! - [`app_http`]: the HTTP client to the Laravel app (auth endpoint, Pusher webhooks).
 //! - [`socketio`]: the socket.io edge (Engine.IO 3/4, websocket and polling, Echo semantics).
 //! - [`pusher`]: the Pusher protocol v7 edge and the Pusher HTTP API.
@@ -27,6 +28,7 @@
 
 pub mod app_http;
 pub mod auth_callback;
+pub mod auth_shield;
 pub mod broker;
 pub mod config;
 pub mod edge_policy;

@@ -103,6 +103,17 @@ pub static WEBHOOK_EVENTS_PENDING: Gauge = Gauge::new();
 /// HTTP connections that ended before a whole request (counted instead of logged).
 pub static HTTP_CONNECTION_ERRORS: Counter = Counter::new();
 
+/// socket.io subscriptions given the app's recent refusal again without asking it.
+pub static AUTH_REFUSALS_REUSED: Counter = Counter::new();
+/// socket.io subscriptions refused with 431: `auth.headers` over the count or size caps.
+pub static AUTH_HEADERS_TOO_LARGE: Counter = Counter::new();
+/// socket.io subscriptions refused with 429: the connection's auth token bucket was empty.
+pub static AUTH_RATE_LIMITED: Counter = Counter::new();
+/// socket.io subscriptions refused with 503: no turn among the auth requests in flight.
+pub static AUTH_BUSY: Counter = Counter::new();
+/// Engine.IO handshakes refused: too many sessions had not sent their CONNECT yet.
+pub static SOCKETIO_HANDSHAKES_REFUSED: Counter = Counter::new();
+
 /// Prometheus text exposition of the counters above, then of `extra` (counters that
 /// belong to one server's state, such as its broker's).
 pub fn render(extra: &[(&str, &str, u64)]) -> String {
@@ -158,8 +169,31 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             HTTP_CONNECTION_ERRORS.get(),
         ),
     ];
+    let auth_shield = [
+        (
+            "herald_auth_refusals_reused_total",
+            "counter",
+            AUTH_REFUSALS_REUSED.get(),
+        ),
+        (
+            "herald_auth_headers_too_large_total",
+            "counter",
+            AUTH_HEADERS_TOO_LARGE.get(),
+        ),
+        (
+            "herald_auth_rate_limited_total",
+            "counter",
+            AUTH_RATE_LIMITED.get(),
+        ),
+        ("herald_auth_busy_total", "counter", AUTH_BUSY.get()),
+        (
+            "herald_socketio_handshakes_refused_total",
+            "counter",
+            SOCKETIO_HANDSHAKES_REFUSED.get(),
+        ),
+    ];
     let mut s = String::new();
-    for &(name, kind, v) in rows.iter().chain(extra) {
+    for &(name, kind, v) in rows.iter().chain(&auth_shield).chain(extra) {
         s.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
     }
     s

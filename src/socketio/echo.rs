@@ -4,7 +4,8 @@
 //! `client event` `{channel, event, data}` (whispers). Private and presence channels
 //! are authorized by the Laravel app ([`crate::auth_callback`]); a refusal is told
 //! with `subscription_error` `(channel, status)`, as is a subscription past
-//! `--max-channels-per-connection` (status 429). Presence announces
+//! `--max-channels-per-connection` (status 429), and so are the refusals of
+//! [`crate::auth_shield`] (431, 429, 503, or the app's own refusal again). Presence announces
 //! `presence:subscribed` to the joiner and `presence:joining` / `presence:leaving` to
 //! the others, once per user however many tabs the user has open.
 
@@ -14,10 +15,10 @@ use super::rooms::Frames;
 use super::Edge;
 use crate::auth_callback::{PresenceUser, Refused};
 use crate::edge_policy::{self, RateWindow};
+use crate::auth_shield::{AuthOption, PerConnection};
 use crate::laravel::ChannelKind;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,23 +33,17 @@ pub struct SocketState {
     authorizing: Vec<Box<str>>,
     /// Binary attachments still expected for the last binary packet.
     pub attachments: usize,
-    /// The CONNECT packet's `auth` payload; its `headers` go to the auth endpoint.
-    connect_auth: Option<Box<RawValue>>,
+    /// The CONNECT packet's auth headers, the auth rate and the app's recent refusals.
+    auth: PerConnection,
     /// Client events in the current one-second window.
     rate: Option<RateWindow>,
-}
-
-#[derive(Deserialize)]
-struct AuthOpt {
-    #[serde(default)]
-    headers: HashMap<String, serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct Subscribe {
     channel: String,
     #[serde(default)]
-    auth: Option<AuthOpt>,
+    auth: Option<AuthOption>,
 }
 
 #[derive(Deserialize)]
@@ -59,12 +54,13 @@ struct ClientEvent<'a> {
     data: Option<&'a RawValue>,
 }
 
-/// Accept the main-namespace CONNECT.
-pub fn connect(s: &Session, auth: Option<&RawValue>) {
+/// Accept the main-namespace CONNECT; its auth headers are read here, once.
+pub fn connect(edge: &Edge, s: &Session, auth: Option<&RawValue>) {
+    let headers = edge.auth.from_connect(auth);
     {
         let mut st = s.lock();
-        st.connect_by = None;
-        st.io.connect_auth = auth.map(|a| a.to_owned());
+        st.unconnected = None;
+        st.io.auth.set_connect_headers(headers);
     }
     s.member.connected.store(true, Ordering::Relaxed);
     s.member.send(packet::connected(s.eio, &s.member.id));
@@ -80,7 +76,7 @@ pub fn on_packet(edge: &Arc<Edge>, s: &Arc<Session>, text: &str) -> Result<(), &
         tracing::debug!(sid = %s.sid, "malformed socket.io packet: {why}");
         "parse error"
     })? {
-        Packet::Connect { nsp: "/", auth } => connect(s, auth),
+        Packet::Connect { nsp: "/", auth } => connect(edge, s, auth),
         Packet::Connect { nsp, .. } => {
             s.member.send(packet::invalid_namespace(s.eio, nsp));
         }
@@ -136,28 +132,6 @@ fn on_event(edge: &Arc<Edge>, s: &Arc<Session>, args: &[&RawValue], ack: Option<
     }
 }
 
-/// Headers for the auth endpoint: the handshake's, then the CONNECT auth's, then the
-/// subscription's, later ones replacing earlier ones of the same name.
-fn auth_headers(s: &Session, sub: Option<AuthOpt>) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = s.handshake_headers.clone();
-    let from_connect = s
-        .lock()
-        .io
-        .connect_auth
-        .as_ref()
-        .and_then(|a| serde_json::from_str::<AuthOpt>(a.get()).ok());
-    for opt in [from_connect, sub].into_iter().flatten() {
-        for (name, value) in opt.headers {
-            let serde_json::Value::String(value) = value else {
-                continue;
-            };
-            out.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
-            out.push((name, value));
-        }
-    }
-    out
-}
-
 fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64>) {
     let channel = sub.channel;
     if let Err(bad) = edge_policy::check_channel_name(&channel) {
@@ -207,17 +181,42 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
         }
         return;
     }
-    let headers = auth_headers(s, sub.auth);
-    s.lock().io.authorizing.push(channel.as_str().into());
+    let from_subscription = edge.auth.from_auth(sub.auth.as_ref());
+    let admitted = {
+        let mut st = s.lock();
+        let admitted = edge.auth.admit(
+            &mut st.io.auth,
+            &channel,
+            (&s.handshake_headers, &from_subscription),
+            s.peer,
+            Instant::now(),
+        );
+        if admitted.is_ok() {
+            st.io.authorizing.push(channel.as_str().into());
+        }
+        admitted
+    };
+    let headers = match admitted {
+        Ok(headers) => headers,
+        Err(refused) => {
+            refuse(s, &channel, refused);
+            if let Some(id) = ack {
+                s.member.send(packet::ack(id));
+            }
+            return;
+        }
+    };
     let (edge, s) = (edge.clone(), s.clone());
     tokio::spawn(async move {
         let presence = kind == ChannelKind::Presence;
         let answer = edge
             .auth
-            .authorize(&channel, &s.member.id, &headers, presence)
+            .authorize(&channel, &s.member.id, headers, presence)
             .await;
         let still_wanted = {
             let mut st = s.lock();
+            edge.auth
+                .remember(&mut st.io.auth, &channel, &answer, Instant::now());
             let before = st.io.authorizing.len();
             st.io.authorizing.retain(|c| **c != *channel);
             before != st.io.authorizing.len()
@@ -227,18 +226,21 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
                 tracing::debug!(%channel, "unsubscribed while being authorized: not joined")
             }
             Ok(user) => join(&edge, &s, &channel, user),
-            Err(Refused(status)) => {
-                tracing::debug!(%channel, status, "subscription refused");
-                s.member.send(packet::event(
-                    "subscription_error",
-                    &[&json_str(&channel), &status.to_string()],
-                ));
-            }
+            Err(refused) => refuse(&s, &channel, refused),
         }
         if let Some(id) = ack {
             s.member.send(packet::ack(id));
         }
     });
+}
+
+/// Tell the client its subscription was refused, with the status.
+fn refuse(s: &Session, channel: &str, Refused(status): Refused) {
+    tracing::debug!(%channel, status, "subscription refused");
+    s.member.send(packet::event(
+        "subscription_error",
+        &[&json_str(channel), &status.to_string()],
+    ));
 }
 
 fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceUser>) {

@@ -7,22 +7,26 @@
 //! pong; v3 clients ping and the server closes after `ping_interval + ping_timeout`
 //! without one. Nothing runs between deadlines: the transport's task sleeps until the
 //! next one.
+//!
+//! A v4 session must join the main namespace (send its CONNECT) within
+//! `--socketio-connect-timeout-ms` (socket.io's `connectTimeout`), holding one of the
+//! `--socketio-max-unconnected` places until then.
 
 use super::echo::SocketState;
 use super::packet::{self, Eio, EnginePacket};
 use super::rooms::Member;
 use super::Edge;
+use crate::auth_shield::ClientHeaders;
 use crate::outbox::Outbox;
 use base64::Engine as _;
 use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// How long a v4 client may stay without joining a namespace (socket.io's default).
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(45);
 
 /// Which transport carries the session now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,8 +47,8 @@ pub struct State {
     ping_due: Instant,
     /// v4: a ping is out and its pong must come by then.
     pong_due: Option<Instant>,
-    /// v4: the client must CONNECT to a namespace by then (socket.io's connectTimeout).
-    pub connect_by: Option<Instant>,
+    /// v4, until the client CONNECTs to the main namespace.
+    pub unconnected: Option<Unconnected>,
     pub io: SocketState,
 }
 
@@ -53,8 +57,10 @@ pub struct Session {
     pub sid: Box<str>,
     pub eio: Eio,
     pub member: Arc<Member>,
-    /// The handshake's `Cookie` and `Authorization`, forwarded to the auth endpoint.
-    pub handshake_headers: Vec<(String, String)>,
+    /// The handshake's headers that may be forwarded to the auth endpoint.
+    pub handshake_headers: ClientHeaders,
+    /// The client's address (the TCP peer of the handshake), for `X-Forwarded-For`.
+    pub peer: Option<IpAddr>,
     st: Mutex<State>,
     /// Wakes a long-poll still pending when the session moves to WebSocket.
     pub upgraded: Notify,
@@ -68,14 +74,33 @@ pub fn new_id() -> Box<str> {
         .into_boxed_str()
 }
 
+/// What a session keeps of its handshake request.
+pub struct Handshake {
+    pub headers: ClientHeaders,
+    pub peer: Option<IpAddr>,
+    /// v4: the session's place among those not yet connected (v3 connects at once).
+    pub slot: Option<UnconnectedSlot>,
+}
+
+/// A session that has not sent its CONNECT yet.
+pub struct Unconnected {
+    /// It is closed then.
+    pub by: Instant,
+    _slot: UnconnectedSlot,
+}
+
+/// One of the `--socketio-max-unconnected` places; given back when dropped.
+pub struct UnconnectedSlot(Arc<AtomicUsize>);
+
+impl Drop for UnconnectedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Session {
     /// A new session on `transport`; not yet registered.
-    pub fn new(
-        edge: &Edge,
-        eio: Eio,
-        transport: Transport,
-        handshake_headers: Vec<(String, String)>,
-    ) -> Arc<Session> {
+    pub fn new(edge: &Edge, eio: Eio, transport: Transport, handshake: Handshake) -> Arc<Session> {
         let sid = new_id();
         // Socket.IO v2 names the main-namespace socket after the Engine.IO session;
         // v3+ give it an id of its own.
@@ -99,7 +124,8 @@ impl Session {
             sid,
             eio,
             member,
-            handshake_headers,
+            handshake_headers: handshake.headers,
+            peer: handshake.peer,
             upgraded: Notify::new(),
             st: Mutex::new(State {
                 transport,
@@ -108,7 +134,10 @@ impl Session {
                 closed: false,
                 ping_due,
                 pong_due: None,
-                connect_by: (eio == Eio::V4).then(|| now + CONNECT_TIMEOUT),
+                unconnected: handshake.slot.map(|slot| Unconnected {
+                    by: now + c.socketio_connect_timeout,
+                    _slot: slot,
+                }),
                 io: SocketState::default(),
             }),
         })
@@ -130,7 +159,7 @@ impl Session {
             c.max_http_buffer_size,
         ));
         if self.eio == Eio::V3 {
-            super::echo::connect(self, None);
+            super::echo::connect(edge, self, None);
         }
     }
 
@@ -141,7 +170,11 @@ impl Session {
             return None;
         }
         let heartbeat = st.pong_due.unwrap_or(st.ping_due);
-        Some(st.connect_by.map_or(heartbeat, |c| c.min(heartbeat)))
+        Some(
+            st.unconnected
+                .as_ref()
+                .map_or(heartbeat, |u| u.by.min(heartbeat)),
+        )
     }
 
     /// Run the heartbeat: send a due ping, or fail with the reason to close.
@@ -155,7 +188,7 @@ impl Session {
         }
         let now = Instant::now();
         let mut st = self.st.lock();
-        if st.connect_by.is_some_and(|by| now >= by) {
+        if st.unconnected.as_ref().is_some_and(|u| now >= u.by) {
             return Err("connect timeout");
         }
         match (self.eio, st.pong_due) {
@@ -215,12 +248,15 @@ const SHARDS: usize = 16;
 /// Every live session by sid.
 pub struct Sessions {
     shards: Vec<Mutex<HashMap<Box<str>, Arc<Session>>>>,
+    /// Sessions (and handshakes under way) that have not sent their CONNECT yet.
+    unconnected: Arc<AtomicUsize>,
 }
 
 impl Default for Sessions {
     fn default() -> Self {
         Sessions {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            unconnected: Arc::default(),
         }
     }
 }
@@ -231,6 +267,17 @@ impl Sessions {
             .bytes()
             .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
         &self.shards[h % SHARDS]
+    }
+
+    /// A place for a new v4 session that has yet to CONNECT; None when `max` (0: no
+    /// limit) are taken.
+    pub fn reserve_unconnected(&self, max: usize) -> Option<UnconnectedSlot> {
+        self.unconnected
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| UnconnectedSlot(self.unconnected.clone()))
     }
 
     pub fn insert(&self, s: &Arc<Session>) {
@@ -267,24 +314,59 @@ mod tests {
         Edge::new(Shared::new(Config::default()))
     }
 
+    fn handshake(edge: &Edge, eio: Eio) -> Handshake {
+        Handshake {
+            headers: ClientHeaders::default(),
+            peer: None,
+            slot: match eio {
+                Eio::V4 => Some(edge.sessions.reserve_unconnected(2).unwrap()),
+                Eio::V3 => None,
+            },
+        }
+    }
+
     #[tokio::test]
     async fn a_v4_session_that_never_connects_times_out() {
-        let edge = edge();
-        let s = Session::new(&edge, Eio::V4, Transport::WebSocket, Vec::new());
+        let edge = Arc::new(edge());
+        let s = Session::new(
+            &edge,
+            Eio::V4,
+            Transport::WebSocket,
+            handshake(&edge, Eio::V4),
+        );
         let due = s.heartbeat_due().unwrap();
         assert!(
-            due <= Instant::now() + CONNECT_TIMEOUT,
+            due <= Instant::now() + edge.config().socketio_connect_timeout,
             "the connect deadline is watched"
         );
         assert_eq!(s.tick(&edge), Ok(()));
-        s.lock().connect_by = Some(Instant::now());
+        s.lock().unconnected.as_mut().unwrap().by = Instant::now();
         assert_eq!(s.tick(&edge), Err("connect timeout"));
-        // Once connected, only heartbeats matter.
-        super::super::echo::connect(&s, None);
-        assert_eq!(s.lock().connect_by, None);
+        // Once connected, only heartbeats matter, and the slot is given back.
+        super::super::echo::connect(&edge, &s, None);
+        assert!(s.lock().unconnected.is_none());
         assert_eq!(s.tick(&edge), Ok(()));
         // v3 sockets are connected to / from the start.
-        let v3 = Session::new(&edge, Eio::V3, Transport::WebSocket, Vec::new());
-        assert_eq!(v3.lock().connect_by, None);
+        let v3 = Session::new(
+            &edge,
+            Eio::V3,
+            Transport::WebSocket,
+            handshake(&edge, Eio::V3),
+        );
+        assert!(v3.lock().unconnected.is_none());
+    }
+
+    #[test]
+    fn unconnected_sessions_are_capped() {
+        let edge = edge();
+        let a = edge.sessions.reserve_unconnected(2).unwrap();
+        let _b = edge.sessions.reserve_unconnected(2).unwrap();
+        assert!(edge.sessions.reserve_unconnected(2).is_none());
+        drop(a);
+        assert!(edge.sessions.reserve_unconnected(2).is_some());
+        assert!(
+            edge.sessions.reserve_unconnected(0).is_some(),
+            "0: no limit"
+        );
     }
 }

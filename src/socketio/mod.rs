@@ -19,7 +19,7 @@ mod polling;
 mod rooms;
 mod websocket;
 
-use crate::auth_callback::AuthClient;
+use crate::auth_shield::AuthShield;
 use crate::config::Config;
 use crate::laravel::{Audience, ChannelKind, Envelope};
 use crate::outbox::Closed;
@@ -42,7 +42,7 @@ pub struct Edge {
     state: State,
     rooms: Rooms,
     sessions: Sessions,
-    auth: AuthClient,
+    auth: AuthShield,
 }
 
 impl Edge {
@@ -51,16 +51,7 @@ impl Edge {
         Edge {
             rooms: Rooms::default(),
             sessions: Sessions::default(),
-            auth: AuthClient::new(
-                c.auth_endpoint.clone(),
-                c.auth_timeout,
-                c.auth_ca_file.as_deref(),
-            )
-            .unwrap_or_else(|e| {
-                tracing::error!("{e}; trusting the public CAs only");
-                AuthClient::new(c.auth_endpoint.clone(), c.auth_timeout, None)
-                    .expect("a client without extra CAs always builds")
-            }),
+            auth: AuthShield::new(c),
             state,
         }
     }
@@ -78,6 +69,7 @@ impl Edge {
                 return;
             }
             st.closed = true;
+            st.unconnected = None;
             if st.transport != engine::Transport::WebSocket {
                 crate::metrics::SOCKETIO_POLLING_SESSIONS.dec();
             }
@@ -148,15 +140,17 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         .and(warp::method())
         .and(query)
         .and(warp::header::headers_cloned())
+        .and(warp::addr::remote())
         .and(upgrade)
         .and(warp::body::stream())
-        .then(move |method, query: String, headers, upgrade, body| {
+        .then(move |method, query: String, headers, peer, upgrade, body| {
             let edge = edge.clone();
             async move {
                 let req = Request {
                     method,
                     query: parse_query(&query),
                     headers,
+                    peer,
                     upgrade,
                 };
                 handle(edge, req, body).await
@@ -170,6 +164,8 @@ struct Request {
     method: Method,
     query: HashMap<String, String>,
     headers: HeaderMap,
+    /// The TCP peer: the client, or the reverse proxy in front of herald.
+    peer: Option<std::net::SocketAddr>,
     upgrade: Option<Upgrade>,
 }
 
@@ -313,17 +309,29 @@ where
     if eio == Eio::V3 && !edge.config().socketio_eio3 {
         return fail(EngineError::UnsupportedProtocolVersion);
     }
-    // Kept only when there is an app to forward them to: they can be a kilobyte a socket.
-    let handshake_headers: Vec<(String, String)> = match edge.config().auth_endpoint {
-        Some(_) => ["cookie", "authorization"]
-            .into_iter()
-            .filter_map(|h| Some((h.to_string(), req.header(h)?.to_string())))
-            .collect(),
-        None => Vec::new(),
+    let slot = match eio {
+        Eio::V3 => None,
+        Eio::V4 => {
+            let max = edge.config().socketio_max_unconnected;
+            let Some(slot) = edge.sessions.reserve_unconnected(max) else {
+                crate::metrics::SOCKETIO_HANDSHAKES_REFUSED.inc();
+                tracing::warn!(
+                    "socket.io handshake refused: {max} sessions have not sent CONNECT \
+                     (--socketio-max-unconnected)"
+                );
+                return fail(EngineError::Forbidden);
+            };
+            Some(slot)
+        }
+    };
+    let handshake = engine::Handshake {
+        headers: edge.auth.from_handshake(&req.headers),
+        peer: req.peer.map(|a| a.ip()),
+        slot,
     };
     Ok(match upgrade {
-        Some(up) => websocket::handshake(edge, eio, up, handshake_headers),
-        None => polling::handshake(edge, eio, handshake_headers, req.q("j")).await,
+        Some(up) => websocket::handshake(edge, eio, up, handshake),
+        None => polling::handshake(edge, eio, handshake, req.q("j")).await,
     })
 }
 

@@ -7,7 +7,7 @@
 //! `max_http_buffer_size` is a 413. JSONP (`j=`) wraps the payload in a script call
 //! for the oldest browsers socket.io-client 2 supports.
 
-use super::engine::{Session, Transport};
+use super::engine::{Handshake, Session, Transport};
 use super::packet::{self, Eio, V3Item};
 use super::{Edge, Request};
 use bytes::{Buf, Bytes, BytesMut};
@@ -20,10 +20,10 @@ use warp::reply::{Reply, Response};
 pub async fn handshake(
     edge: Arc<Edge>,
     eio: Eio,
-    headers: Vec<(String, String)>,
+    handshake: Handshake,
     jsonp: Option<&str>,
 ) -> Response {
-    let s = Session::new(&edge, eio, Transport::Polling, headers);
+    let s = Session::new(&edge, eio, Transport::Polling, handshake);
     edge.sessions.insert(&s);
     crate::metrics::SOCKETIO_POLLING_SESSIONS.inc();
     s.open(&edge, true);

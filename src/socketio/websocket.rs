@@ -4,9 +4,11 @@
 //! the client sends `2probe` on the new WebSocket, herald answers `3probe` and sends a
 //! noop `6` to the pending long-poll so the client can pause polling, then the
 //! client's `5` moves the session: what is queued is reframed for the WebSocket and
-//! the connection is driven by [`ws::drive`] from then on.
+//! the connection is driven by [`ws::drive`] from then on. A message the client began
+//! right after `5` must be complete within the ping timeout (no heartbeat runs until
+//! it is), or the session is closed.
 
-use super::engine::{Session, Transport};
+use super::engine::{Handshake, Session, Transport};
 use super::packet::Eio;
 use super::Edge;
 use crate::ws::frame::{self, Decoder};
@@ -22,14 +24,9 @@ use warp::reply::{Reply, Response};
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A new session directly on a WebSocket.
-pub fn handshake(
-    edge: Arc<Edge>,
-    eio: Eio,
-    up: Upgrade,
-    headers: Vec<(String, String)>,
-) -> Response {
+pub fn handshake(edge: Arc<Edge>, eio: Eio, up: Upgrade, handshake: Handshake) -> Response {
     up.reply(move |io| async move {
-        let s = Session::new(&edge, eio, Transport::WebSocket, headers);
+        let s = Session::new(&edge, eio, Transport::WebSocket, handshake);
         edge.sessions.insert(&s);
         s.open(&edge, false);
         run(edge, s, io).await
@@ -90,7 +87,11 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
             s: s.clone(),
         };
         // Packets the client sent right after `5`, possibly in the same segment.
-        if let Err(why) = leftovers(&mut conn, &mut io, &mut rbuf, &mut decoder).await {
+        let rest = leftovers(&mut conn, &mut io, &mut rbuf, &mut decoder);
+        let rest = tokio::time::timeout(edge.config().ping_timeout, rest)
+            .await
+            .unwrap_or(Err("incomplete message after upgrade"));
+        if let Err(why) = rest {
             edge.close(&s, why);
             return;
         }
