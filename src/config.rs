@@ -705,6 +705,35 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_and_deadlines() {
+        let c = parse(&[], "").unwrap();
+        assert_eq!(c.write_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_header_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_body_timeout, Duration::from_secs(30));
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (None, 0));
+        assert_eq!(c.timeout, Duration::ZERO);
+        let c = parse(
+            &[
+                "--max-connections",
+                "0",
+                "--write-timeout-ms",
+                "0",
+                "--timeout",
+                "300",
+            ],
+            "max_connections_per_ip = 20\nhttp_body_timeout_ms = 5000\n",
+        )
+        .unwrap();
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (Some(0), 20));
+        assert_eq!(c.write_timeout, Duration::ZERO);
+        assert_eq!(c.http_body_timeout, Duration::from_secs(5));
+        assert_eq!(c.timeout, Duration::from_secs(300));
+        assert!(parse(&["--http-header-timeout-ms", "0"], "")
+            .unwrap_err()
+            .contains("at least 1"));
+    }
+
+    #[test]
     fn apps_from_file() {
         let c = parse(
             &[],

@@ -71,20 +71,34 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The configured limits; an unset connection cap is computed from the open-file
-    /// limit (raised to its hard limit first, as Go's runtime and Redis do).
+    /// The configured limits. The soft open-file limit is raised to the hard one first
+    /// (as Go's runtime and Redis do: every connection is a file descriptor), and an
+    /// unset connection cap is computed from it.
     pub fn from_state(state: &State) -> Limits {
         let c = &state.config;
-        let max_connections = c.max_connections.unwrap_or_else(|| {
-            let fds = raise_open_file_limit();
-            let n = default_max_connections(fds, c.maxclients);
-            tracing::info!(
-                open_file_limit = fds,
-                maxclients = c.maxclients,
-                "HTTP/WebSocket connections capped at {n} (set --max-connections to change)"
-            );
-            n
-        });
+        let fds = raise_open_file_limit();
+        let room = default_max_connections(fds, c.maxclients);
+        let max_connections = match c.max_connections {
+            None => {
+                tracing::info!(
+                    open_file_limit = fds,
+                    maxclients = c.maxclients,
+                    "HTTP/WebSocket connections capped at {room} (--max-connections)"
+                );
+                room
+            }
+            Some(n) => {
+                if n == 0 || n > room {
+                    tracing::warn!(
+                        open_file_limit = fds,
+                        maxclients = c.maxclients,
+                        "--max-connections {n} leaves RESP and outgoing requests short of \
+                         file descriptors; at most {room} would"
+                    );
+                }
+                n
+            }
+        };
         Limits {
             max_connections,
             max_per_ip: c.max_connections_per_ip,
