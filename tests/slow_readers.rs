@@ -231,6 +231,26 @@ async fn a_write_that_makes_no_progress_for_the_write_timeout_drops_the_client()
     r.shutdown();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_shutdown_a_blocked_write_gets_a_short_final_bound_and_the_others_their_goodbye() {
+    let _serial = SERIAL.lock().await;
+    let r = start(|c| {
+        c.outbox = limits(0, 0, 0);
+        c.write_timeout = Duration::from_secs(120);
+    })
+    .await;
+    let mut slow = socketio(&r, "news", true).await;
+    let mut fast = socketio(&r, "news", false).await;
+    publish_burst(&r, "news", 256 * 1024, 6 * 1024 * 1024, &mut fast).await;
+    r.shutdown();
+    // The reader that keeps up is told goodbye (1001, going away) ...
+    assert_eq!(fast.expect_closed(raw_ws::WAIT).await, Some(1001));
+    // ... and the one that does not read is cut off when the final write's bound (2 s)
+    // is up: read after that, its stream ends mid-frame, with no goodbye after it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(slow.expect_closed(raw_ws::WAIT).await, None);
+}
+
 /// A tiny Laravel `/broadcasting/auth`: the user is the `Authorization: Bearer <id>`.
 async fn auth_endpoint() -> String {
     use warp::Filter;

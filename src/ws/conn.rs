@@ -87,8 +87,8 @@ pub async fn drive<H: Handler>(
 
 /// Why a write did not finish.
 enum Interrupted {
-    /// Shutdown began; the write was finished (or given up) by this deadline, which
-    /// the goodbye frames share.
+    /// Shutdown began and the write was finished; the goodbye frames have until this
+    /// deadline.
     Shutdown(Instant),
     /// The connection is over.
     Gone(Cow<'static, str>),
@@ -187,8 +187,11 @@ async fn write(
         closed = outbox.closing() => Err(Interrupted::Gone(dropped(closed))),
         _ = cancelled => {
             let by = Instant::now() + FINAL_WRITE;
-            let _ = tokio::time::timeout_at(by, &mut write).await;
-            Err(Interrupted::Shutdown(by))
+            match tokio::time::timeout_at(by, &mut write).await {
+                Ok(Ok(())) => Err(Interrupted::Shutdown(by)),
+                // A frame was cut: nothing more may follow it.
+                _ => Err(Interrupted::Gone("server shutdown; client too slow".into())),
+            }
         }
     }
 }
