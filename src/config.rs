@@ -67,6 +67,11 @@ pub struct Cli {
     #[arg(long, env = "HERALD_MAXCLIENTS")]
     pub maxclients: Option<usize>,
 
+    /// Close a RESP client idle for more than this many seconds (Redis's `timeout`);
+    /// subscribers and MONITOR are never timed out; 0: never [default: 0].
+    #[arg(long, env = "HERALD_TIMEOUT")]
+    pub timeout: Option<u64>,
+
     /// Subscriber output buffer hard limit in bytes; 0 disables [default: 33554432].
     #[arg(long, env = "HERALD_OUTBOX_HARD_LIMIT")]
     pub outbox_hard_limit: Option<usize>,
@@ -78,6 +83,33 @@ pub struct Cli {
     /// Seconds a subscriber may stay above the soft limit [default: 60].
     #[arg(long, env = "HERALD_OUTBOX_SOFT_SECONDS")]
     pub outbox_soft_seconds: Option<u64>,
+
+    /// Milliseconds an HTTP or WebSocket write may make no progress before the client
+    /// is dropped (also the socket's TCP_USER_TIMEOUT); 0: never [default: 30000].
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
+
+    /// Most HTTP/WebSocket connections at once; more are answered 503 and closed; 0: no
+    /// cap [default: the open-file limit, less min(maxclients, a quarter of it) for RESP
+    /// and a sixteenth (at least 64) spare].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Most HTTP/WebSocket connections at once from one IPv4 address or IPv6 /64; 0: no
+    /// cap (behind a reverse proxy every client has the proxy's address) [default: 0].
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Milliseconds an HTTP connection may take to send a complete request head, from
+    /// when it opens or its previous response ends (so also the keep-alive idle
+    /// timeout) [default: 30000].
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT_MS")]
+    pub http_header_timeout_ms: Option<u64>,
+
+    /// Milliseconds a socket.io polling POST or Pusher HTTP API request may take to send
+    /// its body; then 408 [default: 30000].
+    #[arg(long, env = "HERALD_HTTP_BODY_TIMEOUT_MS")]
+    pub http_body_timeout_ms: Option<u64>,
 
     /// Redis key prefix stripped from channel names; repeatable
     /// [default: laravel_database_ and laravel-database-].
@@ -274,9 +306,15 @@ pub struct FileConfig {
     max_multibulk_len: Option<usize>,
     max_inline_len: Option<usize>,
     maxclients: Option<usize>,
+    timeout: Option<u64>,
     outbox_hard_limit: Option<usize>,
     outbox_soft_limit: Option<usize>,
     outbox_soft_seconds: Option<u64>,
+    write_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    http_header_timeout_ms: Option<u64>,
+    http_body_timeout_ms: Option<u64>,
     redis_prefixes: Option<Vec<String>>,
     socketio_eio3: Option<bool>,
     socketio_broadcast_public: Option<bool>,
@@ -485,7 +523,17 @@ pub struct Config {
     pub max_multibulk_len: usize,
     pub max_inline_len: usize,
     pub maxclients: usize,
+    /// RESP idle timeout; zero: never.
+    pub timeout: Duration,
     pub outbox: OutboxLimits,
+    /// Zero: writes may wait forever.
+    pub write_timeout: Duration,
+    /// None: computed from the open-file limit at start; Some(0): no cap.
+    pub max_connections: Option<usize>,
+    /// 0: no cap.
+    pub max_connections_per_ip: usize,
+    pub http_header_timeout: Duration,
+    pub http_body_timeout: Duration,
     pub redis_prefixes: Vec<String>,
     pub socketio_eio3: bool,
     pub socketio_broadcast_public: bool,
@@ -535,6 +583,14 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config::resolve(Cli::default(), FileConfig::default()).expect("defaults are valid")
+    }
+}
+
+/// An HTTP deadline in milliseconds [default: 30000]; zero would refuse every request.
+fn positive_ms(name: &str, ms: Option<u64>) -> Result<Duration, String> {
+    match ms.unwrap_or(30_000) {
+        0 => Err(format!("{name} must be at least 1")),
+        ms => Ok(Duration::from_millis(ms)),
     }
 }
 
@@ -675,6 +731,7 @@ impl Config {
                 .or(file.max_inline_len)
                 .unwrap_or(64 * 1024),
             maxclients: cli.maxclients.or(file.maxclients).unwrap_or(10_000),
+            timeout: Duration::from_secs(cli.timeout.or(file.timeout).unwrap_or(0)),
             outbox: OutboxLimits {
                 hard_bytes: cli
                     .outbox_hard_limit
@@ -690,6 +747,24 @@ impl Config {
                         .unwrap_or(60),
                 ),
             },
+            write_timeout: Duration::from_millis(
+                cli.write_timeout_ms
+                    .or(file.write_timeout_ms)
+                    .unwrap_or(30_000),
+            ),
+            max_connections: cli.max_connections.or(file.max_connections),
+            max_connections_per_ip: cli
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(0),
+            http_header_timeout: positive_ms(
+                "http-header-timeout-ms",
+                cli.http_header_timeout_ms.or(file.http_header_timeout_ms),
+            )?,
+            http_body_timeout: positive_ms(
+                "http-body-timeout-ms",
+                cli.http_body_timeout_ms.or(file.http_body_timeout_ms),
+            )?,
             redis_prefixes: list(
                 cli.redis_prefixes,
                 file.redis_prefixes,
@@ -951,6 +1026,35 @@ mod tests {
         assert!(parse(&["--auth-forward-header", "X-Forwarded-For"], "")
             .unwrap_err()
             .contains("cannot be forwarded"));
+    }
+
+    #[test]
+    fn connection_limits_and_deadlines() {
+        let c = parse(&[], "").unwrap();
+        assert_eq!(c.write_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_header_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_body_timeout, Duration::from_secs(30));
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (None, 0));
+        assert_eq!(c.timeout, Duration::ZERO);
+        let c = parse(
+            &[
+                "--max-connections",
+                "0",
+                "--write-timeout-ms",
+                "0",
+                "--timeout",
+                "300",
+            ],
+            "max_connections_per_ip = 20\nhttp_body_timeout_ms = 5000\n",
+        )
+        .unwrap();
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (Some(0), 20));
+        assert_eq!(c.write_timeout, Duration::ZERO);
+        assert_eq!(c.http_body_timeout, Duration::from_secs(5));
+        assert_eq!(c.timeout, Duration::from_secs(300));
+        assert!(parse(&["--http-header-timeout-ms", "0"], "")
+            .unwrap_err()
+            .contains("at least 1"));
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! - [`pusher`]: the Pusher protocol v7 edge and the Pusher HTTP API.
 //! - [`ws`]: WebSocket upgrade and framing, lean enough for 10,000s of idle sockets.
 //! - [`http`]: the warp routes that join the HTTP edges, health and metrics.
+//! - [`http_server`]: the HTTP listener: connection caps, header and write deadlines.
 //! - [`metrics`]: process-wide counters.
 //! - [`logging`]: tracing set-up (pretty or JSON).
 
@@ -33,6 +34,7 @@ pub mod broker;
 pub mod config;
 pub mod edge_policy;
 pub mod http;
+pub mod http_server;
 pub mod laravel;
 pub mod logging;
 pub mod metrics;

@@ -102,6 +102,13 @@ pub static WEBHOOK_EVENTS_COALESCED: Counter = Counter::new();
 pub static WEBHOOK_EVENTS_PENDING: Gauge = Gauge::new();
 /// HTTP connections that ended before a whole request (counted instead of logged).
 pub static HTTP_CONNECTION_ERRORS: Counter = Counter::new();
+/// HTTP and WebSocket connections open now (upgraded ones included).
+pub static HTTP_CONNECTIONS: Gauge = Gauge::new();
+/// HTTP connections refused at `--max-connections` or `--max-connections-per-ip`.
+pub static HTTP_REFUSED: Counter = Counter::new();
+/// HTTP requests cut off for being too slow: a request head, a request body, or a
+/// response the client did not read, past its deadline.
+pub static HTTP_TIMEOUTS: Counter = Counter::new();
 
 /// socket.io subscriptions given the app's recent refusal again without asking it.
 pub static AUTH_REFUSALS_REUSED: Counter = Counter::new();
@@ -117,7 +124,7 @@ pub static SOCKETIO_HANDSHAKES_REFUSED: Counter = Counter::new();
 /// Prometheus text exposition of the counters above, then of `extra` (counters that
 /// belong to one server's state, such as its broker's).
 pub fn render(extra: &[(&str, &str, u64)]) -> String {
-    let rows: [(&str, &str, u64); 14] = [
+    let rows: [(&str, &str, u64); 17] = [
         (
             "herald_slow_consumers_dropped_total",
             "counter",
@@ -168,6 +175,13 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             "counter",
             HTTP_CONNECTION_ERRORS.get(),
         ),
+        ("herald_http_connections", "gauge", HTTP_CONNECTIONS.get()),
+        (
+            "herald_http_connections_refused_total",
+            "counter",
+            HTTP_REFUSED.get(),
+        ),
+        ("herald_http_timeouts_total", "counter", HTTP_TIMEOUTS.get()),
     ];
     let auth_shield = [
         (

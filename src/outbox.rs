@@ -14,9 +14,11 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::fmt;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
+use tokio::time::Sleep;
 
 /// Redis's pubsub output-buffer policy, in bytes and seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +75,9 @@ struct State {
     soft_since: Option<Instant>,
     closed: Option<Closed>,
     waker: Option<Waker>,
+    /// The task waiting in [`Outbox::closing`], woken when the outbox closes or goes
+    /// over its soft limit.
+    watcher: Option<Waker>,
 }
 
 /// One connection's queue of outgoing frames.
@@ -102,10 +107,17 @@ impl Outbox {
         }
         let added: usize = frames.iter().map(Bytes::len).sum();
         let total = st.bytes + added;
+        let was_soft = st.soft_since.is_some();
         let verdict = self.check_limits(&mut st, total);
         if let Some(reason) = verdict {
             Self::shut(&mut st, reason);
             return false;
+        }
+        if !was_soft && st.soft_since.is_some() {
+            // The soft window starts now: a watcher must time it.
+            if let Some(w) = st.watcher.take() {
+                w.wake();
+            }
         }
         st.queue.extend(frames.iter().cloned());
         st.bytes = total;
@@ -136,7 +148,7 @@ impl Outbox {
         st.closed = Some(reason);
         st.queue = VecDeque::new();
         st.bytes = 0;
-        if let Some(w) = st.waker.take() {
+        for w in [st.waker.take(), st.watcher.take()].into_iter().flatten() {
             w.wake();
         }
     }
@@ -182,6 +194,47 @@ impl Outbox {
                 st.queue = VecDeque::new();
             }
             Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    /// Wait until the outbox closes, for a connection that cannot drain it now: a write
+    /// blocked on a client that stopped reading, a long-polling client between requests.
+    /// A push past the hard limit closes it at once; the soft limit's window is timed
+    /// here, so it closes when the window ends even if no push comes to check it. One
+    /// watcher at a time (a second one takes the place of the first).
+    pub async fn closing(&self) -> Closed {
+        let mut timer: Option<Pin<Box<Sleep>>> = None;
+        poll_fn(|cx| loop {
+            let mut st = self.state.lock();
+            if st.closed.is_none() {
+                let total = st.bytes;
+                if let Some(reason) = self.check_limits(&mut st, total) {
+                    Self::shut(&mut st, reason);
+                }
+            }
+            if let Some(reason) = &st.closed {
+                return Poll::Ready(reason.clone());
+            }
+            if !st.watcher.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                st.watcher = Some(cx.waker().clone());
+            }
+            let Some(since) = st.soft_since else {
+                return Poll::Pending;
+            };
+            drop(st);
+            let end = tokio::time::Instant::from_std(since + self.limits.soft_window);
+            let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(end)));
+            if t.deadline() < end {
+                t.as_mut().reset(end);
+            }
+            if t.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The window has run out: check the limits again, now (and a millisecond
+            // later should the clocks disagree by a hair).
+            t.as_mut()
+                .reset(tokio::time::Instant::now() + Duration::from_millis(1));
         })
         .await
     }
@@ -245,6 +298,35 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(!ob.push(Bytes::from_static(b"x")));
         assert_eq!(ob.closed(), Some(Closed::SoftLimit));
+    }
+
+    #[tokio::test]
+    async fn closing_is_woken_by_a_push_past_the_hard_limit() {
+        let ob = std::sync::Arc::new(Outbox::new(limits(10, 0, 0)));
+        let watcher = {
+            let ob = ob.clone();
+            tokio::spawn(async move { ob.closing().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(ob.push(Bytes::from(vec![0u8; 10])));
+        assert!(!ob.push(Bytes::from_static(b"x")));
+        let closed = tokio::time::timeout(Duration::from_secs(5), watcher).await;
+        assert_eq!(closed.unwrap().unwrap(), Closed::HardLimit);
+    }
+
+    #[tokio::test]
+    async fn closing_ends_the_soft_window_without_another_push() {
+        let ob = std::sync::Arc::new(Outbox::new(limits(0, 4, 100)));
+        let watcher = {
+            let ob = ob.clone();
+            tokio::spawn(async move { ob.closing().await })
+        };
+        tokio::task::yield_now().await;
+        let pushed = Instant::now();
+        assert!(ob.push(Bytes::from(vec![0u8; 5])), "inside the window");
+        let closed = tokio::time::timeout(Duration::from_secs(5), watcher).await;
+        assert_eq!(closed.unwrap().unwrap(), Closed::SoftLimit);
+        assert!(pushed.elapsed() >= Duration::from_millis(100));
     }
 
     #[tokio::test]

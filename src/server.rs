@@ -69,13 +69,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let mut tasks = JoinSet::new();
     tasks.spawn(crate::resp::serve(redis, state.clone()));
     let routes = crate::http::routes(state.clone());
-    let stop = state.shutdown.clone();
-    tasks.spawn(
-        warp::serve(routes)
-            .incoming(http)
-            .graceful(async move { stop.cancelled().await })
-            .run(),
-    );
+    tasks.spawn(crate::http_server::serve(http, state.clone(), routes));
     tracing::info!(%redis_addr, "RESP (Redis protocol) listening");
     tracing::info!(%http_addr, "HTTP and WebSocket listening");
     Ok(Running {

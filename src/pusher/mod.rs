@@ -25,6 +25,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
 use std::sync::Arc;
+use std::time::Duration;
 use warp::filters::BoxedFilter;
 use warp::path::{FullPath, Tail};
 use warp::reply::{Reply, Response};
@@ -148,6 +149,7 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
                 .into_response()
         });
     let limit = http_api::body_limit(&apps);
+    let body_timeout = state.config.http_body_timeout;
     let api = warp::path("apps")
         .and(warp::path::param::<String>())
         .and(warp::path::tail())
@@ -159,13 +161,13 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
             move |id: String, tail: Tail, method: Method, path: FullPath, query: String, body| {
                 let apps = apps.clone();
                 async move {
-                    let body = match read_body(body, limit).await {
+                    let body = match read_body(body, limit, body_timeout).await {
                         Ok(b) => b,
                         Err(status) => {
-                            let msg = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                                "Request Entity Too Large"
-                            } else {
-                                "Cannot read the request body"
+                            let msg = match status {
+                                StatusCode::PAYLOAD_TOO_LARGE => "Request Entity Too Large",
+                                StatusCode::REQUEST_TIMEOUT => "Request Timeout",
+                                _ => "Cannot read the request body",
                             };
                             return Ok::<_, warp::Rejection>(
                                 warp::reply::with_status(msg, status).into_response(),
@@ -187,25 +189,34 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
     connect.or(api).unify().or(unknown_path).unify().boxed()
 }
 
-/// Read a request body, refusing (413) past `limit` bytes without buffering the rest.
-async fn read_body<S, B>(body: S, limit: usize) -> Result<Bytes, StatusCode>
+/// Read a request body, refusing (413) past `limit` bytes without buffering the rest,
+/// and (408) when it has not all arrived within `deadline`.
+async fn read_body<S, B>(body: S, limit: usize, deadline: Duration) -> Result<Bytes, StatusCode>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    futures_util::pin_mut!(body);
-    let mut out = BytesMut::new();
-    while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
-        if out.len() + chunk.remaining() > limit {
-            return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    let read = async {
+        futures_util::pin_mut!(body);
+        let mut out = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let mut chunk = chunk.map_err(|_| StatusCode::BAD_REQUEST)?;
+            if out.len() + chunk.remaining() > limit {
+                return Err(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            while chunk.has_remaining() {
+                let part = chunk.chunk();
+                out.extend_from_slice(part);
+                let n = part.len();
+                chunk.advance(n);
+            }
         }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(out.freeze())
+        Ok(out.freeze())
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .unwrap_or_else(|_| {
+            crate::metrics::HTTP_TIMEOUTS.inc();
+            Err(StatusCode::REQUEST_TIMEOUT)
+        })
 }

@@ -6,7 +6,9 @@
 //! client can never overtake a reply or land in the middle of one. The task stops
 //! reading after `QUIT`, a protocol error or shutdown, writes what it owes, then closes.
 //! If the outbox overflows (a subscriber that does not read), the client is dropped,
-//! logged and counted, as Redis does with `client-output-buffer-limit pubsub`.
+//! logged and counted, as Redis does with `client-output-buffer-limit pubsub`. With
+//! `timeout` set, a client idle for longer is closed, as Redis closes it, except a
+//! subscriber or a monitor.
 
 use super::client::Client;
 use super::codec::RequestDecoder;
@@ -112,6 +114,11 @@ impl Session {
         tokio::pin!(kicked);
         let stop = shutdown.cancelled();
         tokio::pin!(stop);
+        // Redis's `timeout`: one timer for the connection's life, due when the client
+        // will have been idle long enough; it is moved on, not reset per request.
+        let idle = self.hub.state.config.timeout;
+        let idle_check = tokio::time::sleep(idle);
+        tokio::pin!(idle_check);
         let why = loop {
             tokio::select! {
                 _ = &mut kicked => {
@@ -171,6 +178,10 @@ impl Session {
                     }
                 }
                 _ = &mut stop => break "server shutdown",
+                _ = &mut idle_check, if !idle.is_zero() => match self.idle_until(idle) {
+                    Some(at) => idle_check.as_mut().reset(at.into()),
+                    None => break "idle timeout",
+                },
             }
         };
         // Write what is owed (replies already executed), then close.
@@ -210,6 +221,21 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// When this client may next be closed for idling, or None if it has been idle for
+    /// longer than `idle` already. As in Redis, subscribers and monitors never time out
+    /// (they are checked again an idle period later).
+    fn idle_until(&self, idle: Duration) -> Option<Instant> {
+        if self.subscriptions() > 0 || self.client.meta.lock().monitor {
+            return Some(Instant::now() + idle);
+        }
+        let last = *self.client.last_active.lock();
+        if last.elapsed() > idle {
+            tracing::debug!(id = self.client.id, addr = %self.client.addr, "closing idle client");
+            return None;
+        }
+        Some(last + idle)
     }
 
     fn dropped(&self, closed: Closed) -> &'static str {

@@ -140,7 +140,7 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         .and(warp::method())
         .and(query)
         .and(warp::header::headers_cloned())
-        .and(warp::addr::remote())
+        .and(crate::http_server::peer_addr())
         .and(upgrade)
         .and(warp::body::stream())
         .then(move |method, query: String, headers, peer, upgrade, body| {

@@ -4,12 +4,17 @@
 //! a heartbeat ping, a noop during an upgrade), with everything queued joined in one
 //! payload. One GET and one POST at a time: a second concurrent one is a 400 that
 //! closes the session, as in the reference server. A body over
-//! `max_http_buffer_size` is a 413. JSONP (`j=`) wraps the payload in a script call
-//! for the oldest browsers socket.io-client 2 supports.
+//! `max_http_buffer_size` is a 413, one not all sent within `http_body_timeout` a 408
+//! that closes the session (as the reference server closes it when a POST ends
+//! early). JSONP (`j=`) wraps the payload in a script call for the oldest browsers
+//! socket.io-client 2 supports. Between requests the session's own task keeps the
+//! heartbeat and watches the outbox, so a client that stops polling is dropped by the
+//! same output-buffer limits as a WebSocket one.
 
 use super::engine::{Handshake, Session, Transport};
 use super::packet::{self, Eio, V3Item};
 use super::{Edge, Request};
+use crate::outbox::Closed;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::StatusCode;
@@ -33,28 +38,57 @@ pub async fn handshake(
     payload_response(eio, &out, jsonp)
 }
 
-/// Pings and timeouts while the session is on polling (no task of its own otherwise).
+/// The session's own task while it is on polling (there is no connection between
+/// requests): pings and their timeouts, and the outbox. A client that stops polling
+/// misses its pings and is closed at the ping timeout, and sooner if its outbox goes
+/// over its limits meanwhile (at once past the hard limit, at the end of the soft
+/// window), as a WebSocket subscriber that stops reading is. Counted and logged here,
+/// once, whichever request or task closed the session.
 async fn heartbeat(edge: Arc<Edge>, s: Arc<Session>) {
+    if !watch(&edge, &s).await {
+        return; // the WebSocket connection's task keeps the heartbeat and the outbox now
+    }
+    if let Some(closed) = s.member.outbox.closed().filter(Closed::is_overflow) {
+        crate::metrics::SLOW_CONSUMERS_DROPPED.inc();
+        tracing::warn!(sid = %s.sid, "socket.io polling client dropped: {closed}");
+    }
+}
+
+/// Run the heartbeat until the session ends (true) or moves to WebSocket (false).
+async fn watch(edge: &Edge, s: &Session) -> bool {
+    let upgraded = s.upgraded.notified();
+    tokio::pin!(upgraded);
+    upgraded.as_mut().enable();
+    let stop = edge.state.shutdown.cancelled();
+    tokio::pin!(stop);
     loop {
         if s.lock().transport == Transport::WebSocket {
-            return; // the WebSocket connection's task keeps the heartbeat now
+            return false;
         }
         let Some(due) = s.heartbeat_due() else {
-            return;
+            return true;
         };
+        // Biased, the upgrade first: once it happened, the outbox's one watcher is the
+        // WebSocket connection's.
         tokio::select! {
+            biased;
+            _ = &mut upgraded => return false,
             _ = tokio::time::sleep_until(due) => {}
-            _ = edge.state.shutdown.cancelled() => {
-                edge.close(&s, "server shutdown");
-                return;
+            _ = &mut stop => {
+                edge.close(s, "server shutdown");
+                return true;
+            }
+            closed = s.member.outbox.closing() => {
+                edge.close(s, if closed.is_overflow() { "slow consumer" } else { "closed" });
+                return true;
             }
         }
         if s.lock().transport == Transport::WebSocket {
-            return;
+            return false;
         }
-        if let Err(why) = s.tick(&edge) {
-            edge.close(&s, why);
-            return;
+        if let Err(why) = s.tick(edge) {
+            edge.close(s, why);
+            return true;
         }
     }
 }
@@ -141,10 +175,8 @@ pub async fn poll(edge: Arc<Edge>, s: Arc<Session>, jsonp: Option<&str>) -> Resp
         r = s.member.outbox.drain(&mut out) => r,
     };
     active.answered = true;
-    if let Err(closed) = drained {
-        if closed.is_overflow() {
-            crate::metrics::SLOW_CONSUMERS_DROPPED.inc();
-        }
+    if drained.is_err() {
+        // Counted by the heartbeat task if it was for being too slow a reader.
         edge.close(&s, "closed");
         out = vec![Bytes::from_static(b"1")];
     }
@@ -186,12 +218,25 @@ where
         edge.close(&s, "invalid content");
         return StatusCode::BAD_REQUEST.into_response();
     }
-    let max = edge.config().max_http_buffer_size;
-    let body = match read_body(body, max).await {
-        Some(b) => b,
-        None => {
+    let (max, deadline) = (
+        edge.config().max_http_buffer_size,
+        edge.config().http_body_timeout,
+    );
+    let body = match tokio::time::timeout(deadline, read_body(body, max)).await {
+        Ok(Some(b)) => b,
+        Ok(None) => {
             active.answered = true;
             return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        }
+        Err(_) => {
+            // As the reference server does when a data request ends before its body.
+            crate::metrics::HTTP_TIMEOUTS.inc();
+            active.answered = true;
+            edge.close(&s, "data request timed out");
+            let mut res = StatusCode::REQUEST_TIMEOUT.into_response();
+            res.headers_mut()
+                .insert("connection", "close".parse().unwrap());
+            return res;
         }
     };
     active.answered = true;

@@ -4,6 +4,17 @@
 //! socket, on the connection's [`Outbox`], on its heartbeat deadline and on shutdown.
 //! Everything queued is written with one vectored write. Between messages the read
 //! buffer is released, so an idle connection holds only the task and its outbox.
+//!
+//! A client that stops reading cannot pin its connection: while a write is blocked the
+//! task also waits on the outbox closing (a push past the hard limit closes it at once,
+//! the soft limit's window is timed even if nothing more is pushed) and on shutdown
+//! (the write then has [`FINAL_WRITE`] to finish), and the socket fails a write that
+//! makes no progress for the write timeout (`crate::http_server::Socket`). Any way it
+//! ends, the handler's `on_close` runs as for a client that left. A client that
+//! upgrades and then sends nothing is bounded by its protocol's heartbeat
+//! ([`Handler::next_tick`]): socket.io closes it after one ping interval and ping
+//! timeout (v4, or the connect timeout if sooner), Pusher after the activity timeout
+//! and the pong wait.
 
 use super::frame::{self, Decoder, Message};
 use super::WsStream;
@@ -15,9 +26,10 @@ use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// What the connection should do after a handler call.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,6 +63,10 @@ pub fn running() -> usize {
     RUNNING.load(Ordering::Acquire)
 }
 
+/// How long a closing connection may take to write its last frames (a close frame,
+/// the goodbye at shutdown, or the rest of a write that shutdown interrupted).
+const FINAL_WRITE: Duration = Duration::from_secs(2);
+
 /// Run a connection until the client leaves, the protocol closes it, its outbox
 /// overflows or the server shuts down.
 pub async fn drive<H: Handler>(
@@ -65,8 +81,17 @@ pub async fn drive<H: Handler>(
     tracing::debug!("websocket closed: {why}");
     outbox.close(Closed::Server("connection closed"));
     handler.on_close(&why);
-    let _ = io.shutdown().await;
+    let _ = tokio::time::timeout(FINAL_WRITE, io.shutdown()).await;
     RUNNING.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Why a write did not finish.
+enum Interrupted {
+    /// Shutdown began and the write was finished; the goodbye frames have until this
+    /// deadline.
+    Shutdown(Instant),
+    /// The connection is over.
+    Gone(Cow<'static, str>),
 }
 
 async fn run<H: Handler>(
@@ -105,19 +130,13 @@ async fn run<H: Handler>(
                 Ok(()) => Flow::Continue,
                 Err(closed) => {
                     if closed.is_overflow() {
-                        crate::metrics::SLOW_CONSUMERS_DROPPED.inc();
-                        tracing::warn!("websocket subscriber dropped: {closed}");
                         let mut last = vec![frame::close(1008, "slow consumer")];
-                        let _ = write_all(io, &mut last).await;
+                        let _ = tokio::time::timeout(FINAL_WRITE, write_all(io, &mut last)).await;
                     }
-                    return closed.to_string().into();
+                    return dropped(closed);
                 }
             },
-            _ = &mut cancelled => {
-                let mut last = handler.shutdown_frames();
-                let _ = write_all(io, &mut last).await;
-                return "server shutdown".into();
-            }
+            _ = &mut cancelled => return goodbye(io, handler, Instant::now() + FINAL_WRITE).await,
             read = io.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => return "client went away".into(),
                 Ok(_) => {
@@ -131,14 +150,76 @@ async fn run<H: Handler>(
             _ = &mut timer, if armed.is_some() => handler.on_tick(&mut out),
         };
         if let Flow::Close(code, reason) = flow {
+            // The handler may have closed the outbox already: this write races nothing.
             out.push(frame::close(code, &reason));
-            let _ = write_all(io, &mut out).await;
+            let _ = tokio::time::timeout(FINAL_WRITE, write_all(io, &mut out)).await;
             return reason;
         }
-        if !out.is_empty() && write_all(io, &mut out).await.is_err() {
-            return "write failed".into();
+        if out.is_empty() {
+            continue;
+        }
+        match write(io, &mut out, outbox, cancelled.as_mut()).await {
+            Ok(()) => {}
+            Err(Interrupted::Shutdown(by)) => return goodbye(io, handler, by).await,
+            Err(Interrupted::Gone(why)) => return why,
         }
     }
+}
+
+/// Write `frames`, racing what ends a connection while its client does not read: the
+/// outbox closing (over its hard limit from a push, over its soft limit when the window
+/// ends, or closed by the server) drops the connection at once, mid-frame if need be;
+/// shutdown leaves the write [`FINAL_WRITE`] to finish. A write that stops making
+/// progress fails on its own after the listener's write timeout.
+async fn write(
+    io: &mut WsStream,
+    frames: &mut Vec<Bytes>,
+    outbox: &Outbox,
+    cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+) -> Result<(), Interrupted> {
+    let write = write_all(io, frames);
+    tokio::pin!(write);
+    // Biased, the write first: one that completes at once (nearly all) polls nothing
+    // else, so no timer or waiter is touched on the delivery path.
+    tokio::select! {
+        biased;
+        written = &mut write => written.map_err(|e| Interrupted::Gone(write_failed(e))),
+        closed = outbox.closing() => Err(Interrupted::Gone(dropped(closed))),
+        _ = cancelled => {
+            let by = Instant::now() + FINAL_WRITE;
+            match tokio::time::timeout_at(by, &mut write).await {
+                Ok(Ok(())) => Err(Interrupted::Shutdown(by)),
+                // A frame was cut: nothing more may follow it.
+                _ => Err(Interrupted::Gone("server shutdown; client too slow".into())),
+            }
+        }
+    }
+}
+
+/// Send the protocol's goodbye at shutdown, giving up at `by`.
+async fn goodbye<H: Handler>(io: &mut WsStream, handler: &H, by: Instant) -> Cow<'static, str> {
+    let mut last = handler.shutdown_frames();
+    let _ = tokio::time::timeout_at(by, write_all(io, &mut last)).await;
+    "server shutdown".into()
+}
+
+/// The outbox closed: count and log a slow reader.
+fn dropped(closed: Closed) -> Cow<'static, str> {
+    if closed.is_overflow() {
+        crate::metrics::SLOW_CONSUMERS_DROPPED.inc();
+        tracing::warn!("websocket subscriber dropped: {closed}");
+    }
+    closed.to_string().into()
+}
+
+/// A failed write: one that timed out was a client that stopped reading.
+fn write_failed(e: std::io::Error) -> Cow<'static, str> {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        crate::metrics::SLOW_CONSUMERS_DROPPED.inc();
+        tracing::warn!("websocket subscriber dropped: {e}");
+        return "write timed out".into();
+    }
+    "write failed".into()
 }
 
 fn on_bytes<H: Handler>(

@@ -210,7 +210,7 @@ fn parameters(s: &Session) -> Vec<(&'static str, String)> {
                 o.soft_window.as_secs()
             ),
         ),
-        ("timeout", "0".into()),
+        ("timeout", c.timeout.as_secs().to_string()),
         ("maxmemory", "0".into()),
         ("maxmemory-policy", "noeviction".into()),
         ("notify-keyspace-events", String::new()),
