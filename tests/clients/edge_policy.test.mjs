@@ -310,6 +310,8 @@ const cases = [
       speaker.whisper(channel, 'client-next', { pad: 'y'.repeat(880) });
       const at = await listener.log.find((e) => e.kind === 'whisper', 'a whisper');
       assert.equal(listener.log.entries[at].event, 'client-next');
+      // The refusal travels on the speaker's own connection: not ordered with the listener's.
+      await speaker.log.find((e) => e.kind === 'error', 'the refusal');
       assert.deepEqual(errors(speaker), [want.tooLarge]);
       close();
     },
