@@ -1,5 +1,5 @@
 // Issue 10's "done when": one herald, exposed on 0.0.0.0 with a configured Pusher app, is
-// attacked in every way the issue lists at the same time, while a normal Laravel Echo tab
+// attacked at the same time in each way issue 10 lists against its browser-facing port, while a normal Laravel Echo tab
 // (socket.io connector, socket.io-client 4, from 127.0.0.1) on a public, a private and a
 // presence channel and a pusher-js client on the configured app keep receiving a numbered
 // stream published over RESP every 20 ms: every broadcast, in order, none missing; /healthz
@@ -15,7 +15,7 @@
 //              socket (the app sees at most burst + rate x elapsed of them, the rest get 429)
 //   127.0.0.5  a ~1 MB channel name and 300 names of 64 KiB (subscription_error 400)
 //   127.0.0.6  oversized whispers flooded into the normal client's presence channel
-//              (client_event_error; the normal client gets none, proven by a marker whisper)
+//              (client_event_error; the normal client gets none, proven by a marker broadcast)
 //   127.0.0.7  Engine.IO handshakes that never CONNECT: past --socketio-max-unconnected 403
 //              (polling) and 400 (WebSocket); expired at the connect timeout, room again
 //   127.0.0.8  pusher:  the built-in `herald-key` on the exposed port: 4001, and the HTTP API
@@ -255,23 +255,33 @@ async function hugeChannelNames(h, gate) {
 }
 
 // Whispers over --max-message-size, flooded into the normal client's presence channel: each is
-// refused to the sender; then a small whisper, the marker, reaches the normal client alone.
-async function whisperFlood(h, gate, whispers) {
+// refused to the sender. Ordered marker: once herald has acked a later packet of the sender, every
+// whisper before it was relayed or refused, so a broadcast published then reaches the normal client
+// after any relayed whisper. Then a small whisper of the sender does reach the normal client.
+async function whisperFlood(h, gate, whispers, publishMarker) {
   const s = await attacker(h, '127.0.0.6');
   const errors = inbox();
   s.on('client_event_error', (channel, detail) => errors.add([channel, detail]));
-  await subscribe(s, 'presence-room.hostile', { auth: { headers: { Authorization: 'Bearer 2' } } });
+  const channel = 'presence-room.hostile';
+  const auth = { headers: { Authorization: 'Bearer 2' } };
+  await subscribe(s, channel, { auth });
   assert.deepEqual(s.refusals, []);
   await gate.arrive();
-  const big = { text: 'w'.repeat(MAX_MESSAGE + 1) };
+  const big = 'w'.repeat(MAX_MESSAGE + 1);
   const flood = 50;
-  for (let i = 0; i < flood; i++) s.emit('client event', { channel: 'presence-room.hostile', event: 'client-flood', data: { i, ...big } });
-  const refused = await errors.count(flood, `${flood} client_event_error`);
-  assert.deepEqual(refused[0], ['presence-room.hostile', { event: 'client-flood', message: 'client event data is too large' }]);
-  assert.ok(refused.every(([c, d]) => c === 'presence-room.hostile' && d.message === 'client event data is too large'));
-  s.emit('client event', { channel: 'presence-room.hostile', event: 'client-marker', data: { after: flood } });
-  const heard = await whispers.before((w) => w.kind === 'marker', 'the marker whisper at the normal client');
+  for (let i = 0; i < flood; i++) s.emit('client event', { channel, event: 'client-flood', data: { i, big } });
+  await subscribe(s, channel, { auth }); // already joined: acked at once, after the whispers
+  publishMarker();
+  const heard = await whispers.before((w) => w.kind === 'marker', 'the marker broadcast at the normal client');
   assert.deepEqual(heard, [], 'the normal client received none of the oversized whispers');
+  const refused = await errors.count(flood, `${flood} client_event_error`);
+  assert.equal(refused.length, flood);
+  assert.deepEqual(refused[0], [channel, { event: 'client-flood', message: 'client event data is too large' }]);
+  assert.ok(refused.every(([c, d]) => c === channel && d.message === 'client event data is too large'),
+    'every oversized whisper refused as too large');
+  s.emit('client event', { channel, event: 'client-small', data: { ok: true } });
+  await whispers.waitFor((w) => w.kind === 'small', 'a small whisper of the same sender at the normal client');
+  assert.deepEqual(whispers.items.map((w) => w.kind), ['marker', 'small']);
   return {};
 }
 
@@ -322,9 +332,11 @@ async function wellKnownSecret(h) {
   ws.on('error', () => {});
   const messages = [];
   ws.on('message', (m) => messages.push(m.toString()));
-  const [code] = await once(ws, 'close');
-  assert.deepEqual(messages, ['{"event":"pusher:error","data":"{\\"code\\":4001,\\"message\\":\\"App key not in this cluster\\"}"}']);
-  assert.equal(code, 4001);
+  const closed = new Promise((resolve) => ws.on('close', resolve));
+  await until(() => messages.length, `herald's first message to a connection with ${DEV_APP.key}`);
+  assert.equal(messages[0], '{"event":"pusher:error","data":"{\\"code\\":4001,\\"message\\":\\"App key not in this cluster\\"}"}');
+  assert.equal(await within(closed, `the close of the connection with ${DEV_APP.key}`), 4001);
+  assert.equal(messages.length, 1);
   await assert.rejects(sdk(h, DEV_APP).trigger('hostile', 'N', { n: -1 }), (e) => e.status === 404);
   return {};
 }
@@ -368,7 +380,8 @@ test('under every attack at once, a normal Echo tab and a pusher-js client get e
   echo.private('chat.hostile').listen('.N', (e) => echoPrivate.add(e.n));
   echo.join('room.hostile')
     .listenForWhisper('flood', (e) => whispers.add({ kind: 'flood', i: e.i }))
-    .listenForWhisper('marker', () => whispers.add({ kind: 'marker' }));
+    .listenForWhisper('small', () => whispers.add({ kind: 'small' }))
+    .listen('.Marker', () => whispers.add({ kind: 'marker' }));
   await Promise.all(['hostile', 'private-chat.hostile', 'presence-room.hostile'].map((c) => acked(socket, c)));
   assert.deepEqual(echoErrors, []);
 
@@ -414,7 +427,7 @@ test('under every attack at once, a normal Echo tab and a pusher-js client get e
     hugeAuthHeaders: (gate) => hugeAuthHeaders(h, gate, app),
     authFlood: (gate) => authFlood(h, gate, app),
     hugeChannelNames: (gate) => hugeChannelNames(h, gate),
-    whisperFlood: (gate) => whisperFlood(h, gate, whispers),
+    whisperFlood: (gate) => whisperFlood(h, gate, whispers, () => resp.publish('presence-room.hostile', 'Marker', {})),
   };
   const gate = startingGate(Object.keys(socketioAttacks).length);
   let results;
@@ -445,7 +458,7 @@ test('under every attack at once, a normal Echo tab and a pusher-js client get e
   await complete(echoPrivate, 'the Echo tab, private');
   await complete(pusherPublic, 'pusher-js, public');
   await complete(pusherPrivate, 'pusher-js, private');
-  await resp.replies.count(2 * sent, 'a reply to every PUBLISH');
+  await resp.replies.count(2 * sent + 1, 'a reply to every PUBLISH (the stream and the marker)');
   assert.ok(socket.connected, 'the Echo tab is still connected');
   assert.equal(pusher.connection.state, 'connected');
   assert.ok(sent >= 100, `the stream ran (${sent} ticks)`);
