@@ -9,9 +9,13 @@ import readline from 'node:readline';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const heraldBin = process.env.HERALD_BIN || path.join(root, 'target/debug/herald');
 
+// A `--redis-bind` or `--http-bind` in `args` replaces the loopback default (clap refuses a flag
+// given twice): `--http-bind 0.0.0.0:0` starts herald exposed, still reached through 127.0.0.1.
 export async function startHerald(args = [], env = {}) {
+  const binds = [['--redis-bind', '127.0.0.1:0'], ['--http-bind', '127.0.0.1:0']]
+    .filter(([flag]) => !args.includes(flag)).flat();
   const proc = spawn(heraldBin, [
-    '--redis-bind', '127.0.0.1:0', '--http-bind', '127.0.0.1:0', '--log-format', 'json', ...args,
+    ...binds, '--log-format', 'json', ...args,
   ], { env: { ...process.env, RUST_LOG: process.env.HERALD_TEST_LOG || 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs = [];
   let redisPort, httpPort;
