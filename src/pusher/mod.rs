@@ -95,7 +95,8 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         None => tracing::info!(
             "Pusher edge on, but no app is served: connections get 4001 and the HTTP API 404. \
              Set --app-id, --app-key and --app-secret (HERALD_APP_ID, HERALD_APP_KEY, \
-             HERALD_APP_SECRET) or add [[apps]] to the --config file"
+             HERALD_APP_SECRET) or add [[apps]] to the --config file; for local development, \
+             --http-bind 127.0.0.1:6001 serves the built-in herald-key app"
         ),
     }
 
