@@ -330,7 +330,7 @@ fn default_message_size() -> usize {
     10 * 1024
 }
 fn default_cache_ttl() -> Duration {
-    Duration::from_secs(30 * 60)
+    crate::pusher::channels::CACHE_TTL
 }
 
 impl AppConfig {
