@@ -467,7 +467,7 @@ const DEFAULT_MESSAGE_SIZE: usize = 10 * 1024;
 /// a non-loopback HTTP address they open nothing (see [`Config::pusher_apps`]).
 pub const DEV_APP: [&str; 3] = ["herald", "herald-key", "herald-secret"];
 fn default_cache_ttl() -> Duration {
-    Duration::from_secs(30 * 60)
+    crate::pusher::channels::CACHE_TTL
 }
 
 impl AppConfig {

@@ -29,12 +29,15 @@ const laravelPrefix = (expression) => php(['-r',
   `require 'Illuminate/autoload.php'; use Illuminate\\Support\\Str; echo ${expression};`]);
 
 let app;
-const open = [];
+let open = [];
 before(async () => { app = await startAuthApp(); });
-after(async () => {
+after(() => app.close());
+
+// Each test's clients go before its herald does (pusher-js would reconnect forever).
+function closeClients() {
   for (const c of open) c.disconnect();
-  await app.close();
-});
+  open = [];
+}
 
 // A socket.io-client recording every event it receives, in order.
 async function ioClient(h, headers) {
@@ -141,6 +144,7 @@ for (const [shape, expression] of [
       const said = h.logs.filter((l) => l.includes(`--redis-prefix ${prefix}`));
       assert.equal(said.length, 1, `the learned prefix is logged once:\n${h.logs.join('\n')}`);
     } finally {
+      closeClients();
       await h.stop();
     }
   });
