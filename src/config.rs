@@ -466,8 +466,10 @@ const DEFAULT_MESSAGE_SIZE: usize = 10 * 1024;
 /// The built-in development app's credentials, printed in the README and at start: on
 /// a non-loopback HTTP address they open nothing (see [`Config::pusher_apps`]).
 pub const DEV_APP: [&str; 3] = ["herald", "herald-key", "herald-secret"];
+/// How long a Pusher cache channel keeps its last event: 30 minutes, as Pusher does.
+pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 fn default_cache_ttl() -> Duration {
-    crate::pusher::channels::CACHE_TTL
+    CACHE_TTL
 }
 
 impl AppConfig {

@@ -143,12 +143,9 @@ pub struct Channels {
 
 impl Default for Channels {
     fn default() -> Self {
-        Channels::new(Webhooks::default(), false, CACHE_TTL)
+        Channels::new(Webhooks::default(), false, crate::config::CACHE_TTL)
     }
 }
-
-/// Pusher's cache channel TTL: 30 minutes.
-pub const CACHE_TTL: Duration = Duration::from_secs(30 * 60);
 
 impl Channels {
     pub fn new(hooks: Webhooks, subscription_count: bool, cache_ttl: Duration) -> Self {
@@ -588,7 +585,7 @@ mod tests {
 
     #[test]
     fn subscription_counts_are_sent_at_once_then_held_back_for_the_interval() {
-        let ch = Channels::new(Webhooks::default(), true, CACHE_TTL);
+        let ch = Channels::new(Webhooks::default(), true, crate::config::CACHE_TTL);
         let (a, b, c) = (conn(1), conn(2), conn(3));
         let count = |n: usize| {
             format!(
