@@ -191,14 +191,12 @@ async fn socketio_subscriber_over_the_soft_limit_is_dropped_when_its_window_ends
         started.elapsed() < Duration::from_secs(window) && dropped() == before,
         "the burst must end inside the soft window for this test to mean anything"
     );
-    let give_up = Instant::now() + Duration::from_secs(window + 10);
-    while dropped() == before {
-        assert!(
-            Instant::now() < give_up,
-            "not dropped after the soft window"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dropped(
+        before,
+        Duration::from_secs(window + 10),
+        "not dropped after the soft window",
+    )
+    .await;
     assert!(
         started.elapsed() >= Duration::from_secs(window),
         "dropped before the window ended: {:?}",
@@ -223,15 +221,12 @@ async fn a_write_that_makes_no_progress_for_the_write_timeout_drops_the_client()
     let mut fast = socketio(&r, "news", false).await;
     let before = dropped();
     publish_burst(&r, "news", 256 * 1024, 6 * 1024 * 1024, &mut fast).await;
-    let blocked = Instant::now();
-    let give_up = blocked + Duration::from_secs(10);
-    while dropped() == before {
-        assert!(
-            Instant::now() < give_up,
-            "a stalled write was never given up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_dropped(
+        before,
+        Duration::from_secs(10),
+        "a stalled write was never given up",
+    )
+    .await;
     slow.expect_closed(raw_ws::WAIT).await;
     let mut others = Vec::new();
     marker_arrives(&r, "news", &mut fast, &mut others).await;
@@ -471,10 +466,11 @@ async fn session_is_gone(r: &Running, sid: &str) {
     );
 }
 
-async fn wait_dropped(before: u64, within: Duration) {
+/// Wait until the slow-consumer counter moves past `before`; fail with `what` after `within`.
+async fn wait_dropped(before: u64, within: Duration, what: &str) {
     let give_up = Instant::now() + within;
     while dropped() == before {
-        assert!(Instant::now() < give_up, "not dropped in time");
+        assert!(Instant::now() < give_up, "{what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -522,7 +518,7 @@ async fn polling_client_between_requests_is_dropped_at_the_hard_limit_at_once() 
     for i in 0..9 {
         publish(&r, "laravel_database_news", &event(i, 32 * 1024));
     }
-    wait_dropped(before, Duration::from_secs(5)).await;
+    wait_dropped(before, Duration::from_secs(5), "not dropped in time").await;
     session_is_gone(&r, &sid).await;
     r.shutdown();
 }
@@ -541,7 +537,12 @@ async fn polling_client_over_the_soft_limit_is_dropped_when_its_window_ends() {
     // Over the soft limit with one publication, then nothing more.
     publish(&r, "laravel_database_news", &event(0, 100 * 1024));
     let published = Instant::now();
-    wait_dropped(before, Duration::from_secs(window + 5)).await;
+    wait_dropped(
+        before,
+        Duration::from_secs(window + 5),
+        "not dropped in time",
+    )
+    .await;
     assert!(
         published.elapsed() >= Duration::from_millis(window * 1000 - 50),
         "dropped before the window ended: {:?}",
