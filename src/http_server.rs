@@ -176,7 +176,7 @@ pub async fn serve(listener: TcpListener, state: State, routes: BoxedFilter<(Res
         };
         let _ = tcp.set_nodelay(true);
         set_user_timeout(&tcp, limits.write_timeout);
-        let socket = Socket::new(tcp, slot, limits.write_timeout);
+        let socket = Socket::new(tcp, slot);
         let (http, service, stop) = (http.clone(), service.clone(), state.shutdown.clone());
         conns.spawn(async move {
             let service = hyper::service::service_fn(move |mut req| {
@@ -363,24 +363,23 @@ impl Drop for Slot {
     }
 }
 
-/// An accepted connection: the TCP stream, its place under the caps, and the write
-/// deadline. The deadline is armed only when a write cannot proceed and disarmed by
-/// any progress, so a connection whose writes go through never touches a timer; its
-/// timer is allocated the first time a write has to wait.
+/// An accepted connection: the TCP stream, its place under the caps (which also
+/// holds the write timeout), and the write deadline. The deadline is armed only when a
+/// write cannot proceed and disarmed by any progress, so a connection whose writes go
+/// through never touches a timer; its timer is allocated the first time a write has to
+/// wait. Every upgraded WebSocket keeps one for its life, so it is kept small.
 pub struct Socket {
     tcp: TcpStream,
-    _slot: Slot,
-    write_timeout: Duration,
+    slot: Slot,
     stall: Option<Pin<Box<Sleep>>>,
     stalled: bool,
 }
 
 impl Socket {
-    fn new(tcp: TcpStream, slot: Slot, write_timeout: Duration) -> Self {
+    fn new(tcp: TcpStream, slot: Slot) -> Self {
         Socket {
             tcp,
-            _slot: slot,
-            write_timeout,
+            slot,
             stall: None,
             stalled: false,
         }
@@ -398,12 +397,13 @@ impl Socket {
             self.stalled = false;
             return polled;
         }
-        if self.write_timeout.is_zero() {
+        let write_timeout = self.slot.admission.limits.write_timeout;
+        if write_timeout.is_zero() {
             return Poll::Pending;
         }
         if !self.stalled {
             self.stalled = true;
-            let at = Instant::now() + self.write_timeout;
+            let at = Instant::now() + write_timeout;
             match &mut self.stall {
                 Some(t) => t.as_mut().reset(at),
                 None => self.stall = Some(Box::pin(tokio::time::sleep_until(at))),
@@ -412,10 +412,7 @@ impl Socket {
         match self.stall.as_mut().map(|t| t.as_mut().poll(cx)) {
             Some(Poll::Ready(())) => Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!(
-                    "write timed out: the client read nothing for {:?}",
-                    self.write_timeout
-                ),
+                format!("write timed out: the client read nothing for {write_timeout:?}"),
             ))),
             _ => Poll::Pending,
         }

@@ -24,12 +24,18 @@ use warp::reply::{Reply, Response};
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A new session directly on a WebSocket.
+///
+/// What the closure captures stays in the connection's task for the connection's
+/// whole life, so the handshake is boxed (8 bytes there instead of 64, freed once the
+/// session has it), and the closure returns the connection's future itself rather
+/// than an `async` wrapper holding a second copy of the stream.
 pub fn handshake(edge: Arc<Edge>, eio: Eio, up: Upgrade, handshake: Handshake) -> Response {
-    up.reply(move |io| async move {
-        let s = Session::new(&edge, eio, Transport::WebSocket, handshake);
+    let handshake = Box::new(handshake);
+    up.reply(move |io| {
+        let s = Session::new(&edge, eio, Transport::WebSocket, *handshake);
         edge.sessions.insert(&s);
         s.open(&edge, false);
-        run(edge, s, io).await
+        drive(Conn::new(edge, s), io)
     })
     .into_response()
 }
@@ -82,10 +88,7 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
         // then reframe what is queued for the WebSocket.
         s.upgraded.notify_waiters();
         s.member.switch_to_websocket();
-        let mut conn = Conn {
-            edge: edge.clone(),
-            s: s.clone(),
-        };
+        let mut conn = Conn::new(edge.clone(), s.clone());
         // Packets the client sent right after `5`, possibly in the same segment.
         let rest = leftovers(&mut conn, &mut io, &mut rbuf, &mut decoder);
         let rest = tokio::time::timeout(edge.config().ping_timeout, rest)
@@ -177,26 +180,35 @@ async fn leftovers(
     Ok(())
 }
 
-async fn drive(conn: Conn, io: WsStream) {
-    crate::metrics::WS_CONNECTIONS.inc();
+/// The connection's future from here on: a plain function returning [`ws::drive`]'s
+/// future, so the task holds that future and not a wrapper with copies of its arguments.
+fn drive(conn: Conn, io: WsStream) -> impl std::future::Future<Output = ()> + Send {
     let (outbox, max, shutdown) = (
         conn.s.member.outbox.clone(),
         conn.edge.config().max_http_buffer_size,
         conn.edge.state.shutdown.clone(),
     );
-    ws::drive(io, outbox, conn, max, shutdown).await;
-    crate::metrics::WS_CONNECTIONS.dec();
-}
-
-async fn run(edge: Arc<Edge>, s: Arc<Session>, io: WsStream) {
-    drive(Conn { edge, s }, io).await
+    ws::drive(io, outbox, conn, max, shutdown)
 }
 
 /// The session as a [`ws::Handler`]: replies go through the session's outbox, so
-/// they stay in order with publications.
+/// they stay in order with publications. Counted in `WS_CONNECTIONS` while it lives.
 struct Conn {
     edge: Arc<Edge>,
     s: Arc<Session>,
+}
+
+impl Conn {
+    fn new(edge: Arc<Edge>, s: Arc<Session>) -> Self {
+        crate::metrics::WS_CONNECTIONS.inc();
+        Conn { edge, s }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        crate::metrics::WS_CONNECTIONS.dec();
+    }
 }
 
 impl ws::Handler for Conn {
