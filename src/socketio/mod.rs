@@ -16,6 +16,7 @@ mod echo;
 mod engine;
 pub mod packet;
 mod polling;
+pub use polling::jsonp_data;
 mod rooms;
 mod websocket;
 

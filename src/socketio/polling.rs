@@ -306,7 +306,7 @@ fn deliver(
 }
 
 /// A JSONP POST is a form with the payload in `d`, newlines escaped by the client.
-fn jsonp_data(form: &str) -> Option<String> {
+pub fn jsonp_data(form: &str) -> Option<String> {
     let d = super::parse_query(form).remove("d")?;
     // The client sends `\n` for a newline and `\\n` for an escaped one.
     let mut out = String::with_capacity(d.len());
