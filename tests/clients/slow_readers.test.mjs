@@ -80,7 +80,10 @@ test('an Echo tab that stops reading is dropped at the hard limit and announced 
   const leaving = [];
   const joining = [];
   room.listen('.E', (e) => got.push(e.n)).listen('.Marker', () => got.push('marker'));
-  room.leaving((u) => leaving.push(u)).joining((u) => joining.push(u));
+  const here = [];
+  room.here((members) => here.push(members)).leaving((u) => leaving.push(u)).joining((u) => joining.push(u));
+  // Ann is in before Bob asks: their two authorizations may otherwise finish in either order.
+  await until('Ann in the room', () => here.length === 1);
   const bob = await tab(2);
   bob.join('room');
   await until('Bob joining', () => joining.length === 1);
