@@ -34,7 +34,7 @@ fn apps() -> &'static Apps {
     static APPS: OnceLock<Apps> = OnceLock::new();
     APPS.get_or_init(|| {
         let mut one = AppConfig::new("1", "key-1", "secret-1");
-        one.max_message_size = 64;
+        one.max_message_size = Some(64);
         let mut two = AppConfig::new("2", "key-2", "secret-2");
         two.enabled = false;
         Apps::new(&[one, two], &[], None)

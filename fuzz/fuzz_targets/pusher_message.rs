@@ -19,7 +19,7 @@
 use herald::laravel::ChannelKind;
 use herald::pusher::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
 use herald::pusher::signature::{channel_auth_ok, hmac_hex, user_auth_ok, verify_hex};
-use herald::pusher::websocket::valid_channel_name;
+use herald::edge_policy::valid_channel_name;
 use herald_fuzz::server_text_payload;
 use libfuzzer_sys::fuzz_target;
 
