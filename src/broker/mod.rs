@@ -17,6 +17,7 @@
 //! implement the same methods behind a trait.
 
 pub mod glob;
+pub mod offset;
 mod registry;
 
 use crate::metrics::Counter;
