@@ -1,6 +1,6 @@
 //! The HTTP listener's routes: health, metrics, and the WebSocket/HTTP edges.
 
-use crate::server::State;
+use crate::state::State;
 use warp::filters::BoxedFilter;
 use warp::reply::Reply;
 use warp::Filter;

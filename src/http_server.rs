@@ -25,7 +25,7 @@
 //! server).
 
 use crate::metrics;
-use crate::server::State;
+use crate::state::State;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;

@@ -7,7 +7,8 @@
 //!
 //! The module map:
 //! - [`config`]: CLI flags, `HERALD_*` environment variables, the TOML file.
-//! - [`server`]: binds the listeners, shares state, shuts down cleanly.
+//! - [`server`]: binds the listeners, starts the edges, shuts down cleanly.
+//! - [`state`]: the handles every part shares (config, broker, shutdown signal).
 //! - [`broker`]: the pub/sub engine; knows nothing of any protocol.
 //! - [`outbox`]: each connection's bounded queue of encoded frames.
 //! - [`sharded`]: the sharded channel map every publication looks names up in.
@@ -45,4 +46,5 @@ pub mod resp;
 pub mod server;
 pub mod sharded;
 pub mod socketio;
+pub mod state;
 pub mod ws;

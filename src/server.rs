@@ -7,44 +7,12 @@
 //! listeners are done (bounded by a grace period) and the webhooks that their leaving
 //! made have been posted (bounded too).
 
-use crate::broker::Broker;
 use crate::config::Config;
-use crate::laravel::Broadcasts;
+use crate::state::{Shared, State};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-
-/// Everything the edges share.
-pub struct Shared {
-    pub config: Config,
-    pub broker: Arc<Broker>,
-    /// Laravel broadcasts for the WebSocket edges, decoded once per publication.
-    pub broadcasts: Arc<Broadcasts>,
-    /// Cancelled once, when the server begins to shut down.
-    pub shutdown: CancellationToken,
-    pub started: Instant,
-}
-
-pub type State = Arc<Shared>;
-
-impl Shared {
-    /// The shared state of a server that has not started listening yet.
-    pub fn new(config: Config) -> State {
-        let broker = Arc::new(Broker::new());
-        let broadcasts = Arc::new(Broadcasts::new(&config.redis_prefixes));
-        broker.add_tap(broadcasts.clone());
-        Arc::new(Shared {
-            config,
-            broker,
-            broadcasts,
-            shutdown: CancellationToken::new(),
-            started: Instant::now(),
-        })
-    }
-}
 
 /// A started server.
 pub struct Running {

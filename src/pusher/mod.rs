@@ -19,7 +19,7 @@ pub mod webhooks;
 pub mod websocket;
 
 use crate::laravel::{Audience, Envelope};
-use crate::server::State;
+use crate::state::State;
 use apps::{App, Apps};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;

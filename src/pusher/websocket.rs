@@ -13,7 +13,7 @@ use super::webhooks::Event;
 use crate::edge_policy::{self, BadChannelName, ClientEvent, ClientEvents, RateWindow};
 use crate::laravel::ChannelKind;
 use crate::outbox::Outbox;
-use crate::server::State;
+use crate::state::State;
 use crate::ws::{self, frame, Flow, Handler, Message};
 use bytes::Bytes;
 use serde::Deserialize;

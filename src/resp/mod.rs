@@ -19,7 +19,7 @@ pub mod monitor;
 pub mod session;
 
 use crate::metrics;
-use crate::server::State;
+use crate::state::State;
 use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::net::SocketAddr;

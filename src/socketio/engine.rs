@@ -308,7 +308,7 @@ impl Sessions {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::server::Shared;
+    use crate::state::Shared;
 
     fn edge() -> Edge {
         Edge::new(Shared::new(Config::default()))

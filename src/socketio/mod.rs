@@ -24,7 +24,7 @@ use crate::auth_shield::AuthShield;
 use crate::config::Config;
 use crate::laravel::{Audience, ChannelKind, Envelope};
 use crate::outbox::Closed;
-use crate::server::State;
+use crate::state::State;
 use crate::ws::Upgrade;
 use bytes::Buf;
 use engine::{Session, Sessions, Transport};
