@@ -2,8 +2,8 @@
 # Installs what herald's tests need, and only what is missing, so running it twice costs nothing:
 # Debian packages (redis-cli/redis-benchmark, a reference redis-server, php with phpredis, predis
 # and Laravel 8 for the real broadcaster, SQLite for the users of the channel-authorization app,
-# chromium for the browser test), then the Node test
-# suite's pinned npm packages. The Rust toolchain (cargo, rustfmt, clippy) must already be there.
+# chromium for the browser test), then the Node test suite's pinned npm packages. The Rust
+# toolchain (cargo, rustfmt, clippy) must already be there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

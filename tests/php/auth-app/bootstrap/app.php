@@ -2,8 +2,10 @@
 // Creates the application, as a Laravel skeleton's bootstrap/app.php does, on Debian's
 // php-laravel-framework (Laravel 8.83, /usr/share/php/Illuminate) instead of Composer's vendor/:
 // Debian's autoloader for the framework, a PSR-4 autoloader for App\ (what composer.json's
-// "autoload" would give), and the writable paths (storage, the provider and package manifests)
-// under APP_STORAGE so the source tree stays read-only.
+// "autoload" would give), and everything of one running instance under APP_STORAGE, so the
+// source tree stays read-only: the .env (read on every request, as Laravel does: APP_KEY,
+// DB_DATABASE, HERALD_REDIS_PORT), the storage directory (sessions, compiled views) and the
+// provider and package manifests.
 
 declare(strict_types=1);
 
@@ -30,6 +32,7 @@ foreach (['APP_SERVICES_CACHE' => 'services.php', 'APP_PACKAGES_CACHE' => 'packa
 
 $app = new Illuminate\Foundation\Application(dirname(__DIR__));
 $app->useStoragePath($storage);
+$app->useEnvironmentPath($storage);
 
 $app->singleton(Illuminate\Contracts\Http\Kernel::class, App\Http\Kernel::class);
 $app->singleton(Illuminate\Contracts\Debug\ExceptionHandler::class, App\Exceptions\Handler::class);

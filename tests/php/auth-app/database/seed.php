@@ -4,7 +4,7 @@
 // named by DB_DATABASE and adds Ann (1), Bob (2) and Cy (3), each with a fresh bearer token.
 // Prints the plain tokens once, as JSON (as Sanctum's createToken() shows plainTextToken once):
 //   {"users":[{"id":1,"name":"Ann","token":"…"},…]}
-// Same environment as public/index.php.
+// Same environment as public/index.php (APP_STORAGE, and its .env).
 
 declare(strict_types=1);
 

@@ -4,10 +4,10 @@
 // router, the exception handler), send the response, run terminable middleware (the session is
 // saved there). Served by PHP's built-in server, this file is the router script:
 //
-//   APP_KEY=base64:… APP_STORAGE=/tmp/x DB_DATABASE=/tmp/x/database.sqlite HERALD_REDIS_PORT=P \
-//     php -S 127.0.0.1:0 tests/php/auth-app/public/index.php
+//   APP_STORAGE=/tmp/x php -S 127.0.0.1:0 tests/php/auth-app/public/index.php
 //
-// (tests/clients/fixtures/laravel-auth-app.mjs does this, after database/seed.php.)
+// with /tmp/x/.env holding APP_KEY, DB_DATABASE and HERALD_REDIS_PORT, and the database
+// made by database/seed.php (tests/clients/fixtures/laravel-auth-app.mjs does all this).
 
 declare(strict_types=1);
 
