@@ -92,10 +92,15 @@ pub fn run(cmd: Cmd, s: &mut Session) {
         Cmd::Reply(mode) => match lower(&mode).as_str() {
             "on" => {
                 s.replies = Replies::On;
+                if s.client.meta.lock().monitor {
+                    s.hub.monitors.add(s.client.clone());
+                }
                 Frame::OK
             }
             "off" => {
                 s.replies = Replies::Off;
+                // Redis writes a monitor's lines as replies: OFF silences them too.
+                s.hub.monitors.remove(s.client.id);
                 return;
             }
             "skip" => {

@@ -7,6 +7,7 @@
 
 use super::super::frame::Frame;
 use super::super::session::Session;
+use super::connection::Replies;
 use super::{lower, Group, Spec, TABLE};
 use crate::broker::glob;
 use crate::metrics;
@@ -72,7 +73,10 @@ pub fn run(cmd: Cmd, s: &mut Session) {
         // /metrics counters, which must only grow, so they are left as they are.
         Cmd::ResetStat => Frame::OK,
         Cmd::Monitor => {
-            s.hub.monitors.add(s.client.clone());
+            // Under CLIENT REPLY OFF the lines start with CLIENT REPLY ON.
+            if s.replies != Replies::Off {
+                s.hub.monitors.add(s.client.clone());
+            }
             s.client.meta.lock().monitor = true;
             Frame::OK
         }
