@@ -117,7 +117,7 @@ async fn config_get_answers_what_tools_ask() {
 async fn command_table_time_and_no_keys() {
     let h = common::start().await;
     let mut c = Raw::connect(h.redis_addr).await;
-    c.roundtrip(b"COMMAND COUNT\r\n", b":28\r\n").await;
+    c.roundtrip(b"COMMAND COUNT\r\n", b":32\r\n").await;
     c.roundtrip(
         b"COMMAND INFO publish nope\r\n",
         b"*2\r\n*10\r\n$7\r\npublish\r\n:3\r\n*4\r\n+pubsub\r\n+loading\r\n+stale\r\n+fast\r\n:0\r\n:0\r\n:0\r\n*1\r\n+@pubsub\r\n*0\r\n*0\r\n*0\r\n$-1\r\n",
@@ -149,7 +149,7 @@ async fn command_table_time_and_no_keys() {
     .await;
     c.send(b"CLIENT HELP\r\n").await;
     c.expect(
-        b"*19\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+SETNAME\r\n",
+        b"*21\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+SETNAME\r\n",
     )
     .await;
 }

@@ -13,6 +13,7 @@
 use super::client::Client;
 use super::codec::RequestDecoder;
 use super::commands;
+use super::commands::connection::Replies;
 use super::frame::{Frame, Proto};
 use super::monitor;
 use super::Hub;
@@ -53,6 +54,8 @@ pub struct Session {
     pub shard_channels: HashSet<Bytes>,
     /// Stop reading; close once the replies so far are written.
     pub closing: bool,
+    /// `CLIENT REPLY`: whether replies are written (pub/sub pushes always are).
+    pub replies: Replies,
     decoder: RequestDecoder,
     /// Replies encoded but not yet in the outbox.
     out: BytesMut,
@@ -88,6 +91,7 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, hub: Arc<Hub>) {
         patterns: HashSet::new(),
         shard_channels: HashSet::new(),
         closing: false,
+        replies: Replies::On,
         out: BytesMut::new(),
         script_calls: None,
     };
@@ -262,7 +266,9 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(id = self.client.id, "RESP protocol error: {e}");
-                    self.out.extend_from_slice(&e.reply());
+                    if !self.replies.suppressed() {
+                        self.out.extend_from_slice(&e.reply());
+                    }
                     self.closing = true;
                 }
             }
@@ -288,6 +294,11 @@ impl Session {
     }
 
     fn execute(&mut self, args: Vec<Bytes>) {
+        self.execute_one(args);
+        self.replies = self.replies.after_request();
+    }
+
+    fn execute_one(&mut self, args: Vec<Bytes>) {
         metrics::RESP_COMMANDS.inc();
         let watched = self
             .hub
@@ -329,8 +340,12 @@ impl Session {
         }
     }
 
-    /// Queue a reply.
+    /// Queue a reply, unless `CLIENT REPLY` silences it: pub/sub confirmations (pushes)
+    /// are written all the same, as Redis writes them.
     pub fn reply(&mut self, frame: Frame) {
+        if self.replies.suppressed() && !matches!(frame, Frame::Push(_)) {
+            return;
+        }
         frame.encode(self.proto, &mut self.out);
     }
 

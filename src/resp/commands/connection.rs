@@ -1,5 +1,5 @@
-//! Connection commands: PING, ECHO, AUTH, HELLO, SELECT, CLIENT ... (KILL included),
-//! QUIT, RESET.
+//! Connection commands: PING, ECHO, AUTH, HELLO, SELECT, CLIENT ... (KILL and REPLY
+//! included), QUIT, RESET.
 //!
 //! These are what clients send when they connect (predis 3: `HELLO 2 AUTH ... SETNAME`,
 //! `CLIENT SETINFO`, `SELECT`; phpredis: `AUTH`, `SELECT`, `ECHO` liveness checks), so
@@ -31,6 +31,7 @@ pub enum Cmd {
     Info,
     Kill(Vec<Bytes>),
     NoEvict(Bytes),
+    Reply(Bytes),
     Quit,
     Reset,
 }
@@ -51,6 +52,7 @@ pub fn parse(name: &str, mut args: Vec<Bytes>) -> Cmd {
         "client|info" => Cmd::Info,
         "client|kill" => Cmd::Kill(args.split_off(1)),
         "client|no-evict" => Cmd::NoEvict(take(1)),
+        "client|reply" => Cmd::Reply(take(1)),
         "quit" => Cmd::Quit,
         "reset" => Cmd::Reset,
         other => unreachable!("{other} is not a connection command"),
@@ -87,6 +89,28 @@ pub fn run(cmd: Cmd, s: &mut Session) {
             "on" | "off" => Frame::OK,
             _ => Frame::err("syntax error"),
         },
+        Cmd::Reply(mode) => match lower(&mode).as_str() {
+            "on" => {
+                s.replies = Replies::On;
+                if s.client.meta.lock().monitor {
+                    s.hub.monitors.add(s.client.clone());
+                }
+                Frame::OK
+            }
+            "off" => {
+                s.replies = Replies::Off;
+                // Redis writes a monitor's lines as replies: OFF silences them too.
+                s.hub.monitors.remove(s.client.id);
+                return;
+            }
+            "skip" => {
+                if s.replies != Replies::Off {
+                    s.replies = Replies::SkipNext;
+                }
+                return;
+            }
+            _ => Frame::err("syntax error"),
+        },
         Cmd::Quit => {
             s.closing = true;
             Frame::OK
@@ -97,6 +121,37 @@ pub fn run(cmd: Cmd, s: &mut Session) {
         }
     };
     s.reply(reply);
+}
+
+/// `CLIENT REPLY`'s state, as Redis's `CLIENT_REPLY_OFF`, `CLIENT_REPLY_SKIP_NEXT` and
+/// `CLIENT_REPLY_SKIP` flags keep it: OFF silences every reply until ON; SKIP silences
+/// the reply to the request after its own (and is ignored while OFF). What is silenced
+/// is the replies only: pub/sub messages and (un)subscribe confirmations are pushes and
+/// still go out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replies {
+    On,
+    Off,
+    /// Set by `CLIENT REPLY SKIP` while it runs.
+    SkipNext,
+    /// The request being executed is the one to skip.
+    Skip,
+}
+
+impl Replies {
+    /// Replies (errors included) to the request being executed are not written.
+    pub fn suppressed(self) -> bool {
+        matches!(self, Replies::Off | Replies::Skip)
+    }
+
+    /// The state for the next request, once one has been executed (or refused).
+    pub fn after_request(self) -> Replies {
+        match self {
+            Replies::SkipNext => Replies::Skip,
+            Replies::Skip => Replies::On,
+            other => other,
+        }
+    }
 }
 
 fn ping(s: &Session, args: Vec<Bytes>) -> Frame {
@@ -425,10 +480,14 @@ fn client_list(s: &Session, filters: &[Bytes]) -> Frame {
     Frame::Verbatim(text)
 }
 
-/// RESET: what a fresh connection would have (out of MONITOR mode too), except the
-/// connection itself.
+/// RESET: what a fresh connection would have (out of MONITOR mode and `CLIENT REPLY
+/// OFF` too), except the connection itself. As in Redis, a RESET whose own reply is
+/// skipped stays silent.
 fn reset(s: &mut Session) {
     s.leave_all();
+    if s.replies == Replies::Off {
+        s.replies = Replies::On;
+    }
     s.proto = Proto::Resp2;
     s.client.set_proto(Proto::Resp2);
     s.authenticated = !s.hub.state.config.auth_required();

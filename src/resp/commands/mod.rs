@@ -9,6 +9,7 @@
 //! `COMMAND COUNT`, `COMMAND DOCS` and the subcommands' `HELP`.
 
 pub mod connection;
+pub mod functions;
 pub mod keyspace;
 pub mod pubsub;
 pub mod scripting;
@@ -24,6 +25,8 @@ pub enum Group {
     Server,
     PubSub,
     Scripting,
+    /// FUNCTION, FCALL and the KILLs: Redis's scripting group, herald's `functions.rs`.
+    Functions,
     Keyspace,
 }
 
@@ -33,7 +36,7 @@ impl Group {
             Group::Connection => "connection",
             Group::Server => "server",
             Group::PubSub => "pubsub",
-            Group::Scripting => "scripting",
+            Group::Scripting | Group::Functions => "scripting",
             Group::Keyspace => "keyspace",
         }
     }
@@ -78,6 +81,12 @@ impl Spec {
                 | "quit"
                 | "reset"
         )
+    }
+
+    /// Refused whatever its arguments, as Redis 7 refuses DEBUG with its default
+    /// `enable-debug-command no`.
+    fn protected(&self) -> bool {
+        self.name == "debug"
     }
 
     fn arity_ok(&self, argc: usize) -> bool {
@@ -130,6 +139,7 @@ pub static TABLE: &[Spec] = &[
         spec!("client|info", 2, Connection, ["noscript", "loading", "stale"], "6.2.0", "Returns information about the connection."),
         spec!("client|kill", -3, Connection, ["admin", "noscript", "loading", "stale"], "2.4.0", "Terminates open connections."),
         spec!("client|no-evict", 3, Connection, ["admin", "noscript", "loading", "stale"], "7.0.0", "Sets the client eviction mode of the connection (herald evicts no client for memory)."),
+        spec!("client|reply", 3, Connection, ["noscript", "loading", "stale"], "3.2.0", "Instructs the server whether to reply to commands."),
         spec!("client|help", 2, Connection, ["loading", "stale"], "5.0.0", "Returns helpful text about the different subcommands.")
     ]),
     spec!("info", -1, Server, ["loading", "stale"], "1.0.0", "Returns information and statistics about the server."),
@@ -143,6 +153,7 @@ pub static TABLE: &[Spec] = &[
     spec!("config", -2, Server, [], "2.0.0", "A container for server configuration commands.", [
         spec!("config|get", -3, Server, ["admin", "noscript", "loading", "stale"], "2.0.0", "Returns the effective values of configuration parameters."),
         spec!("config|set", -4, Server, ["admin", "noscript", "loading", "stale"], "2.0.0", "Sets configuration parameters in-flight (herald: refused; use its flags)."),
+        spec!("config|resetstat", 2, Server, ["admin", "noscript", "loading", "stale"], "2.0.0", "Resets the server's statistics (herald: its counters feed /metrics and are never reset)."),
         spec!("config|help", 2, Server, ["loading", "stale"], "5.0.0", "Returns helpful text about the different subcommands.")
     ]),
     spec!("time", 1, Server, ["loading", "stale", "fast"], "2.6.0", "Returns the server time."),
@@ -150,6 +161,7 @@ pub static TABLE: &[Spec] = &[
     spec!("dbsize", 1, Server, ["readonly", "fast"], "1.0.0", "Returns the number of keys in the database (herald stores none)."),
     spec!("flushall", -1, Server, ["write"], "1.0.0", "Removes all keys from all databases (herald stores none)."),
     spec!("flushdb", -1, Server, ["write"], "1.0.0", "Remove all keys from the current database (herald stores none)."),
+    spec!("debug", -2, Server, ["admin", "noscript", "loading", "stale"], "1.0.0", "A container for debugging commands (herald: refused, as Redis 7 refuses it by default)."),
     spec!("publish", 3, PubSub, ["pubsub", "loading", "stale", "fast"], "2.0.0", "Posts a message to a channel."),
     spec!("spublish", 3, PubSub, ["pubsub", "loading", "stale", "fast"], "7.0.0", "Post a message to a shard channel."),
     spec!("subscribe", -2, PubSub, ["pubsub", "noscript", "loading", "stale"], "2.0.0", "Listens for messages published to channels."),
@@ -172,7 +184,21 @@ pub static TABLE: &[Spec] = &[
         spec!("script|load", 3, Scripting, ["noscript", "stale"], "2.6.0", "Loads a server-side Lua script to the script cache (herald: only Laravel's broadcast script)."),
         spec!("script|exists", -3, Scripting, ["noscript"], "2.6.0", "Determines whether server-side Lua scripts exist in the script cache."),
         spec!("script|flush", -2, Scripting, ["noscript"], "2.6.0", "Removes all server-side Lua scripts from the script cache."),
+        spec!("script|kill", 2, Functions, ["noscript", "allow_busy"], "2.6.0", "Terminates a server-side Lua script during execution (herald never runs one)."),
         spec!("script|help", 2, Scripting, ["loading", "stale"], "5.0.0", "Returns helpful text about the different subcommands.")
+    ]),
+    spec!("fcall", -3, Functions, ["noscript", "stale", "skip_monitor", "no_mandatory_keys", "movablekeys"], "7.0.0", "Invokes a function (herald loads none)."),
+    spec!("fcall_ro", -3, Functions, ["readonly", "noscript", "stale", "skip_monitor", "no_mandatory_keys", "movablekeys"], "7.0.0", "Invokes a read-only function (herald loads none)."),
+    spec!("function", -2, Functions, [], "7.0.0", "A container for function commands.", [
+        spec!("function|delete", 3, Functions, ["write", "noscript"], "7.0.0", "Deletes a library and its functions."),
+        spec!("function|dump", 2, Functions, ["noscript"], "7.0.0", "Dumps all libraries into a serialized binary payload."),
+        spec!("function|flush", -2, Functions, ["write", "noscript"], "7.0.0", "Deletes all libraries and functions."),
+        spec!("function|kill", 2, Functions, ["noscript", "allow_busy"], "7.0.0", "Terminates a function during execution (herald never runs one)."),
+        spec!("function|list", -2, Functions, ["noscript"], "7.0.0", "Returns information about all libraries."),
+        spec!("function|load", -3, Functions, ["write", "denyoom", "noscript"], "7.0.0", "Creates a library (herald: refused, it runs no Lua)."),
+        spec!("function|restore", -3, Functions, ["write", "denyoom", "noscript"], "7.0.0", "Restores all libraries from a payload (herald: only a payload with none)."),
+        spec!("function|stats", 2, Functions, ["noscript", "allow_busy"], "7.0.0", "Returns information about a function during execution."),
+        spec!("function|help", 2, Functions, ["loading", "stale"], "7.0.0", "Returns helpful text about the different subcommands.")
     ]),
 ];
 
@@ -193,6 +219,7 @@ pub enum Command {
     Server(server::Cmd),
     PubSub(pubsub::Cmd),
     Scripting(scripting::Cmd),
+    Functions(functions::Cmd),
     Keyspace(String),
 }
 
@@ -203,6 +230,7 @@ impl Command {
             Command::Server(c) => server::run(c, s),
             Command::PubSub(c) => pubsub::run(c, s),
             Command::Scripting(c) => scripting::run(c, s),
+            Command::Functions(c) => functions::run(c, s),
             Command::Keyspace(name) => s.reply(keyspace::refusal(&name)),
         }
     }
@@ -244,6 +272,9 @@ pub fn from_args(mut args: Vec<Bytes>) -> Result<(&'static Spec, Command), Frame
     if !spec.arity_ok(args.len()) {
         return Err(wrong_arity(spec.name));
     }
+    if spec.protected() {
+        return Err(protected_refusal(spec.name));
+    }
     if spec.subcommands.is_empty() && spec.name.ends_with("|help") {
         return Ok((spec, Command::Server(server::Cmd::Help(parent(spec)))));
     }
@@ -255,6 +286,7 @@ pub fn from_args(mut args: Vec<Bytes>) -> Result<(&'static Spec, Command), Frame
         Group::Server => Command::Server(server::parse(spec.name, argv)),
         Group::PubSub => Command::PubSub(pubsub::parse(spec.name, argv)),
         Group::Scripting => Command::Scripting(scripting::parse(spec.name, argv)),
+        Group::Functions => Command::Functions(functions::parse(spec.name, argv)),
         Group::Keyspace => Command::Keyspace(lower(&name)),
     };
     Ok((spec, cmd))
@@ -273,6 +305,17 @@ fn parent(sub: &Spec) -> &'static Spec {
 pub fn wrong_arity(name: &str) -> Frame {
     Frame::err(format_args!(
         "wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// Redis 7's refusal of DEBUG (and MODULE) when `enable-<name>-command` is `no`, its
+/// default: before authentication and whatever the subcommand.
+fn protected_refusal(name: &str) -> Frame {
+    Frame::err(format_args!(
+        "{} command not allowed. If the enable-{name}-command option is set to \"local\", you \
+         can run it from a local connection, otherwise you need to set this option in the \
+         configuration file, and then restart the server.",
+        name.to_ascii_uppercase()
     ))
 }
 
@@ -355,6 +398,16 @@ mod tests {
             error(&["client", "nope"]),
             "ERR unknown subcommand 'nope'. Try CLIENT HELP."
         );
+        assert_eq!(
+            error(&["debug", "help"]),
+            "ERR DEBUG command not allowed. If the enable-debug-command option is set to \
+             \"local\", you can run it from a local connection, otherwise you need to set this \
+             option in the configuration file, and then restart the server."
+        );
+        assert_eq!(
+            error(&["debug"]),
+            "ERR wrong number of arguments for 'debug' command"
+        );
         let long = "x".repeat(300);
         let e = error(&["foo", &long, "y"]);
         assert_eq!(e.matches('x').count(), 128);
@@ -387,8 +440,9 @@ mod tests {
             .iter()
             .flat_map(|s| std::iter::once(s).chain(s.subcommands));
         for spec in specs {
-            // A container alone is an arity error when it requires a subcommand.
-            if !spec.subcommands.is_empty() && spec.arity < -1 {
+            // A container alone is an arity error when it requires a subcommand; a
+            // protected command is refused (tested above).
+            if (!spec.subcommands.is_empty() && spec.arity < -1) || spec.protected() {
                 continue;
             }
             for upper in [false, true] {

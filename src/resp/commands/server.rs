@@ -7,6 +7,7 @@
 
 use super::super::frame::Frame;
 use super::super::session::Session;
+use super::connection::Replies;
 use super::{lower, Group, Spec, TABLE};
 use crate::broker::glob;
 use crate::metrics;
@@ -22,6 +23,7 @@ pub enum Cmd {
     List(Vec<Bytes>),
     ConfigGet(Vec<Bytes>),
     ConfigSet(Bytes),
+    ResetStat,
     Time,
     Monitor,
     DbSize,
@@ -39,6 +41,7 @@ pub fn parse(name: &str, mut args: Vec<Bytes>) -> Cmd {
         "command|list" => Cmd::List(args.split_off(1)),
         "config|get" => Cmd::ConfigGet(args.split_off(1)),
         "config|set" => Cmd::ConfigSet(args.swap_remove(1)),
+        "config|resetstat" => Cmd::ResetStat,
         "time" => Cmd::Time,
         "monitor" => Cmd::Monitor,
         "dbsize" => Cmd::DbSize,
@@ -66,8 +69,14 @@ pub fn run(cmd: Cmd, s: &mut Session) {
              HERALD_* environment variables or the --config file (see herald --help), read at start",
             String::from_utf8_lossy(&param)
         )),
+        // A harness resets statistics between tests; herald's counters are also
+        // /metrics counters, which must only grow, so they are left as they are.
+        Cmd::ResetStat => Frame::OK,
         Cmd::Monitor => {
-            s.hub.monitors.add(s.client.clone());
+            // Under CLIENT REPLY OFF the lines start with CLIENT REPLY ON.
+            if s.replies != Replies::Off {
+                s.hub.monitors.add(s.client.clone());
+            }
             s.client.meta.lock().monitor = true;
             Frame::OK
         }
@@ -101,7 +110,7 @@ fn acl_category(g: Group) -> &'static str {
         Group::Connection => "@connection",
         Group::Server => "@admin",
         Group::PubSub => "@pubsub",
-        Group::Scripting => "@scripting",
+        Group::Scripting | Group::Functions => "@scripting",
         Group::Keyspace => "@keyspace",
     }
 }
