@@ -60,7 +60,12 @@ pub struct Settings {
     pub http_bind: SocketAddr,
 
     /// Log output: `pretty` for people, `json` for collectors.
-    #[arg(long, env = "HERALD_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    #[arg(
+        long,
+        env = "HERALD_LOG_FORMAT",
+        default_value = "pretty",
+        value_parser = ["pretty", "json"]
+    )]
     pub log_format: String,
 
     /// Log filter in RUST_LOG syntax, e.g. `info,herald::resp=debug`.
@@ -102,15 +107,27 @@ pub struct Settings {
     pub timeout: u64,
 
     /// Subscriber output buffer hard limit in bytes; 0 disables.
-    #[arg(long, env = "HERALD_OUTBOX_HARD_LIMIT", default_value_t = OutboxLimits::default().hard_bytes)]
+    #[arg(
+        long,
+        env = "HERALD_OUTBOX_HARD_LIMIT",
+        default_value_t = OutboxLimits::default().hard_bytes
+    )]
     pub outbox_hard_limit: usize,
 
     /// Subscriber output buffer soft limit in bytes; 0 disables.
-    #[arg(long, env = "HERALD_OUTBOX_SOFT_LIMIT", default_value_t = OutboxLimits::default().soft_bytes)]
+    #[arg(
+        long,
+        env = "HERALD_OUTBOX_SOFT_LIMIT",
+        default_value_t = OutboxLimits::default().soft_bytes
+    )]
     pub outbox_soft_limit: usize,
 
     /// Seconds a subscriber may stay above the soft limit.
-    #[arg(long, env = "HERALD_OUTBOX_SOFT_SECONDS", default_value_t = OutboxLimits::default().soft_window.as_secs())]
+    #[arg(
+        long,
+        env = "HERALD_OUTBOX_SOFT_SECONDS",
+        default_value_t = OutboxLimits::default().soft_window.as_secs()
+    )]
     pub outbox_soft_seconds: u64,
 
     /// Milliseconds an HTTP or WebSocket write may make no progress before the client
@@ -155,7 +172,12 @@ pub struct Settings {
 
     /// Also emit public publications to every socket as `<channel>:<event>` (the classic
     /// tutorial's client).
-    #[arg(long, env = "HERALD_SOCKETIO_BROADCAST_PUBLIC", default_value_t = false, action = ArgAction::Set)]
+    #[arg(
+        long,
+        env = "HERALD_SOCKETIO_BROADCAST_PUBLIC",
+        default_value_t = false,
+        action = ArgAction::Set
+    )]
     pub socketio_broadcast_public: bool,
 
     /// Origins allowed to connect from a browser, comma-separated; `*` allows any.
@@ -302,7 +324,12 @@ pub struct Settings {
 
     /// Send the default app's subscribers `pusher:subscription_count` events (Pusher's
     /// opt-in subscription count).
-    #[arg(long, env = "HERALD_APP_SUBSCRIPTION_COUNT", default_value_t = false, action = ArgAction::Set)]
+    #[arg(
+        long,
+        env = "HERALD_APP_SUBSCRIPTION_COUNT",
+        default_value_t = false,
+        action = ArgAction::Set
+    )]
     pub app_subscription_count: bool,
 
     /// Seconds a Pusher cache channel keeps its last event for new subscribers (Pusher
@@ -831,11 +858,145 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Held to read the environment; the test that sets `HERALD_*` variables writes.
+    static ENV: parking_lot::RwLock<()> = parking_lot::const_rwlock(());
+
     /// What [`Config::load`] makes of these flags and this file.
     fn parse(args: &[&str], toml_text: &str) -> Result<Config, String> {
+        let _env = ENV.read();
+        layered(args, toml_text)
+    }
+
+    fn layered(args: &[&str], toml_text: &str) -> Result<Config, String> {
         let given = Settings::given(std::iter::once("herald").chain(args.iter().copied()))?;
         let file: Settings = toml::from_str(toml_text).map_err(|e| e.to_string())?;
         Config::resolve(file.overridden_by(&given)?)
+    }
+
+    /// A setting declared once has its three doors: for every argument of the parser
+    /// there is a row here, and its sample value, given as a flag, as `HERALD_<KEY>` or
+    /// as `<key>` in the file, reaches the `Config`.
+    #[test]
+    fn every_setting_has_all_three_doors() {
+        type Took = fn(&Config) -> bool;
+        fn ms(n: u64) -> Duration {
+            Duration::from_millis(n)
+        }
+        fn secs(n: u64) -> Duration {
+            Duration::from_secs(n)
+        }
+        fn users(c: &Config) -> Vec<String> {
+            c.users
+                .iter()
+                .map(|u| format!("{}:{}", u.name, u.password))
+                .collect()
+        }
+        const CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        #[rustfmt::skip]
+        let samples: &[(&str, &str, Took)] = &[
+            ("redis_bind", "127.0.0.1:7001", |c| c.redis_bind.port() == 7001),
+            ("http_bind", "127.0.0.1:7002", |c| c.http_bind.port() == 7002),
+            ("log_format", "json", |c| c.log_format == LogFormat::Json),
+            ("log", "debug", |c| c.log == "debug"),
+            ("requirepass", "pw", |c| users(c) == ["default:pw"]),
+            ("users", "app:pw", |c| users(c) == ["app:pw"]),
+            ("protected_mode", "no", |c| !c.protected_mode),
+            ("proto_max_bulk_len", "7", |c| c.proto_max_bulk_len == 7),
+            ("max_multibulk_len", "7", |c| c.max_multibulk_len == 7),
+            ("max_inline_len", "7", |c| c.max_inline_len == 7),
+            ("maxclients", "7", |c| c.maxclients == 7),
+            ("timeout", "7", |c| c.timeout == secs(7)),
+            ("outbox_hard_limit", "7", |c| c.outbox.hard_bytes == 7),
+            ("outbox_soft_limit", "7", |c| c.outbox.soft_bytes == 7),
+            ("outbox_soft_seconds", "7", |c| c.outbox.soft_window == secs(7)),
+            ("write_timeout_ms", "7", |c| c.write_timeout == ms(7)),
+            ("max_connections", "7", |c| c.max_connections == Some(7)),
+            ("max_connections_per_ip", "7", |c| c.max_connections_per_ip == 7),
+            ("http_header_timeout_ms", "7", |c| c.http_header_timeout == ms(7)),
+            ("http_body_timeout_ms", "7", |c| c.http_body_timeout == ms(7)),
+            ("redis_prefixes", "shop_", |c| c.redis_prefixes == ["shop_"]),
+            ("socketio_eio3", "false", |c| !c.socketio_eio3),
+            ("socketio_broadcast_public", "true", |c| c.socketio_broadcast_public),
+            ("allowed_origins", "https://a.test", |c| c.allowed_origins == ["https://a.test"]),
+            ("auth_endpoint", "http://a.test/auth", |c| c.auth_endpoint.is_some()),
+            ("auth_timeout_ms", "7", |c| c.auth_timeout == ms(7)),
+            ("auth_ca_file", CA, |c| c.auth_ca_file.as_deref() == Some(CA.as_ref())),
+            ("auth_forward_headers", "X-Tenant", |c| c.auth_forward_headers == ["x-tenant"]),
+            ("auth_headers_max_count", "7", |c| c.auth_headers_max_count == 7),
+            ("auth_header_max_bytes", "7", |c| c.auth_header_max_bytes == 7),
+            ("auth_headers_max_bytes", "7", |c| c.auth_headers_max_bytes == 7),
+            ("auth_max_in_flight", "7", |c| c.auth_max_in_flight == 7),
+            ("auth_burst", "7", |c| c.auth_burst == 7),
+            ("auth_rate", "7", |c| c.auth_rate == 7),
+            ("auth_refusal_cache_ms", "7", |c| c.auth_refusal_cache == ms(7)),
+            ("socketio_max_unconnected", "7", |c| c.socketio_max_unconnected == 7),
+            ("socketio_connect_timeout_ms", "7", |c| c.socketio_connect_timeout == ms(7)),
+            ("ping_interval_ms", "7", |c| c.ping_interval == ms(7)),
+            ("ping_timeout_ms", "7", |c| c.ping_timeout == ms(7)),
+            ("max_http_buffer_size", "7", |c| c.max_http_buffer_size == 7),
+            ("client_event_rate", "7", |c| c.client_event_rate == 7),
+            ("max_message_size", "7", |c| [c.max_message_size, c.apps[0].max_message_size()] == [7; 2]),
+            ("socketio", "false", |c| !c.socketio),
+            ("pusher", "false", |c| !c.pusher),
+            ("max_channels_per_connection", "7", |c| c.max_channels_per_connection == 7),
+            ("app_id", "shop", |c| c.apps[0].id == "shop" && !c.builtin_app),
+            ("app_key", "shop-key", |c| c.apps[0].key == "shop-key" && !c.builtin_app),
+            ("app_secret", "s3cret", |c| c.apps[0].secret == "s3cret" && !c.builtin_app),
+            ("activity_timeout", "7", |c| c.activity_timeout == secs(7)),
+            ("app_webhook", "http://a.test/hook", |c| c.apps[0].webhooks.len() == 1),
+            ("app_subscription_count", "true", |c| c.apps[0].subscription_count),
+            ("cache_ttl_seconds", "7", |c| [c.cache_ttl, c.apps[0].cache_ttl] == [secs(7); 2]),
+            ("webhook_queue", "7", |c| c.webhook_limits.queue == 7),
+            ("webhook_occupancy_delay_ms", "7", |c| c.webhook_limits.occupancy_delay == ms(7)),
+        ];
+        let command = Settings::command();
+        let settings: Vec<&clap::Arg> = command
+            .get_arguments()
+            .filter(|arg| !["config", "help", "version"].contains(&arg.get_id().as_str()))
+            .collect();
+        let ids: Vec<&str> = settings.iter().map(|arg| arg.get_id().as_str()).collect();
+        let rows: Vec<&str> = samples.iter().map(|row| row.0).collect();
+        assert_eq!(ids, rows, "one row per setting, in the order of Settings");
+
+        let _env = ENV.write();
+        for (arg, &(key, value, took)) in settings.iter().zip(samples) {
+            assert!(
+                !took(&Config::default()),
+                "{key}: the sample is its default"
+            );
+            let list = matches!(arg.get_action(), ArgAction::Append);
+
+            let flag = arg.get_long().expect("every setting is a long flag");
+            let kebab = key.replace('_', "-");
+            assert!(
+                flag == kebab || (list && kebab.starts_with(flag)),
+                "{key}: the flag is --{flag}"
+            );
+            let by_flag = layered(&[&format!("--{flag}"), value], "");
+            assert!(took(&by_flag.unwrap()), "{key} by --{flag} {value}");
+
+            let var = format!("HERALD_{}", key.to_uppercase());
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&var)), "{key}");
+            std::env::set_var(&var, value);
+            let by_env = layered(&[], "");
+            std::env::remove_var(&var);
+            assert!(took(&by_env.unwrap()), "{key} by {var}={value}");
+
+            let bare = value.parse::<u64>().is_ok() || value.parse::<bool>().is_ok();
+            let literal = match bare {
+                true => value.to_string(),
+                false => toml::Value::from(value).to_string(),
+            };
+            let line = if list {
+                format!("{key} = [{literal}]")
+            } else {
+                format!("{key} = {literal}")
+            };
+            assert!(
+                took(&layered(&[], &line).unwrap()),
+                "{key} by `{line}` in the file"
+            );
+        }
     }
 
     #[test]
@@ -858,6 +1019,28 @@ mod tests {
         .unwrap();
         assert_eq!(c.redis_bind.port(), 7000);
         assert_eq!(c.http_bind.port(), 7002);
+    }
+
+    #[test]
+    fn env_beats_file_and_flag_beats_env() {
+        let _env = ENV.write();
+        std::env::set_var("HERALD_MAXCLIENTS", "2");
+        std::env::set_var("HERALD_REDIS_PREFIXES", "env_,env2_");
+        let file = "maxclients = 1\nredis_prefixes = [\"file_\"]\n";
+        let by_env = layered(&[], file);
+        let by_flag = layered(&["--maxclients", "3", "--redis-prefix", "flag_"], file);
+        std::env::remove_var("HERALD_MAXCLIENTS");
+        std::env::remove_var("HERALD_REDIS_PREFIXES");
+        let (by_env, by_flag) = (by_env.unwrap(), by_flag.unwrap());
+        assert_eq!(by_env.maxclients, 2);
+        assert_eq!(by_env.redis_prefixes, ["env_", "env2_"]);
+        assert_eq!(by_flag.maxclients, 3);
+        assert_eq!(by_flag.redis_prefixes, ["flag_"]);
+        let c = layered(&[], file).unwrap();
+        assert_eq!(
+            (c.maxclients, c.redis_prefixes),
+            (1, vec!["file_".to_string()])
+        );
     }
 
     #[test]
