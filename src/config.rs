@@ -443,6 +443,17 @@ pub struct WebhookConfig {
     pub limits: WebhookLimits,
 }
 
+/// The webhook event names Pusher defines, as `event_types` names them.
+pub const EVENT_TYPES: [&str; 7] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
+
 /// How much one webhook URL's events may hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WebhookLimits {
@@ -464,7 +475,7 @@ impl Default for WebhookLimits {
 impl WebhookConfig {
     /// The event names this URL receives.
     pub fn wanted(&self) -> Vec<&'static str> {
-        crate::pusher::webhooks::EVENT_TYPES
+        EVENT_TYPES
             .into_iter()
             .filter(|t| self.event_types.is_empty() || self.event_types.iter().any(|e| e == t))
             .collect()
@@ -477,15 +488,14 @@ impl WebhookConfig {
                 self.url
             ));
         }
-        let known = crate::pusher::webhooks::EVENT_TYPES;
         match self
             .event_types
             .iter()
-            .find(|e| !known.contains(&e.as_str()))
+            .find(|e| !EVENT_TYPES.contains(&e.as_str()))
         {
             Some(e) => Err(format!(
                 "app {app}: unknown webhook event type {e:?} (known: {})",
-                known.join(", ")
+                EVENT_TYPES.join(", ")
             )),
             None => Ok(()),
         }
