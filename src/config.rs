@@ -35,6 +35,7 @@
 
 use crate::outbox::OutboxLimits;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
+use http::HeaderName;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -647,6 +648,40 @@ fn positive_ms(name: &str, ms: u64) -> Result<Duration, String> {
     }
 }
 
+/// Headers that say where a request comes from or how it is framed: herald (or its HTTP
+/// client) sets them, a client's are never forwarded, not even when configured.
+const NEVER_FORWARDED: [&str; 12] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// An `--auth-forward-header` name, checked and lowercased.
+pub fn forwardable(name: &str) -> Result<String, String> {
+    let lower = name.trim().to_ascii_lowercase();
+    if HeaderName::from_bytes(lower.as_bytes()).is_err() {
+        Err(format!(
+            "--auth-forward-header: {name:?} is not a header name"
+        ))
+    } else if NEVER_FORWARDED.contains(&lower.as_str()) {
+        Err(format!(
+            "--auth-forward-header: {name} describes the request herald makes; \
+             a client's cannot be forwarded"
+        ))
+    } else {
+        Ok(lower)
+    }
+}
+
 impl Config {
     /// Parse the process's arguments, environment and config file: the defaults, the
     /// file over them, the environment and flags over that.
@@ -775,7 +810,7 @@ impl Config {
             auth_forward_headers: s
                 .auth_forward_headers
                 .iter()
-                .map(|name| crate::auth_shield::forwardable(name))
+                .map(|name| forwardable(name))
                 .collect::<Result<_, _>>()?,
             auth_headers_max_count: s.auth_headers_max_count,
             auth_header_max_bytes: s.auth_header_max_bytes,
