@@ -7,7 +7,7 @@
 //! shown by `--help`. The same struct is both clap's parser and serde's deserializer, so
 //! the three doors cannot drift apart. The layers are stacked by [`Config::load`]: the
 //! defaults, the file over them, then what the flags and environment give over that.
-//! [`Config::resolve`] then turns the settings into the typed [`Config`] herald reads
+//! `Config::resolve` then turns the settings into the typed [`Config`] herald reads
 //! (durations, users, apps), and refuses what cannot work.
 //!
 //! The defaults are chosen so that `herald` with no arguments is a working development
@@ -29,7 +29,7 @@
 //!    `action = ArgAction::Set` to take `true`/`false`; durations are whole `_ms` or
 //!    `_seconds` in their name.
 //! 2. Its field of [`Config`], in the type herald uses (a `Duration`, say), and the line
-//!    in [`Config::resolve`] that fills it, with any check that refuses a bad value.
+//!    in `Config::resolve` that fills it, with any check that refuses a bad value.
 //! 3. A row in the table of the `every_setting_has_all_three_doors` test (it fails until
 //!    there is one), and the key in `examples/herald.toml`.
 
