@@ -45,40 +45,6 @@ const FORWARDED_BY_DEFAULT: [&str; 5] = [
     "x-requested-with",
 ];
 
-/// Headers that say where a request comes from or how it is framed: herald (or its HTTP
-/// client) sets them, a client's are never forwarded, not even when configured.
-const NEVER_FORWARDED: [&str; 12] = [
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "forwarded",
-    "x-real-ip",
-];
-
-/// An `--auth-forward-header` name, checked and lowercased.
-pub fn forwardable(name: &str) -> Result<String, String> {
-    let lower = name.trim().to_ascii_lowercase();
-    if HeaderName::from_bytes(lower.as_bytes()).is_err() {
-        Err(format!(
-            "--auth-forward-header: {name:?} is not a header name"
-        ))
-    } else if NEVER_FORWARDED.contains(&lower.as_str()) {
-        Err(format!(
-            "--auth-forward-header: {name} describes the request herald makes; \
-             a client's cannot be forwarded"
-        ))
-    } else {
-        Ok(lower)
-    }
-}
-
 /// A client's `auth` option: `{headers: {…}}`, the rest ignored.
 #[derive(Deserialize)]
 pub struct AuthOption {
@@ -498,6 +464,7 @@ impl<'de> Visitor<'de> for Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::forwardable;
 
     fn shield(args: &[&str]) -> AuthShield {
         AuthShield::new(&Config {

@@ -1,41 +1,77 @@
 //! One `Config` for the whole server, from CLI flags, `HERALD_*` environment variables
 //! and an optional TOML file (`--config`), in that order of precedence, then defaults.
 //!
-//! Every field of [`Cli`] is optional so we can tell "not given" from "given the
-//! default", which is what lets the TOML file fill the gaps. The defaults are chosen so
-//! that `herald` with no arguments is a working development server.
+//! Each setting is declared once, as a field of [`Settings`]: its doc comment is the
+//! `--help` text, `#[arg(long, env = "HERALD_…")]` makes it a flag and an environment
+//! variable, the field's name is its TOML key, and `default_value…` is its default,
+//! shown by `--help`. The same struct is both clap's parser and serde's deserializer, so
+//! the three doors cannot drift apart. The layers are stacked by [`Config::load`]: the
+//! defaults, the file over them, then what the flags and environment give over that.
+//! `Config::resolve` then turns the settings into the typed [`Config`] herald reads
+//! (durations, users, apps), and refuses what cannot work.
+//!
+//! The defaults are chosen so that `herald` with no arguments is a working development
+//! server.
+//!
+//! # Adding a setting
+//!
+//! 1. A field of [`Settings`], next to the related ones:
+//!
+//!    ```text
+//!    /// Publications kept per channel for recovery; 0 keeps none.
+//!    #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = 100)]
+//!    pub history_size: usize,
+//!    ```
+//!
+//!    That is the flag `--history-size`, `HERALD_HISTORY_SIZE` and the TOML key
+//!    `history_size`, with its default in `--help`. A setting with no default is an
+//!    `Option`; a list is a `Vec` with `value_delimiter = ','`; a `bool` needs
+//!    `action = ArgAction::Set` to take `true`/`false`; durations are whole `_ms` or
+//!    `_seconds` in their name.
+//! 2. Its field of [`Config`], in the type herald uses (a `Duration`, say), and the line
+//!    in `Config::resolve` that fills it, with any check that refuses a bad value.
+//! 3. A row in the table of the `every_setting_has_all_three_doors` test (it fails until
+//!    there is one), and the key in `examples/herald.toml`.
 
 use crate::outbox::OutboxLimits;
-use clap::Parser;
+use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
+use http::HeaderName;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A real-time broadcast server for Laravel: Redis-compatible pub/sub plus Socket.IO and
-/// Pusher WebSockets, in one binary.
-#[derive(Parser, Debug, Default)]
+/// Every setting herald has, declared once: the command line and environment (clap) and
+/// the TOML file (serde) are both read into this struct. The file may also hold `[[apps]]`.
+#[derive(Parser, Deserialize, Debug)]
 #[command(name = "herald", version, about, long_about = None)]
-pub struct Cli {
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
     /// TOML file with any of the settings below (snake_case keys) and `[[apps]]` tables.
     #[arg(long, env = "HERALD_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 
-    /// Address for the Redis protocol (RESP) listener [default: 127.0.0.1:6379].
-    #[arg(long, env = "HERALD_REDIS_BIND")]
-    pub redis_bind: Option<SocketAddr>,
+    /// Address for the Redis protocol (RESP) listener.
+    #[arg(long, env = "HERALD_REDIS_BIND", default_value = "127.0.0.1:6379")]
+    pub redis_bind: SocketAddr,
 
-    /// Address for HTTP and WebSocket (socket.io, Pusher, health) [default: 0.0.0.0:6001].
-    #[arg(long, env = "HERALD_HTTP_BIND")]
-    pub http_bind: Option<SocketAddr>,
+    /// Address for HTTP and WebSocket (socket.io, Pusher, health).
+    #[arg(long, env = "HERALD_HTTP_BIND", default_value = "0.0.0.0:6001")]
+    pub http_bind: SocketAddr,
 
-    /// Log output: `pretty` for people, `json` for collectors [default: pretty].
-    #[arg(long, env = "HERALD_LOG_FORMAT", value_parser = ["pretty", "json"])]
-    pub log_format: Option<String>,
+    /// Log output: `pretty` for people, `json` for collectors.
+    #[arg(
+        long,
+        env = "HERALD_LOG_FORMAT",
+        default_value = "pretty",
+        value_parser = ["pretty", "json"]
+    )]
+    pub log_format: String,
 
-    /// Log filter in RUST_LOG syntax, e.g. `info,herald::resp=debug` [default: info].
-    #[arg(long, env = "HERALD_LOG")]
-    pub log: Option<String>,
+    /// Log filter in RUST_LOG syntax, e.g. `info,herald::resp=debug`.
+    #[arg(long, env = "HERALD_LOG", default_value = "info")]
+    pub log: String,
 
     /// Password every RESP client must AUTH with (user `default`).
     #[arg(long, env = "HERALD_REQUIREPASS")]
@@ -46,48 +82,59 @@ pub struct Cli {
     pub users: Vec<String>,
 
     /// `no` allows RESP on a non-loopback address without a password, and serves the
-    /// built-in Pusher app (its well-known secret) on a non-loopback HTTP address
-    /// [default: yes].
-    #[arg(long, env = "HERALD_PROTECTED_MODE", value_parser = ["yes", "no"])]
-    pub protected_mode: Option<String>,
+    /// built-in Pusher app (its well-known secret) on a non-loopback HTTP address.
+    #[arg(long, env = "HERALD_PROTECTED_MODE", default_value = "yes", value_parser = ["yes", "no"])]
+    pub protected_mode: String,
 
-    /// Largest bulk string a RESP client may send, in bytes [default: 536870912].
-    #[arg(long, env = "HERALD_PROTO_MAX_BULK_LEN")]
-    pub proto_max_bulk_len: Option<usize>,
+    /// Largest bulk string a RESP client may send, in bytes.
+    #[arg(long, env = "HERALD_PROTO_MAX_BULK_LEN", default_value_t = 512 * 1024 * 1024)]
+    pub proto_max_bulk_len: usize,
 
-    /// Most elements in one RESP multibulk request [default: 1048576].
-    #[arg(long, env = "HERALD_MAX_MULTIBULK_LEN")]
-    pub max_multibulk_len: Option<usize>,
+    /// Most elements in one RESP multibulk request.
+    #[arg(long, env = "HERALD_MAX_MULTIBULK_LEN", default_value_t = 1024 * 1024)]
+    pub max_multibulk_len: usize,
 
-    /// Longest inline (telnet-style) RESP request, in bytes [default: 65536].
-    #[arg(long, env = "HERALD_MAX_INLINE_LEN")]
-    pub max_inline_len: Option<usize>,
+    /// Longest inline (telnet-style) RESP request, in bytes.
+    #[arg(long, env = "HERALD_MAX_INLINE_LEN", default_value_t = 64 * 1024)]
+    pub max_inline_len: usize,
 
-    /// Most simultaneous RESP clients [default: 10000].
-    #[arg(long, env = "HERALD_MAXCLIENTS")]
-    pub maxclients: Option<usize>,
+    /// Most simultaneous RESP clients.
+    #[arg(long, env = "HERALD_MAXCLIENTS", default_value_t = 10_000)]
+    pub maxclients: usize,
 
     /// Close a RESP client idle for more than this many seconds (Redis's `timeout`);
-    /// subscribers and MONITOR are never timed out; 0: never [default: 0].
-    #[arg(long, env = "HERALD_TIMEOUT")]
-    pub timeout: Option<u64>,
+    /// subscribers and MONITOR are never timed out; 0: never.
+    #[arg(long, env = "HERALD_TIMEOUT", default_value_t = 0)]
+    pub timeout: u64,
 
-    /// Subscriber output buffer hard limit in bytes; 0 disables [default: 33554432].
-    #[arg(long, env = "HERALD_OUTBOX_HARD_LIMIT")]
-    pub outbox_hard_limit: Option<usize>,
+    /// Subscriber output buffer hard limit in bytes; 0 disables.
+    #[arg(
+        long,
+        env = "HERALD_OUTBOX_HARD_LIMIT",
+        default_value_t = OutboxLimits::default().hard_bytes
+    )]
+    pub outbox_hard_limit: usize,
 
-    /// Subscriber output buffer soft limit in bytes; 0 disables [default: 8388608].
-    #[arg(long, env = "HERALD_OUTBOX_SOFT_LIMIT")]
-    pub outbox_soft_limit: Option<usize>,
+    /// Subscriber output buffer soft limit in bytes; 0 disables.
+    #[arg(
+        long,
+        env = "HERALD_OUTBOX_SOFT_LIMIT",
+        default_value_t = OutboxLimits::default().soft_bytes
+    )]
+    pub outbox_soft_limit: usize,
 
-    /// Seconds a subscriber may stay above the soft limit [default: 60].
-    #[arg(long, env = "HERALD_OUTBOX_SOFT_SECONDS")]
-    pub outbox_soft_seconds: Option<u64>,
+    /// Seconds a subscriber may stay above the soft limit.
+    #[arg(
+        long,
+        env = "HERALD_OUTBOX_SOFT_SECONDS",
+        default_value_t = OutboxLimits::default().soft_window.as_secs()
+    )]
+    pub outbox_soft_seconds: u64,
 
     /// Milliseconds an HTTP or WebSocket write may make no progress before the client
-    /// is dropped (also the socket's TCP_USER_TIMEOUT); 0: never [default: 30000].
-    #[arg(long, env = "HERALD_WRITE_TIMEOUT_MS")]
-    pub write_timeout_ms: Option<u64>,
+    /// is dropped (also the socket's TCP_USER_TIMEOUT); 0: never.
+    #[arg(long, env = "HERALD_WRITE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub write_timeout_ms: u64,
 
     /// Most HTTP/WebSocket connections at once; more are answered 503 and closed; 0: no
     /// cap [default: the open-file limit, less min(maxclients, a quarter of it) for RESP
@@ -96,50 +143,55 @@ pub struct Cli {
     pub max_connections: Option<usize>,
 
     /// Most HTTP/WebSocket connections at once from one IPv4 address or IPv6 /64; 0: no
-    /// cap (behind a reverse proxy every client has the proxy's address) [default: 0].
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: Option<usize>,
+    /// cap (behind a reverse proxy every client has the proxy's address).
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP", default_value_t = 0)]
+    pub max_connections_per_ip: usize,
 
     /// Milliseconds an HTTP connection may take to send a complete request head, from
     /// when it opens or its previous response ends (so also the keep-alive idle
-    /// timeout) [default: 30000].
-    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT_MS")]
-    pub http_header_timeout_ms: Option<u64>,
+    /// timeout).
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_header_timeout_ms: u64,
 
     /// Milliseconds a socket.io polling POST or Pusher HTTP API request may take to send
-    /// its body; then 408 [default: 30000].
-    #[arg(long, env = "HERALD_HTTP_BODY_TIMEOUT_MS")]
-    pub http_body_timeout_ms: Option<u64>,
+    /// its body; then 408.
+    #[arg(long, env = "HERALD_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_body_timeout_ms: u64,
 
-    /// Redis key prefix stripped from channel names; repeatable
-    /// [default: laravel_database_ and laravel-database-].
+    /// Redis key prefix stripped from channel names; repeatable.
     #[arg(
         long = "redis-prefix",
         env = "HERALD_REDIS_PREFIXES",
-        value_delimiter = ','
+        value_delimiter = ',',
+        default_values = ["laravel_database_", "laravel-database-"]
     )]
     pub redis_prefixes: Vec<String>,
 
-    /// Accept Engine.IO v3 (socket.io-client 2.x, laravel-echo-server clients) [default: true].
-    #[arg(long, env = "HERALD_SOCKETIO_EIO3")]
-    pub socketio_eio3: Option<bool>,
+    /// Accept Engine.IO v3 (socket.io-client 2.x, laravel-echo-server clients).
+    #[arg(long, env = "HERALD_SOCKETIO_EIO3", default_value_t = true, action = ArgAction::Set)]
+    pub socketio_eio3: bool,
 
     /// Also emit public publications to every socket as `<channel>:<event>` (the classic
-    /// tutorial's client) [default: false].
-    #[arg(long, env = "HERALD_SOCKETIO_BROADCAST_PUBLIC")]
-    pub socketio_broadcast_public: Option<bool>,
+    /// tutorial's client).
+    #[arg(
+        long,
+        env = "HERALD_SOCKETIO_BROADCAST_PUBLIC",
+        default_value_t = false,
+        action = ArgAction::Set
+    )]
+    pub socketio_broadcast_public: bool,
 
-    /// Origins allowed to connect from a browser, comma-separated; `*` allows any [default: *].
-    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    /// Origins allowed to connect from a browser, comma-separated; `*` allows any.
+    #[arg(long, env = "HERALD_ALLOWED_ORIGINS", value_delimiter = ',', default_values = ["*"])]
     pub allowed_origins: Vec<String>,
 
     /// Laravel's channel auth endpoint, e.g. http://localhost:8000/broadcasting/auth.
     #[arg(long, env = "HERALD_AUTH_ENDPOINT")]
     pub auth_endpoint: Option<String>,
 
-    /// Milliseconds to wait for the auth endpoint [default: 5000].
-    #[arg(long, env = "HERALD_AUTH_TIMEOUT_MS")]
-    pub auth_timeout_ms: Option<u64>,
+    /// Milliseconds to wait for the auth endpoint.
+    #[arg(long, env = "HERALD_AUTH_TIMEOUT_MS", default_value_t = 5000)]
+    pub auth_timeout_ms: u64,
 
     /// PEM file of a CA to trust for an HTTPS auth endpoint or webhook URL with a private
     /// certificate (public CAs are always trusted).
@@ -158,91 +210,94 @@ pub struct Cli {
     pub auth_forward_headers: Vec<String>,
 
     /// Most entries in a socket.io client's `auth.headers` (at CONNECT or in one
-    /// subscription); past it the client's private subscriptions are refused with 431
-    /// [default: 50].
-    #[arg(long, env = "HERALD_AUTH_HEADERS_MAX_COUNT")]
-    pub auth_headers_max_count: Option<usize>,
+    /// subscription); past it the client's private subscriptions are refused with 431.
+    #[arg(long, env = "HERALD_AUTH_HEADERS_MAX_COUNT", default_value_t = 50)]
+    pub auth_headers_max_count: usize,
 
     /// Longest header value forwarded to the auth endpoint, in bytes; a longer one
-    /// refuses the subscription with 431 [default: 8192].
-    #[arg(long, env = "HERALD_AUTH_HEADER_MAX_BYTES")]
-    pub auth_header_max_bytes: Option<usize>,
+    /// refuses the subscription with 431.
+    #[arg(long, env = "HERALD_AUTH_HEADER_MAX_BYTES", default_value_t = 8 * 1024)]
+    pub auth_header_max_bytes: usize,
 
-    /// Most bytes of header values forwarded in one auth request; past it: 431
-    /// [default: 32768].
-    #[arg(long, env = "HERALD_AUTH_HEADERS_MAX_BYTES")]
-    pub auth_headers_max_bytes: Option<usize>,
+    /// Most bytes of header values forwarded in one auth request; past it: 431.
+    #[arg(long, env = "HERALD_AUTH_HEADERS_MAX_BYTES", default_value_t = 32 * 1024)]
+    pub auth_headers_max_bytes: usize,
 
     /// Auth requests in flight to the app at once, from all connections; a subscription
-    /// waits up to the auth timeout for its turn, then is refused with 503; 0: no limit
-    /// [default: 32].
-    #[arg(long, env = "HERALD_AUTH_MAX_IN_FLIGHT")]
-    pub auth_max_in_flight: Option<usize>,
+    /// waits up to the auth timeout for its turn, then is refused with 503; 0: no limit.
+    #[arg(long, env = "HERALD_AUTH_MAX_IN_FLIGHT", default_value_t = 32)]
+    pub auth_max_in_flight: usize,
 
     /// Auth requests one socket.io connection may make at once (its token bucket's
     /// size); past it subscriptions are refused with 429 until tokens come back; 0: no
-    /// limit [default: 20].
-    #[arg(long, env = "HERALD_AUTH_BURST")]
-    pub auth_burst: Option<u32>,
+    /// limit.
+    #[arg(long, env = "HERALD_AUTH_BURST", default_value_t = 20)]
+    pub auth_burst: u32,
 
-    /// Auth requests per second a connection gets back after a burst [default: 5].
-    #[arg(long, env = "HERALD_AUTH_RATE")]
-    pub auth_rate: Option<u32>,
+    /// Auth requests per second a connection gets back after a burst.
+    #[arg(long, env = "HERALD_AUTH_RATE", default_value_t = 5)]
+    pub auth_rate: u32,
 
     /// Milliseconds the app's refusal (4xx) of a channel is reused for the same
-    /// connection's next attempts at that channel, without asking the app; 0: not kept
-    /// [default: 5000].
-    #[arg(long, env = "HERALD_AUTH_REFUSAL_CACHE_MS")]
-    pub auth_refusal_cache_ms: Option<u64>,
+    /// connection's next attempts at that channel, without asking the app; 0: not kept.
+    #[arg(long, env = "HERALD_AUTH_REFUSAL_CACHE_MS", default_value_t = 5000)]
+    pub auth_refusal_cache_ms: u64,
 
     /// socket.io v4 sessions open without having sent their CONNECT yet; past it new
     /// handshakes are refused as socket.io's allowRequest refuses them (403, 400 on a
-    /// WebSocket); 0: no limit [default: 5000].
-    #[arg(long, env = "HERALD_SOCKETIO_MAX_UNCONNECTED")]
-    pub socketio_max_unconnected: Option<usize>,
+    /// WebSocket); 0: no limit.
+    #[arg(long, env = "HERALD_SOCKETIO_MAX_UNCONNECTED", default_value_t = 5000)]
+    pub socketio_max_unconnected: usize,
 
     /// Milliseconds a socket.io v4 session may stay without sending its CONNECT before
-    /// it is closed (socket.io's connectTimeout, 45 s there; clients send it at once)
-    /// [default: 20000].
-    #[arg(long, env = "HERALD_SOCKETIO_CONNECT_TIMEOUT_MS")]
-    pub socketio_connect_timeout_ms: Option<u64>,
+    /// it is closed (socket.io's connectTimeout, 45 s there; clients send it at once).
+    #[arg(
+        long,
+        env = "HERALD_SOCKETIO_CONNECT_TIMEOUT_MS",
+        default_value_t = 20_000
+    )]
+    pub socketio_connect_timeout_ms: u64,
 
-    /// Engine.IO ping interval in milliseconds [default: 25000].
-    #[arg(long, env = "HERALD_PING_INTERVAL_MS")]
-    pub ping_interval_ms: Option<u64>,
+    /// Engine.IO ping interval in milliseconds.
+    #[arg(long, env = "HERALD_PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub ping_interval_ms: u64,
 
-    /// Engine.IO ping timeout in milliseconds [default: 20000].
-    #[arg(long, env = "HERALD_PING_TIMEOUT_MS")]
-    pub ping_timeout_ms: Option<u64>,
+    /// Engine.IO ping timeout in milliseconds.
+    #[arg(long, env = "HERALD_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub ping_timeout_ms: u64,
 
-    /// Largest Engine.IO message or polling body, in bytes [default: 1000000].
-    #[arg(long, env = "HERALD_MAX_HTTP_BUFFER_SIZE")]
-    pub max_http_buffer_size: Option<usize>,
+    /// Largest Engine.IO message or polling body, in bytes.
+    #[arg(long, env = "HERALD_MAX_HTTP_BUFFER_SIZE", default_value_t = 1_000_000)]
+    pub max_http_buffer_size: usize,
 
     /// Client events (whispers) one connection may send per second, on both edges; 0
-    /// turns client events off [default: 10].
-    #[arg(long, env = "HERALD_CLIENT_EVENT_RATE")]
-    pub client_event_rate: Option<u32>,
+    /// turns client events off.
+    #[arg(long, env = "HERALD_CLIENT_EVENT_RATE", default_value_t = 10)]
+    pub client_event_rate: u32,
 
     /// Largest client event (whisper) `data` relayed, in bytes of JSON; past it the
     /// event is refused (socket.io `client_event_error`, Pusher 4301). Also the
-    /// `max_message_size` of Pusher apps that set none [default: 10240].
-    #[arg(long, env = "HERALD_MAX_MESSAGE_SIZE")]
-    pub max_message_size: Option<usize>,
+    /// `max_message_size` of Pusher apps that set none.
+    #[arg(long, env = "HERALD_MAX_MESSAGE_SIZE", default_value_t = DEFAULT_MESSAGE_SIZE)]
+    pub max_message_size: usize,
 
-    /// Serve the socket.io edge (`/socket.io/`); `false`: not mounted (404) [default: true].
-    #[arg(long, env = "HERALD_SOCKETIO")]
-    pub socketio: Option<bool>,
+    /// Serve the socket.io edge (`/socket.io/`); `false`: not mounted (404).
+    #[arg(long, env = "HERALD_SOCKETIO", default_value_t = true, action = ArgAction::Set)]
+    pub socketio: bool,
 
     /// Serve the Pusher edge (`/app/{key}`, `/apps/{id}/...`, RESP publications to the
-    /// default app); `false`: not mounted (404) [default: true].
-    #[arg(long, env = "HERALD_PUSHER")]
-    pub pusher: Option<bool>,
+    /// default app); `false`: not mounted (404).
+    #[arg(long, env = "HERALD_PUSHER", default_value_t = true, action = ArgAction::Set)]
+    pub pusher: bool,
 
     /// Channels one WebSocket connection (socket.io or Pusher) may be subscribed to, or
-    /// waiting to be authorized for; 0: no limit [default: 1000].
-    #[arg(long, env = "HERALD_MAX_CHANNELS_PER_CONNECTION")]
-    pub max_channels_per_connection: Option<usize>,
+    /// waiting to be authorized for; 0: no limit.
+    #[arg(
+        long,
+        env = "HERALD_MAX_CHANNELS_PER_CONNECTION",
+        default_value_t = 1000
+    )]
+    pub max_channels_per_connection: usize,
 
     /// Pusher app id of the default app. None of --app-id, --app-key, --app-secret given:
     /// the built-in development app (herald / herald-key / herald-secret), served on
@@ -259,9 +314,9 @@ pub struct Cli {
     #[arg(long, env = "HERALD_APP_SECRET")]
     pub app_secret: Option<String>,
 
-    /// Seconds of silence before the server pings a Pusher client [default: 120].
-    #[arg(long, env = "HERALD_ACTIVITY_TIMEOUT")]
-    pub activity_timeout: Option<u64>,
+    /// Seconds of silence before the server pings a Pusher client.
+    #[arg(long, env = "HERALD_ACTIVITY_TIMEOUT", default_value_t = 120)]
+    pub activity_timeout: u64,
 
     /// URL the default app's Pusher webhooks are posted to (every event type); more
     /// URLs and per-app webhooks in the TOML file.
@@ -269,88 +324,75 @@ pub struct Cli {
     pub app_webhook: Option<String>,
 
     /// Send the default app's subscribers `pusher:subscription_count` events (Pusher's
-    /// opt-in subscription count) [default: false].
-    #[arg(long, env = "HERALD_APP_SUBSCRIPTION_COUNT")]
-    pub app_subscription_count: Option<bool>,
+    /// opt-in subscription count).
+    #[arg(
+        long,
+        env = "HERALD_APP_SUBSCRIPTION_COUNT",
+        default_value_t = false,
+        action = ArgAction::Set
+    )]
+    pub app_subscription_count: bool,
 
     /// Seconds a Pusher cache channel keeps its last event for new subscribers (Pusher
-    /// keeps it 30 minutes); 0 keeps nothing [default: 1800].
-    #[arg(long, env = "HERALD_CACHE_TTL_SECONDS")]
-    pub cache_ttl_seconds: Option<u64>,
+    /// keeps it 30 minutes); 0 keeps nothing.
+    #[arg(long, env = "HERALD_CACHE_TTL_SECONDS", default_value_t = CACHE_TTL.as_secs())]
+    pub cache_ttl_seconds: u64,
 
     /// Webhook events waiting for one URL (at least 2): member_added and member_removed
     /// may fill all of it, other events half; past that they are dropped, counted and
-    /// logged [default: 10000].
-    #[arg(long, env = "HERALD_WEBHOOK_QUEUE")]
-    pub webhook_queue: Option<usize>,
+    /// logged.
+    #[arg(long, env = "HERALD_WEBHOOK_QUEUE", default_value_t = WebhookLimits::default().queue)]
+    pub webhook_queue: usize,
 
     /// Milliseconds a channel_occupied or channel_vacated webhook is held back: a channel
     /// occupied and vacated (or vacated and occupied again) within it sends neither, as
-    /// Pusher debounces; 0 sends them at once [default: 3000].
-    #[arg(long, env = "HERALD_WEBHOOK_OCCUPANCY_DELAY_MS")]
-    pub webhook_occupancy_delay_ms: Option<u64>,
+    /// Pusher debounces; 0 sends them at once.
+    #[arg(
+        long,
+        env = "HERALD_WEBHOOK_OCCUPANCY_DELAY_MS",
+        default_value_t = WebhookLimits::default().occupancy_delay.as_millis() as u64
+    )]
+    pub webhook_occupancy_delay_ms: u64,
+
+    /// More Pusher apps: the file's `[[apps]]` tables (no flag).
+    #[arg(skip)]
+    pub apps: Vec<AppConfig>,
 }
 
-/// What the TOML file may hold: the same keys as the CLI, plus apps.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    redis_bind: Option<SocketAddr>,
-    http_bind: Option<SocketAddr>,
-    log_format: Option<String>,
-    log: Option<String>,
-    requirepass: Option<String>,
-    users: Option<Vec<String>>,
-    protected_mode: Option<String>,
-    proto_max_bulk_len: Option<usize>,
-    max_multibulk_len: Option<usize>,
-    max_inline_len: Option<usize>,
-    maxclients: Option<usize>,
-    timeout: Option<u64>,
-    outbox_hard_limit: Option<usize>,
-    outbox_soft_limit: Option<usize>,
-    outbox_soft_seconds: Option<u64>,
-    write_timeout_ms: Option<u64>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    http_header_timeout_ms: Option<u64>,
-    http_body_timeout_ms: Option<u64>,
-    redis_prefixes: Option<Vec<String>>,
-    socketio_eio3: Option<bool>,
-    socketio_broadcast_public: Option<bool>,
-    allowed_origins: Option<Vec<String>>,
-    auth_endpoint: Option<String>,
-    auth_timeout_ms: Option<u64>,
-    auth_ca_file: Option<PathBuf>,
-    auth_forward_headers: Option<Vec<String>>,
-    auth_headers_max_count: Option<usize>,
-    auth_header_max_bytes: Option<usize>,
-    auth_headers_max_bytes: Option<usize>,
-    auth_max_in_flight: Option<usize>,
-    auth_burst: Option<u32>,
-    auth_rate: Option<u32>,
-    auth_refusal_cache_ms: Option<u64>,
-    socketio_max_unconnected: Option<usize>,
-    socketio_connect_timeout_ms: Option<u64>,
-    ping_interval_ms: Option<u64>,
-    ping_timeout_ms: Option<u64>,
-    max_http_buffer_size: Option<usize>,
-    client_event_rate: Option<u32>,
-    max_message_size: Option<usize>,
-    socketio: Option<bool>,
-    pusher: Option<bool>,
-    max_channels_per_connection: Option<usize>,
-    app_id: Option<String>,
-    app_key: Option<String>,
-    app_secret: Option<String>,
-    activity_timeout: Option<u64>,
-    app_webhook: Option<String>,
-    app_subscription_count: Option<bool>,
-    cache_ttl_seconds: Option<u64>,
-    webhook_queue: Option<usize>,
-    webhook_occupancy_delay_ms: Option<u64>,
-    #[serde(default)]
-    apps: Vec<AppConfig>,
+/// What the TOML file may hold: the settings by their snake_case names, and `[[apps]]`.
+pub type FileConfig = Settings;
+
+impl Default for Settings {
+    /// Every setting at its default: the parser's own, with no flag and no environment.
+    fn default() -> Self {
+        let nothing = Settings::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["herald"])
+            .and_then(|given| Settings::from_arg_matches(&given));
+        nothing.expect("every setting has a default or is optional")
+    }
+}
+
+impl Settings {
+    /// What `args` (the program's name first) and the environment give, and nothing else:
+    /// the defaults are taken out of the parser, so an unset flag cannot hide the file.
+    fn given<I, T>(args: I) -> Result<ArgMatches, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Settings::command()
+            .mut_args(|arg| arg.default_value(None))
+            .try_get_matches_from(args)
+            .map_err(|e| e.to_string())
+    }
+
+    /// These settings (the file's, or the defaults) with what was `given` over them.
+    fn overridden_by(mut self, given: &ArgMatches) -> Result<Settings, String> {
+        self.update_from_arg_matches(given)
+            .map_err(|e| e.to_string())?;
+        Ok(self)
+    }
 }
 
 /// One Pusher application (Soketi/Reverb call them apps).
@@ -402,6 +444,17 @@ pub struct WebhookConfig {
     pub limits: WebhookLimits,
 }
 
+/// The webhook event names Pusher defines, as `event_types` names them.
+pub const EVENT_TYPES: [&str; 7] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+    "cache_miss",
+    "subscription_count",
+];
+
 /// How much one webhook URL's events may hold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WebhookLimits {
@@ -423,7 +476,7 @@ impl Default for WebhookLimits {
 impl WebhookConfig {
     /// The event names this URL receives.
     pub fn wanted(&self) -> Vec<&'static str> {
-        crate::pusher::webhooks::EVENT_TYPES
+        EVENT_TYPES
             .into_iter()
             .filter(|t| self.event_types.is_empty() || self.event_types.iter().any(|e| e == t))
             .collect()
@@ -436,15 +489,14 @@ impl WebhookConfig {
                 self.url
             ));
         }
-        let known = crate::pusher::webhooks::EVENT_TYPES;
         match self
             .event_types
             .iter()
-            .find(|e| !known.contains(&e.as_str()))
+            .find(|e| !EVENT_TYPES.contains(&e.as_str()))
         {
             Some(e) => Err(format!(
                 "app {app}: unknown webhook event type {e:?} (known: {})",
-                known.join(", ")
+                EVENT_TYPES.join(", ")
             )),
             None => Ok(()),
         }
@@ -584,54 +636,86 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config::resolve(Cli::default(), FileConfig::default()).expect("defaults are valid")
+        Config::resolve(Settings::default()).expect("defaults are valid")
     }
 }
 
-/// An HTTP deadline in milliseconds [default: 30000]; zero would refuse every request.
-fn positive_ms(name: &str, ms: Option<u64>) -> Result<Duration, String> {
-    match ms.unwrap_or(30_000) {
+/// An HTTP deadline in milliseconds; zero would refuse every request.
+fn positive_ms(name: &str, ms: u64) -> Result<Duration, String> {
+    match ms {
         0 => Err(format!("{name} must be at least 1")),
         ms => Ok(Duration::from_millis(ms)),
     }
 }
 
+/// Headers that say where a request comes from or how it is framed: herald (or its HTTP
+/// client) sets them, a client's are never forwarded, not even when configured.
+const NEVER_FORWARDED: [&str; 12] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// An `--auth-forward-header` name, checked and lowercased.
+pub fn forwardable(name: &str) -> Result<String, String> {
+    let lower = name.trim().to_ascii_lowercase();
+    if HeaderName::from_bytes(lower.as_bytes()).is_err() {
+        Err(format!(
+            "--auth-forward-header: {name:?} is not a header name"
+        ))
+    } else if NEVER_FORWARDED.contains(&lower.as_str()) {
+        Err(format!(
+            "--auth-forward-header: {name} describes the request herald makes; \
+             a client's cannot be forwarded"
+        ))
+    } else {
+        Ok(lower)
+    }
+}
+
 impl Config {
-    /// Parse the process's arguments, environment and config file.
+    /// Parse the process's arguments, environment and config file: the defaults, the
+    /// file over them, the environment and flags over that.
     pub fn load() -> Result<Config, String> {
-        let cli = Cli::parse();
-        let file = match &cli.config {
+        // `--help` (which shows the defaults), `--version` and a malformed flag end the
+        // process here; the parse that follows cannot fail where this one passed.
+        Settings::command().get_matches();
+        let given = Settings::given(std::env::args_os())?;
+        let file = match given.get_one::<PathBuf>("config") {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
             }
-            None => FileConfig::default(),
+            None => Settings::default(),
         };
-        Config::resolve(cli, file)
+        Config::resolve(file.overridden_by(&given)?)
     }
 
-    fn resolve(cli: Cli, file: FileConfig) -> Result<Config, String> {
-        fn list(cli: Vec<String>, file: Option<Vec<String>>, default: &[&str]) -> Vec<String> {
-            if !cli.is_empty() {
-                cli
-            } else {
-                file.unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
-            }
-        }
-        let log_format = match cli.log_format.or(file.log_format).as_deref() {
-            None | Some("pretty") => LogFormat::Pretty,
-            Some("json") => LogFormat::Json,
-            Some(other) => return Err(format!("unknown log format {other:?}")),
+    /// The settings as herald uses them, or why they cannot work.
+    fn resolve(s: Settings) -> Result<Config, String> {
+        let log_format = match s.log_format.as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            other => return Err(format!("unknown log format {other:?}")),
         };
         let mut users = Vec::new();
-        if let Some(pass) = cli.requirepass.or(file.requirepass) {
+        if let Some(pass) = s.requirepass {
             users.push(User {
                 name: "default".into(),
                 password: pass,
             });
         }
-        for spec in list(cli.users, file.users, &[]) {
+        for spec in s.users {
             let (name, password) = spec
                 .split_once(':')
                 .ok_or_else(|| format!("--user wants name:password, got {spec:?}"))?;
@@ -640,66 +724,48 @@ impl Config {
                 password: password.into(),
             });
         }
-        let protected_mode = match cli.protected_mode.or(file.protected_mode).as_deref() {
-            None | Some("yes") => true,
-            Some("no") => false,
-            Some(other) => return Err(format!("protected-mode is yes or no, got {other:?}")),
+        let protected_mode = match s.protected_mode.as_str() {
+            "yes" => true,
+            "no" => false,
+            other => return Err(format!("protected-mode is yes or no, got {other:?}")),
         };
-        let [app_id, app_key, app_secret] = [
-            cli.app_id.or(file.app_id),
-            cli.app_key.or(file.app_key),
-            cli.app_secret.or(file.app_secret),
-        ];
-        let builtin_app = app_id.is_none() && app_key.is_none() && app_secret.is_none();
+        let builtin_app = s.app_id.is_none() && s.app_key.is_none() && s.app_secret.is_none();
         let [dev_id, dev_key, dev_secret] = DEV_APP.map(String::from);
         let mut apps = vec![AppConfig::new(
-            &app_id.unwrap_or(dev_id),
-            &app_key.unwrap_or(dev_key),
-            &app_secret.unwrap_or(dev_secret),
+            &s.app_id.unwrap_or(dev_id),
+            &s.app_key.unwrap_or(dev_key),
+            &s.app_secret.unwrap_or(dev_secret),
         )];
-        apps[0].subscription_count = cli
-            .app_subscription_count
-            .or(file.app_subscription_count)
-            .unwrap_or(false);
-        if let Some(url) = cli.app_webhook.or(file.app_webhook) {
+        apps[0].subscription_count = s.app_subscription_count;
+        if let Some(url) = s.app_webhook {
             apps[0].webhooks.push(WebhookConfig {
                 url,
                 event_types: Vec::new(),
                 limits: WebhookLimits::default(),
             });
         }
-        for app in file.apps {
+        for app in s.apps {
             if apps.iter().any(|a| a.id == app.id || a.key == app.key) {
                 return Err(format!("app {} is defined twice", app.id));
             }
             apps.push(app);
         }
-        let max_message_size = cli
-            .max_message_size
-            .or(file.max_message_size)
-            .unwrap_or(DEFAULT_MESSAGE_SIZE);
         for app in &mut apps {
             for hook in &app.webhooks {
                 hook.check(&app.id)?;
             }
-            app.max_message_size.get_or_insert(max_message_size);
+            app.max_message_size.get_or_insert(s.max_message_size);
         }
-        let cache_ttl = cli
-            .cache_ttl_seconds
-            .or(file.cache_ttl_seconds)
-            .map_or_else(default_cache_ttl, Duration::from_secs);
+        let cache_ttl = Duration::from_secs(s.cache_ttl_seconds);
+        if s.webhook_queue < 2 {
+            return Err(format!(
+                "webhook-queue is at least 2, got {}",
+                s.webhook_queue
+            ));
+        }
         let webhook_limits = WebhookLimits {
-            queue: match cli.webhook_queue.or(file.webhook_queue) {
-                Some(n) if n < 2 => return Err(format!("webhook-queue is at least 2, got {n}")),
-                n => n.unwrap_or(WebhookLimits::default().queue),
-            },
-            occupancy_delay: cli
-                .webhook_occupancy_delay_ms
-                .or(file.webhook_occupancy_delay_ms)
-                .map_or(
-                    WebhookLimits::default().occupancy_delay,
-                    Duration::from_millis,
-                ),
+            queue: s.webhook_queue,
+            occupancy_delay: Duration::from_millis(s.webhook_occupancy_delay_ms),
         };
         for app in &mut apps {
             app.cache_ttl = cache_ttl;
@@ -708,152 +774,62 @@ impl Config {
             }
         }
         Ok(Config {
-            redis_bind: cli
-                .redis_bind
-                .or(file.redis_bind)
-                .unwrap_or_else(|| "127.0.0.1:6379".parse().unwrap()),
-            http_bind: cli
-                .http_bind
-                .or(file.http_bind)
-                .unwrap_or_else(|| "0.0.0.0:6001".parse().unwrap()),
+            redis_bind: s.redis_bind,
+            http_bind: s.http_bind,
             log_format,
-            log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+            log: s.log,
             users,
             protected_mode,
-            proto_max_bulk_len: cli
-                .proto_max_bulk_len
-                .or(file.proto_max_bulk_len)
-                .unwrap_or(512 * 1024 * 1024),
-            max_multibulk_len: cli
-                .max_multibulk_len
-                .or(file.max_multibulk_len)
-                .unwrap_or(1024 * 1024),
-            max_inline_len: cli
-                .max_inline_len
-                .or(file.max_inline_len)
-                .unwrap_or(64 * 1024),
-            maxclients: cli.maxclients.or(file.maxclients).unwrap_or(10_000),
-            timeout: Duration::from_secs(cli.timeout.or(file.timeout).unwrap_or(0)),
+            proto_max_bulk_len: s.proto_max_bulk_len,
+            max_multibulk_len: s.max_multibulk_len,
+            max_inline_len: s.max_inline_len,
+            maxclients: s.maxclients,
+            timeout: Duration::from_secs(s.timeout),
             outbox: OutboxLimits {
-                hard_bytes: cli
-                    .outbox_hard_limit
-                    .or(file.outbox_hard_limit)
-                    .unwrap_or(32 * 1024 * 1024),
-                soft_bytes: cli
-                    .outbox_soft_limit
-                    .or(file.outbox_soft_limit)
-                    .unwrap_or(8 * 1024 * 1024),
-                soft_window: Duration::from_secs(
-                    cli.outbox_soft_seconds
-                        .or(file.outbox_soft_seconds)
-                        .unwrap_or(60),
-                ),
+                hard_bytes: s.outbox_hard_limit,
+                soft_bytes: s.outbox_soft_limit,
+                soft_window: Duration::from_secs(s.outbox_soft_seconds),
             },
-            write_timeout: Duration::from_millis(
-                cli.write_timeout_ms
-                    .or(file.write_timeout_ms)
-                    .unwrap_or(30_000),
-            ),
-            max_connections: cli.max_connections.or(file.max_connections),
-            max_connections_per_ip: cli
-                .max_connections_per_ip
-                .or(file.max_connections_per_ip)
-                .unwrap_or(0),
-            http_header_timeout: positive_ms(
-                "http-header-timeout-ms",
-                cli.http_header_timeout_ms.or(file.http_header_timeout_ms),
-            )?,
-            http_body_timeout: positive_ms(
-                "http-body-timeout-ms",
-                cli.http_body_timeout_ms.or(file.http_body_timeout_ms),
-            )?,
-            redis_prefixes: list(
-                cli.redis_prefixes,
-                file.redis_prefixes,
-                &["laravel_database_", "laravel-database-"],
-            ),
-            socketio_eio3: cli.socketio_eio3.or(file.socketio_eio3).unwrap_or(true),
-            socketio_broadcast_public: cli
-                .socketio_broadcast_public
-                .or(file.socketio_broadcast_public)
-                .unwrap_or(false),
-            allowed_origins: list(cli.allowed_origins, file.allowed_origins, &["*"]),
-            auth_endpoint: cli.auth_endpoint.or(file.auth_endpoint),
-            auth_timeout: Duration::from_millis(
-                cli.auth_timeout_ms.or(file.auth_timeout_ms).unwrap_or(5000),
-            ),
-            auth_ca_file: match cli.auth_ca_file.or(file.auth_ca_file) {
+            write_timeout: Duration::from_millis(s.write_timeout_ms),
+            max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
+            http_header_timeout: positive_ms("http-header-timeout-ms", s.http_header_timeout_ms)?,
+            http_body_timeout: positive_ms("http-body-timeout-ms", s.http_body_timeout_ms)?,
+            redis_prefixes: s.redis_prefixes,
+            socketio_eio3: s.socketio_eio3,
+            socketio_broadcast_public: s.socketio_broadcast_public,
+            allowed_origins: s.allowed_origins,
+            auth_endpoint: s.auth_endpoint,
+            auth_timeout: Duration::from_millis(s.auth_timeout_ms),
+            auth_ca_file: match s.auth_ca_file {
                 Some(path) if !path.is_file() => {
                     return Err(format!("auth CA file {} does not exist", path.display()))
                 }
                 other => other,
             },
-            auth_forward_headers: list(cli.auth_forward_headers, file.auth_forward_headers, &[])
+            auth_forward_headers: s
+                .auth_forward_headers
                 .iter()
-                .map(|name| crate::auth_shield::forwardable(name))
+                .map(|name| forwardable(name))
                 .collect::<Result<_, _>>()?,
-            auth_headers_max_count: cli
-                .auth_headers_max_count
-                .or(file.auth_headers_max_count)
-                .unwrap_or(50),
-            auth_header_max_bytes: cli
-                .auth_header_max_bytes
-                .or(file.auth_header_max_bytes)
-                .unwrap_or(8 * 1024),
-            auth_headers_max_bytes: cli
-                .auth_headers_max_bytes
-                .or(file.auth_headers_max_bytes)
-                .unwrap_or(32 * 1024),
-            auth_max_in_flight: cli
-                .auth_max_in_flight
-                .or(file.auth_max_in_flight)
-                .unwrap_or(32),
-            auth_burst: cli.auth_burst.or(file.auth_burst).unwrap_or(20),
-            auth_rate: cli.auth_rate.or(file.auth_rate).unwrap_or(5),
-            auth_refusal_cache: Duration::from_millis(
-                cli.auth_refusal_cache_ms
-                    .or(file.auth_refusal_cache_ms)
-                    .unwrap_or(5000),
-            ),
-            socketio_max_unconnected: cli
-                .socketio_max_unconnected
-                .or(file.socketio_max_unconnected)
-                .unwrap_or(5000),
-            socketio_connect_timeout: Duration::from_millis(
-                cli.socketio_connect_timeout_ms
-                    .or(file.socketio_connect_timeout_ms)
-                    .unwrap_or(20_000),
-            ),
-            ping_interval: Duration::from_millis(
-                cli.ping_interval_ms
-                    .or(file.ping_interval_ms)
-                    .unwrap_or(25_000),
-            ),
-            ping_timeout: Duration::from_millis(
-                cli.ping_timeout_ms
-                    .or(file.ping_timeout_ms)
-                    .unwrap_or(20_000),
-            ),
-            max_http_buffer_size: cli
-                .max_http_buffer_size
-                .or(file.max_http_buffer_size)
-                .unwrap_or(1_000_000),
-            client_event_rate: cli
-                .client_event_rate
-                .or(file.client_event_rate)
-                .unwrap_or(10),
-            max_message_size,
-            socketio: cli.socketio.or(file.socketio).unwrap_or(true),
-            pusher: cli.pusher.or(file.pusher).unwrap_or(true),
-            max_channels_per_connection: cli
-                .max_channels_per_connection
-                .or(file.max_channels_per_connection)
-                .unwrap_or(1000),
-            activity_timeout: Duration::from_secs(
-                cli.activity_timeout
-                    .or(file.activity_timeout)
-                    .unwrap_or(120),
-            ),
+            auth_headers_max_count: s.auth_headers_max_count,
+            auth_header_max_bytes: s.auth_header_max_bytes,
+            auth_headers_max_bytes: s.auth_headers_max_bytes,
+            auth_max_in_flight: s.auth_max_in_flight,
+            auth_burst: s.auth_burst,
+            auth_rate: s.auth_rate,
+            auth_refusal_cache: Duration::from_millis(s.auth_refusal_cache_ms),
+            socketio_max_unconnected: s.socketio_max_unconnected,
+            socketio_connect_timeout: Duration::from_millis(s.socketio_connect_timeout_ms),
+            ping_interval: Duration::from_millis(s.ping_interval_ms),
+            ping_timeout: Duration::from_millis(s.ping_timeout_ms),
+            max_http_buffer_size: s.max_http_buffer_size,
+            client_event_rate: s.client_event_rate,
+            max_message_size: s.max_message_size,
+            socketio: s.socketio,
+            pusher: s.pusher,
+            max_channels_per_connection: s.max_channels_per_connection,
+            activity_timeout: Duration::from_secs(s.activity_timeout),
             cache_ttl,
             webhook_limits,
             apps,
@@ -927,10 +903,145 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Held to read the environment; the test that sets `HERALD_*` variables writes.
+    static ENV: parking_lot::RwLock<()> = parking_lot::const_rwlock(());
+
+    /// What [`Config::load`] makes of these flags and this file.
     fn parse(args: &[&str], toml_text: &str) -> Result<Config, String> {
-        let cli = Cli::try_parse_from(std::iter::once("herald").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Config::resolve(cli, toml::from_str(toml_text).map_err(|e| e.to_string())?)
+        let _env = ENV.read();
+        layered(args, toml_text)
+    }
+
+    fn layered(args: &[&str], toml_text: &str) -> Result<Config, String> {
+        let given = Settings::given(std::iter::once("herald").chain(args.iter().copied()))?;
+        let file: Settings = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        Config::resolve(file.overridden_by(&given)?)
+    }
+
+    /// A setting declared once has its three doors: for every argument of the parser
+    /// there is a row here, and its sample value, given as a flag, as `HERALD_<KEY>` or
+    /// as `<key>` in the file, reaches the `Config`.
+    #[test]
+    fn every_setting_has_all_three_doors() {
+        type Took = fn(&Config) -> bool;
+        fn ms(n: u64) -> Duration {
+            Duration::from_millis(n)
+        }
+        fn secs(n: u64) -> Duration {
+            Duration::from_secs(n)
+        }
+        fn users(c: &Config) -> Vec<String> {
+            c.users
+                .iter()
+                .map(|u| format!("{}:{}", u.name, u.password))
+                .collect()
+        }
+        const CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        #[rustfmt::skip]
+        let samples: &[(&str, &str, Took)] = &[
+            ("redis_bind", "127.0.0.1:7001", |c| c.redis_bind.port() == 7001),
+            ("http_bind", "127.0.0.1:7002", |c| c.http_bind.port() == 7002),
+            ("log_format", "json", |c| c.log_format == LogFormat::Json),
+            ("log", "debug", |c| c.log == "debug"),
+            ("requirepass", "pw", |c| users(c) == ["default:pw"]),
+            ("users", "app:pw", |c| users(c) == ["app:pw"]),
+            ("protected_mode", "no", |c| !c.protected_mode),
+            ("proto_max_bulk_len", "7", |c| c.proto_max_bulk_len == 7),
+            ("max_multibulk_len", "7", |c| c.max_multibulk_len == 7),
+            ("max_inline_len", "7", |c| c.max_inline_len == 7),
+            ("maxclients", "7", |c| c.maxclients == 7),
+            ("timeout", "7", |c| c.timeout == secs(7)),
+            ("outbox_hard_limit", "7", |c| c.outbox.hard_bytes == 7),
+            ("outbox_soft_limit", "7", |c| c.outbox.soft_bytes == 7),
+            ("outbox_soft_seconds", "7", |c| c.outbox.soft_window == secs(7)),
+            ("write_timeout_ms", "7", |c| c.write_timeout == ms(7)),
+            ("max_connections", "7", |c| c.max_connections == Some(7)),
+            ("max_connections_per_ip", "7", |c| c.max_connections_per_ip == 7),
+            ("http_header_timeout_ms", "7", |c| c.http_header_timeout == ms(7)),
+            ("http_body_timeout_ms", "7", |c| c.http_body_timeout == ms(7)),
+            ("redis_prefixes", "shop_", |c| c.redis_prefixes == ["shop_"]),
+            ("socketio_eio3", "false", |c| !c.socketio_eio3),
+            ("socketio_broadcast_public", "true", |c| c.socketio_broadcast_public),
+            ("allowed_origins", "https://a.test", |c| c.allowed_origins == ["https://a.test"]),
+            ("auth_endpoint", "http://a.test/auth", |c| c.auth_endpoint.is_some()),
+            ("auth_timeout_ms", "7", |c| c.auth_timeout == ms(7)),
+            ("auth_ca_file", CA, |c| c.auth_ca_file.as_deref() == Some(CA.as_ref())),
+            ("auth_forward_headers", "X-Tenant", |c| c.auth_forward_headers == ["x-tenant"]),
+            ("auth_headers_max_count", "7", |c| c.auth_headers_max_count == 7),
+            ("auth_header_max_bytes", "7", |c| c.auth_header_max_bytes == 7),
+            ("auth_headers_max_bytes", "7", |c| c.auth_headers_max_bytes == 7),
+            ("auth_max_in_flight", "7", |c| c.auth_max_in_flight == 7),
+            ("auth_burst", "7", |c| c.auth_burst == 7),
+            ("auth_rate", "7", |c| c.auth_rate == 7),
+            ("auth_refusal_cache_ms", "7", |c| c.auth_refusal_cache == ms(7)),
+            ("socketio_max_unconnected", "7", |c| c.socketio_max_unconnected == 7),
+            ("socketio_connect_timeout_ms", "7", |c| c.socketio_connect_timeout == ms(7)),
+            ("ping_interval_ms", "7", |c| c.ping_interval == ms(7)),
+            ("ping_timeout_ms", "7", |c| c.ping_timeout == ms(7)),
+            ("max_http_buffer_size", "7", |c| c.max_http_buffer_size == 7),
+            ("client_event_rate", "7", |c| c.client_event_rate == 7),
+            ("max_message_size", "7", |c| [c.max_message_size, c.apps[0].max_message_size()] == [7; 2]),
+            ("socketio", "false", |c| !c.socketio),
+            ("pusher", "false", |c| !c.pusher),
+            ("max_channels_per_connection", "7", |c| c.max_channels_per_connection == 7),
+            ("app_id", "shop", |c| c.apps[0].id == "shop" && !c.builtin_app),
+            ("app_key", "shop-key", |c| c.apps[0].key == "shop-key" && !c.builtin_app),
+            ("app_secret", "s3cret", |c| c.apps[0].secret == "s3cret" && !c.builtin_app),
+            ("activity_timeout", "7", |c| c.activity_timeout == secs(7)),
+            ("app_webhook", "http://a.test/hook", |c| c.apps[0].webhooks.len() == 1),
+            ("app_subscription_count", "true", |c| c.apps[0].subscription_count),
+            ("cache_ttl_seconds", "7", |c| [c.cache_ttl, c.apps[0].cache_ttl] == [secs(7); 2]),
+            ("webhook_queue", "7", |c| c.webhook_limits.queue == 7),
+            ("webhook_occupancy_delay_ms", "7", |c| c.webhook_limits.occupancy_delay == ms(7)),
+        ];
+        let command = Settings::command();
+        let settings: Vec<&clap::Arg> = command
+            .get_arguments()
+            .filter(|arg| !["config", "help", "version"].contains(&arg.get_id().as_str()))
+            .collect();
+        let ids: Vec<&str> = settings.iter().map(|arg| arg.get_id().as_str()).collect();
+        let rows: Vec<&str> = samples.iter().map(|row| row.0).collect();
+        assert_eq!(ids, rows, "one row per setting, in the order of Settings");
+
+        let _env = ENV.write();
+        for (arg, &(key, value, took)) in settings.iter().zip(samples) {
+            assert!(
+                !took(&Config::default()),
+                "{key}: the sample is its default"
+            );
+            let list = matches!(arg.get_action(), ArgAction::Append);
+
+            let flag = arg.get_long().expect("every setting is a long flag");
+            let kebab = key.replace('_', "-");
+            assert!(
+                flag == kebab || (list && kebab.starts_with(flag)),
+                "{key}: the flag is --{flag}"
+            );
+            let by_flag = layered(&[&format!("--{flag}"), value], "");
+            assert!(took(&by_flag.unwrap()), "{key} by --{flag} {value}");
+
+            let var = format!("HERALD_{}", key.to_uppercase());
+            assert_eq!(arg.get_env(), Some(std::ffi::OsStr::new(&var)), "{key}");
+            std::env::set_var(&var, value);
+            let by_env = layered(&[], "");
+            std::env::remove_var(&var);
+            assert!(took(&by_env.unwrap()), "{key} by {var}={value}");
+
+            let bare = value.parse::<u64>().is_ok() || value.parse::<bool>().is_ok();
+            let literal = match bare {
+                true => value.to_string(),
+                false => toml::Value::from(value).to_string(),
+            };
+            let line = if list {
+                format!("{key} = [{literal}]")
+            } else {
+                format!("{key} = {literal}")
+            };
+            assert!(
+                took(&layered(&[], &line).unwrap()),
+                "{key} by `{line}` in the file"
+            );
+        }
     }
 
     #[test]
@@ -953,6 +1064,28 @@ mod tests {
         .unwrap();
         assert_eq!(c.redis_bind.port(), 7000);
         assert_eq!(c.http_bind.port(), 7002);
+    }
+
+    #[test]
+    fn env_beats_file_and_flag_beats_env() {
+        let _env = ENV.write();
+        std::env::set_var("HERALD_MAXCLIENTS", "2");
+        std::env::set_var("HERALD_REDIS_PREFIXES", "env_,env2_");
+        let file = "maxclients = 1\nredis_prefixes = [\"file_\"]\n";
+        let by_env = layered(&[], file);
+        let by_flag = layered(&["--maxclients", "3", "--redis-prefix", "flag_"], file);
+        std::env::remove_var("HERALD_MAXCLIENTS");
+        std::env::remove_var("HERALD_REDIS_PREFIXES");
+        let (by_env, by_flag) = (by_env.unwrap(), by_flag.unwrap());
+        assert_eq!(by_env.maxclients, 2);
+        assert_eq!(by_env.redis_prefixes, ["env_", "env2_"]);
+        assert_eq!(by_flag.maxclients, 3);
+        assert_eq!(by_flag.redis_prefixes, ["flag_"]);
+        let c = layered(&[], file).unwrap();
+        assert_eq!(
+            (c.maxclients, c.redis_prefixes),
+            (1, vec!["file_".to_string()])
+        );
     }
 
     #[test]

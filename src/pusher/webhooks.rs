@@ -42,17 +42,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// The event names Pusher defines, as `event_types` in the configuration names them.
-pub const EVENT_TYPES: [&str; 7] = [
-    "channel_occupied",
-    "channel_vacated",
-    "member_added",
-    "member_removed",
-    "client_event",
-    "cache_miss",
-    "subscription_count",
-];
-
 /// The most events one request carries.
 const BATCH: usize = 100;
 /// How long a failed request is retried.
@@ -483,6 +472,7 @@ impl Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EVENT_TYPES;
 
     fn raw(s: &str) -> Box<RawValue> {
         RawValue::from_string(s.into()).unwrap()
