@@ -11,6 +11,7 @@
 //! - [`state`]: the handles every part shares (config, broker, shutdown signal).
 //! - [`broker`]: the pub/sub engine; knows nothing of any protocol.
 //! - [`outbox`]: each connection's bounded queue of encoded frames.
+//! - [`net_write`]: writes everything queued on a connection in one vectored write.
 //! - [`sharded`]: the sharded channel map every publication looks names up in.
 //! - [`readmostly`]: lists every publication reads and only start-up changes.
 //! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
@@ -39,6 +40,7 @@ pub mod http_server;
 pub mod laravel;
 pub mod logging;
 pub mod metrics;
+pub mod net_write;
 pub mod outbox;
 pub mod pusher;
 pub mod readmostly;

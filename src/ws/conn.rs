@@ -19,17 +19,18 @@
 use super::frame::{self, Decoder, Message};
 use super::WsStream;
 use crate::outbox::{Closed, Outbox};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
-use std::future::poll_fn;
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+/// The edges write their refusals and probe answers with it too.
+pub use crate::net_write::write_all;
 
 /// What the connection should do after a handler call.
 #[derive(Debug, PartialEq, Eq)]
@@ -244,53 +245,4 @@ fn on_bytes<H: Handler>(
             Err(e) => return Flow::Close(e.code, e.reason.into()),
         }
     }
-}
-
-/// Frames handed to one `writev` (Linux takes up to 1024; 64 keeps the stack small).
-const MAX_SLICES: usize = 64;
-
-/// Write every frame, as few syscalls as the kernel allows; empties `frames`.
-/// Shared with the RESP session, which writes its outbox the same way.
-pub async fn write_all<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    frames: &mut Vec<Bytes>,
-) -> std::io::Result<()> {
-    let mut start = 0;
-    while start < frames.len() {
-        // The slices are built on the stack inside the poll, so neither a heap
-        // allocation per write nor a 1 KiB array in every connection's future.
-        let pending = &frames[start..];
-        let mut n = poll_fn(|cx| {
-            if let [only] = pending {
-                // One frame (the usual case at modest rates): a plain write, which the
-                // kernel takes more cheaply than a one-element writev.
-                return Pin::new(&mut *io).poll_write(cx, only);
-            }
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let k = pending.len().min(MAX_SLICES);
-            for (slot, b) in slices.iter_mut().zip(pending) {
-                *slot = IoSlice::new(b);
-            }
-            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k])
-        })
-        .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 {
-            let first = &mut frames[start];
-            if n >= first.len() {
-                n -= first.len();
-                start += 1;
-            } else {
-                first.advance(n);
-                n = 0;
-            }
-        }
-    }
-    frames.clear();
-    if frames.capacity() > 64 {
-        *frames = Vec::new();
-    }
-    io.flush().await
 }
