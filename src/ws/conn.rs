@@ -22,7 +22,6 @@ use crate::outbox::{Closed, Outbox};
 use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,20 +55,13 @@ pub trait Handler: Send {
     }
 }
 
-/// Connections inside [`drive`]: shutdown waits for them to send their goodbye.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-
-/// How many WebSocket connections are running now.
-pub fn running() -> usize {
-    RUNNING.load(Ordering::Acquire)
-}
-
 /// How long a closing connection may take to write its last frames (a close frame,
 /// the goodbye at shutdown, or the rest of a write that shutdown interrupted).
 const FINAL_WRITE: Duration = Duration::from_secs(2);
 
 /// Run a connection until the client leaves, the protocol closes it, its outbox
-/// overflows or the server shuts down.
+/// overflows or the server shuts down. It runs in the task that
+/// [`Upgrade::reply`](crate::ws::Upgrade::reply) started, which shutdown waits for.
 pub async fn drive<H: Handler>(
     mut io: WsStream,
     outbox: Arc<Outbox>,
@@ -77,13 +69,11 @@ pub async fn drive<H: Handler>(
     max_message: usize,
     shutdown: CancellationToken,
 ) {
-    RUNNING.fetch_add(1, Ordering::AcqRel);
     let why = run(&mut io, &outbox, &mut handler, max_message, &shutdown).await;
     tracing::debug!("websocket closed: {why}");
     outbox.close(Closed::Server("connection closed"));
     handler.on_close(&why);
     let _ = tokio::time::timeout(FINAL_WRITE, io.shutdown()).await;
-    RUNNING.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Why a write did not finish.
