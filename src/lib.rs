@@ -8,7 +8,8 @@
 //! The module map:
 //! - [`config`]: CLI flags, `HERALD_*` environment variables, the TOML file.
 //! - [`server`]: binds the listeners, starts the edges, shuts down cleanly.
-//! - [`state`]: the handles every part shares (config, broker, shutdown signal).
+//! - [`state`]: the handles every part shares (config, broker, shutdown signal, the
+//!   connection tasks shutdown waits for).
 //! - [`broker`]: the pub/sub engine; knows nothing of any protocol.
 //! - [`outbox`]: each connection's bounded queue of encoded frames.
 //! - [`net_write`]: writes everything queued on a connection in one vectored write.
