@@ -41,7 +41,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -145,8 +144,9 @@ fn raise_open_file_limit() -> u64 {
     lim.rlim_cur.min(MAX_OPEN_FILES)
 }
 
-/// Serve `routes` on `listener` until shutdown, then let open requests finish (the
-/// server's grace period bounds the wait).
+/// Serve `routes` on `listener` until shutdown. Each connection's task is tracked in
+/// `state.connections`: at shutdown it lets its open request finish (the server's
+/// grace period bounds the wait).
 pub async fn serve(listener: TcpListener, state: State, routes: BoxedFilter<(Response,)>) {
     let limits = Limits::from_state(&state);
     let admission = Arc::new(Admission::new(limits));
@@ -155,11 +155,9 @@ pub async fn serve(listener: TcpListener, state: State, routes: BoxedFilter<(Res
         .header_read_timeout(limits.header_timeout);
     let http = Arc::new(http);
     let service = TowerToHyperService::new(warp::service(routes));
-    let mut conns = JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
             _ = state.shutdown.cancelled() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -178,7 +176,7 @@ pub async fn serve(listener: TcpListener, state: State, routes: BoxedFilter<(Res
         set_user_timeout(&tcp, limits.write_timeout);
         let socket = Socket::new(tcp, slot);
         let (http, service, stop) = (http.clone(), service.clone(), state.shutdown.clone());
-        conns.spawn(async move {
+        state.connections.spawn(async move {
             let service = hyper::service::service_fn(move |mut req| {
                 req.extensions_mut().insert(PeerAddr(peer));
                 hyper::service::Service::call(&service, req)
@@ -199,8 +197,6 @@ pub async fn serve(listener: TcpListener, state: State, routes: BoxedFilter<(Res
             }
         });
     }
-    drop(listener);
-    while conns.join_next().await.is_some() {}
 }
 
 /// A connection that ended in an error: counted, not logged (a browser tab closed

@@ -8,9 +8,11 @@
 //! The module map:
 //! - [`config`]: CLI flags, `HERALD_*` environment variables, the TOML file.
 //! - [`server`]: binds the listeners, starts the edges, shuts down cleanly.
-//! - [`state`]: the handles every part shares (config, broker, shutdown signal).
+//! - [`state`]: the handles every part shares (config, broker, shutdown signal, the
+//!   connection tasks shutdown waits for).
 //! - [`broker`]: the pub/sub engine; knows nothing of any protocol.
 //! - [`outbox`]: each connection's bounded queue of encoded frames.
+//! - [`net_write`]: writes everything queued on a connection in one vectored write.
 //! - [`sharded`]: the sharded channel map every publication looks names up in.
 //! - [`readmostly`]: lists every publication reads and only start-up changes.
 //! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
@@ -39,6 +41,7 @@ pub mod http_server;
 pub mod laravel;
 pub mod logging;
 pub mod metrics;
+pub mod net_write;
 pub mod outbox;
 pub mod pusher;
 pub mod readmostly;

@@ -4,10 +4,12 @@
 //! shutdown one `CancellationToken` reaches every listener and connection: listeners
 //! stop accepting, RESP connections finish the replies in flight, WebSocket
 //! connections send their protocol's goodbye, and `Running::stopped` resolves when the
-//! listeners are done (bounded by a grace period) and the webhooks that their leaving
-//! made have been posted (bounded too).
+//! listeners and then every connection's task (`State::connections`) are done (bounded
+//! by a grace period), and the webhooks that their leaving made have been posted
+//! (bounded too). Nothing is polled: each wait is woken by what it waits for.
 
 use crate::config::Config;
+use crate::pusher::webhooks;
 use crate::state::{Shared, State};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -54,27 +56,28 @@ impl Running {
         self.state.shutdown.cancel();
     }
 
-    /// Wait until the listeners have finished, at most the grace period after shutdown.
+    /// Wait until the listeners and the connections have finished (at most the grace
+    /// period after shutdown), then for the webhooks their leaving made (at most the
+    /// webhook grace period).
     pub async fn stopped(mut self) {
         self.state.shutdown.cancelled().await;
+        let connections = &self.state.connections;
         let all = async {
             while self.tasks.join_next().await.is_some() {}
-            // Upgraded WebSocket connections outlive the HTTP server: let them say goodbye.
-            while crate::ws::conn::running() > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            // No listener accepts any more, so no connection task starts but from one
+            // still running (an upgrade from its HTTP connection).
+            connections.close();
+            connections.wait().await;
         };
         if tokio::time::timeout(GRACE, all).await.is_err() {
             tracing::warn!("connections still open after {GRACE:?}; closing them");
         }
-        let posted = async {
-            while crate::pusher::webhooks::pending() > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        if tokio::time::timeout(WEBHOOK_GRACE, posted).await.is_err() {
+        if tokio::time::timeout(WEBHOOK_GRACE, webhooks::delivered())
+            .await
+            .is_err()
+        {
             tracing::warn!(
-                events = crate::pusher::webhooks::pending(),
+                events = webhooks::pending(),
                 "webhook events not delivered before exit"
             );
         }

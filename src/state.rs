@@ -1,5 +1,5 @@
 //! The handles every part of herald shares: configuration, broker, the Laravel
-//! broadcasts, the shutdown signal.
+//! broadcasts, the shutdown signal and the connections it waits for.
 //!
 //! A leaf: it imports the parts it holds and nothing imports it back except to read
 //! them, so the edges and `server` (which starts them) never form a cycle through it.
@@ -10,6 +10,7 @@ use crate::laravel::Broadcasts;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Everything the edges share.
 pub struct Shared {
@@ -19,6 +20,9 @@ pub struct Shared {
     pub broadcasts: Arc<Broadcasts>,
     /// Cancelled once, when the server begins to shut down.
     pub shutdown: CancellationToken,
+    /// Every connection's task (RESP, HTTP, an upgraded WebSocket's, a polling
+    /// session's): spawned here, so that shutdown can wait for them to say goodbye.
+    pub connections: TaskTracker,
     pub started: Instant,
 }
 
@@ -35,6 +39,7 @@ impl Shared {
             broker,
             broadcasts,
             shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
             started: Instant::now(),
         })
     }

@@ -105,7 +105,7 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         warp::path!("app" / String)
             .and(raw_query())
             .and(warp::header::optional::<String>("origin"))
-            .and(crate::ws::upgrade())
+            .and(crate::ws::upgrade(&state.connections))
             .map(
                 move |key: String,
                       query: String,
@@ -144,7 +144,7 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
             }
         })
         .untuple_one()
-        .and(crate::ws::upgrade())
+        .and(crate::ws::upgrade(&state.connections))
         .map(|up: crate::ws::Upgrade| {
             up.reply(|io| websocket::refuse(io, (4005, "Path not found")))
                 .into_response()

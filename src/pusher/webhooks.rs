@@ -25,8 +25,10 @@
 //!
 //! On shutdown every connection leaves its channels, which makes the `member_removed`
 //! and `channel_vacated` events an app needs to mark its users offline; the server
-//! waits a few seconds for [`pending`] to reach zero before the process exits, so a
-//! restart does not leave users online in the app's records.
+//! waits a few seconds for them to be [`delivered`] before the process exits, so a
+//! restart does not leave users online in the app's records. Each event not yet
+//! posted is a [`Pending`], which holds a token of one tracker: that wait is the
+//! tracker's, not a count polled.
 
 use super::signature::hmac_hex;
 use crate::config::{WebhookConfig, WebhookLimits};
@@ -37,10 +39,12 @@ use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tokio_util::task::TaskTracker;
 
 /// The most events one request carries.
 const BATCH: usize = 100;
@@ -145,11 +149,46 @@ impl Event {
     }
 }
 
+/// Every app's webhook events not yet posted, one token each. Closed from the start:
+/// it tracks no task, and its `wait` resolves whenever no event is left.
+static DELIVERIES: LazyLock<TaskTracker> = LazyLock::new(|| {
+    let tracker = TaskTracker::new();
+    tracker.close();
+    tracker
+});
+
+/// An event held, queued or being posted. While it exists it is counted on /metrics
+/// and shutdown waits for it; it goes when it is posted, given up, dropped or cancelled
+/// by its opposite occupancy event.
+#[derive(Serialize)]
+#[serde(transparent)]
+struct Pending {
+    event: Event,
+    #[serde(skip)]
+    _delivery: TaskTrackerToken,
+}
+
+impl Pending {
+    fn new(event: Event) -> Self {
+        metrics::WEBHOOK_EVENTS_PENDING.inc();
+        Pending {
+            event,
+            _delivery: DELIVERIES.token(),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        metrics::WEBHOOK_EVENTS_PENDING.dec();
+    }
+}
+
 /// One configured URL: the events it wants, the queue of its task, and its held
 /// occupancy events.
 struct Target {
     wants: Vec<&'static str>,
-    queue: mpsc::Sender<Event>,
+    queue: mpsc::Sender<Pending>,
     /// Queued events other than member events (shared with the sending task).
     others: Arc<AtomicUsize>,
     /// How many of those the queue may hold: half of it.
@@ -169,7 +208,7 @@ struct Held {
 #[derive(Default)]
 struct HeldState {
     /// The held event of each channel, with its number.
-    by_channel: HashMap<Box<str>, (Event, u64)>,
+    by_channel: HashMap<Box<str>, (Pending, u64)>,
     /// Held events' numbers in the order they fall due (every delay is the same).
     due: VecDeque<(Instant, Box<str>, u64)>,
     next: u64,
@@ -182,7 +221,7 @@ impl Target {
         wants: Vec<&'static str>,
         limits: WebhookLimits,
         stop: &CancellationToken,
-    ) -> (Arc<Target>, mpsc::Receiver<Event>) {
+    ) -> (Arc<Target>, mpsc::Receiver<Pending>) {
         let (queue, rx) = mpsc::channel(limits.queue);
         let holds = !limits.occupancy_delay.is_zero()
             && wants
@@ -218,16 +257,15 @@ impl Target {
                 if st
                     .by_channel
                     .get(channel)
-                    .is_some_and(|(e, _)| e.name == "channel_occupied")
+                    .is_some_and(|(p, _)| p.event.name == "channel_occupied")
                 {
                     let (occupied, _) = st.by_channel.remove(channel).unwrap();
-                    metrics::WEBHOOK_EVENTS_PENDING.dec();
                     self.release(occupied);
                 }
                 drop(st);
-                self.enqueue(event.clone());
+                self.enqueue(Pending::new(event.clone()));
             }
-            None => self.enqueue(event.clone()),
+            None => self.enqueue(Pending::new(event.clone())),
         }
     }
 
@@ -237,7 +275,6 @@ impl Target {
     fn hold(&self, held: &Held, event: &Event) {
         let mut st = held.state.lock();
         if st.by_channel.remove(event.channel.as_str()).is_some() {
-            metrics::WEBHOOK_EVENTS_PENDING.dec();
             metrics::WEBHOOK_EVENTS_COALESCED.add(2);
             return;
         }
@@ -246,8 +283,8 @@ impl Target {
         let channel: Box<str> = event.channel.as_str().into();
         st.due
             .push_back((Instant::now() + held.delay, channel.clone(), n));
-        st.by_channel.insert(channel, (event.clone(), n));
-        metrics::WEBHOOK_EVENTS_PENDING.inc();
+        st.by_channel
+            .insert(channel, (Pending::new(event.clone()), n));
         if st.due.len() == 1 {
             held.wake.notify_one();
         }
@@ -255,27 +292,24 @@ impl Target {
 
     /// A held event whose delay passed, or that another event of its channel let go.
     /// Called with the held state locked, so that it is queued before anything later.
-    fn release(&self, event: Event) {
-        if self.wants.contains(&event.name) {
-            self.enqueue(event);
+    fn release(&self, pending: Pending) {
+        if self.wants.contains(&pending.event.name) {
+            self.enqueue(pending);
         }
     }
 
     /// Queue an event for posting; never waits.
-    fn enqueue(&self, event: Event) {
-        let member = event.is_member();
+    fn enqueue(&self, pending: Pending) {
+        let member = pending.event.is_member();
         if !member && self.others.fetch_add(1, Ordering::AcqRel) >= self.others_max {
             self.others.fetch_sub(1, Ordering::AcqRel);
-            return dropped(&event);
+            return dropped(&pending.event);
         }
-        match self.queue.try_send(event) {
-            Ok(()) => metrics::WEBHOOK_EVENTS_PENDING.inc(),
-            Err(e) => {
-                if !member {
-                    self.others.fetch_sub(1, Ordering::AcqRel);
-                }
-                dropped(&e.into_inner());
+        if let Err(e) = self.queue.try_send(pending) {
+            if !member {
+                self.others.fetch_sub(1, Ordering::AcqRel);
             }
+            dropped(&e.into_inner().event);
         }
     }
 }
@@ -311,9 +345,8 @@ async fn release_held(target: Arc<Target>, stop: CancellationToken) {
             {
                 let (_, channel, n) = st.due.pop_front().unwrap();
                 if st.by_channel.get(&channel).is_some_and(|(_, m)| *m == n) {
-                    let (event, _) = st.by_channel.remove(&channel).unwrap();
-                    metrics::WEBHOOK_EVENTS_PENDING.dec();
-                    target.release(event);
+                    let (pending, _) = st.by_channel.remove(&channel).unwrap();
+                    target.release(pending);
                 }
             }
             st.due.front().map(|(at, _, _)| *at)
@@ -392,16 +425,22 @@ impl Webhooks {
     }
 }
 
-/// Webhook events of every app still queued or being posted.
-pub fn pending() -> u64 {
-    metrics::WEBHOOK_EVENTS_PENDING.get()
+/// Resolves once every app's webhook events made so far have been posted (or given up,
+/// or dropped); those made meanwhile are waited for too.
+pub async fn delivered() {
+    DELIVERIES.wait().await
+}
+
+/// Webhook events of every app still held, queued or being posted.
+pub fn pending() -> usize {
+    DELIVERIES.len()
 }
 
 /// The body Pusher posts.
 #[derive(Serialize)]
 struct Payload<'a> {
     time_ms: u128,
-    events: &'a [Event],
+    events: &'a [Pending],
 }
 
 /// The task that posts one URL's events.
@@ -415,10 +454,10 @@ struct Sender {
 }
 
 impl Sender {
-    async fn run(self, mut rx: mpsc::Receiver<Event>) {
+    async fn run(self, mut rx: mpsc::Receiver<Pending>) {
         let mut batch = Vec::with_capacity(BATCH);
         while rx.recv_many(&mut batch, BATCH).await > 0 {
-            let others = batch.iter().filter(|e| !e.is_member()).count();
+            let others = batch.iter().filter(|p| !p.event.is_member()).count();
             self.others.fetch_sub(others, Ordering::AcqRel);
             let time_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -429,7 +468,6 @@ impl Sender {
             })
             .expect("events serialise");
             self.post(body, batch.len()).await;
-            metrics::WEBHOOK_EVENTS_PENDING.sub(batch.len() as u64);
             batch.clear();
         }
     }
@@ -512,7 +550,7 @@ mod tests {
     }
 
     /// A target wanting every event, and what its queue holds now.
-    fn target(queue: usize, delay: Duration) -> (Arc<Target>, mpsc::Receiver<Event>) {
+    fn target(queue: usize, delay: Duration) -> (Arc<Target>, mpsc::Receiver<Pending>) {
         let limits = WebhookLimits {
             queue,
             occupancy_delay: delay,
@@ -520,9 +558,9 @@ mod tests {
         Target::new(EVENT_TYPES.to_vec(), limits, &CancellationToken::new())
     }
 
-    fn queued(rx: &mut mpsc::Receiver<Event>) -> Vec<String> {
+    fn queued(rx: &mut mpsc::Receiver<Pending>) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|e| format!("{} {}", e.name, e.channel))
+            .map(|p| format!("{} {}", p.event.name, p.event.channel))
             .collect()
     }
 
@@ -544,12 +582,12 @@ mod tests {
         // within it: neither.
         t.offer(&Event::channel_occupied("stays"));
         let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
-        assert_eq!(first.unwrap().unwrap().channel, "stays");
+        assert_eq!(first.unwrap().unwrap().event.channel, "stays");
         t.offer(&Event::channel_vacated("stays"));
         t.offer(&Event::channel_occupied("stays"));
         t.offer(&Event::channel_occupied("marker"));
         let next = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
-        assert_eq!(next.unwrap().unwrap().channel, "marker");
+        assert_eq!(next.unwrap().unwrap().event.channel, "marker");
         assert!(queued(&mut rx).is_empty(), "nothing about flap or stays");
     }
 
@@ -568,7 +606,7 @@ mod tests {
             t.offer(&Event::channel_vacated("a"));
             rx.recv().await
         });
-        assert_eq!(sent.await.unwrap().unwrap().name, "channel_vacated");
+        assert_eq!(sent.await.unwrap().unwrap().event.name, "channel_vacated");
     }
 
     #[tokio::test]
@@ -613,6 +651,38 @@ mod tests {
             dropped,
             "nothing dropped"
         );
+    }
+
+    #[test]
+    fn a_posted_body_carries_the_events_alone() {
+        let events = [Pending::new(Event::member_added("presence-r", "7"))];
+        let body = serde_json::to_string(&Payload {
+            time_ms: 1,
+            events: &events,
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            r#"{"time_ms":1,"events":[{"name":"member_added","channel":"presence-r","user_id":"7"}]}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn delivered_waits_for_every_event_not_yet_posted() {
+        use futures_util::FutureExt;
+        let _serial = COUNTERS.lock().await;
+        let before = pending();
+        let first = Pending::new(Event::channel_vacated("a"));
+        let second = Pending::new(Event::member_removed("presence-r", "7"));
+        assert!(pending() >= before + 2);
+        let mut done = std::pin::pin!(delivered());
+        assert!((&mut done).now_or_never().is_none(), "two are pending");
+        drop(first);
+        assert!((&mut done).now_or_never().is_none(), "one is pending");
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .expect("delivered once none is left");
     }
 
     /// A log sink for one test: what `tracing` wrote while it was the default.

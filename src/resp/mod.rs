@@ -8,8 +8,9 @@
 //! - [`client`]: a connection as the broker and `CLIENT LIST` see it.
 //! - [`monitor`]: MONITOR, every command shown as `redis-cli monitor` shows it.
 //!
-//! [`serve`] accepts connections until shutdown, refuses those past `maxclients` with
-//! Redis's error, and waits for open connections to finish the replies in flight.
+//! [`serve`] accepts connections until shutdown and refuses those past `maxclients`
+//! with Redis's error; open connections finish the replies in flight, and shutdown
+//! waits for them (`state.connections`).
 
 pub mod client;
 pub mod codec;
@@ -26,7 +27,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 /// What every RESP connection shares.
 pub struct Hub {
@@ -53,21 +53,19 @@ impl Hub {
     }
 }
 
-/// Serve RESP on `listener` until `state.shutdown` is cancelled, then wait for the open
-/// connections to write what they owe and close.
+/// Serve RESP on `listener` until `state.shutdown` is cancelled. Each connection's task
+/// is tracked in `state.connections`: it writes what it owes and closes on its own.
 pub async fn serve(listener: TcpListener, state: State) {
     let addr = listener.local_addr().unwrap_or(state.config.redis_bind);
     let hub = Arc::new(Hub::new(state.clone(), addr));
-    let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
                     metrics::RESP_CONNECTIONS_TOTAL.inc();
                     let _ = stream.set_nodelay(true);
-                    conns.spawn(session::run(stream, addr, hub.clone()));
+                    state.connections.spawn(session::run(stream, addr, hub.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -77,8 +75,6 @@ pub async fn serve(listener: TcpListener, state: State) {
             },
         }
     }
-    drop(listener);
-    while conns.join_next().await.is_some() {}
 }
 
 /// Redis accepts the connection, writes this and closes it.

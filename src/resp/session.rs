@@ -193,7 +193,7 @@ impl Session {
         let mut last = Vec::new();
         if client.outbox.take_now(&mut last).is_ok() && !last.is_empty() {
             let _ =
-                tokio::time::timeout(FINAL_WRITE, crate::ws::conn::write_all(&mut wr, &mut last))
+                tokio::time::timeout(FINAL_WRITE, crate::net_write::write_all(&mut wr, &mut last))
                     .await;
         }
         let _ = wr.shutdown().await;
@@ -210,7 +210,7 @@ impl Session {
         mut stop: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Result<(), &'static str> {
         let client = &self.client;
-        let write = crate::ws::conn::write_all(wr, batch);
+        let write = crate::net_write::write_all(wr, batch);
         tokio::pin!(write);
         tokio::select! {
             w = &mut write => w.map_err(|_| "write failed"),

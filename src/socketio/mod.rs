@@ -123,7 +123,7 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
     tracing::info!("socket.io edge on /socket.io/");
     let edge = Arc::new(Edge::new(state.clone()));
     state.broadcasts.add(edge.clone());
-    let upgrade = crate::ws::upgrade()
+    let upgrade = crate::ws::upgrade(&state.connections)
         .map(Some)
         .or(warp::any().map(|| None))
         .unify();

@@ -32,7 +32,9 @@ pub async fn handshake(
     edge.sessions.insert(&s);
     crate::metrics::SOCKETIO_POLLING_SESSIONS.inc();
     s.open(&edge, true);
-    tokio::spawn(heartbeat(edge.clone(), s.clone()));
+    edge.state
+        .connections
+        .spawn(heartbeat(edge.clone(), s.clone()));
     let mut out = Vec::new();
     let _ = s.member.outbox.take_now(&mut out);
     payload_response(eio, &out, jsonp)

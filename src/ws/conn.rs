@@ -19,17 +19,17 @@
 use super::frame::{self, Decoder, Message};
 use super::WsStream;
 use crate::outbox::{Closed, Outbox};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
-use std::future::poll_fn;
-use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+/// The edges write their refusals and probe answers with it too.
+pub use crate::net_write::write_all;
 
 /// What the connection should do after a handler call.
 #[derive(Debug, PartialEq, Eq)]
@@ -55,20 +55,13 @@ pub trait Handler: Send {
     }
 }
 
-/// Connections inside [`drive`]: shutdown waits for them to send their goodbye.
-static RUNNING: AtomicUsize = AtomicUsize::new(0);
-
-/// How many WebSocket connections are running now.
-pub fn running() -> usize {
-    RUNNING.load(Ordering::Acquire)
-}
-
 /// How long a closing connection may take to write its last frames (a close frame,
 /// the goodbye at shutdown, or the rest of a write that shutdown interrupted).
 const FINAL_WRITE: Duration = Duration::from_secs(2);
 
 /// Run a connection until the client leaves, the protocol closes it, its outbox
-/// overflows or the server shuts down.
+/// overflows or the server shuts down. It runs in the task that
+/// [`Upgrade::reply`](crate::ws::Upgrade::reply) started, which shutdown waits for.
 pub async fn drive<H: Handler>(
     mut io: WsStream,
     outbox: Arc<Outbox>,
@@ -76,13 +69,11 @@ pub async fn drive<H: Handler>(
     max_message: usize,
     shutdown: CancellationToken,
 ) {
-    RUNNING.fetch_add(1, Ordering::AcqRel);
     let why = run(&mut io, &outbox, &mut handler, max_message, &shutdown).await;
     tracing::debug!("websocket closed: {why}");
     outbox.close(Closed::Server("connection closed"));
     handler.on_close(&why);
     let _ = tokio::time::timeout(FINAL_WRITE, io.shutdown()).await;
-    RUNNING.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Why a write did not finish.
@@ -244,53 +235,4 @@ fn on_bytes<H: Handler>(
             Err(e) => return Flow::Close(e.code, e.reason.into()),
         }
     }
-}
-
-/// Frames handed to one `writev` (Linux takes up to 1024; 64 keeps the stack small).
-const MAX_SLICES: usize = 64;
-
-/// Write every frame, as few syscalls as the kernel allows; empties `frames`.
-/// Shared with the RESP session, which writes its outbox the same way.
-pub async fn write_all<W: AsyncWrite + Unpin>(
-    io: &mut W,
-    frames: &mut Vec<Bytes>,
-) -> std::io::Result<()> {
-    let mut start = 0;
-    while start < frames.len() {
-        // The slices are built on the stack inside the poll, so neither a heap
-        // allocation per write nor a 1 KiB array in every connection's future.
-        let pending = &frames[start..];
-        let mut n = poll_fn(|cx| {
-            if let [only] = pending {
-                // One frame (the usual case at modest rates): a plain write, which the
-                // kernel takes more cheaply than a one-element writev.
-                return Pin::new(&mut *io).poll_write(cx, only);
-            }
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let k = pending.len().min(MAX_SLICES);
-            for (slot, b) in slices.iter_mut().zip(pending) {
-                *slot = IoSlice::new(b);
-            }
-            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..k])
-        })
-        .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 {
-            let first = &mut frames[start];
-            if n >= first.len() {
-                n -= first.len();
-                start += 1;
-            } else {
-                first.advance(n);
-                n = 0;
-            }
-        }
-    }
-    frames.clear();
-    if frames.capacity() > 64 {
-        *frames = Vec::new();
-    }
-    io.flush().await
 }

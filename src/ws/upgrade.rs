@@ -6,6 +6,7 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use std::future::Future;
+use tokio_util::task::TaskTracker;
 use warp::filters::BoxedFilter;
 use warp::reply::Reply;
 use warp::Filter;
@@ -19,6 +20,7 @@ const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 pub struct Upgrade {
     accept: String,
     on_upgrade: OnUpgrade,
+    connections: TaskTracker,
 }
 
 fn header_has_token(headers: &HeaderMap, name: &str, token: &str) -> bool {
@@ -41,12 +43,15 @@ fn accept_key(key: &[u8]) -> String {
 
 /// Matches a valid WebSocket upgrade request (RFC 6455 §4.2.1) and extracts what is
 /// needed to finish it. Other requests are rejected so other routes may take them.
-pub fn upgrade() -> BoxedFilter<(Upgrade,)> {
+/// The connection's task will be tracked by `connections` (shutdown waits for it).
+pub fn upgrade(connections: &TaskTracker) -> BoxedFilter<(Upgrade,)> {
+    let connections = connections.clone();
     warp::get()
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<OnUpgrade>())
-        .and_then(
-            |headers: HeaderMap, on_upgrade: Option<OnUpgrade>| async move {
+        .and_then(move |headers: HeaderMap, on_upgrade: Option<OnUpgrade>| {
+            let connections = connections.clone();
+            async move {
                 let ok = header_has_token(&headers, "connection", "upgrade")
                     && header_has_token(&headers, "upgrade", "websocket")
                     && headers
@@ -57,23 +62,26 @@ pub fn upgrade() -> BoxedFilter<(Upgrade,)> {
                     (true, Some(key), Some(on_upgrade)) => Ok(Upgrade {
                         accept: accept_key(key.as_bytes()),
                         on_upgrade,
+                        connections,
                     }),
                     _ => Err(warp::reject::not_found()),
                 }
-            },
-        )
+            }
+        })
         .boxed()
 }
 
 impl Upgrade {
-    /// Answer 101 and run `session` on the upgraded stream once hyper hands it over.
+    /// Answer 101 and run `session` on the upgraded stream once hyper hands it over, in
+    /// a task tracked from now (before the HTTP connection that carried the request
+    /// ends), so shutdown cannot miss it.
     pub fn reply<F, Fut>(self, session: F) -> impl Reply
     where
         F: FnOnce(WsStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let on_upgrade = self.on_upgrade;
-        tokio::spawn(async move {
+        self.connections.spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => session(TokioIo::new(upgraded)).await,
                 Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
