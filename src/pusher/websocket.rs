@@ -52,7 +52,7 @@ pub fn check_protocol(query: &str) -> Result<(), Refusal> {
 /// Answer a refused connection: `pusher:error`, then a close frame with the same code.
 pub async fn refuse(mut io: ws::WsStream, (code, message): Refusal) {
     let mut frames = vec![protocol::error(code, message), frame::close(code, message)];
-    let _ = ws::conn::write_all(&mut io, &mut frames).await;
+    let _ = crate::net_write::write_all(&mut io, &mut frames).await;
     let _ = tokio::io::AsyncWriteExt::shutdown(&mut io).await;
 }
 

@@ -55,7 +55,7 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
         };
         if !claimed {
             let mut bye = vec![frame::close(1000, "")];
-            let _ = ws::conn::write_all(&mut io, &mut bye).await;
+            let _ = crate::net_write::write_all(&mut io, &mut bye).await;
             return;
         }
         let mut rbuf = BytesMut::new();
@@ -81,7 +81,7 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
         };
         if !moved {
             let mut bye = vec![frame::close(1000, "")];
-            let _ = ws::conn::write_all(&mut io, &mut bye).await;
+            let _ = crate::net_write::write_all(&mut io, &mut bye).await;
             return;
         }
         // Release a long-poll still waiting (clients normally pause polling first),
@@ -118,7 +118,7 @@ async fn probe(
                 Ok(None) => break,
                 Ok(Some(Message::Text(t))) if &t[..] == b"2probe" => {
                     let mut out = vec![frame::text(b"3probe")];
-                    if ws::conn::write_all(io, &mut out).await.is_err() {
+                    if crate::net_write::write_all(io, &mut out).await.is_err() {
                         return false;
                     }
                     // Lets the pending long-poll return so the client can pause it.
@@ -127,7 +127,7 @@ async fn probe(
                 Ok(Some(Message::Text(t))) if &t[..] == b"5" => return true,
                 Ok(Some(Message::Ping(p))) => {
                     let mut out = vec![frame::pong(&p)];
-                    if ws::conn::write_all(io, &mut out).await.is_err() {
+                    if crate::net_write::write_all(io, &mut out).await.is_err() {
                         return false;
                     }
                 }
@@ -173,7 +173,7 @@ async fn leftovers(
         }
     }
     if !out.is_empty() {
-        ws::conn::write_all(io, &mut out)
+        crate::net_write::write_all(io, &mut out)
             .await
             .map_err(|_| "transport error")?;
     }

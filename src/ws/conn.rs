@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// The edges write their refusals and probe answers with it too.
-pub use crate::net_write::write_all;
+use crate::net_write::write_all;
 
 /// What the connection should do after a handler call.
 #[derive(Debug, PartialEq, Eq)]
