@@ -7,16 +7,19 @@
 //! `--max-channels-per-connection` (status 429), and so are the refusals of
 //! [`crate::auth_shield`] (431, 429, 503, or the app's own refusal again). Presence announces
 //! `presence:subscribed` to the joiner and `presence:joining` / `presence:leaving` to
-//! the others, once per user however many tabs the user has open.
+//! the others, once per user however many tabs the user has open ([`crate::presence`]
+//! decides; the frames are built here from its outcome). A member is what the app's
+//! `channel_data` said, `{"user_id":…,"user_info":…}`, the user id as the app wrote it;
+//! the joiner's list starts with the user who joined last, as laravel-echo-server's did.
 
 use super::engine::Session;
 use super::packet::{self, json_str, Packet};
 use super::rooms::Frames;
 use super::Edge;
-use crate::auth_callback::{PresenceUser, Refused};
+use crate::auth_callback::Refused;
 use crate::auth_shield::{AuthOption, PerConnection};
 use crate::edge_policy::{self, RateWindow};
-use crate::laravel::ChannelKind;
+use crate::laravel::{ChannelKind, PresenceMember};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
@@ -243,29 +246,73 @@ fn refuse(s: &Session, channel: &str, Refused(status): Refused) {
     ));
 }
 
-fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceUser>) {
+fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceMember>) {
     let mut st = s.lock();
     if st.closed || !s.member.is_connected() || st.io.channels.iter().any(|c| **c == *channel) {
         return;
     }
     st.io.channels.push(channel.into());
-    let Some(user) = user else {
+    let Some(member) = user else {
         edge.rooms.join(channel, &s.member);
         return;
     };
-    let joined = edge
-        .rooms
-        .join_presence(channel, &s.member, &user.user_id, &user.member_json);
     drop(st);
     let chan = json_str(channel);
+    let joining = Frames::new(packet::event(
+        "presence:joining",
+        &[&chan, &member_json(&member)],
+    ));
+    let turn = edge.presence.turn(channel);
+    let Ok(joined) = turn.join(s.member.key, Arc::new(member), 0) else {
+        unreachable!("socket.io presence channels have no member limit")
+    };
+    edge.rooms.join(channel, &s.member);
     s.member.send(packet::event(
         "presence:subscribed",
-        &[&chan, &joined.members],
+        &[&chan, &members_json(&joined.members)],
     ));
-    if let Some(member) = joined.first {
-        let f = Frames::new(packet::event("presence:joining", &[&chan, &member]));
-        edge.rooms.deliver(channel, Some(&s.member.id), &f);
+    if joined.first {
+        edge.rooms.deliver(channel, Some(&s.member.id), &joining);
     }
+    drop(turn);
+    // A close or an unsubscribe that ran since the channel was noted found nothing to
+    // leave yet: leave now (leaving twice is harmless).
+    let gone = {
+        let st = s.lock();
+        st.closed || !st.io.channels.iter().any(|c| **c == *channel)
+    };
+    if gone {
+        leave(edge, s, channel);
+    }
+}
+
+/// A member as Echo's `here` / `joining` / `leaving` receive it: `channel_data`'s
+/// `{"user_id":…,"user_info":…}`, `user_info` null when the app gave none.
+fn member_json(m: &PresenceMember) -> String {
+    let mut out = String::new();
+    write_member(&mut out, m);
+    out
+}
+
+fn write_member(out: &mut String, m: &PresenceMember) {
+    out.push_str(r#"{"user_id":"#);
+    out.push_str(m.user_id.get());
+    out.push_str(r#","user_info":"#);
+    out.push_str(m.info.as_deref().map_or("null", |i| i.get()));
+    out.push('}');
+}
+
+/// `presence:subscribed`'s member list: a JSON array of [`member_json`]s.
+fn members_json(members: &[Arc<PresenceMember>]) -> String {
+    let mut out = String::from("[");
+    for (i, m) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_member(&mut out, m);
+    }
+    out.push(']');
+    out
 }
 
 fn unsubscribe(edge: &Edge, s: &Session, channel: &str) {
@@ -281,11 +328,21 @@ fn unsubscribe(edge: &Edge, s: &Session, channel: &str) {
     }
 }
 
+/// Leave a channel; on a presence channel, tell the others when this was the user's
+/// last socket there. Every way out (unsubscribe, disconnect, close, a slow consumer
+/// dropped) comes here.
 fn leave(edge: &Edge, s: &Session, channel: &str) {
-    if let Some(member) = edge.rooms.leave(channel, s.member.key) {
+    if ChannelKind::of(channel) != ChannelKind::Presence {
+        edge.rooms.leave(channel, s.member.key);
+        return;
+    }
+    let turn = edge.presence.turn(channel);
+    let last = turn.leave(s.member.key);
+    edge.rooms.leave(channel, s.member.key);
+    if let Some(member) = last {
         let f = Frames::new(packet::event(
             "presence:leaving",
-            &[&json_str(channel), &member],
+            &[&json_str(channel), &member_json(&member)],
         ));
         edge.rooms.deliver(channel, None, &f);
     }

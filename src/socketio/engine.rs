@@ -2,7 +2,7 @@
 //!
 //! A session outlives its transports: it starts on long-polling or WebSocket, may be
 //! upgraded from one to the other, and ends on close, heartbeat timeout or error. Its
-//! socket (the [`Member`]) is what rooms hold. Heartbeats go in each generation's
+//! socket (the [`Socket`]) is what rooms hold. Heartbeats go in each generation's
 //! direction: v4 servers ping every `ping_interval` and wait `ping_timeout` for the
 //! pong; v3 clients ping and the server closes after `ping_interval + ping_timeout`
 //! without one. Nothing runs between deadlines: the transport's task sleeps until the
@@ -14,7 +14,7 @@
 
 use super::echo::SocketState;
 use super::packet::{self, Eio, EnginePacket};
-use super::rooms::Member;
+use super::rooms::Socket;
 use super::Edge;
 use crate::auth_shield::ClientHeaders;
 use crate::outbox::Outbox;
@@ -56,7 +56,7 @@ pub struct State {
 pub struct Session {
     pub sid: Box<str>,
     pub eio: Eio,
-    pub member: Arc<Member>,
+    pub member: Arc<Socket>,
     /// The handshake's headers that may be forwarded to the auth endpoint.
     pub handshake_headers: ClientHeaders,
     /// The client's address (the TCP peer of the handshake), for `X-Forwarded-For`.
@@ -108,7 +108,7 @@ impl Session {
             Eio::V3 => sid.clone(),
             Eio::V4 => new_id(),
         };
-        let member = Arc::new(Member::new(
+        let member = Arc::new(Socket::new(
             crate::broker::next_subscriber_id(),
             socket_id,
             Arc::new(Outbox::new(edge.config().outbox)),
@@ -293,7 +293,7 @@ impl Sessions {
     }
 
     /// Every member connected to the main namespace (for broadcast-to-all).
-    pub fn for_each_connected(&self, mut f: impl FnMut(&Member)) {
+    pub fn for_each_connected(&self, mut f: impl FnMut(&Socket)) {
         for shard in &self.shards {
             for s in shard.lock().values() {
                 if s.member.is_connected() {
