@@ -87,11 +87,11 @@ impl Edge {
         };
         tracing::debug!(sid = %s.sid, "socket.io session closed: {reason}");
         self.sessions.remove(&s.sid);
-        s.member
+        s.socket
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
         echo::leave_all(self, s, channels);
-        s.member.outbox.close(Closed::Server(reason));
+        s.socket.outbox.close(Closed::Server(reason));
     }
 }
 
