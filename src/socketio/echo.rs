@@ -262,6 +262,8 @@ fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceMember>) {
         "presence:joining",
         &[&chan, &member_json(&member)],
     ));
+    // The joiner's list and the others' `joining` go out within the channel's turn, so a
+    // departure decided after this join reaches the joiner after its list.
     let turn = edge.presence.turn(channel);
     let Ok(joined) = turn.join(s.socket.key, Arc::new(member), 0) else {
         unreachable!("socket.io presence channels have no member limit")
