@@ -18,9 +18,10 @@
 //! turn that reads it (Pusher's `ws::Handler::on_message` answers `subscribe` before it
 //! reads the client's next message, socket.io's close leaves every channel before the
 //! outbox closes); an awaited join would need a pending-subscription state on both edges
-//! for an implementation that never waits. A cluster-wide presence (issue 13) keeps this
-//! trait by answering from this node's connections at once, as [`MemoryPresence`] does,
-//! and sharing the cluster-wide changes through the backplane.
+//! for an implementation that never waits. A Redis presence (issue 13) keeps this trait
+//! if it answers from a view held in memory and brings the cluster's changes in through
+//! the backplane (as centrifuge publishes joins and leaves through its broker); one that
+//! must wait for Redis makes the trait async, and both edges then need that pending state.
 //!
 //! Nothing here runs under an edge's shard lock. What orders the announcements is a
 //! [`Turn`]: joins and leaves of one channel take turns, and the edge pushes the frames
