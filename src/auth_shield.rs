@@ -21,8 +21,9 @@
 //! - **Retries**: the app's refusal (4xx) of a channel is given again to the same
 //!   connection for `--auth-refusal-cache-ms` without asking the app.
 
-use crate::auth_callback::{AuthClient, PresenceUser, Refused};
+use crate::auth_callback::{AuthClient, Refused};
 use crate::config::Config;
+use crate::laravel::PresenceMember;
 use crate::metrics;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -290,7 +291,7 @@ impl AuthShield {
         socket_id: &str,
         headers: HeaderMap,
         presence: bool,
-    ) -> Result<Option<PresenceUser>, Refused> {
+    ) -> Result<Option<PresenceMember>, Refused> {
         let _turn = match &self.in_flight {
             None => None,
             Some(sem) => match tokio::time::timeout(self.wait, sem.acquire()).await {
@@ -316,7 +317,7 @@ impl AuthShield {
         &self,
         conn: &mut PerConnection,
         channel: &str,
-        answer: &Result<Option<PresenceUser>, Refused>,
+        answer: &Result<Option<PresenceMember>, Refused>,
         now: Instant,
     ) {
         if let Err(Refused(status @ 400..=499)) = answer {

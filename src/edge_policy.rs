@@ -2,9 +2,9 @@
 //!
 //! socket.io (Echo's socket.io connector) and Pusher (Echo's reverb/pusher connectors,
 //! pusher-js) face the same browsers and the same attackers, so they apply one policy:
-//! which channel names exist, which origins may connect, who a presence member is,
-//! and which client events (whispers) are relayed. Each edge only words the verdict in
-//! its own protocol: `subscription_error` / `client_event_error` on socket.io, Pusher's
+//! which channel names exist, which origins may connect, and which client events
+//! (whispers) are relayed (who a presence member is, Laravel's rule, is in
+//! [`crate::laravel::PresenceMember`]). Each edge only words the verdict in its own protocol: `subscription_error` / `client_event_error` on socket.io, Pusher's
 //! error codes on Pusher ([`ClientEventRefusal`] carries both wordings).
 //!
 //! What stays per protocol is the transport's own frame limit (Engine.IO's
@@ -66,18 +66,6 @@ pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
                 || (!a.contains("://")
                     && (a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(authority)))
         })
-}
-
-/// The key a presence member is known by: user id `7` and `"7"` are one member, as
-/// Laravel (`$user->id` or its string) and Pusher (ids are strings) treat them. A
-/// string is itself, a number is its decimal text; anything else (an empty string,
-/// null, an object) names no one.
-pub fn presence_key(user_id: &serde_json::Value) -> Option<Box<str>> {
-    match user_id {
-        serde_json::Value::String(s) if !s.is_empty() => Some(s.as_str().into()),
-        serde_json::Value::Number(n) => Some(n.to_string().into()),
-        _ => None,
-    }
 }
 
 /// The client-event (whisper) rules one connection is held to.
@@ -200,7 +188,6 @@ impl ClientEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn channel_names() {
@@ -248,16 +235,6 @@ mod tests {
         assert!(origin_allowed(&list, None), "not a browser");
         assert!(origin_allowed(&["*".into()], Some("https://evil.test")));
         assert!(origin_allowed(&[], Some("https://evil.test")));
-    }
-
-    #[test]
-    fn presence_keys() {
-        assert_eq!(presence_key(&json!(7)), presence_key(&json!("7")));
-        assert_eq!(presence_key(&json!(7)).as_deref(), Some("7"));
-        assert_eq!(presence_key(&json!("u-1")).as_deref(), Some("u-1"));
-        assert_eq!(presence_key(&json!("")), None);
-        assert_eq!(presence_key(&json!(null)), None);
-        assert_eq!(presence_key(&json!({"id": 7})), None);
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! kind of the name after it, for subscribers ([`ChannelKind::of`]) and for
 //! publications, whose prefix is learned from the first private or presence broadcast,
 //! logged once with the flag to set, and stripped from then on like a configured one.
+//!
+//! Who a presence member is comes from Laravel too: [`PresenceMember`] reads the
+//! `channel_data` of the app's auth answer, with one key for user id `7` and `"7"`.
 
 use crate::broker::Tap;
 use crate::readmostly::ReadMostly;
@@ -202,6 +205,78 @@ impl Envelope {
     }
 }
 
+/// A presence channel's member as Laravel names it: the `channel_data` of the app's
+/// auth answer, `{"user_id":…,"user_info":…}` (what the channel's callback in
+/// routes/channels.php returned), or a Pusher signed-in user.
+#[derive(Debug)]
+pub struct PresenceMember {
+    /// Who the member is ([`presence_key`]): one key for user id `7` and `"7"`.
+    pub key: Box<str>,
+    /// The user id as the app wrote it (a number stays a number for Echo).
+    pub user_id: Box<RawValue>,
+    /// `user_info`; None when absent or null.
+    pub info: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct ChannelData {
+    user_id: Box<RawValue>,
+    #[serde(default)]
+    user_info: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct AuthAnswer {
+    channel_data: Option<Box<RawValue>>,
+}
+
+impl PresenceMember {
+    /// From `channel_data` text; None without a usable `user_id` ([`presence_key`]).
+    pub fn from_channel_data(text: &str) -> Option<Self> {
+        let data: ChannelData = serde_json::from_str(text).ok()?;
+        let key = presence_key(&serde_json::from_str(data.user_id.get()).ok()?)?;
+        Some(PresenceMember {
+            key,
+            user_id: data.user_id,
+            info: data.user_info,
+        })
+    }
+
+    /// From the body of the app's answer to `/broadcasting/auth`, whose `channel_data`
+    /// is an object or a JSON string of one (Laravel's Pusher broadcaster sends it so).
+    pub fn from_auth_answer(body: &[u8]) -> Option<Self> {
+        let data = serde_json::from_slice::<AuthAnswer>(body)
+            .ok()?
+            .channel_data?;
+        match serde_json::from_str::<String>(data.get()) {
+            Ok(text) => Self::from_channel_data(&text),
+            Err(_) => Self::from_channel_data(data.get()),
+        }
+    }
+
+    /// A user signed in with Pusher's `pusher:signin` (whose ids are strings).
+    pub fn signed_in(id: &str) -> Self {
+        let quoted = serde_json::to_string(id).expect("a string serializes");
+        PresenceMember {
+            key: id.into(),
+            user_id: RawValue::from_string(quoted).expect("valid JSON"),
+            info: None,
+        }
+    }
+}
+
+/// The key a presence member is known by: user id `7` and `"7"` are one member, as
+/// Laravel (`$user->id` or its string) and Pusher (ids are strings) treat them. A
+/// string is itself, a number is its decimal text; anything else (an empty string,
+/// null, an object) names no one.
+pub fn presence_key(user_id: &serde_json::Value) -> Option<Box<str>> {
+    match user_id {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.as_str().into()),
+        serde_json::Value::Number(n) => Some(n.to_string().into()),
+        _ => None,
+    }
+}
+
 /// A WebSocket edge that delivers Laravel broadcasts to its own clients.
 pub trait Audience: Send + Sync {
     /// Could a broadcast on `channel` (prefix stripped) reach anyone here? A publication
@@ -370,6 +445,49 @@ mod tests {
         assert_eq!(e.socket, None);
         assert!(Envelope::decode(&Bytes::from_static(b"plain text")).is_none());
         assert!(Envelope::decode(&Bytes::from_static(br#"{"data":1}"#)).is_none());
+    }
+
+    #[test]
+    fn presence_keys() {
+        use serde_json::json;
+        assert_eq!(presence_key(&json!(7)), presence_key(&json!("7")));
+        assert_eq!(presence_key(&json!(7)).as_deref(), Some("7"));
+        assert_eq!(presence_key(&json!("u-1")).as_deref(), Some("u-1"));
+        assert_eq!(presence_key(&json!("")), None);
+        assert_eq!(presence_key(&json!(null)), None);
+        assert_eq!(presence_key(&json!({"id": 7})), None);
+    }
+
+    #[test]
+    fn presence_members_from_channel_data_and_auth_answers() {
+        let m = PresenceMember::from_channel_data(r#"{"user_id":7,"user_info":{"name":"Ann"}}"#)
+            .unwrap();
+        assert_eq!((&*m.key, m.user_id.get()), ("7", "7"));
+        assert_eq!(m.info.unwrap().get(), r#"{"name":"Ann"}"#);
+        let m = PresenceMember::from_channel_data(r#"{"user_id":"7","user_info":null}"#).unwrap();
+        assert_eq!((&*m.key, m.user_id.get()), ("7", r#""7""#));
+        assert!(m.info.is_none());
+        // The auth answer's channel_data: an object, or a JSON string of one.
+        let m = PresenceMember::from_auth_answer(
+            br#"{"channel_data":{"user_id":7,"user_info":{"name":"Ann"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(&*m.key, "7");
+        let m = PresenceMember::from_auth_answer(
+            br#"{"auth":"k:s","channel_data":"{\"user_id\":\"u1\"}"}"#,
+        )
+        .unwrap();
+        assert_eq!((&*m.key, m.info.is_none()), ("u1", true));
+        for bad in [
+            &b"true"[..],
+            br#"{"channel_data":{"user_info":1}}"#,
+            br#"{}"#,
+        ] {
+            assert!(PresenceMember::from_auth_answer(bad).is_none());
+        }
+        assert!(PresenceMember::from_channel_data(r#"{"user_id":""}"#).is_none());
+        let u = PresenceMember::signed_in("u\"1");
+        assert_eq!((&*u.key, u.user_id.get()), ("u\"1", r#""u\"1""#));
     }
 
     /// Listens on one channel; records what it was given.

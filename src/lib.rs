@@ -16,10 +16,11 @@
 //! - [`sharded`]: the sharded channel map every publication looks names up in.
 //! - [`readmostly`]: lists every publication reads and only start-up changes.
 //! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
-//! - [`laravel`]: Laravel's envelope and channel naming conventions.
+//! - [`laravel`]: Laravel's envelope, channel naming and presence identity conventions.
+//! - [`presence`]: who is present on presence channels (both edges, Pusher's watchlists).
 //! - [`auth_callback`]: asks the Laravel app to authorize private and presence channels.
-//! - [`edge_policy`]: what both WebSocket edges allow: channel names, origins, presence
-//!   identity, client events.
+//! - [`edge_policy`]: what both WebSocket edges allow: channel names, origins, client
+//!   events.
 //! - [`auth_shield`]: what clients may make herald send the app (headers, rates, caps).
 //! - [`app_http`]: the HTTP client to the Laravel app (auth endpoint, Pusher webhooks).
 //! - [`socketio`]: the socket.io edge (Engine.IO 3/4, websocket and polling, Echo semantics).
@@ -43,6 +44,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net_write;
 pub mod outbox;
+pub mod presence;
 pub mod pusher;
 pub mod readmostly;
 pub mod resp;

@@ -1,5 +1,5 @@
 //! The handles every part of herald shares: configuration, broker, the Laravel
-//! broadcasts, the shutdown signal and the connections it waits for.
+//! broadcasts, presence, the shutdown signal and the connections it waits for.
 //!
 //! A leaf: it imports the parts it holds and nothing imports it back except to read
 //! them, so the edges and `server` (which starts them) never form a cycle through it.
@@ -7,6 +7,7 @@
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::laravel::Broadcasts;
+use crate::presence::{MemoryPresence, Presence};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,8 @@ pub struct Shared {
     pub broker: Arc<Broker>,
     /// Laravel broadcasts for the WebSocket edges, decoded once per publication.
     pub broadcasts: Arc<Broadcasts>,
+    /// Who is present on which presence channel, for both edges and Pusher's watchlists.
+    pub presence: Arc<dyn Presence>,
     /// Cancelled once, when the server begins to shut down.
     pub shutdown: CancellationToken,
     /// Every connection's task (RESP, HTTP, an upgraded WebSocket's, a polling
@@ -38,6 +41,7 @@ impl Shared {
             config,
             broker,
             broadcasts,
+            presence: Arc::new(MemoryPresence::default()),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             started: Instant::now(),

@@ -37,7 +37,8 @@ fn apps() -> &'static Apps {
         one.max_message_size = Some(64);
         let mut two = AppConfig::new("2", "key-2", "secret-2");
         two.enabled = false;
-        Apps::new(&[one, two], &[], None)
+        let presence = std::sync::Arc::new(herald::presence::MemoryPresence::default());
+        Apps::new(&[one, two], &[], None, presence)
     })
 }
 

@@ -1,7 +1,10 @@
 //! The Pusher applications herald serves (Soketi and Reverb call them apps).
 //!
 //! Each app is its own world: its key and secret, its limits, its channels, its
-//! connection count and its signed-in users (with their watchlists). The first served app
+//! connection count and its signed-in users (with their watchlists). Whether a user is
+//! online (signed in on some connection) is the app's presence's to say, as for
+//! presence channels ([`crate::presence::SIGNED_IN`]); the app keeps which connections
+//! to tell. The first served app
 //! is the default one, where Laravel's redis-driver publications land; which configured
 //! apps are served is [`crate::config::Config::pusher_apps`]'s rule.
 
@@ -10,6 +13,8 @@ use super::protocol;
 use super::webhooks::Webhooks;
 use crate::config::AppConfig;
 use crate::edge_policy;
+use crate::laravel::PresenceMember;
+use crate::presence::{Presence, Scope, SIGNED_IN};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -21,10 +26,11 @@ pub struct App {
     pub config: AppConfig,
     pub channels: Channels,
     connections: AtomicUsize,
-    /// Signed-in users (`pusher:signin`), their connections and their watchers.
+    /// Signed-in users' connections and their watchers (`pusher:signin`).
     users: Mutex<Users>,
 }
 
+/// Whom to tell about signed-in users; whether they are online is the presence's.
 #[derive(Default)]
 struct Users {
     /// A signed-in user's connections.
@@ -44,8 +50,9 @@ fn watchlist_event(name: &str, ids: &[&str]) -> Bytes {
 
 impl App {
     /// Starts the app's webhook senders, if it has webhooks (inside the runtime, then);
-    /// they trust `ca_file` besides the public CAs.
-    pub fn new(config: AppConfig, ca_file: Option<&Path>) -> Self {
+    /// they trust `ca_file` besides the public CAs. Its presence channels and signed-in
+    /// users are its own namespace of `presence`.
+    pub fn new(config: AppConfig, ca_file: Option<&Path>, presence: Arc<dyn Presence>) -> Self {
         let start = |ca| Webhooks::start(&config.webhooks, &config.key, &config.secret, ca);
         let hooks = start(ca_file)
             .or_else(|e| {
@@ -56,8 +63,9 @@ impl App {
                 tracing::error!(app = %config.id, "webhooks disabled: {e}");
                 Webhooks::default()
             });
+        let presence = Scope::new(presence, &format!("pusher:{}", config.id));
         App {
-            channels: Channels::new(hooks, config.subscription_count, config.cache_ttl),
+            channels: Channels::new(hooks, config.subscription_count, config.cache_ttl, presence),
             config,
             connections: AtomicUsize::new(0),
             users: Mutex::default(),
@@ -88,39 +96,58 @@ impl App {
     /// online on its first connection, and `conn` hears which of its watched users are
     /// online now (Pusher's watchlist events).
     pub fn sign_in(&self, user: &str, conn: &Arc<Conn>, watchlist: &[Box<str>]) {
-        let mut users = self.users.lock();
-        let conns = users.conns.entry(user.into()).or_default();
-        conns.push(conn.clone());
-        if conns.len() == 1 {
-            users.tell_watchers(user, "online");
-        }
-        for watched in watchlist {
+        let presence = self.channels.presence();
+        let turn = presence.turn(SIGNED_IN);
+        let member = Arc::new(PresenceMember::signed_in(user));
+        let first = turn.join(conn.id, member, 0).is_ok_and(|j| j.first);
+        let watched: Vec<&str> = watchlist.iter().map(|w| &**w).collect();
+        let online: Vec<&str> = watched
+            .iter()
+            .zip(presence.present(SIGNED_IN, &watched))
+            .filter_map(|(w, on)| on.then_some(*w))
+            .collect();
+        let came_online = first.then(|| watchlist_event("online", &[user]));
+        let online = (!online.is_empty()).then(|| watchlist_event("online", &online));
+        {
+            let mut users = self.users.lock();
             users
-                .watchers
-                .entry(watched.clone())
+                .conns
+                .entry(user.into())
                 .or_default()
                 .push(conn.clone());
+            if let Some(frame) = &came_online {
+                users.tell_watchers(user, frame);
+            }
+            for watched in watchlist {
+                users
+                    .watchers
+                    .entry(watched.clone())
+                    .or_default()
+                    .push(conn.clone());
+            }
         }
-        let online: Vec<&str> = watchlist
-            .iter()
-            .map(|w| &**w)
-            .filter(|w| users.conns.contains_key(*w))
-            .collect();
-        if !online.is_empty() {
-            conn.outbox.push(watchlist_event("online", &online));
+        if let Some(frame) = online {
+            conn.outbox.push(frame);
         }
+        drop(turn);
     }
 
     /// Undo [`sign_in`](Self::sign_in): after the user's last connection its watchers
     /// hear it go offline.
     pub fn sign_out(&self, user: &str, conn: &Conn, watchlist: &[Box<str>]) {
+        let turn = self.channels.presence().turn(SIGNED_IN);
+        let went_offline = turn
+            .leave(conn.id)
+            .map(|_| watchlist_event("offline", &[user]));
         let mut users = self.users.lock();
         if let Some(conns) = users.conns.get_mut(user) {
             conns.retain(|c| c.id != conn.id);
             if conns.is_empty() {
                 users.conns.remove(user);
-                users.tell_watchers(user, "offline");
             }
+        }
+        if let Some(frame) = &went_offline {
+            users.tell_watchers(user, frame);
         }
         for watched in watchlist {
             if let Some(w) = users.watchers.get_mut(watched) {
@@ -130,6 +157,8 @@ impl App {
                 }
             }
         }
+        drop(users);
+        drop(turn);
     }
 
     /// The connections a user signed in on.
@@ -158,9 +187,8 @@ async fn flush_counts(app: Weak<App>) {
 }
 
 impl Users {
-    fn tell_watchers(&self, user: &str, name: &str) {
+    fn tell_watchers(&self, user: &str, frame: &Bytes) {
         if let Some(watchers) = self.watchers.get(user) {
-            let frame = watchlist_event(name, &[user]);
             for w in watchers {
                 w.outbox.push(frame.clone());
             }
@@ -175,8 +203,14 @@ pub struct Apps {
 
 impl Apps {
     /// `origins` (the server-wide allowed origins) apply to apps that list none;
-    /// `ca_file` is the private CA their webhook URLs may use.
-    pub fn new(configs: &[AppConfig], origins: &[String], ca_file: Option<&Path>) -> Self {
+    /// `ca_file` is the private CA their webhook URLs may use; `presence` is shared by
+    /// all (each app is its own namespace of it).
+    pub fn new(
+        configs: &[AppConfig],
+        origins: &[String],
+        ca_file: Option<&Path>,
+        presence: Arc<dyn Presence>,
+    ) -> Self {
         let with_origins = |mut c: AppConfig| {
             if c.allowed_origins.is_empty() {
                 c.allowed_origins = origins.to_vec();
@@ -187,7 +221,7 @@ impl Apps {
             .iter()
             .cloned()
             .map(with_origins)
-            .map(|c| Arc::new(App::new(c, ca_file)))
+            .map(|c| Arc::new(App::new(c, ca_file, presence.clone())))
             .collect();
         for app in apps.iter().filter(|a| a.config.subscription_count) {
             tokio::spawn(flush_counts(Arc::downgrade(app)));
@@ -216,13 +250,18 @@ impl Apps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::presence::MemoryPresence;
+
+    fn memory() -> Arc<dyn Presence> {
+        Arc::new(MemoryPresence::default())
+    }
 
     #[test]
     fn quota_and_origins() {
         let mut c = AppConfig::new("1", "k", "s");
         c.max_connections = 1;
         c.allowed_origins = vec!["app.test".into(), "https://b.test".into()];
-        let app = App::new(c, None);
+        let app = App::new(c, None, memory());
         assert!(app.admit());
         assert!(!app.admit());
         app.release();
@@ -241,6 +280,7 @@ mod tests {
             &[AppConfig::new("1", "k1", "s"), own],
             &["site.test".into()],
             None,
+            memory(),
         );
         assert!(apps
             .by_key("k1")

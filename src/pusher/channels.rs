@@ -1,17 +1,21 @@
-//! One app's channels: which connections are subscribed, who is present, what was last sent.
+//! One app's channels: which connections are subscribed, what was last sent, and the
+//! presence announcements.
 //!
 //! Sharded by channel name, each shard behind a read-write lock: publications take a
 //! read lock (cache channels a write lock, to keep their last event), subscriptions a
-//! write lock on one shard. Presence members are keyed by user id and counted once
-//! per user however many connections they have; `member_added` goes out on a user's
-//! first connection and `member_removed` after the last one. Frames are encoded once
-//! by the caller and the same bytes are pushed to every subscriber's outbox.
+//! write lock on one shard. Who is present is the app's namespace of the shared
+//! [`crate::presence`], which counts users once however many connections they have:
+//! `member_added` goes out on a user's first connection and `member_removed` after the
+//! last one, encoded from its outcome and pushed during the channel's presence turn,
+//! never under a shard lock. Frames are encoded once by the caller and the same bytes
+//! are pushed to every subscriber's outbox.
 //! A cache channel keeps its last server event (never a client event) for the cache
 //! TTL (Pusher's 30 minutes); a channel whose event expired and that nobody is
 //! subscribed to is swept by the next cache publication after it expired.
 //! The webhook events these changes make (occupied, vacated, member added and removed,
 //! cache miss; none for `#server-to-user-` channels) are queued under the same shard
-//! lock, so that one channel's events reach the app in the order they happened.
+//! lock, or within the same presence turn, so that one channel's events reach the app
+//! in the order they happened.
 //!
 //! Apps with subscription counts tell a non-presence channel's subscribers how many
 //! connections it has (`pusher_internal:subscription_count`) when that changes: at once
@@ -23,8 +27,9 @@
 use super::protocol;
 use super::webhooks::{Event, Webhooks};
 use crate::broker::SubscriberId;
-use crate::laravel::ChannelKind;
+use crate::laravel::{ChannelKind, PresenceMember};
 use crate::outbox::Outbox;
+use crate::presence::{MemoryPresence, Scope};
 use crate::sharded::Sharded;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -56,21 +61,9 @@ impl Conn {
     }
 }
 
-/// A presence member's `user_info`, as its channel_data gave it.
-pub struct Member {
-    pub info: Option<Box<RawValue>>,
-}
-
-struct Present {
-    member: Member,
-    connections: u32,
-}
-
 #[derive(Default)]
 struct Channel {
     subscribers: Vec<Arc<Conn>>,
-    /// Presence channels only, keyed by the user id's text.
-    present: BTreeMap<Box<str>, Present>,
     /// Cache channels only: the last event's frame, and when it was published.
     last: Option<(Bytes, Instant)>,
     /// When the subscribers were last told the subscription count.
@@ -78,7 +71,7 @@ struct Channel {
 }
 
 /// What a new subscriber is owed once subscribed.
-pub struct Joined {
+pub struct Subscribed {
     /// `pusher_internal:subscription_succeeded`'s data.
     pub succeeded: String,
     /// Cache channels: the last event, or None for `pusher:cache_miss`.
@@ -139,23 +132,42 @@ pub struct Channels {
     /// Cache channels holding an event, once each, in the order they fall due (the
     /// channel is looked at then, and put back if its event was replaced since).
     expiring: Mutex<VecDeque<(Instant, Box<str>)>>,
+    /// The app's namespace of the shared presence.
+    presence: Scope,
 }
 
 impl Default for Channels {
     fn default() -> Self {
-        Channels::new(Webhooks::default(), false, crate::config::CACHE_TTL)
+        let presence = Scope::new(Arc::new(MemoryPresence::default()), "");
+        Channels::new(
+            Webhooks::default(),
+            false,
+            crate::config::CACHE_TTL,
+            presence,
+        )
     }
 }
 
 impl Channels {
-    pub fn new(hooks: Webhooks, subscription_count: bool, cache_ttl: Duration) -> Self {
+    pub fn new(
+        hooks: Webhooks,
+        subscription_count: bool,
+        cache_ttl: Duration,
+        presence: Scope,
+    ) -> Self {
         Channels {
             map: Sharded::new(SHARDS),
             hooks,
             counts_due: subscription_count.then(Mutex::default),
             cache_ttl,
             expiring: Mutex::default(),
+            presence,
         }
+    }
+
+    /// The app's namespace of the shared presence (its signed-in users are there too).
+    pub fn presence(&self) -> &Scope {
+        &self.presence
     }
 
     /// The app's webhooks (client events are reported by the connection that sends them).
@@ -163,91 +175,100 @@ impl Channels {
         &self.hooks
     }
 
-    /// Add `conn` to `name`; on presence channels `member` is its user (`key` = user id text).
+    /// Add `conn` to `name`; on presence channels `member` is its user, refused when the
+    /// channel has `max_members` users already (0: no limit) and this is a new one.
     pub fn subscribe(
         &self,
         name: &str,
         conn: &Arc<Conn>,
-        member: Option<(Box<str>, Member)>,
+        member: Option<PresenceMember>,
         max_members: usize,
-    ) -> Result<Joined, Refused> {
-        let mut shard = self.map.write(name);
-        let ch = shard.entry(name.into()).or_default();
-        let already = ch.subscribers.iter().any(|c| c.id == conn.id);
-        let occupied = ch.subscribers.is_empty() && !is_internal(name);
-        let mut new_member = None;
-        if let Some((key, member)) = member {
-            if !already {
-                match ch.present.get_mut(&key) {
-                    Some(p) => p.connections += 1,
-                    None => {
-                        if max_members > 0 && ch.present.len() >= max_members {
-                            if ch.subscribers.is_empty() && ch.last.is_none() {
-                                shard.remove(name);
-                            }
-                            return Err(Refused::TooManyMembers);
-                        }
-                        let data = member_json(&key, member.info.as_deref());
-                        let added =
-                            protocol::event("pusher_internal:member_added", Some(name), &data);
-                        for c in &ch.subscribers {
-                            c.outbox.push(added.clone());
-                        }
-                        new_member = Some(key.clone());
-                        ch.present.insert(
-                            key,
-                            Present {
-                                member,
-                                connections: 1,
-                            },
-                        );
-                    }
-                }
-            }
-        }
-        if !already {
-            ch.subscribers.push(conn.clone());
-        }
-        let succeeded = if ChannelKind::of(name) == ChannelKind::Presence {
-            let body = PresenceBody {
-                ids: ch.present.keys().map(|k| &**k).collect(),
-                hash: ch
-                    .present
-                    .iter()
-                    .map(|(k, p)| (&**k, p.member.info.as_deref()))
-                    .collect(),
-                count: ch.present.len(),
-            };
-            serde_json::to_string(&PresenceData { presence: body }).expect("serializes")
-        } else {
-            "{}".to_string()
+    ) -> Result<Subscribed, Refused> {
+        let Some(member) = member else {
+            let cached = self.add(name, conn);
+            return Ok(self.subscribed(name, "{}".into(), cached));
         };
-        let cached = if is_cache(name) {
-            let expired = |(_, at): &(Bytes, Instant)| at.elapsed() >= self.cache_ttl;
-            if ch.last.as_ref().is_some_and(expired) {
-                ch.last = None;
-            }
-            Some(ch.last.as_ref().map(|(frame, _)| frame.clone()))
-        } else {
-            None
+        let member = Arc::new(member);
+        let turn = self.presence.turn(name);
+        let joined = turn
+            .join(conn.id, member.clone(), max_members)
+            .map_err(|_| Refused::TooManyMembers)?;
+        let cached = self.add(name, conn);
+        if joined.first {
+            self.hooks.emit(Event::member_added(name, &member.key));
+            let data = member_json(&member.key, member.info.as_deref());
+            let added = protocol::event("pusher_internal:member_added", Some(name), &data);
+            self.relay(name, &added, Some(&conn.socket_id));
+        }
+        let body = PresenceBody {
+            ids: joined.members.iter().map(|m| &*m.key).collect(),
+            hash: joined
+                .members
+                .iter()
+                .map(|m| (&*m.key, m.info.as_deref()))
+                .collect(),
+            count: joined.members.len(),
         };
-        if occupied {
-            self.hooks.emit(Event::channel_occupied(name));
-        }
-        if let Some(user_id) = new_member {
-            self.hooks.emit(Event::member_added(name, &user_id));
-        }
-        if !already {
-            self.count_changed(name, ch);
-        }
+        let data = serde_json::to_string(&PresenceData { presence: body }).expect("serializes");
+        let subscribed = self.subscribed(name, data, cached);
+        drop(turn);
+        Ok(subscribed)
+    }
+
+    /// What a subscription is answered with (and the cache miss it may make known).
+    fn subscribed(
+        &self,
+        name: &str,
+        succeeded: String,
+        cached: Option<Option<Bytes>>,
+    ) -> Subscribed {
         if cached == Some(None) {
             self.hooks.emit(Event::cache_miss(name));
         }
-        Ok(Joined { succeeded, cached })
+        Subscribed { succeeded, cached }
     }
 
-    /// Remove `conn` from `name`; `member_key` is its presence user, if any.
-    pub fn unsubscribe(&self, name: &str, conn: SubscriberId, member_key: Option<&str>) {
+    /// Put `conn` among `name`'s subscribers (once); for cache channels, the last event
+    /// (None: a miss).
+    fn add(&self, name: &str, conn: &Arc<Conn>) -> Option<Option<Bytes>> {
+        let mut shard = self.map.write(name);
+        let ch = shard.entry(name.into()).or_default();
+        let already = ch.subscribers.iter().any(|c| c.id == conn.id);
+        if ch.subscribers.is_empty() && !is_internal(name) {
+            self.hooks.emit(Event::channel_occupied(name));
+        }
+        if !already {
+            ch.subscribers.push(conn.clone());
+            self.count_changed(name, ch);
+        }
+        if !is_cache(name) {
+            return None;
+        }
+        let expired = |(_, at): &(Bytes, Instant)| at.elapsed() >= self.cache_ttl;
+        if ch.last.as_ref().is_some_and(expired) {
+            ch.last = None;
+        }
+        Some(ch.last.as_ref().map(|(frame, _)| frame.clone()))
+    }
+
+    /// Take `conn` out of `name`. On a presence channel, when this was its user's last
+    /// connection there, the others hear `member_removed` (and the app its webhook).
+    pub fn unsubscribe(&self, name: &str, conn: &Conn) {
+        if ChannelKind::of(name) != ChannelKind::Presence {
+            return self.remove(name, conn.id);
+        }
+        let turn = self.presence.turn(name);
+        if let Some(member) = turn.leave(conn.id) {
+            let data = member_json(&member.key, None);
+            let removed = protocol::event("pusher_internal:member_removed", Some(name), &data);
+            self.relay(name, &removed, Some(&conn.socket_id));
+            self.hooks.emit(Event::member_removed(name, &member.key));
+        }
+        self.remove(name, conn.id);
+        drop(turn);
+    }
+
+    fn remove(&self, name: &str, conn: SubscriberId) {
         let mut shard = self.map.write(name);
         let Some(ch) = shard.get_mut(name) else {
             return;
@@ -255,23 +276,6 @@ impl Channels {
         let before = ch.subscribers.len();
         ch.subscribers.retain(|c| c.id != conn);
         if ch.subscribers.len() != before {
-            if let Some(key) = member_key {
-                if let Some(p) = ch.present.get_mut(key) {
-                    p.connections -= 1;
-                    if p.connections == 0 {
-                        ch.present.remove(key);
-                        let removed = protocol::event(
-                            "pusher_internal:member_removed",
-                            Some(name),
-                            &member_json(key, None),
-                        );
-                        for c in &ch.subscribers {
-                            c.outbox.push(removed.clone());
-                        }
-                        self.hooks.emit(Event::member_removed(name, key));
-                    }
-                }
-            }
             if ch.subscribers.is_empty() {
                 if !is_internal(name) {
                     self.hooks.emit(Event::channel_vacated(name));
@@ -385,9 +389,16 @@ impl Channels {
         }
     }
 
+    /// Subscriptions to `name`, and on a presence channel its users (asked of the
+    /// presence once the shard is let go).
     pub fn occupancy(&self, name: &str) -> Occupancy {
-        self.map
-            .with(name, |ch| ch.map_or(Occupancy::default(), occupancy_of))
+        let subscriptions = self
+            .map
+            .with(name, |ch| ch.map_or(0, |ch| ch.subscribers.len()));
+        Occupancy {
+            subscriptions,
+            users: self.user_count(name),
+        }
     }
 
     /// Occupied channels whose names start with `prefix`, sorted by name.
@@ -396,21 +407,37 @@ impl Channels {
         for shard in self.map.shards() {
             for (name, ch) in shard.iter() {
                 if name.starts_with(prefix) && !ch.subscribers.is_empty() {
-                    out.push((name.to_string(), occupancy_of(ch)));
+                    let occupancy = Occupancy {
+                        subscriptions: ch.subscribers.len(),
+                        users: 0,
+                    };
+                    out.push((name.to_string(), occupancy));
                 }
             }
+        }
+        for (name, occupancy) in &mut out {
+            occupancy.users = self.user_count(name);
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
+    /// Users present on `name` (0 unless it is a presence channel).
+    fn user_count(&self, name: &str) -> usize {
+        if ChannelKind::of(name) == ChannelKind::Presence {
+            self.presence.user_count(name)
+        } else {
+            0
+        }
+    }
+
     /// The user ids present on a presence channel.
     pub fn users(&self, name: &str) -> Vec<String> {
-        self.map.with(name, |ch| {
-            ch.map_or(Vec::new(), |ch| {
-                ch.present.keys().map(|k| k.to_string()).collect()
-            })
-        })
+        self.presence
+            .members(name)
+            .iter()
+            .map(|m| m.key.to_string())
+            .collect()
     }
 }
 
@@ -424,13 +451,6 @@ fn send(ch: &Channel, frame: &Bytes, except: Option<&str>) -> usize {
         }
     }
     n
-}
-
-fn occupancy_of(ch: &Channel) -> Occupancy {
-    Occupancy {
-        subscriptions: ch.subscribers.len(),
-        users: ch.present.len(),
-    }
 }
 
 /// `{"user_id","user_info"?}`: Pusher sends user ids as strings.
@@ -470,13 +490,12 @@ mod tests {
             .collect()
     }
 
-    fn member(id: &str) -> Option<(Box<str>, Member)> {
-        Some((
-            id.into(),
-            Member {
-                info: Some(RawValue::from_string("{\"n\":1}".into()).unwrap()),
-            },
-        ))
+    fn scope() -> Scope {
+        Scope::new(Arc::new(MemoryPresence::default()), "app")
+    }
+
+    fn member(id: &str) -> Option<PresenceMember> {
+        PresenceMember::from_channel_data(&format!(r#"{{"user_id":"{id}","user_info":{{"n":1}}}}"#))
     }
 
     #[test]
@@ -509,9 +528,9 @@ mod tests {
                 users: 2
             }
         );
-        ch.unsubscribe("presence-r", a1.id, Some("a"));
+        ch.unsubscribe("presence-r", &a1);
         assert!(queued(&b).is_empty());
-        ch.unsubscribe("presence-r", a2.id, Some("a"));
+        ch.unsubscribe("presence-r", &a2);
         let got = queued(&b);
         assert_eq!(got.len(), 1);
         assert!(got[0].contains("member_removed"), "{got:?}");
@@ -556,7 +575,7 @@ mod tests {
     #[test]
     fn cache_channels_forget_their_event_after_the_ttl() {
         let ttl = Duration::from_millis(200);
-        let ch = Channels::new(Webhooks::default(), false, ttl);
+        let ch = Channels::new(Webhooks::default(), false, ttl, scope());
         let f = protocol::event("E", Some("cache-x"), "{}");
         ch.publish("cache-x", &f, None);
         ch.publish("cache-gone", &f, None);
@@ -585,7 +604,7 @@ mod tests {
 
     #[test]
     fn subscription_counts_are_sent_at_once_then_held_back_for_the_interval() {
-        let ch = Channels::new(Webhooks::default(), true, crate::config::CACHE_TTL);
+        let ch = Channels::new(Webhooks::default(), true, crate::config::CACHE_TTL, scope());
         let (a, b, c) = (conn(1), conn(2), conn(3));
         let count = |n: usize| {
             format!(
@@ -597,7 +616,7 @@ mod tests {
         // Within the interval: held back, then sent once with the count of the moment.
         ch.subscribe("feed", &b, None, 0).ok().unwrap();
         ch.subscribe("feed", &c, None, 0).ok().unwrap();
-        ch.unsubscribe("feed", c.id, None);
+        ch.unsubscribe("feed", &c);
         assert!(queued(&a).is_empty() && queued(&b).is_empty());
         ch.flush_counts();
         assert_eq!(queued(&a), [count(2)]);
@@ -605,14 +624,7 @@ mod tests {
         ch.flush_counts();
         assert!(queued(&a).is_empty(), "nothing changed: nothing sent");
         // Presence channels count users instead; apps without the option get nothing.
-        ch.subscribe(
-            "presence-r",
-            &a,
-            Some(("u".into(), Member { info: None })),
-            0,
-        )
-        .ok()
-        .unwrap();
+        ch.subscribe("presence-r", &a, member("u"), 0).ok().unwrap();
         assert!(!queued(&a).iter().any(|f| f.contains("subscription_count")));
         let off = Channels::default();
         off.subscribe("feed", &c, None, 0).ok().unwrap();

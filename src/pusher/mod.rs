@@ -77,6 +77,7 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         &served,
         &c.allowed_origins,
         c.auth_ca_file.as_deref(),
+        state.presence.clone(),
     ));
     match apps.default_app() {
         Some(default) => {

@@ -6,12 +6,12 @@
 //! and two instants for the heartbeat. Publications reach it through its outbox.
 
 use super::apps::{App, MAX_WATCHLIST};
-use super::channels::{Conn, Member, Refused};
+use super::channels::{Conn, Refused};
 use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
 use super::signature;
 use super::webhooks::Event;
 use crate::edge_policy::{self, BadChannelName, ClientEvent, ClientEvents, RateWindow};
-use crate::laravel::ChannelKind;
+use crate::laravel::{ChannelKind, PresenceMember};
 use crate::outbox::Outbox;
 use crate::state::State;
 use crate::ws::{self, frame, Flow, Handler, Message};
@@ -129,13 +129,6 @@ struct Session {
     /// The client-event policy, and this connection's current one-second window.
     client_events: ClientEvents,
     window: RateWindow,
-}
-
-#[derive(Deserialize)]
-struct ChannelData {
-    user_id: Box<RawValue>,
-    #[serde(default)]
-    user_info: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -258,9 +251,7 @@ impl Session {
                     ));
                     return;
                 }
-                let parsed = serde_json::from_str::<ChannelData>(data).ok();
-                let Some((key, cd)) = parsed.and_then(|cd| Some((user_key(&cd.user_id)?, cd)))
-                else {
+                let Some(user) = PresenceMember::from_channel_data(data) else {
                     out.push(protocol::subscription_error(
                         name,
                         "AuthError",
@@ -269,20 +260,17 @@ impl Session {
                     ));
                     return;
                 };
-                member = Some((key, Member { info: cd.user_info }));
+                member = Some(user);
             }
         }
         if let Some((_, Some(old))) = self.subscribed(name) {
             // Re-subscribing as someone else: leave as the old member first.
-            if member.as_ref().is_some_and(|(k, _)| k != old) {
-                let old = old.clone();
-                self.app
-                    .channels
-                    .unsubscribe(name, self.conn.id, Some(&old));
+            if member.as_ref().is_some_and(|m| m.key != *old) {
+                self.app.channels.unsubscribe(name, &self.conn);
                 self.subscriptions.retain(|(c, _)| &**c != name);
             }
         }
-        let key = member.as_ref().map(|(k, _)| k.clone());
+        let key = member.as_ref().map(|m| m.key.clone());
         match self
             .app
             .channels
@@ -316,10 +304,8 @@ impl Session {
 
     fn unsubscribe(&mut self, name: &str) {
         if let Some(pos) = self.subscriptions.iter().position(|(c, _)| &**c == name) {
-            let (channel, member) = self.subscriptions.swap_remove(pos);
-            self.app
-                .channels
-                .unsubscribe(&channel, self.conn.id, member.as_deref());
+            let (channel, _) = self.subscriptions.swap_remove(pos);
+            self.app.channels.unsubscribe(&channel, &self.conn);
         }
     }
 
@@ -399,11 +385,6 @@ impl Session {
     }
 }
 
-/// The presence key a user id is known by ([`edge_policy::presence_key`]).
-fn user_key(id: &RawValue) -> Option<Box<str>> {
-    edge_policy::presence_key(&serde_json::from_str(id.get()).ok()?)
-}
-
 impl Handler for Session {
     fn on_message(&mut self, msg: Message, out: &mut Vec<Bytes>) -> Flow {
         self.last_seen = Instant::now();
@@ -449,10 +430,8 @@ impl Handler for Session {
     }
 
     fn on_close(&mut self, _why: &str) {
-        for (channel, member) in self.subscriptions.drain(..) {
-            self.app
-                .channels
-                .unsubscribe(&channel, self.conn.id, member.as_deref());
+        for (channel, _) in self.subscriptions.drain(..) {
+            self.app.channels.unsubscribe(&channel, &self.conn);
         }
         if let Some(user) = self.user.take() {
             self.app.sign_out(&user, &self.conn, &self.watchlist);

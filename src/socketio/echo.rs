@@ -7,16 +7,19 @@
 //! `--max-channels-per-connection` (status 429), and so are the refusals of
 //! [`crate::auth_shield`] (431, 429, 503, or the app's own refusal again). Presence announces
 //! `presence:subscribed` to the joiner and `presence:joining` / `presence:leaving` to
-//! the others, once per user however many tabs the user has open.
+//! the others, once per user however many tabs the user has open ([`crate::presence`]
+//! decides; the frames are built here from its outcome). A member is what the app's
+//! `channel_data` said, `{"user_id":…,"user_info":…}`, the user id as the app wrote it;
+//! the joiner's list starts with the user who joined last, as laravel-echo-server's did.
 
 use super::engine::Session;
 use super::packet::{self, json_str, Packet};
 use super::rooms::Frames;
 use super::Edge;
-use crate::auth_callback::{PresenceUser, Refused};
+use crate::auth_callback::Refused;
 use crate::auth_shield::{AuthOption, PerConnection};
 use crate::edge_policy::{self, RateWindow};
-use crate::laravel::ChannelKind;
+use crate::laravel::{ChannelKind, PresenceMember};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
@@ -62,8 +65,8 @@ pub fn connect(edge: &Edge, s: &Session, auth: Option<&RawValue>) {
         st.unconnected = None;
         st.io.auth.set_connect_headers(headers);
     }
-    s.member.connected.store(true, Ordering::Relaxed);
-    s.member.send(packet::connected(s.eio, &s.member.id));
+    s.socket.connected.store(true, Ordering::Relaxed);
+    s.socket.send(packet::connected(s.eio, &s.socket.id));
 }
 
 /// One Socket.IO packet from the client.
@@ -78,10 +81,10 @@ pub fn on_packet(edge: &Arc<Edge>, s: &Arc<Session>, text: &str) -> Result<(), &
     })? {
         Packet::Connect { nsp: "/", auth } => connect(edge, s, auth),
         Packet::Connect { nsp, .. } => {
-            s.member.send(packet::invalid_namespace(s.eio, nsp));
+            s.socket.send(packet::invalid_namespace(s.eio, nsp));
         }
         Packet::Disconnect { nsp: "/" } => {
-            s.member.connected.store(false, Ordering::Relaxed);
+            s.socket.connected.store(false, Ordering::Relaxed);
             let channels = std::mem::take(&mut s.lock().io.channels);
             leave_all(edge, s, channels);
         }
@@ -92,7 +95,7 @@ pub fn on_packet(edge: &Arc<Edge>, s: &Arc<Session>, text: &str) -> Result<(), &
         }
         Packet::Event {
             nsp: "/", id, args, ..
-        } if s.member.is_connected() => on_event(edge, s, &args, id),
+        } if s.socket.is_connected() => on_event(edge, s, &args, id),
         // Other namespaces are not joined, ACKs answer nothing we asked: ignored, as
         // the reference server ignores packets for namespaces it has no socket for.
         Packet::Disconnect { .. }
@@ -128,7 +131,7 @@ fn on_event(edge: &Arc<Edge>, s: &Arc<Session>, args: &[&RawValue], ack: Option<
         _ => return,
     }
     if let Some(id) = ack {
-        s.member.send(packet::ack(id));
+        s.socket.send(packet::ack(id));
     }
 }
 
@@ -137,12 +140,12 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
     if let Err(bad) = edge_policy::check_channel_name(&channel) {
         // The name rule both edges share; 400 as an HTTP-shaped status, like the others.
         tracing::debug!(sid = %s.sid, ?bad, "refused: invalid channel name");
-        s.member.send(packet::event(
+        s.socket.send(packet::event(
             "subscription_error",
             &[&json_str(&channel), "400"],
         ));
         if let Some(id) = ack {
-            s.member.send(packet::ack(id));
+            s.socket.send(packet::ack(id));
         }
         return;
     }
@@ -163,13 +166,13 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
     if is_known || (max > 0 && held >= max) {
         if !is_known {
             tracing::debug!(sid = %s.sid, %channel, "refused: {max} channels on this socket");
-            s.member.send(packet::event(
+            s.socket.send(packet::event(
                 "subscription_error",
                 &[&json_str(&channel), "429"],
             ));
         }
         if let Some(id) = ack {
-            s.member.send(packet::ack(id));
+            s.socket.send(packet::ack(id));
         }
         return;
     }
@@ -177,7 +180,7 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
     if !kind.needs_auth() {
         join(edge, s, &channel, None);
         if let Some(id) = ack {
-            s.member.send(packet::ack(id));
+            s.socket.send(packet::ack(id));
         }
         return;
     }
@@ -201,7 +204,7 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
         Err(refused) => {
             refuse(s, &channel, refused);
             if let Some(id) = ack {
-                s.member.send(packet::ack(id));
+                s.socket.send(packet::ack(id));
             }
             return;
         }
@@ -211,7 +214,7 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
         let presence = kind == ChannelKind::Presence;
         let answer = edge
             .auth
-            .authorize(&channel, &s.member.id, headers, presence)
+            .authorize(&channel, &s.socket.id, headers, presence)
             .await;
         let still_wanted = {
             let mut st = s.lock();
@@ -229,7 +232,7 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
             Err(refused) => refuse(&s, &channel, refused),
         }
         if let Some(id) = ack {
-            s.member.send(packet::ack(id));
+            s.socket.send(packet::ack(id));
         }
     });
 }
@@ -237,35 +240,81 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
 /// Tell the client its subscription was refused, with the status.
 fn refuse(s: &Session, channel: &str, Refused(status): Refused) {
     tracing::debug!(%channel, status, "subscription refused");
-    s.member.send(packet::event(
+    s.socket.send(packet::event(
         "subscription_error",
         &[&json_str(channel), &status.to_string()],
     ));
 }
 
-fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceUser>) {
+fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceMember>) {
     let mut st = s.lock();
-    if st.closed || !s.member.is_connected() || st.io.channels.iter().any(|c| **c == *channel) {
+    if st.closed || !s.socket.is_connected() || st.io.channels.iter().any(|c| **c == *channel) {
         return;
     }
     st.io.channels.push(channel.into());
-    let Some(user) = user else {
-        edge.rooms.join(channel, &s.member);
+    let Some(member) = user else {
+        edge.rooms.join(channel, &s.socket);
         return;
     };
-    let joined = edge
-        .rooms
-        .join_presence(channel, &s.member, &user.user_id, &user.member_json);
     drop(st);
     let chan = json_str(channel);
-    s.member.send(packet::event(
-        "presence:subscribed",
-        &[&chan, &joined.members],
+    let joining = Frames::new(packet::event(
+        "presence:joining",
+        &[&chan, &member_json(&member)],
     ));
-    if let Some(member) = joined.first {
-        let f = Frames::new(packet::event("presence:joining", &[&chan, &member]));
-        edge.rooms.deliver(channel, Some(&s.member.id), &f);
+    // The joiner's list and the others' `joining` go out within the channel's turn, so a
+    // departure decided after this join reaches the joiner after its list.
+    let turn = edge.presence.turn(channel);
+    let Ok(joined) = turn.join(s.socket.key, Arc::new(member), 0) else {
+        unreachable!("socket.io presence channels have no member limit")
+    };
+    edge.rooms.join(channel, &s.socket);
+    s.socket.send(packet::event(
+        "presence:subscribed",
+        &[&chan, &members_json(&joined.members)],
+    ));
+    if joined.first {
+        edge.rooms.deliver(channel, Some(&s.socket.id), &joining);
     }
+    drop(turn);
+    // A close or an unsubscribe that ran since the channel was noted found nothing to
+    // leave yet: leave now (leaving twice is harmless).
+    let gone = {
+        let st = s.lock();
+        st.closed || !st.io.channels.iter().any(|c| **c == *channel)
+    };
+    if gone {
+        leave(edge, s, channel);
+    }
+}
+
+/// A member as Echo's `here` / `joining` / `leaving` receive it: `channel_data`'s
+/// `{"user_id":…,"user_info":…}`, `user_info` null when the app gave none.
+fn member_json(m: &PresenceMember) -> String {
+    let mut out = String::new();
+    write_member(&mut out, m);
+    out
+}
+
+fn write_member(out: &mut String, m: &PresenceMember) {
+    out.push_str(r#"{"user_id":"#);
+    out.push_str(m.user_id.get());
+    out.push_str(r#","user_info":"#);
+    out.push_str(m.info.as_deref().map_or("null", |i| i.get()));
+    out.push('}');
+}
+
+/// `presence:subscribed`'s member list: a JSON array of [`member_json`]s.
+fn members_json(members: &[Arc<PresenceMember>]) -> String {
+    let mut out = String::from("[");
+    for (i, m) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_member(&mut out, m);
+    }
+    out.push(']');
+    out
 }
 
 fn unsubscribe(edge: &Edge, s: &Session, channel: &str) {
@@ -281,11 +330,21 @@ fn unsubscribe(edge: &Edge, s: &Session, channel: &str) {
     }
 }
 
+/// Leave a channel; on a presence channel, tell the others when this was the user's
+/// last socket there. Every way out (unsubscribe, disconnect, close, a slow consumer
+/// dropped) comes here.
 fn leave(edge: &Edge, s: &Session, channel: &str) {
-    if let Some(member) = edge.rooms.leave(channel, s.member.key) {
+    if ChannelKind::of(channel) != ChannelKind::Presence {
+        edge.rooms.leave(channel, s.socket.key);
+        return;
+    }
+    let turn = edge.presence.turn(channel);
+    let last = turn.leave(s.socket.key);
+    edge.rooms.leave(channel, s.socket.key);
+    if let Some(member) = last {
         let f = Frames::new(packet::event(
             "presence:leaving",
-            &[&json_str(channel), &member],
+            &[&json_str(channel), &member_json(&member)],
         ));
         edge.rooms.deliver(channel, None, &f);
     }
@@ -309,7 +368,7 @@ fn whisper(edge: &Edge, s: &Session, ev: ClientEvent<'_>) {
     let verdict = {
         let mut st = s.lock();
         let subscribed = st.io.channels.iter().any(|c| **c == *ev.channel)
-            && edge.rooms.is_member(&ev.channel, s.member.key);
+            && edge.rooms.is_member(&ev.channel, s.socket.key);
         let now = Instant::now();
         let window = st.io.rate.get_or_insert_with(|| RateWindow::new(now));
         let seen = edge_policy::ClientEvent {
@@ -324,12 +383,12 @@ fn whisper(edge: &Edge, s: &Session, ev: ClientEvent<'_>) {
         tracing::debug!(sid = %s.sid, channel = %ev.channel, ?refused, "client event refused");
         let detail = serde_json::json!({"event": ev.event, "message": refused.socketio_message()})
             .to_string();
-        s.member.send(packet::event(
+        s.socket.send(packet::event(
             "client_event_error",
             &[&json_str(&ev.channel), &detail],
         ));
         return;
     }
     let f = Frames::new(packet::event(&ev.event, &[&json_str(&ev.channel), data]));
-    edge.rooms.deliver(&ev.channel, Some(&s.member.id), &f);
+    edge.rooms.deliver(&ev.channel, Some(&s.socket.id), &f);
 }

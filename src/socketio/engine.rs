@@ -2,7 +2,7 @@
 //!
 //! A session outlives its transports: it starts on long-polling or WebSocket, may be
 //! upgraded from one to the other, and ends on close, heartbeat timeout or error. Its
-//! socket (the [`Member`]) is what rooms hold. Heartbeats go in each generation's
+//! socket (the [`Socket`]) is what rooms hold. Heartbeats go in each generation's
 //! direction: v4 servers ping every `ping_interval` and wait `ping_timeout` for the
 //! pong; v3 clients ping and the server closes after `ping_interval + ping_timeout`
 //! without one. Nothing runs between deadlines: the transport's task sleeps until the
@@ -14,7 +14,7 @@
 
 use super::echo::SocketState;
 use super::packet::{self, Eio, EnginePacket};
-use super::rooms::Member;
+use super::rooms::Socket;
 use super::Edge;
 use crate::auth_shield::ClientHeaders;
 use crate::outbox::Outbox;
@@ -56,7 +56,7 @@ pub struct State {
 pub struct Session {
     pub sid: Box<str>,
     pub eio: Eio,
-    pub member: Arc<Member>,
+    pub socket: Arc<Socket>,
     /// The handshake's headers that may be forwarded to the auth endpoint.
     pub handshake_headers: ClientHeaders,
     /// The client's address (the TCP peer of the handshake), for `X-Forwarded-For`.
@@ -108,7 +108,7 @@ impl Session {
             Eio::V3 => sid.clone(),
             Eio::V4 => new_id(),
         };
-        let member = Arc::new(Member::new(
+        let socket = Arc::new(Socket::new(
             crate::broker::next_subscriber_id(),
             socket_id,
             Arc::new(Outbox::new(edge.config().outbox)),
@@ -123,7 +123,7 @@ impl Session {
         Arc::new(Session {
             sid,
             eio,
-            member,
+            socket,
             handshake_headers: handshake.headers,
             peer: handshake.peer,
             upgraded: Notify::new(),
@@ -150,7 +150,7 @@ impl Session {
     /// Queue the open packet (and for v3 the implicit main-namespace CONNECT).
     pub fn open(&self, edge: &Edge, upgrades: bool) {
         let c = edge.config();
-        self.member.send(packet::open(
+        self.socket.send(packet::open(
             self.eio,
             &self.sid,
             upgrades,
@@ -179,7 +179,7 @@ impl Session {
 
     /// Run the heartbeat: send a due ping, or fail with the reason to close.
     pub fn tick(&self, edge: &Edge) -> Result<(), &'static str> {
-        if let Some(closed) = self.member.outbox.closed() {
+        if let Some(closed) = self.socket.outbox.closed() {
             return Err(if closed.is_overflow() {
                 "slow consumer"
             } else {
@@ -196,7 +196,7 @@ impl Session {
             (Eio::V4, None) if now >= st.ping_due => {
                 st.pong_due = Some(now + edge.config().ping_timeout);
                 drop(st);
-                self.member.send(Bytes::from_static(b"2"));
+                self.socket.send(Bytes::from_static(b"2"));
                 Ok(())
             }
             (Eio::V3, _) if now >= st.ping_due => Err("ping timeout"),
@@ -214,7 +214,7 @@ impl Session {
                 }
                 let c = edge.config();
                 self.st.lock().ping_due = Instant::now() + c.ping_interval + c.ping_timeout;
-                self.member.send(Bytes::from(format!("3{data}")));
+                self.socket.send(Bytes::from(format!("3{data}")));
                 Ok(())
             }
             EnginePacket::Pong(_) => {
@@ -292,12 +292,12 @@ impl Sessions {
         self.shard(sid).lock().remove(sid);
     }
 
-    /// Every member connected to the main namespace (for broadcast-to-all).
-    pub fn for_each_connected(&self, mut f: impl FnMut(&Member)) {
+    /// Every socket connected to the main namespace (for broadcast-to-all).
+    pub fn for_each_connected(&self, mut f: impl FnMut(&Socket)) {
         for shard in &self.shards {
             for s in shard.lock().values() {
-                if s.member.is_connected() {
-                    f(&s.member);
+                if s.socket.is_connected() {
+                    f(&s.socket);
                 }
             }
         }

@@ -4,8 +4,9 @@
 //! - [`engine`]: sessions, transports, heartbeats.
 //! - [`polling`] and [`websocket`]: the two transports and the upgrade between them.
 //! - [`cors`]: the CORS headers for the origins [`crate::edge_policy`] allows.
-//! - [`rooms`]: channels, members, presence.
-//! - [`echo`]: subscribe / unsubscribe / whisper with Laravel's authorization.
+//! - [`rooms`]: channels and the sockets in them.
+//! - [`echo`]: subscribe / unsubscribe / whisper with Laravel's authorization, and
+//!   presence (kept in [`crate::presence`]) announced as laravel-echo-server did.
 //!
 //! Broadcasts arrive decoded from [`crate::laravel::Broadcasts`]; each one's
 //! `42["event","channel",data]` packet is built once and shared by every member
@@ -24,6 +25,7 @@ use crate::auth_shield::AuthShield;
 use crate::config::Config;
 use crate::laravel::{Audience, ChannelKind, Envelope};
 use crate::outbox::Closed;
+use crate::presence::Scope;
 use crate::state::State;
 use crate::ws::Upgrade;
 use bytes::Buf;
@@ -38,10 +40,16 @@ use warp::filters::BoxedFilter;
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
+/// The socket.io edge's presence namespace: its presence channels are its own, apart
+/// from every Pusher app's.
+const PRESENCE_NAMESPACE: &str = "socket.io";
+
 /// Everything the socket.io edge shares across its connections.
 pub struct Edge {
     state: State,
     rooms: Rooms,
+    /// The socket.io edge's namespace of the shared presence.
+    presence: Scope,
     sessions: Sessions,
     auth: AuthShield,
 }
@@ -51,6 +59,7 @@ impl Edge {
         let c = &state.config;
         Edge {
             rooms: Rooms::default(),
+            presence: Scope::new(state.presence.clone(), PRESENCE_NAMESPACE),
             sessions: Sessions::default(),
             auth: AuthShield::new(c),
             state,
@@ -78,11 +87,11 @@ impl Edge {
         };
         tracing::debug!(sid = %s.sid, "socket.io session closed: {reason}");
         self.sessions.remove(&s.sid);
-        s.member
+        s.socket
             .connected
             .store(false, std::sync::atomic::Ordering::Relaxed);
         echo::leave_all(self, s, channels);
-        s.member.outbox.close(Closed::Server(reason));
+        s.socket.outbox.close(Closed::Server(reason));
     }
 }
 

@@ -36,7 +36,7 @@ pub async fn handshake(
         .connections
         .spawn(heartbeat(edge.clone(), s.clone()));
     let mut out = Vec::new();
-    let _ = s.member.outbox.take_now(&mut out);
+    let _ = s.socket.outbox.take_now(&mut out);
     payload_response(eio, &out, jsonp)
 }
 
@@ -50,7 +50,7 @@ async fn heartbeat(edge: Arc<Edge>, s: Arc<Session>) {
     if !watch(&edge, &s).await {
         return; // the WebSocket connection's task keeps the heartbeat and the outbox now
     }
-    if let Some(closed) = s.member.outbox.closed().filter(Closed::is_overflow) {
+    if let Some(closed) = s.socket.outbox.closed().filter(Closed::is_overflow) {
         crate::metrics::SLOW_CONSUMERS_DROPPED.inc();
         tracing::warn!(sid = %s.sid, "socket.io polling client dropped: {closed}");
     }
@@ -80,7 +80,7 @@ async fn watch(edge: &Edge, s: &Session) -> bool {
                 edge.close(s, "server shutdown");
                 return true;
             }
-            closed = s.member.outbox.closing() => {
+            closed = s.socket.outbox.closing() => {
                 edge.close(s, if closed.is_overflow() { "slow consumer" } else { "closed" });
                 return true;
             }
@@ -174,7 +174,7 @@ pub async fn poll(edge: Arc<Edge>, s: Arc<Session>, jsonp: Option<&str>) -> Resp
             Ok(())
         }
         _ = edge.state.shutdown.cancelled() => Err(crate::outbox::Closed::Server("server shutdown")),
-        r = s.member.outbox.drain(&mut out) => r,
+        r = s.socket.outbox.drain(&mut out) => r,
     };
     active.answered = true;
     if drained.is_err() {

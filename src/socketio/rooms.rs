@@ -1,23 +1,22 @@
-//! Channels and their member sockets, and presence by user.
+//! Channels and the sockets in them.
 //!
-//! A publication reaches a room through a read lock on one shard; each member gets a
+//! A publication reaches a room through a read lock on one shard; each socket gets a
 //! clone of bytes encoded once ([`Frames`]): the WebSocket frame for sockets on
 //! WebSocket, the bare packet for sockets on long-polling (the polling response joins
-//! them). Presence counts users, not sockets: a user with two tabs joins once and
-//! leaves when the last tab does.
+//! them). Who is present on a presence channel is not kept here but in the shared
+//! [`crate::presence`], which counts users rather than sockets.
 
 use crate::outbox::Outbox;
 use crate::sharded::Sharded;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::cell::OnceCell;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// One socket as publishers see it.
-pub struct Member {
+pub struct Socket {
     pub key: u64,
     /// The Socket.IO socket id (what Echo sends as `X-Socket-ID`).
     pub id: Box<str>,
@@ -47,9 +46,9 @@ impl Frames {
     }
 }
 
-impl Member {
+impl Socket {
     pub fn new(key: u64, id: Box<str>, outbox: Arc<Outbox>, websocket: bool) -> Self {
-        Member {
+        Socket {
             key,
             id,
             outbox,
@@ -90,19 +89,10 @@ impl Member {
     }
 }
 
-/// A presence channel's users.
-#[derive(Default)]
-struct Presence {
-    /// presence key ([`crate::edge_policy::presence_key`]) → (member JSON `{"user_id","user_info"}`, sockets).
-    users: HashMap<Box<str>, (Box<str>, u32)>,
-    /// socket key → presence key
-    by_socket: HashMap<u64, Box<str>>,
-}
-
 #[derive(Default)]
 struct Room {
-    members: HashMap<u64, Arc<Member>>,
-    presence: Option<Presence>,
+    /// The sockets in the room, by key.
+    members: HashMap<u64, Arc<Socket>>,
 }
 
 const SHARDS: usize = 32;
@@ -120,89 +110,26 @@ impl Default for Rooms {
     }
 }
 
-/// What a presence join produced.
-pub struct Joined {
-    /// The member list (JSON array text) for `presence:subscribed`.
-    pub members: String,
-    /// This user's member JSON when this is the user's first socket (send `joining`).
-    pub first: Option<Box<str>>,
-}
-
 impl Rooms {
-    pub fn join(&self, channel: &str, m: &Arc<Member>) {
+    pub fn join(&self, channel: &str, socket: &Arc<Socket>) {
         let mut shard = self.map.write(channel);
         shard
             .entry(channel.into())
             .or_default()
             .members
-            .insert(m.key, m.clone());
+            .insert(socket.key, socket.clone());
     }
 
-    /// Join a presence channel as `user_id` with `member_json`.
-    pub fn join_presence(
-        &self,
-        channel: &str,
-        m: &Arc<Member>,
-        user_id: &str,
-        member_json: &str,
-    ) -> Joined {
+    /// Take socket `key` out of `channel`.
+    pub fn leave(&self, channel: &str, key: u64) {
         let mut shard = self.map.write(channel);
-        let room = shard.entry(channel.into()).or_default();
-        room.members.insert(m.key, m.clone());
-        let p = room.presence.get_or_insert_with(Presence::default);
-        let mut first = None;
-        if let Some(prev) = p.by_socket.insert(m.key, user_id.into()) {
-            // Re-subscribing: forget the socket's previous identity first.
-            Self::forget(p, &prev);
-        }
-        match p.users.entry(user_id.into()) {
-            Entry::Occupied(mut e) => {
-                let (json, n) = e.get_mut();
-                *json = member_json.into();
-                *n += 1;
-            }
-            Entry::Vacant(e) => {
-                e.insert((member_json.into(), 1));
-                first = Some(member_json.into());
-            }
-        }
-        let mut members = String::from("[");
-        for (i, (json, _)) in p.users.values().enumerate() {
-            if i > 0 {
-                members.push(',');
-            }
-            members.push_str(json);
-        }
-        members.push(']');
-        Joined { members, first }
-    }
-
-    /// One fewer socket for `user_id`; the member JSON when it was the last.
-    fn forget(p: &mut Presence, user_id: &str) -> Option<Box<str>> {
-        let Entry::Occupied(mut e) = p.users.entry(user_id.into()) else {
-            return None;
+        let Some(room) = shard.get_mut(channel) else {
+            return;
         };
-        e.get_mut().1 -= 1;
-        if e.get().1 == 0 {
-            Some(e.remove().0)
-        } else {
-            None
-        }
-    }
-
-    /// Leave a channel. For presence, the member JSON if this was the user's last socket.
-    pub fn leave(&self, channel: &str, key: u64) -> Option<Box<str>> {
-        let mut shard = self.map.write(channel);
-        let room = shard.get_mut(channel)?;
         room.members.remove(&key);
-        let left = room.presence.as_mut().and_then(|p| {
-            let user = p.by_socket.remove(&key)?;
-            Self::forget(p, &user)
-        });
         if room.members.is_empty() {
             shard.remove(channel);
         }
-        left
     }
 
     /// Send to every member but `except` (a socket id); returns how many got it.
@@ -241,8 +168,8 @@ mod tests {
     use super::*;
     use crate::outbox::OutboxLimits;
 
-    fn member(key: u64, ws: bool) -> Arc<Member> {
-        Arc::new(Member::new(
+    fn socket(key: u64, ws: bool) -> Arc<Socket> {
+        Arc::new(Socket::new(
             key,
             format!("s{key}").into(),
             Arc::new(Outbox::new(OutboxLimits::default())),
@@ -250,7 +177,7 @@ mod tests {
         ))
     }
 
-    fn taken(m: &Member) -> Vec<Bytes> {
+    fn taken(m: &Socket) -> Vec<Bytes> {
         let mut v = Vec::new();
         m.outbox.take_now(&mut v).unwrap();
         v
@@ -260,10 +187,10 @@ mod tests {
     fn one_encoding_per_form_shared_by_all() {
         let rooms = Rooms::default();
         let (a, b, c, d) = (
-            member(1, true),
-            member(2, true),
-            member(3, false),
-            member(4, true),
+            socket(1, true),
+            socket(2, true),
+            socket(3, false),
+            socket(4, true),
         );
         for m in [&a, &b, &c, &d] {
             rooms.join("orders.1", m);
@@ -278,30 +205,22 @@ mod tests {
     }
 
     #[test]
-    fn presence_counts_users_once() {
+    fn leaving_empties_the_room() {
         let rooms = Rooms::default();
-        let (t1, t2, other) = (member(1, true), member(2, true), member(3, true));
-        let j = rooms.join_presence("presence-room", &t1, "7", r#"{"user_id":7}"#);
-        assert_eq!(j.first.as_deref(), Some(r#"{"user_id":7}"#));
-        let j = rooms.join_presence("presence-room", &t2, "7", r#"{"user_id":7}"#);
-        assert!(j.first.is_none());
-        assert_eq!(j.members, r#"[{"user_id":7}]"#);
-        let j = rooms.join_presence("presence-room", &other, "8", r#"{"user_id":8}"#);
-        assert!(j.first.is_some());
-        assert_eq!(rooms.leave("presence-room", 1), None);
-        assert_eq!(
-            rooms.leave("presence-room", 2).as_deref(),
-            Some(r#"{"user_id":7}"#)
-        );
-        assert!(!rooms.is_member("presence-room", 1));
-        assert!(rooms.is_member("presence-room", 3));
-        rooms.leave("presence-room", 3);
+        let (a, b) = (socket(1, true), socket(2, true));
+        rooms.join("r", &a);
+        rooms.join("r", &b);
+        rooms.leave("r", 1);
+        assert!(!rooms.is_member("r", 1));
+        assert!(rooms.is_member("r", 2));
+        rooms.leave("r", 2);
+        rooms.leave("r", 2);
         assert!(rooms.map.is_empty());
     }
 
     #[test]
     fn switching_frames_what_is_queued() {
-        let m = member(1, false);
+        let m = socket(1, false);
         m.send(Bytes::from_static(b"6"));
         m.switch_to_websocket();
         m.send(Bytes::from_static(b"2"));

@@ -87,7 +87,7 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
         // Release a long-poll still waiting (clients normally pause polling first),
         // then reframe what is queued for the WebSocket.
         s.upgraded.notify_waiters();
-        s.member.switch_to_websocket();
+        s.socket.switch_to_websocket();
         let mut conn = Conn::new(edge.clone(), s.clone());
         // Packets the client sent right after `5`, possibly in the same segment.
         let rest = leftovers(&mut conn, &mut io, &mut rbuf, &mut decoder);
@@ -122,7 +122,7 @@ async fn probe(
                         return false;
                     }
                     // Lets the pending long-poll return so the client can pause it.
-                    s.member.send(Bytes::from_static(b"6"));
+                    s.socket.send(Bytes::from_static(b"6"));
                 }
                 Ok(Some(Message::Text(t))) if &t[..] == b"5" => return true,
                 Ok(Some(Message::Ping(p))) => {
@@ -184,7 +184,7 @@ async fn leftovers(
 /// future, so the task holds that future and not a wrapper with copies of its arguments.
 fn drive(conn: Conn, io: WsStream) -> impl std::future::Future<Output = ()> + Send {
     let (outbox, max, shutdown) = (
-        conn.s.member.outbox.clone(),
+        conn.s.socket.outbox.clone(),
         conn.edge.config().max_http_buffer_size,
         conn.edge.state.shutdown.clone(),
     );
