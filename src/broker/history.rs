@@ -456,3 +456,360 @@ impl<'a, V> Iterator for Since<'a, V> {
 }
 
 impl<V> ExactSizeIterator for Since<'_, V> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    const E: Epoch = Epoch(0xe);
+
+    fn at(e: Epoch, seq: u64) -> Offset {
+        Offset { epoch: e, seq }
+    }
+
+    fn limits(size: usize, ttl_secs: u64, memory: usize, channels: usize) -> HistoryLimits {
+        HistoryLimits {
+            size,
+            ttl: Duration::from_secs(ttl_secs),
+            memory,
+            channels,
+        }
+    }
+
+    /// A payload of `len` bytes that names its offset.
+    fn payload(seq: u64, len: usize) -> Bytes {
+        let mut p = format!("p{seq}").into_bytes();
+        p.resize(len.max(p.len()), b'.');
+        Bytes::from(p)
+    }
+
+    /// `since` as (seq, payload) pairs, each offset checked to be of the ring's epoch.
+    fn since(r: &Ring<Bytes>, after: Offset, now: Instant) -> Result<Vec<(u64, Bytes)>, TooOld> {
+        Ok(r.since(after, now)?
+            .map(|(o, v)| {
+                assert_eq!(o.epoch, r.epoch);
+                (o.seq, v.clone())
+            })
+            .collect())
+    }
+
+    fn seqs(r: &Ring<Bytes>, after: Offset, now: Instant) -> Result<Vec<u64>, TooOld> {
+        Ok(since(r, after, now)?.into_iter().map(|(s, _)| s).collect())
+    }
+
+    /// Push publications `from..=to` of `len` bytes at `now`.
+    fn push(r: &mut Ring<Bytes>, from: u64, to: u64, len: usize, now: Instant) {
+        for seq in from..=to {
+            r.push(at(r.epoch, seq), payload(seq, len), now);
+        }
+    }
+
+    /// The bookkeeping adds up: each ring's charge is its entries and slots, the budget
+    /// is the sum of the reservations, and neither budget is over its limit.
+    fn check(h: &History, rings: &[Ring<Bytes>]) {
+        for r in rings {
+            let weights: usize = r.entries.iter().map(|e| e.weight).sum();
+            assert_eq!(r.charged, weights + r.entries.capacity() * slot::<Bytes>());
+            assert!(r.reserved >= r.charged);
+            assert_eq!(r.holds_channel, !r.entries.is_empty());
+        }
+        assert_eq!(h.bytes(), rings.iter().map(|r| r.reserved).sum::<usize>());
+        assert!(h.bytes() <= h.limits.memory, "{} bytes", h.bytes());
+        let holding = rings.iter().filter(|r| r.holds_channel).count();
+        assert_eq!(h.channels(), holding);
+        assert!(holding <= h.limits.channels);
+    }
+
+    #[test]
+    fn since_answers_exactly() {
+        let h = History::new(limits(10, 120, 1 << 20, 10));
+        let now = Instant::now();
+        let mut r = h.ring(E);
+        assert_eq!(r.latest(), at(E, 0));
+        assert_eq!(
+            seqs(&r, at(E, 0), now),
+            Ok(vec![]),
+            "new stream: nothing missed"
+        );
+        assert_eq!(
+            seqs(&r, at(E, 1), now),
+            Err(TooOld),
+            "ahead of a new stream"
+        );
+
+        push(&mut r, 1, 5, 10, now);
+        assert_eq!(r.latest(), at(E, 5));
+        assert_eq!(
+            since(&r, at(E, 5), now),
+            Ok(vec![]),
+            "latest: nothing missed"
+        );
+        assert_eq!(
+            since(&r, at(E, 2), now),
+            Ok(vec![
+                (3, payload(3, 10)),
+                (4, payload(4, 10)),
+                (5, payload(5, 10))
+            ]),
+            "the suffix, in order, with offsets"
+        );
+        assert_eq!(seqs(&r, at(E, 0), now), Ok(vec![1, 2, 3, 4, 5]));
+        assert_eq!(seqs(&r, at(E, 6), now), Err(TooOld), "future seq");
+        assert_eq!(seqs(&r, at(Epoch(0xf), 3), now), Err(TooOld), "other epoch");
+        assert_eq!(r.since(at(E, 3), now).map(|s| s.len()), Ok(2));
+        check(&h, &[r]);
+    }
+
+    #[test]
+    fn keeps_at_most_size() {
+        let h = History::new(limits(3, 120, 1 << 20, 10));
+        let now = Instant::now();
+        let mut r = h.ring(E);
+        push(&mut r, 1, 5, 10, now);
+        assert_eq!(seqs(&r, at(E, 2), now), Ok(vec![3, 4, 5]));
+        assert_eq!(seqs(&r, at(E, 1), now), Err(TooOld), "2 fell off");
+        assert_eq!(seqs(&r, at(E, 0), now), Err(TooOld));
+        assert!(
+            r.entries.capacity() <= 3,
+            "the buffer grows to size, no more"
+        );
+        assert_eq!(h.evicted(), 0, "turning over by size is not an eviction");
+        check(&h, &[r]);
+    }
+
+    #[test]
+    fn expires_after_ttl() {
+        let h = History::new(limits(10, 10, 1 << 20, 10));
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut r = h.ring(E);
+        push(&mut r, 1, 1, 10, t0);
+        push(&mut r, 2, 2, 10, t0 + s(1));
+        push(&mut r, 3, 3, 10, t0 + s(2));
+        let just_before = t0 + s(10) - Duration::from_millis(1);
+        assert_eq!(seqs(&r, at(E, 0), just_before), Ok(vec![1, 2, 3]));
+        assert_eq!(seqs(&r, at(E, 0), t0 + s(10)), Err(TooOld), "1 expired");
+        assert_eq!(seqs(&r, at(E, 1), t0 + s(10)), Ok(vec![2, 3]));
+        assert_eq!(seqs(&r, at(E, 3), t0 + s(12)), Ok(vec![]), "latest still");
+        assert_eq!(seqs(&r, at(E, 2), t0 + s(12)), Err(TooOld), "3 expired");
+
+        assert!(!r.expire(t0 + s(11)), "3 is live until t0+12s");
+        assert_eq!(r.entries.len(), 1);
+        check(&h, std::slice::from_ref(&r));
+        assert!(r.expire(t0 + s(12)), "all expired: the owner may drop it");
+        assert_eq!(
+            (h.bytes(), h.channels()),
+            (0, 0),
+            "an empty ring holds nothing"
+        );
+        assert_eq!(r.latest(), at(E, 3), "the position survives");
+        assert_eq!(h.evicted(), 0, "expiry is not an eviction");
+        check(&h, &[r]);
+    }
+
+    #[test]
+    fn reservations_follow_what_is_held() {
+        let h = History::new(limits(100, 10, 1 << 20, 10));
+        let t0 = Instant::now();
+        let mut r = h.ring(E);
+        push(&mut r, 1, 99, 1000, t0);
+        push(&mut r, 100, 100, 1000, t0 + Duration::from_secs(5));
+        assert!(h.bytes() > 100_000);
+        assert!(!r.expire(t0 + Duration::from_secs(10)));
+        assert_eq!(r.entries.len(), 1);
+        assert!(
+            h.bytes() <= r.charged + r.charged / 8,
+            "{} bytes reserved for {} held",
+            h.bytes(),
+            r.charged
+        );
+        check(&h, &[r]);
+    }
+
+    #[test]
+    fn arrival_times_never_go_back() {
+        // Publishers read the clock before taking the stream's lock, so a later entry can
+        // carry an earlier instant: it is kept at least as long as the one before it.
+        let h = History::new(limits(10, 10, 1 << 20, 10));
+        let t0 = Instant::now();
+        let mut r = h.ring(E);
+        push(&mut r, 1, 1, 10, t0 + Duration::from_secs(5));
+        push(&mut r, 2, 2, 10, t0 + Duration::from_secs(4));
+        let t = t0 + Duration::from_millis(14_500);
+        assert_eq!(seqs(&r, at(E, 1), t), Ok(vec![2]));
+        assert_eq!(seqs(&r, at(E, 0), t), Ok(vec![1, 2]));
+    }
+
+    #[test]
+    fn budget_holds_with_many_channels() {
+        let memory = 64 * 1024;
+        let h = History::new(limits(100, 120, memory, 10_000));
+        let now = Instant::now();
+        let mut rings: Vec<Ring<Bytes>> = (0..1000).map(|i| h.ring(Epoch(i))).collect();
+        for round in 1..=10 {
+            for r in rings.iter_mut() {
+                push(r, round, round, 100, now);
+                assert!(h.bytes() <= memory, "{} bytes", h.bytes());
+            }
+        }
+        check(&h, &rings);
+        assert!(h.evicted() > 0, "1000 × 10 × 100 B cannot fit in 64 KiB");
+        for r in &rings {
+            assert_eq!(seqs(r, at(r.epoch, 10), now), Ok(vec![]));
+            // Whatever is retained is a suffix ending at the latest.
+            let first = (0..=10)
+                .find(|&a| r.since(at(r.epoch, a), now).is_ok())
+                .unwrap();
+            let want: Vec<u64> = (first + 1..=10).collect();
+            assert_eq!(seqs(r, at(r.epoch, first), now), Ok(want));
+            assert_eq!(first, 10 - r.entries.len() as u64);
+        }
+        let holding = rings.iter().filter(|r| !r.entries.is_empty()).count();
+        assert!(
+            holding > 100,
+            "the budget is used, not left idle ({holding})"
+        );
+        assert_eq!(
+            h.report_evictions(now),
+            h.evicted(),
+            "the evictions are logged"
+        );
+        push(&mut rings[999], 11, 11, 100, now);
+        assert_eq!(h.report_evictions(now), 0, "at most once a minute");
+        drop(rings);
+        assert_eq!(
+            (h.bytes(), h.channels()),
+            (0, 0),
+            "dropped rings give all back"
+        );
+    }
+
+    #[test]
+    fn a_flood_evicts_its_own_channel_only() {
+        let h = History::new(limits(1000, 120, 16 * 1024, 10));
+        let now = Instant::now();
+        let mut quiet = h.ring(Epoch(1));
+        let mut busy = h.ring(Epoch(2));
+        push(&mut quiet, 1, 1, 100, now);
+        push(&mut busy, 1, 500, 100, now);
+        assert!(h.evicted() > 0, "500 × 100 B cannot fit in 16 KiB");
+        assert_eq!(
+            seqs(&quiet, at(Epoch(1), 0), now),
+            Ok(vec![1]),
+            "the quiet channel's event survives the flood"
+        );
+        let kept = busy.entries.len() as u64;
+        assert!(kept > 10, "the busy channel keeps what fits ({kept})");
+        assert_eq!(
+            seqs(&busy, at(Epoch(2), 500 - kept), now),
+            Ok((501 - kept..=500).collect::<Vec<_>>()),
+            "its newest entries"
+        );
+        assert_eq!(seqs(&busy, at(Epoch(2), 499 - kept), now), Err(TooOld));
+        let evicted = h.evicted();
+        push(&mut busy, 501, 501, 100, now);
+        assert_eq!(h.evicted(), evicted + 1, "one in, its own oldest out");
+        assert_eq!(busy.entries.len() as u64, kept);
+
+        // A new channel finds the budget full and keeps nothing, and says so.
+        let evicted = h.evicted();
+        let mut late = h.ring(Epoch(3));
+        let slack = h.limits.memory - h.bytes();
+        push(&mut late, 1, 1, slack + 1, now);
+        assert_eq!(h.evicted(), evicted + 1);
+        assert_eq!(seqs(&late, at(Epoch(3), 0), now), Err(TooOld), "1 not kept");
+        assert_eq!(
+            seqs(&late, at(Epoch(3), 1), now),
+            Ok(vec![]),
+            "nothing after 1"
+        );
+        check(&h, &[quiet, busy, late]);
+    }
+
+    #[test]
+    fn channel_bound_holds() {
+        let h = History::new(limits(10, 10, 1 << 20, 2));
+        let t0 = Instant::now();
+        let mut rings: Vec<Ring<Bytes>> = (0..3).map(|i| h.ring(Epoch(i))).collect();
+        push(&mut rings[0], 1, 1, 10, t0);
+        push(&mut rings[1], 1, 1, 10, t0 + Duration::from_secs(5));
+        push(&mut rings[2], 1, 1, 10, t0 + Duration::from_secs(5));
+        assert_eq!(h.channels(), 2);
+        assert_eq!(
+            h.evicted(),
+            1,
+            "the third channel's publication is not kept"
+        );
+        assert_eq!(seqs(&rings[2], at(Epoch(2), 0), t0), Err(TooOld));
+        check(&h, &rings);
+
+        let t10 = t0 + Duration::from_secs(10);
+        assert!(rings[0].expire(t10), "the first ring's entry expired");
+        assert!(!rings[1].expire(t10));
+        push(&mut rings[2], 2, 2, 10, t10);
+        assert_eq!(seqs(&rings[2], at(Epoch(2), 1), t10), Ok(vec![2]));
+        check(&h, &rings);
+    }
+
+    #[test]
+    fn a_skipped_offset_or_new_epoch_drops_what_cannot_be_served() {
+        let h = History::new(limits(10, 120, 1 << 20, 10));
+        let now = Instant::now();
+        let mut r = h.ring(E);
+        push(&mut r, 1, 3, 10, now);
+        push(&mut r, 5, 5, 10, now);
+        assert_eq!(seqs(&r, at(E, 4), now), Ok(vec![5]));
+        assert_eq!(seqs(&r, at(E, 3), now), Err(TooOld), "4 was never kept");
+        assert_eq!(seqs(&r, at(E, 0), now), Err(TooOld));
+
+        let f = Epoch(0xf);
+        r.push(at(f, 1), payload(1, 10), now);
+        assert_eq!(r.latest(), at(f, 1));
+        assert_eq!(
+            seqs(&r, at(E, 5), now),
+            Err(TooOld),
+            "the old epoch is gone"
+        );
+        assert_eq!(seqs(&r, at(f, 0), now), Ok(vec![1]));
+        assert_eq!(h.evicted(), 0);
+        check(&h, &[r]);
+    }
+
+    #[test]
+    fn size_zero_keeps_nothing_but_counts() {
+        let h = History::new(limits(0, 120, 1 << 20, 10));
+        let now = Instant::now();
+        let mut r = h.ring(E);
+        push(&mut r, 1, 2, 10, now);
+        assert_eq!(r.latest(), at(E, 2));
+        assert_eq!(seqs(&r, at(E, 2), now), Ok(vec![]));
+        assert_eq!(seqs(&r, at(E, 1), now), Err(TooOld));
+        assert_eq!((h.bytes(), h.channels(), h.evicted()), (0, 0, 0));
+        assert!(r.expire(now));
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_budget_is_not_kept() {
+        let h = History::new(limits(10, 120, 1000, 10));
+        let now = Instant::now();
+        let mut r = h.ring(E);
+        push(&mut r, 1, 1, 100, now);
+        push(&mut r, 2, 2, 2000, now);
+        assert_eq!(
+            h.evicted(),
+            2,
+            "the new one, and 1 before it, which it would follow"
+        );
+        assert_eq!(seqs(&r, at(E, 1), now), Err(TooOld));
+        assert_eq!(seqs(&r, at(E, 2), now), Ok(vec![]));
+        assert_eq!((h.bytes(), h.channels()), (0, 0));
+        push(&mut r, 3, 3, 100, now);
+        assert_eq!(
+            seqs(&r, at(E, 2), now),
+            Ok(vec![3]),
+            "small ones are kept again"
+        );
+        check(&h, &[r]);
+    }
+}
