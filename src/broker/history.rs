@@ -18,14 +18,14 @@
 //! is full, a new publication first evicts its **own ring's** oldest entries, and if the
 //! ring has none left to give, the publication is not kept (the ring is then empty: its
 //! earlier entries could not be served without it). Both count in
-//! `herald_history_evicted_total`, and the owner's sweep logs them (at most once a
-//! minute, [`History::report_evictions`]). Evicting a
-//! globally oldest entry would need a structure spanning every ring, and locks of other
-//! streams taken under this one's; evicting one's own is O(1) under the lock already held,
-//! and it means a flood on one busy channel cannot wipe out the last event of a quiet one
-//! (the "payment received" on `orders.1`): the flooding channel pays for its flood.
-//! Memory a full budget holds is freed as entries expire, so a budget starved by many
-//! channels recovers within one TTL.
+//! `herald_history_evicted_total`, and the owner's periodic sweep logs them
+//! ([`History::report_evictions`], at most once a minute). Evicting the globally oldest
+//! entry instead would need a structure spanning every ring, and other streams' locks
+//! taken under this one's; evicting one's own is O(1) under the lock already held, and a
+//! flood on one busy channel cannot wipe out the last event of a quiet one (the "payment
+//! received" on `orders.1`): the flooding channel pays for its flood.
+//! What a full budget holds is freed as entries expire (the owner's sweep frees idle
+//! channels'), so a budget starved by many channels recovers within one TTL.
 //!
 //! The defaults follow the peers: socket.io keeps every packet for 2 minutes (its
 //! `maxDisconnectionDuration`, also herald's recovery window), with no count bound;
@@ -40,8 +40,8 @@
 //! to `size`, freed when the ring empties). A ring reserves budget bytes ahead (a
 //! sixteenth of what it holds) and gives back only a surplus of twice that, so a ring
 //! turning over entries of similar sizes touches no shared atomic at all. The reserved
-//! bytes are what the budget counts: the bound holds exactly, at the price of up to an
-//! eighth of it reserved but unused.
+//! bytes are what the budget counts: the bound holds exactly, and what rings hold is at
+//! least eight ninths of what they reserve.
 //!
 //! # Who calls what
 //! A [`Ring`] lives in the broker's per-stream entry, under that stream's shard lock: the
