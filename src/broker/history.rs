@@ -365,6 +365,7 @@ impl<V: Weigh> Ring<V> {
         if !self.cover(weight + grow * slot::<V>()) {
             return false;
         }
+        self.charged += weight;
         if grow > 0 {
             self.entries.reserve_exact(grow);
             self.charged += (self.entries.capacity() - cap) * slot::<V>();
@@ -376,7 +377,6 @@ impl<V: Weigh> Ring<V> {
                 self.reserved = self.charged;
             }
         }
-        self.charged += weight;
         true
     }
 
