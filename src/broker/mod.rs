@@ -17,6 +17,7 @@
 //! implement the same methods behind a trait.
 
 pub mod glob;
+pub mod history;
 pub mod offset;
 mod registry;
 
