@@ -15,8 +15,10 @@ use super::rooms::Frames;
 use super::Edge;
 use crate::auth_callback::{PresenceUser, Refused};
 use crate::auth_shield::{AuthOption, PerConnection};
+use crate::broker::{Namespace, Publication};
 use crate::edge_policy::{self, RateWindow};
-use crate::laravel::ChannelKind;
+use crate::laravel::{ChannelKind, Envelope};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
@@ -243,7 +245,7 @@ fn refuse(s: &Session, channel: &str, Refused(status): Refused) {
     ));
 }
 
-fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceUser>) {
+fn join(edge: &Arc<Edge>, s: &Session, channel: &str, user: Option<PresenceUser>) {
     let mut st = s.lock();
     if st.closed || !s.member.is_connected() || st.io.channels.iter().any(|c| **c == *channel) {
         return;
@@ -251,12 +253,15 @@ fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceUser>) {
     st.io.channels.push(channel.into());
     let Some(user) = user else {
         edge.rooms.join(channel, &s.member);
+        drop(st);
+        edge.follow(channel);
         return;
     };
     let joined = edge
         .rooms
         .join_presence(channel, &s.member, &user.user_id, &user.member_json);
     drop(st);
+    edge.follow(channel);
     let chan = json_str(channel);
     s.member.send(packet::event(
         "presence:subscribed",
@@ -282,7 +287,9 @@ fn unsubscribe(edge: &Edge, s: &Session, channel: &str) {
 }
 
 fn leave(edge: &Edge, s: &Session, channel: &str) {
-    if let Some(member) = edge.rooms.leave(channel, s.member.key) {
+    let left = edge.rooms.leave(channel, s.member.key);
+    edge.unfollow(channel);
+    if let Some(member) = left {
         let f = Frames::new(packet::event(
             "presence:leaving",
             &[&json_str(channel), &member],
@@ -330,6 +337,10 @@ fn whisper(edge: &Edge, s: &Session, ev: ClientEvent<'_>) {
         ));
         return;
     }
-    let f = Frames::new(packet::event(&ev.event, &[&json_str(&ev.channel), data]));
-    edge.rooms.deliver(&ev.channel, Some(&s.member.id), &f);
+    // To the channel's other clients on both edges, through the broker like any
+    // publication; never to RESP.
+    let payload = Envelope::from_client(&ev.event, ev.data, &s.member.id, None);
+    let channel = Bytes::copy_from_slice(ev.channel.as_bytes());
+    let whisper = Publication::new(Namespace::Default, channel, payload).from_client();
+    edge.state.broker.publish(whisper);
 }

@@ -224,12 +224,6 @@ impl Rooms {
         })
     }
 
-    /// Whether any socket is in `channel`.
-    pub fn is_occupied(&self, channel: &str) -> bool {
-        self.map
-            .with(channel, |r| r.is_some_and(|r| !r.members.is_empty()))
-    }
-
     pub fn is_member(&self, channel: &str, key: u64) -> bool {
         self.map
             .with(channel, |r| r.is_some_and(|r| r.members.contains_key(&key)))
