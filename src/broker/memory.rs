@@ -529,10 +529,13 @@ mod tests {
         let b = Arc::new(MemoryBroker::new());
         let e = Edge::new();
         // Thread A makes clients join and thread B makes them leave, each in its own
-        // order: every leave can overtake its join, as two edge tasks can.
+        // order, as two edge tasks can: B's first half overtakes every join (A waits
+        // for it), the rest races A.
+        let halfway = Arc::new(std::sync::Barrier::new(2));
         let joins = {
-            let (b, e) = (b.clone(), e.clone());
+            let (b, e, halfway) = (b.clone(), e.clone(), halfway.clone());
             std::thread::spawn(move || {
+                halfway.wait();
                 for _ in 0..ROUNDS {
                     b.stream_subscribe(&Namespace::Default, b"a", e.clone());
                 }
@@ -541,7 +544,10 @@ mod tests {
         let leaves = {
             let (b, id) = (b.clone(), e.id);
             std::thread::spawn(move || {
-                for _ in 0..ROUNDS {
+                for i in 0..ROUNDS {
+                    if i == ROUNDS / 2 {
+                        halfway.wait();
+                    }
                     b.stream_unsubscribe(&Namespace::Default, b"a", id);
                 }
             })
