@@ -1,12 +1,21 @@
 //! Micro-benchmarks of the pub/sub engine: Redis glob matching, and the fan-out of one
-//! PUBLISH to 1, 100 and 10,000 in-process subscribers whose `deliver` queues the shared
-//! payload into a bounded `Outbox`, as every real edge does.
+//! publication to 1, 100 and 10,000 in-process subscribers whose `deliver` queues the
+//! shared payload into a bounded `Outbox`, as every real edge does.
+//!
+//! The `fan_out` rows publish as RESP's PUBLISH does, through `Arc<dyn Broker>` as the
+//! server holds it (`channel_static/1`: the same through the concrete type, which
+//! measures the indirect call; `channel_cache_patterns/1`: with the default Pusher
+//! app's four cache-channel patterns held, as in the server); `stream/N` is one edge
+//! subscriber with N connections on a stream, numbered publications and all.
 //!
 //! Run: `cargo bench --bench broker -- --warm-up-time 1 --measurement-time 3`
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use herald::broker::{glob, next_subscriber_id, Broker, Subscriber, SubscriberId, Via};
+use herald::broker::{
+    glob, next_subscriber_id, Broker, MemoryBroker, Namespace, Publication, StreamSubscriber,
+    Subscriber, SubscriberId, Via,
+};
 use herald::outbox::{Outbox, OutboxLimits};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +47,25 @@ fn glob_matching(c: &mut Criterion) {
 /// A subscriber that does what an edge does on delivery: queue shared bytes, never block.
 struct Sink {
     id: SubscriberId,
-    outbox: Outbox,
+    outboxes: Vec<Outbox>,
+}
+
+impl Sink {
+    fn new(connections: usize) -> Arc<Sink> {
+        Arc::new(Sink {
+            id: next_subscriber_id(),
+            outboxes: (0..connections)
+                .map(|_| Outbox::new(OutboxLimits::default()))
+                .collect(),
+        })
+    }
+
+    fn drain(&self, drained: &mut Vec<Bytes>) {
+        for outbox in &self.outboxes {
+            outbox.take_now(drained).expect("outbox open");
+            drained.clear();
+        }
+    }
 }
 
 impl Subscriber for Sink {
@@ -46,7 +73,19 @@ impl Subscriber for Sink {
         self.id
     }
     fn deliver(&self, _via: Via<'_>, _channel: &Bytes, payload: &Bytes) {
-        self.outbox.push(payload.clone());
+        self.outboxes[0].push(payload.clone());
+    }
+}
+
+impl StreamSubscriber for Sink {
+    fn id(&self) -> SubscriberId {
+        self.id
+    }
+    fn deliver(&self, p: &Publication) -> usize {
+        for outbox in &self.outboxes {
+            outbox.push(p.payload.clone());
+        }
+        self.outboxes.len()
     }
 }
 
@@ -61,26 +100,50 @@ fn fan_out(c: &mut Criterion) {
     let channel = Bytes::from_static(b"laravel_database_orders");
     for (kind, subscribers) in [
         ("channel", 1),
+        ("channel_static", 1),
+        ("channel_cache_patterns", 1),
         ("channel", 100),
         ("channel", 10_000),
         ("pattern", 100),
+        ("stream", 1),
+        ("stream", 1_000),
     ] {
-        let broker = Broker::new();
-        let sinks: Vec<Arc<Sink>> = (0..subscribers)
-            .map(|_| {
-                Arc::new(Sink {
-                    id: next_subscriber_id(),
-                    outbox: Outbox::new(OutboxLimits::default()),
-                })
-            })
-            .collect();
+        let memory = Arc::new(MemoryBroker::new());
+        let broker: Arc<dyn Broker> = memory.clone();
+        let sinks: Vec<Arc<Sink>> = match kind {
+            "stream" => vec![Sink::new(subscribers)],
+            _ => (0..subscribers).map(|_| Sink::new(1)).collect(),
+        };
         for sink in &sinks {
-            let sub: Arc<dyn Subscriber> = sink.clone();
             match kind {
-                "channel" => broker.subscribe(channel.clone(), sub),
-                _ => broker.psubscribe(Bytes::from_static(b"laravel_database_*"), sub),
+                "stream" => broker.stream_subscribe(&Namespace::Default, &channel, sink.clone()),
+                "pattern" => {
+                    broker.psubscribe(Bytes::from_static(b"laravel_database_*"), sink.clone());
+                }
+                _ => {
+                    broker.subscribe(channel.clone(), sink.clone());
+                }
             };
         }
+        if kind == "channel_cache_patterns" {
+            let app = Sink::new(0);
+            for prefix in [
+                "cache-",
+                "private-cache-",
+                "private-encrypted-cache-",
+                "presence-cache-",
+            ] {
+                let pattern = format!("{prefix}*");
+                broker.stream_psubscribe(&Namespace::Default, pattern.as_bytes(), app.clone());
+            }
+        }
+        let publication = || {
+            let p = Publication::new(Namespace::Default, channel.clone(), payload.clone());
+            match kind {
+                "stream" => p,
+                _ => p.seen_by_resp_as(channel.clone()),
+            }
+        };
         group.throughput(Throughput::Elements(subscribers as u64));
         group.bench_function(BenchmarkId::new(kind, subscribers), |b| {
             b.iter_custom(|iters| {
@@ -91,14 +154,17 @@ fn fan_out(c: &mut Criterion) {
                     let n = left.min(BATCH);
                     let start = Instant::now();
                     for _ in 0..n {
-                        let receivers = broker.publish(channel.clone(), payload.clone());
+                        let receivers = if kind == "channel_static" {
+                            memory.publish(publication())
+                        } else {
+                            broker.publish(publication())
+                        };
                         debug_assert_eq!(receivers, subscribers);
                         black_box(receivers);
                     }
                     spent += start.elapsed();
                     for sink in &sinks {
-                        sink.outbox.take_now(&mut drained).expect("outbox open");
-                        drained.clear();
+                        sink.drain(&mut drained);
                     }
                     left -= n;
                 }

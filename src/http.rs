@@ -1,11 +1,19 @@
 //! The HTTP listener's routes: health, metrics, and the WebSocket/HTTP edges.
 
+use crate::pusher::apps::Apps;
+use crate::socketio;
 use crate::state::State;
+use std::sync::Arc;
 use warp::filters::BoxedFilter;
 use warp::reply::Reply;
 use warp::Filter;
 
-pub fn routes(state: State) -> BoxedFilter<(warp::reply::Response,)> {
+/// Health, metrics, and the routes of the edges built (None: switched off).
+pub fn routes(
+    state: State,
+    socketio: Option<Arc<socketio::Edge>>,
+    pusher: Option<Arc<Apps>>,
+) -> BoxedFilter<(warp::reply::Response,)> {
     let healthz = warp::path("healthz")
         .and(warp::path::end())
         .and(warp::get())
@@ -15,7 +23,7 @@ pub fn routes(state: State) -> BoxedFilter<(warp::reply::Response,)> {
         .and(warp::path::end())
         .and(warp::get())
         .map(move || {
-            let stats = &broker.stats;
+            let stats = broker.stats();
             let published = stats.published.get();
             let delivered = stats.delivered.get();
             warp::reply::with_header(
@@ -31,9 +39,9 @@ pub fn routes(state: State) -> BoxedFilter<(warp::reply::Response,)> {
     healthz
         .or(metrics)
         .unify()
-        .or(crate::socketio::routes(state.clone()))
+        .or(socketio::routes(socketio))
         .unify()
-        .or(crate::pusher::routes(state))
+        .or(crate::pusher::routes(state, pusher))
         .unify()
         .boxed()
 }

@@ -6,9 +6,12 @@
 //! Channel kinds are spelled in the name: `private-`, `private-encrypted-`,
 //! `presence-`. `socket` names the connection to leave out (`toOthers()`).
 //!
-//! [`Broadcasts`] is the one broker tap that turns publications into broadcasts for
-//! every WebSocket edge: the prefix is stripped and the envelope decoded once per
-//! publication, and only when some edge has a listener on that channel.
+//! Every ingress makes its publication's payload such an envelope: RESP carries
+//! Laravel's own, with the prefix stripped from the channel name by
+//! [`Prefixes::publication`]; the Pusher HTTP API, Pusher client events and socket.io
+//! whispers build one ([`Envelope::from_pusher_api`], [`Envelope::from_client`]). Each
+//! WebSocket edge decodes it once per publication ([`broadcast`]) and encodes its
+//! frame once for all its clients.
 //!
 //! A prefix herald was not told about must never make a private channel public: a name
 //! behind any Laravel-shaped prefix (`<slug>_database_`, `<slug>-database-`) keeps the
@@ -19,13 +22,13 @@
 //! Who a presence member is comes from Laravel too: [`PresenceMember`] reads the
 //! `channel_data` of the app's auth answer, with one key for user id `7` and `"7"`.
 
-use crate::broker::Tap;
+use crate::broker::{Namespace, Publication};
 use crate::readmostly::ReadMostly;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::sync::Arc;
+use std::borrow::Cow;
 
 /// What kind of channel a name denotes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +149,17 @@ impl Prefixes {
             .unwrap_or(channel)
     }
 
+    /// A publication made over RESP (`PUBLISH`, Laravel's `EVAL`) on `channel`: RESP
+    /// subscribers see it under that name; in the default namespace it is on the
+    /// channel named without its Redis key prefix.
+    pub fn publication(&self, channel: Bytes, payload: Bytes) -> Publication {
+        let name = match std::str::from_utf8(&channel) {
+            Ok(name) => channel.slice(channel.len() - self.strip(name).len()..),
+            Err(_) => channel.clone(),
+        };
+        Publication::new(Namespace::Default, name, payload).seen_by_resp_as(channel)
+    }
+
     /// Remember `prefix` (seen in front of a private or presence channel) and say so once.
     fn learn(&self, prefix: &str) {
         let known = |learned: &[std::sync::Arc<str>]| learned.iter().any(|p| **p == *prefix);
@@ -167,13 +181,19 @@ impl Prefixes {
     }
 }
 
-/// A decoded broadcast: the event name, its data (raw JSON, never re-parsed) and the
-/// socket id to exclude.
+/// A decoded broadcast: the event name, its data (raw JSON, never re-parsed), the socket
+/// id to exclude, and what herald's own ingresses add to Laravel's three fields.
 #[derive(Debug)]
 pub struct Envelope {
     pub event: String,
-    pub data: Box<RawValue>,
+    data: Option<Box<RawValue>>,
+    /// herald's `pusher_data`: the Pusher HTTP API's data string when it is not JSON
+    /// text as it stands (`"plain string"`); it then takes the place of `data`.
+    pusher_data: Option<String>,
     pub socket: Option<String>,
+    /// herald's `user_id`: a client event's sender on a presence channel, as Pusher
+    /// relays it (a JSON string).
+    pub user_id: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -182,7 +202,29 @@ struct Wire {
     #[serde(default)]
     data: Option<Box<RawValue>>,
     #[serde(default)]
+    pusher_data: Option<String>,
+    #[serde(default)]
     socket: Option<serde_json::Value>,
+    #[serde(default)]
+    user_id: Option<Box<RawValue>>,
+}
+
+#[derive(Serialize)]
+struct Out<'a> {
+    event: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pusher_data: Option<&'a str>,
+    socket: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a RawValue>,
+}
+
+impl Out<'_> {
+    fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).expect("strings and raw JSON always serialize"))
+    }
 }
 
 impl Envelope {
@@ -197,11 +239,77 @@ impl Envelope {
         };
         Some(Envelope {
             event: w.event,
-            data: w
-                .data
-                .unwrap_or_else(|| RawValue::from_string("null".into()).unwrap()),
+            data: w.data,
+            pusher_data: w.pusher_data,
             socket,
+            user_id: w.user_id,
         })
+    }
+
+    /// The broadcast of a Pusher HTTP API event whose data string is `data`. JSON text
+    /// goes in as `data`, as Laravel's own (so a Pusher client gets the same string
+    /// back, and a socket.io client the value pusher-js would parse from it); anything
+    /// else as `pusher_data`.
+    pub fn from_pusher_api(event: &str, data: &str, socket: Option<&str>) -> Bytes {
+        let json = serde_json::from_str::<&RawValue>(data)
+            .ok()
+            .filter(|raw| raw.get().len() == data.len());
+        Out {
+            event,
+            data: json,
+            pusher_data: json.is_none().then_some(data),
+            socket,
+            user_id: None,
+        }
+        .encode()
+    }
+
+    /// The broadcast of a client event (a Pusher client event, a socket.io whisper) by
+    /// `socket`: its data as the client sent it, and on presence channels the sender's
+    /// user id for Pusher's `user_id`.
+    pub fn from_client(
+        event: &str,
+        data: Option<&RawValue>,
+        socket: &str,
+        user_id: Option<&RawValue>,
+    ) -> Bytes {
+        Out {
+            event,
+            data,
+            pusher_data: None,
+            socket: Some(socket),
+            user_id,
+        }
+        .encode()
+    }
+
+    /// The data as a JSON value (what socket.io sends): `null` when there is none, and
+    /// `pusher_data` as pusher-js hands it to its listeners: parsed when it is JSON,
+    /// else the string.
+    pub fn json_data(&self) -> Cow<'_, str> {
+        match (&self.data, &self.pusher_data) {
+            (Some(data), _) => Cow::Borrowed(data.get()),
+            (None, Some(text)) => match serde_json::from_str::<&RawValue>(text) {
+                Ok(json) => Cow::Borrowed(json.get()),
+                Err(_) => Cow::Owned(serde_json::to_string(text).expect("a string serializes")),
+            },
+            (None, None) => Cow::Borrowed("null"),
+        }
+    }
+
+    /// The data as Pusher's data string for a server event: the JSON text, or
+    /// `pusher_data` as it is.
+    pub fn pusher_data(&self) -> &str {
+        match (&self.data, &self.pusher_data) {
+            (Some(data), _) => data.get(),
+            (None, Some(text)) => text,
+            (None, None) => "null",
+        }
+    }
+
+    /// The data as a client sent it, for relaying a client event (None: it sent none).
+    pub fn client_data(&self) -> Option<&RawValue> {
+        self.data.as_deref()
     }
 }
 
@@ -277,56 +385,30 @@ pub fn presence_key(user_id: &serde_json::Value) -> Option<Box<str>> {
     }
 }
 
-/// A WebSocket edge that delivers Laravel broadcasts to its own clients.
-pub trait Audience: Send + Sync {
-    /// Could a broadcast on `channel` (prefix stripped) reach anyone here? A publication
-    /// no edge listens to is never decoded.
-    fn listens(&self, channel: &str) -> bool;
-    /// Deliver one decoded broadcast; returns how many connections it reached.
-    fn deliver(&self, channel: &str, broadcast: &Envelope) -> usize;
-}
-
-/// The broker tap shared by the edges: strip, decode once, hand to each audience.
-pub struct Broadcasts {
-    prefixes: Prefixes,
-    audiences: ReadMostly<dyn Audience>,
-}
-
-impl Broadcasts {
-    pub fn new(prefixes: &[String]) -> Self {
-        Broadcasts {
-            prefixes: Prefixes::new(prefixes),
-            audiences: ReadMostly::default(),
-        }
-    }
-
-    pub fn add(&self, audience: Arc<dyn Audience>) {
-        self.audiences.push(audience);
-    }
-}
-
-impl Tap for Broadcasts {
-    fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize {
-        let Ok(name) = std::str::from_utf8(channel) else {
-            return 0;
-        };
-        let name = self.prefixes.strip(name);
-        let audiences = self.audiences.load();
-        if !audiences.iter().any(|a| a.listens(name)) {
-            return 0;
-        }
-        let Some(broadcast) = Envelope::decode(payload) else {
+/// How a WebSocket edge takes a publication: `deliver` gets the channel's name and the
+/// envelope, decoded once for the whole edge, and returns how many connections it
+/// reached. A payload that is not a Laravel broadcast reaches nobody and is counted.
+pub fn broadcast(p: &Publication, deliver: impl FnOnce(&str, &Envelope) -> usize) -> usize {
+    let Ok(channel) = std::str::from_utf8(&p.channel) else {
+        return 0;
+    };
+    match Envelope::decode(&p.payload) {
+        Some(envelope) => deliver(channel, &envelope),
+        None => {
             crate::metrics::NON_LARAVEL_PAYLOADS.inc();
-            return 0;
-        };
-        audiences.iter().map(|a| a.deliver(name, &broadcast)).sum()
+            0
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::{
+        next_subscriber_id, Broker, MemoryBroker, RespName, StreamSubscriber, SubscriberId,
+    };
     use std::cell::Cell;
+    use std::sync::Arc;
 
     thread_local! {
         /// Calls of [`Envelope::decode`] on this thread (each test runs on its own).
@@ -408,25 +490,52 @@ mod tests {
         assert_eq!(p.learned.load().len(), MAX_LEARNED);
     }
 
+    /// An edge with `clients` connections on its streams; records what it was given.
+    struct Listener {
+        id: SubscriberId,
+        clients: usize,
+        got: parking_lot::Mutex<Vec<String>>,
+    }
+
+    impl Listener {
+        fn new(clients: usize) -> Arc<Self> {
+            Arc::new(Listener {
+                id: next_subscriber_id(),
+                clients,
+                got: Default::default(),
+            })
+        }
+    }
+
+    impl StreamSubscriber for Listener {
+        fn id(&self) -> SubscriberId {
+            self.id
+        }
+        fn deliver(&self, p: &Publication) -> usize {
+            broadcast(p, |channel, b| {
+                let line = format!("{channel} {} {}", b.event, b.json_data());
+                self.got.lock().push(line);
+                self.clients
+            })
+        }
+    }
+
     #[test]
     fn a_publication_behind_an_unknown_prefix_is_delivered_on_the_private_channel() {
-        let tap = Broadcasts::new(&["laravel_database_".into()]);
-        let prefixed = Arc::new(Listener(
-            "my_shop_database_private-orders.1",
-            Default::default(),
-        ));
-        tap.add(prefixed.clone());
+        let prefixes = Prefixes::new(&["laravel_database_".into()]);
+        let broker = MemoryBroker::new();
+        let (prefixed, private) = (Listener::new(1), Listener::new(1));
+        let ns = Namespace::Default;
+        broker.stream_subscribe(&ns, b"my_shop_database_private-orders.1", prefixed.clone());
+        broker.stream_subscribe(&ns, b"private-orders.1", private.clone());
         let payload = Bytes::from_static(br#"{"event":"E","data":{},"socket":null}"#);
         let channel = Bytes::from_static(b"my_shop_database_private-orders.1");
-        assert_eq!(
-            tap.publish(&channel, &payload),
-            0,
-            "no one listens on the prefixed name"
-        );
-        let private = Arc::new(Listener("private-orders.1", Default::default()));
-        tap.add(private.clone());
-        tap.publish(&channel, &payload);
-        assert_eq!(*private.1.lock(), ["private-orders.1 E {}"]);
+        let p = prefixes.publication(channel.clone(), payload);
+        assert_eq!(p.channel, "private-orders.1");
+        assert_eq!(p.resp, RespName::Channel(channel));
+        assert_eq!(broker.publish(p), 1);
+        assert!(prefixed.got.lock().is_empty(), "not on the prefixed name");
+        assert_eq!(*private.got.lock(), ["private-orders.1 E {}"]);
     }
 
     #[test]
@@ -436,15 +545,47 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(e.event, "OrderShipped");
-        assert_eq!(e.data.get(), r#"{"id":1,"socket":null}"#);
+        assert_eq!(e.json_data(), r#"{"id":1,"socket":null}"#);
+        assert_eq!(e.pusher_data(), r#"{"id":1,"socket":null}"#);
         assert_eq!(e.socket.as_deref(), Some("abc"));
         let e = Envelope::decode(&Bytes::from_static(
             br#"{"event":"E","data":[],"socket":null}"#,
         ))
         .unwrap();
         assert_eq!(e.socket, None);
+        let e = Envelope::decode(&Bytes::from_static(br#"{"event":"E"}"#)).unwrap();
+        assert_eq!((&*e.json_data(), e.pusher_data()), ("null", "null"));
+        assert!(e.client_data().is_none());
         assert!(Envelope::decode(&Bytes::from_static(b"plain text")).is_none());
         assert!(Envelope::decode(&Bytes::from_static(br#"{"data":1}"#)).is_none());
+    }
+
+    #[test]
+    fn pusher_api_data_gives_pusher_the_same_string_and_socketio_what_pusher_js_parses() {
+        // (data string given to the API, what socket.io sends as the value)
+        for (given, socketio) in [
+            (
+                r#"{"id":1,"note":"caf\u00e9"}"#,
+                r#"{"id":1,"note":"caf\u00e9"}"#,
+            ),
+            ("[1,2]", "[1,2]"),
+            ("123", "123"),
+            (r#""quoted""#, r#""quoted""#),
+            ("plain string", r#""plain string""#),
+            (r#" {"padded":true} "#, r#"{"padded":true}"#),
+            ("", r#""""#),
+        ] {
+            let payload = Envelope::from_pusher_api("E", given, Some("1.2"));
+            let e = Envelope::decode(&payload).unwrap();
+            assert_eq!(e.pusher_data(), given, "{payload:?}");
+            assert_eq!(e.json_data(), socketio, "{payload:?}");
+            assert_eq!(e.socket.as_deref(), Some("1.2"));
+        }
+        // What RESP subscribers of the default app's channel see: Laravel's shape.
+        assert_eq!(
+            Envelope::from_pusher_api("E", r#"{"a":1}"#, None),
+            r#"{"event":"E","data":{"a":1},"socket":null}"#
+        );
     }
 
     #[test]
@@ -490,46 +631,48 @@ mod tests {
         assert_eq!((&*u.key, u.user_id.get()), ("u\"1", r#""u\"1""#));
     }
 
-    /// Listens on one channel; records what it was given.
-    struct Listener(&'static str, parking_lot::Mutex<Vec<String>>);
-
-    impl Audience for Listener {
-        fn listens(&self, channel: &str) -> bool {
-            channel == self.0
-        }
-        fn deliver(&self, channel: &str, b: &Envelope) -> usize {
-            self.1
-                .lock()
-                .push(format!("{channel} {} {}", b.event, b.data.get()));
-            1
-        }
+    #[test]
+    fn client_events_keep_their_data_as_sent() {
+        let data = RawValue::from_string(r#"{ "typing" : true }"#.into()).unwrap();
+        let user = RawValue::from_string(r#""7""#.into()).unwrap();
+        let payload = Envelope::from_client("client-typing", Some(&data), "9.9", Some(&user));
+        let e = Envelope::decode(&payload).unwrap();
+        assert_eq!(e.client_data().unwrap().get(), r#"{ "typing" : true }"#);
+        assert_eq!(e.user_id.as_deref().unwrap().get(), r#""7""#);
+        assert_eq!(e.socket.as_deref(), Some("9.9"));
+        let e = Envelope::decode(&Envelope::from_client("client-x", None, "9.9", None)).unwrap();
+        assert!(e.client_data().is_none() && e.user_id.is_none());
+        assert_eq!(e.json_data(), "null");
     }
 
     #[test]
-    fn broadcasts_decode_once_for_every_audience() {
-        let tap = Broadcasts::new(&["laravel_database_".into()]);
-        let (a, b) = (
-            Arc::new(Listener("orders.1", Default::default())),
-            Arc::new(Listener("orders.2", Default::default())),
-        );
-        tap.add(a.clone());
-        tap.add(b.clone());
+    fn each_edge_decodes_a_publication_once_whatever_its_clients() {
+        let prefixes = Prefixes::new(&["laravel_database_".into()]);
+        let broker = MemoryBroker::new();
+        let ns = Namespace::Default;
+        // Two edges (socket.io and a Pusher app), three and two clients on the channel.
+        let (a, b) = (Listener::new(3), Listener::new(2));
+        for l in [&a, &b] {
+            broker.stream_subscribe(&ns, b"orders.1", l.clone());
+        }
         let payload = Bytes::from_static(br#"{"event":"E","data":{"x":1},"socket":null}"#);
+        let publish = |channel: &'static str, payload: &Bytes| {
+            broker.publish(
+                prefixes.publication(Bytes::from_static(channel.as_bytes()), payload.clone()),
+            )
+        };
         let before = decodes();
-        assert_eq!(
-            tap.publish(&Bytes::from_static(b"laravel_database_orders.1"), &payload),
-            2
-        );
-        assert_eq!(decodes() - before, 1, "one decode for both audiences");
-        assert_eq!(*a.1.lock(), ["orders.1 E {\"x\":1}"]);
-        assert_eq!(*b.1.lock(), ["orders.1 E {\"x\":1}"]);
+        assert_eq!(publish("laravel_database_orders.1", &payload), 5);
+        assert_eq!(decodes() - before, 2, "one decode per edge, not per client");
+        assert_eq!(*a.got.lock(), ["orders.1 E {\"x\":1}"]);
+        assert_eq!(*b.got.lock(), ["orders.1 E {\"x\":1}"]);
         let junk = Bytes::from_static(b"not json");
         let before = decodes();
-        assert_eq!(tap.publish(&Bytes::from_static(b"nobody"), &junk), 0);
+        assert_eq!(publish("laravel_database_nobody", &junk), 0);
         assert_eq!(decodes(), before, "unheard: never decoded");
         let non_laravel = crate::metrics::NON_LARAVEL_PAYLOADS.get();
-        assert_eq!(tap.publish(&Bytes::from_static(b"orders.2"), &junk), 0);
-        assert_eq!(decodes() - before, 1);
-        assert!(crate::metrics::NON_LARAVEL_PAYLOADS.get() > non_laravel);
+        assert_eq!(publish("laravel_database_orders.1", &junk), 0);
+        assert_eq!(decodes() - before, 2);
+        assert!(crate::metrics::NON_LARAVEL_PAYLOADS.get() >= non_laravel + 2);
     }
 }

@@ -1,5 +1,5 @@
-//! A list that every publication reads and only start-up changes: the broker's taps and
-//! the WebSocket edges behind Laravel's broadcasts.
+//! A list that every publication reads and only start-up changes: the stream patterns
+//! the WebSocket edges hold, the Redis key prefixes learned from publications.
 //!
 //! A read-write lock would have each reading core write the lock's word, bouncing its
 //! cache line between cores on every publication; an `ArcSwap` snapshot is read
@@ -18,11 +18,17 @@ impl<T: ?Sized> Default for ReadMostly<T> {
 
 impl<T: ?Sized> ReadMostly<T> {
     pub fn push(&self, item: Arc<T>) {
-        self.0.rcu(|items| {
-            let mut items = Vec::clone(items);
+        self.update(|items| {
+            let mut items = items.to_vec();
             items.push(item.clone());
             items
         });
+    }
+
+    /// Replace the list with `f` of it (`f` runs again if another writer got in
+    /// first); returns the list it replaced.
+    pub fn update(&self, f: impl Fn(&[Arc<T>]) -> Vec<Arc<T>>) -> Arc<Vec<Arc<T>>> {
+        self.0.rcu(|items| f(items))
     }
 
     /// The list as it is now.

@@ -9,9 +9,12 @@
 //! (bounded too). Nothing is polled: each wait is woken by what it waits for.
 
 use crate::config::Config;
+use crate::pusher::apps::Apps;
 use crate::pusher::webhooks;
+use crate::socketio;
 use crate::state::{Shared, State};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -21,7 +24,26 @@ pub struct Running {
     pub redis_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub state: State,
+    pub edges: Edges,
     tasks: JoinSet<()>,
+}
+
+/// The WebSocket edges, each None when switched off (a dashboard reads them here).
+#[derive(Clone)]
+pub struct Edges {
+    pub socketio: Option<Arc<socketio::Edge>>,
+    /// The Pusher apps (each app is its own broker subscriber).
+    pub pusher: Option<Arc<Apps>>,
+}
+
+impl Edges {
+    /// Build the edges on `state`'s broker.
+    fn start(state: &State) -> Edges {
+        Edges {
+            socketio: socketio::Edge::start(state),
+            pusher: crate::pusher::start(state),
+        }
+    }
 }
 
 /// How long connections get to finish after shutdown begins.
@@ -36,9 +58,10 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let http = TcpListener::bind(config.http_bind).await?;
     let (redis_addr, http_addr) = (redis.local_addr()?, http.local_addr()?);
     let state = Shared::new(config);
+    let edges = Edges::start(&state);
     let mut tasks = JoinSet::new();
     tasks.spawn(crate::resp::serve(redis, state.clone()));
-    let routes = crate::http::routes(state.clone());
+    let routes = crate::http::routes(state.clone(), edges.socketio.clone(), edges.pusher.clone());
     tasks.spawn(crate::http_server::serve(http, state.clone(), routes));
     tracing::info!(%redis_addr, "RESP (Redis protocol) listening");
     tracing::info!(%http_addr, "HTTP and WebSocket listening");
@@ -46,6 +69,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         redis_addr,
         http_addr,
         state,
+        edges,
         tasks,
     })
 }

@@ -1,12 +1,13 @@
-//! The handles every part of herald shares: configuration, broker, the Laravel
-//! broadcasts, presence, the shutdown signal and the connections it waits for.
+//! The handles every part of herald shares: configuration, broker, the Redis key
+//! prefixes RESP publications carry, presence, the shutdown signal and the connections
+//! it waits for.
 //!
 //! A leaf: it imports the parts it holds and nothing imports it back except to read
 //! them, so the edges and `server` (which starts them) never form a cycle through it.
 
-use crate::broker::Broker;
+use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
-use crate::laravel::Broadcasts;
+use crate::laravel::Prefixes;
 use crate::presence::{MemoryPresence, Presence};
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,9 +17,11 @@ use tokio_util::task::TaskTracker;
 /// Everything the edges share.
 pub struct Shared {
     pub config: Config,
-    pub broker: Arc<Broker>,
-    /// Laravel broadcasts for the WebSocket edges, decoded once per publication.
-    pub broadcasts: Arc<Broadcasts>,
+    /// Every publication passes through it (a trait object: one indirect call per
+    /// publication, so that a Redis-backed broker can take its place).
+    pub broker: Arc<dyn Broker>,
+    /// The Redis key prefixes stripped from RESP publications' channel names.
+    pub prefixes: Prefixes,
     /// Who is present on which presence channel, for both edges and Pusher's watchlists.
     pub presence: Arc<dyn Presence>,
     /// Cancelled once, when the server begins to shut down.
@@ -34,13 +37,10 @@ pub type State = Arc<Shared>;
 impl Shared {
     /// The shared state of a server that has not started listening yet.
     pub fn new(config: Config) -> State {
-        let broker = Arc::new(Broker::new());
-        let broadcasts = Arc::new(Broadcasts::new(&config.redis_prefixes));
-        broker.add_tap(broadcasts.clone());
         Arc::new(Shared {
+            broker: Arc::new(MemoryBroker::new()),
+            prefixes: Prefixes::new(&config.redis_prefixes),
             config,
-            broker,
-            broadcasts,
             presence: Arc::new(MemoryPresence::default()),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),

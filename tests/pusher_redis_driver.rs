@@ -37,10 +37,11 @@ async fn client(running: &herald::server::Running, channel: &str) -> (Ws, String
 }
 
 fn publish(running: &herald::server::Running, channel: &str, payload: String) -> usize {
-    running
-        .state
-        .broker
-        .publish(Bytes::from(channel.to_string()), Bytes::from(payload))
+    let state = &running.state;
+    let p = state
+        .prefixes
+        .publication(Bytes::from(channel.to_string()), Bytes::from(payload));
+    state.broker.publish(p)
 }
 
 #[tokio::test]

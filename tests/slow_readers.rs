@@ -40,10 +40,11 @@ fn limits(hard: usize, soft: usize, soft_seconds: u64) -> OutboxLimits {
 }
 
 fn publish(r: &Running, channel: &str, payload: &str) {
-    r.state.broker.publish(
+    let p = r.state.prefixes.publication(
         Bytes::copy_from_slice(channel.as_bytes()),
         Bytes::copy_from_slice(payload.as_bytes()),
     );
+    r.state.broker.publish(p);
 }
 
 /// Event number `i`: its `pad` starts with the token `S{i}E`.

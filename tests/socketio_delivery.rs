@@ -16,10 +16,11 @@ async fn start(args: impl FnOnce(&mut Config)) -> Running {
 }
 
 fn publish(r: &Running, channel: &str, payload: &str) -> usize {
-    r.state.broker.publish(
+    let p = r.state.prefixes.publication(
         Bytes::copy_from_slice(channel.as_bytes()),
         Bytes::copy_from_slice(payload.as_bytes()),
-    )
+    );
+    r.state.broker.publish(p)
 }
 
 #[tokio::test]

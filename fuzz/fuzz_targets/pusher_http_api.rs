@@ -19,6 +19,7 @@
 #![no_main]
 
 use bytes::Bytes;
+use herald::broker::MemoryBroker;
 use herald::config::AppConfig;
 use herald::pusher::apps::Apps;
 use herald::pusher::http_api::{handle, Request};
@@ -40,6 +41,12 @@ fn apps() -> &'static Apps {
         let presence = std::sync::Arc::new(herald::presence::MemoryPresence::default());
         Apps::new(&[one, two], &[], None, presence)
     })
+}
+
+/// Where the events go: a broker nobody subscribes to.
+fn broker() -> &'static MemoryBroker {
+    static BROKER: OnceLock<MemoryBroker> = OnceLock::new();
+    BROKER.get_or_init(MemoryBroker::new)
 }
 
 const SDK_PARAMS: [&str; 5] = [
@@ -113,7 +120,7 @@ fuzz_target!(|data: &[u8]| {
         query: &query,
         body: &body,
     };
-    let status = handle(apps(), &id, &rest, req).status();
+    let status = handle(apps(), broker(), &id, &rest, req).status();
 
     assert!(
         [200, 400, 401, 403, 404, 413].contains(&status.as_u16()),

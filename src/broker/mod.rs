@@ -1,34 +1,46 @@
-//! The in-process pub/sub engine: publications in, deliveries out.
+//! The pub/sub engine: every publication, whichever door it enters by, passes here.
 //!
-//! The broker knows nothing of Laravel, Pusher or socket.io. It moves opaque
-//! publications (channel bytes, payload bytes) from publishers to subscribers, matching
-//! exact channels, Redis glob patterns and shard channels with Redis's semantics (a
-//! subscriber is counted once per matching subscription). Protocol edges attach in two
-//! ways:
-//! - as a [`Subscriber`] on channels and patterns (RESP clients, later the cluster bridge);
-//! - as a [`Tap`] that sees every `PUBLISH` once and does its own routing (the
-//!   socket.io and Pusher edges: they decode a Laravel envelope once per publication and
-//!   fan the encoded frame out to their own rooms).
+//! The broker knows nothing of Laravel, Pusher or socket.io. An ingress (RESP `PUBLISH`,
+//! `SPUBLISH` and Laravel's `EVAL`, the Pusher HTTP API, Pusher client events, socket.io
+//! whispers) makes one [`Publication`] and hands it to [`Broker::publish`], which
+//! numbers it in its channel's stream and gives it to two kinds of subscribers:
+//! - [`Subscriber`]s with Redis's semantics (RESP clients): exact channels, glob
+//!   patterns and shard channels matched against the name RESP sees ([`RespName`]),
+//!   each matching subscription counted, as Redis counts them;
+//! - [`StreamSubscriber`]s (the WebSocket edges, one per edge or Pusher app): a stream
+//!   is one channel of one [`Namespace`]; a subscriber gets each publication of its
+//!   streams once, with its [`Offset`], in offset order. An edge subscribes to a stream
+//!   for each client that joins the channel and unsubscribes for each that leaves; the
+//!   broker counts them, so the streams it holds are exactly the channels this node
+//!   has clients on ([`Broker::interest`]: what a Redis backplane subscribes to).
 //!
-//! Registries are sharded read-write maps, so publishes on two cores proceed in
-//! parallel; a subscriber's `deliver` only queues shared bytes into its bounded outbox.
-//! Room for what comes next: per-channel offsets for history and recovery would be
-//! assigned in `publish` under the channel's shard lock, and a Redis backplane would
-//! implement the same methods behind a trait.
+//! [`MemoryBroker`] is the in-process implementation; a Redis one will sit beside it
+//! behind the same trait, as centrifuge keeps `broker_memory.go` beside
+//! `broker_redis.go`.
+//!
+//! Locks: a stream's publications are numbered and handed to its subscribers under its
+//! registry shard's write lock, so one channel's deliveries happen in offset order. A
+//! stream subscriber's `deliver` runs under that lock and takes its own locks inside it
+//! (lock order: broker stream shard → edge room/channel shard); an edge therefore
+//! never calls the broker while it holds one of its own shard locks. Nothing under a
+//! broker lock does I/O, awaits, or calls back into the broker.
 
 pub mod glob;
 pub mod history;
+mod memory;
 pub mod offset;
 mod registry;
+mod streams;
+
+pub use memory::MemoryBroker;
+pub use offset::{Epoch, Offset};
 
 use crate::metrics::Counter;
-use crate::readmostly::ReadMostly;
 use bytes::Bytes;
-use registry::{PatternRegistry, Registry};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Identifies one subscribing connection; unique for the life of the process.
+/// Identifies one subscribing connection (or edge); unique for the life of the process.
 pub type SubscriberId = u64;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -38,7 +50,91 @@ pub fn next_subscriber_id() -> SubscriberId {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// How a delivery matched its subscriber.
+/// Whose channels a publication belongs to: one app's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Namespace {
+    /// The Laravel app's: RESP, socket.io and the default Pusher app share it.
+    Default,
+    /// Another Pusher app's, by its id.
+    App(Arc<str>),
+}
+
+/// The name RESP subscribers know a publication by, if they see it at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RespName {
+    /// Not for RESP: client events, other Pusher apps' events.
+    Hidden,
+    /// For `SUBSCRIBE` and `PSUBSCRIBE` subscribers of this name (what `PUBLISH` was
+    /// given, Redis key prefix and all).
+    Channel(Bytes),
+    /// `SPUBLISH`: for `SSUBSCRIBE` subscribers of this shard channel only. Redis keeps
+    /// shard channels apart from everything else, so no stream sees it either.
+    Shard(Bytes),
+}
+
+/// Who made a publication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The application (RESP, the Pusher HTTP API).
+    Server,
+    /// A WebSocket client (Pusher client event, socket.io whisper): relayed to the
+    /// channel's other clients, never kept as a channel's last event.
+    Client,
+}
+
+/// One publication, as every subscriber receives it.
+///
+/// The payload is opaque to the broker; herald's ingresses all put a Laravel broadcast
+/// envelope `{"event","data","socket"}` there, whose `socket` names the connection to
+/// leave out (`toOthers()`, a client event's sender).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publication {
+    pub namespace: Namespace,
+    /// The channel's name in its namespace (no Redis key prefix).
+    pub channel: Bytes,
+    pub payload: Bytes,
+    pub resp: RespName,
+    pub origin: Origin,
+    /// Its place in the channel's stream, set by the broker when it numbers it: None
+    /// while no stream of that channel exists on this node (no edge has a client on it).
+    pub offset: Option<Offset>,
+}
+
+impl Publication {
+    /// An application's publication on `channel` of `namespace`, not shown to RESP.
+    pub fn new(namespace: Namespace, channel: Bytes, payload: Bytes) -> Self {
+        Publication {
+            namespace,
+            channel,
+            payload,
+            resp: RespName::Hidden,
+            origin: Origin::Server,
+            offset: None,
+        }
+    }
+
+    /// Shown to RESP subscribers of `name` (and of patterns matching it) as well.
+    pub fn seen_by_resp_as(mut self, name: Bytes) -> Self {
+        self.resp = RespName::Channel(name);
+        self
+    }
+
+    /// Made by a WebSocket client.
+    pub fn from_client(mut self) -> Self {
+        self.origin = Origin::Client;
+        self
+    }
+
+    /// `SPUBLISH channel payload`.
+    pub fn shard(channel: Bytes, payload: Bytes) -> Self {
+        Publication {
+            resp: RespName::Shard(channel.clone()),
+            ..Publication::new(Namespace::Default, channel, payload)
+        }
+    }
+}
+
+/// How a RESP delivery matched its subscriber.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via<'a> {
     /// SUBSCRIBE to this exact channel.
@@ -49,239 +145,114 @@ pub enum Via<'a> {
     Shard,
 }
 
-/// Something that receives publications: one connection's view of the broker.
+/// A RESP connection's view of the broker: Redis's pub/sub semantics.
 pub trait Subscriber: Send + Sync {
     fn id(&self) -> SubscriberId;
     /// Called on the publisher's task: queue and return, never block.
     fn deliver(&self, via: Via<'_>, channel: &Bytes, payload: &Bytes);
 }
 
-/// An edge that sees every `PUBLISH` and routes it itself.
-pub trait Tap: Send + Sync {
-    /// Returns how many receivers the publication reached (added to PUBLISH's reply).
-    fn publish(&self, channel: &Bytes, payload: &Bytes) -> usize;
+/// An edge's view of the broker: whole publications of the streams it subscribed to.
+pub trait StreamSubscriber: Send + Sync {
+    fn id(&self) -> SubscriberId;
+    /// Called on the publisher's task, under the stream's lock, once per publication
+    /// however many of this subscriber's subscriptions match it: queue and return,
+    /// never block, never call the broker. Returns how many connections it reached.
+    fn deliver(&self, publication: &Publication) -> usize;
 }
 
+/// A stream's name, or a stream pattern: a channel name or glob in a namespace.
+pub type InNamespace = (Namespace, Bytes);
+
+/// What this node needs to hear: what a Redis backplane subscribes to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Interest {
+    /// Streams some edge has clients on, sorted.
+    pub streams: Vec<InNamespace>,
+    /// Stream patterns edges hold whatever their clients (the Pusher apps' cache
+    /// channels, socket.io's broadcast-to-all), sorted, each once.
+    pub stream_patterns: Vec<InNamespace>,
+    /// RESP `SUBSCRIBE`d channels, `PSUBSCRIBE`d patterns and `SSUBSCRIBE`d shard
+    /// channels (names as RESP sees them), sorted.
+    pub channels: Vec<Bytes>,
+    pub patterns: Vec<Bytes>,
+    pub shard_channels: Vec<Bytes>,
+}
+
+/// The broker no longer holds every publication after the offset asked for: it is of
+/// another epoch, or history past it was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooOld;
+
 /// Counters that INFO (`total_published`, `total_delivered`) and /metrics
-/// (`herald_publications_total`, `herald_deliveries_total`) report: publications through
-/// the broker (RESP PUBLISH and SPUBLISH, each channel of Laravel's EVAL) and the
-/// receivers they reached (RESP subscribers and WebSocket connections).
+/// (`herald_publications_total`, `herald_deliveries_total`) report: every publication,
+/// whatever its ingress, and the receivers it reached (RESP subscriptions and
+/// WebSocket connections).
 #[derive(Default)]
 pub struct BrokerStats {
     pub published: Counter,
     pub delivered: Counter,
 }
 
-/// The hub. Cheap to share: wrap it in an `Arc`.
-#[derive(Default)]
-pub struct Broker {
-    channels: Registry,
-    shard_channels: Registry,
-    patterns: PatternRegistry,
-    taps: ReadMostly<dyn Tap>,
-    pub stats: BrokerStats,
-}
+/// The broker: publish, subscribe and unsubscribe interest, read history.
+pub trait Broker: Send + Sync {
+    /// Number `publication` in its stream and deliver it. Returns the receivers it
+    /// reached (RESP subscriptions as Redis counts them, plus WebSocket connections).
+    fn publish(&self, publication: Publication) -> usize;
 
-impl Broker {
-    pub fn new() -> Self {
-        Self::default()
-    }
+    /// One more of `sub`'s clients joined `channel` of `namespace`. Counted: the
+    /// subscription lasts until as many [`stream_unsubscribe`](Self::stream_unsubscribe)s,
+    /// in either order (an unsubscribe that overtakes its subscribe cancels it).
+    fn stream_subscribe(
+        &self,
+        namespace: &Namespace,
+        channel: &[u8],
+        sub: Arc<dyn StreamSubscriber>,
+    );
+    fn stream_unsubscribe(&self, namespace: &Namespace, channel: &[u8], id: SubscriberId);
+    /// Every publication of `namespace` whose channel matches the glob `pattern`,
+    /// whether or not a stream of it exists (false if `sub` already holds it).
+    fn stream_psubscribe(
+        &self,
+        namespace: &Namespace,
+        pattern: &[u8],
+        sub: Arc<dyn StreamSubscriber>,
+    ) -> bool;
+    fn stream_punsubscribe(&self, namespace: &Namespace, pattern: &[u8], id: SubscriberId) -> bool;
 
-    /// Attach an edge that sees every publication.
-    pub fn add_tap(&self, tap: Arc<dyn Tap>) {
-        self.taps.push(tap);
-    }
+    /// The publications of a stream after `offset`, oldest first, or [`TooOld`] when
+    /// the broker cannot give all of them.
+    fn since(
+        &self,
+        namespace: &Namespace,
+        channel: &[u8],
+        offset: Offset,
+    ) -> Result<Vec<Publication>, TooOld>;
+    /// Where a stream stands: its last publication's offset (seq 0 before the first);
+    /// None when this node has no such stream.
+    fn position(&self, namespace: &Namespace, channel: &[u8]) -> Option<Offset>;
 
-    /// Subscribe to an exact channel. False if this subscriber already was.
-    pub fn subscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
-        self.channels.add(channel, sub)
-    }
+    /// The streams, stream patterns and RESP subscriptions this node holds.
+    fn interest(&self) -> Interest;
 
-    pub fn unsubscribe(&self, channel: &[u8], id: SubscriberId) -> bool {
-        self.channels.remove(channel, id)
-    }
+    /// RESP `SUBSCRIBE` to an exact channel. False if this subscriber already was.
+    fn subscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool;
+    fn unsubscribe(&self, channel: &[u8], id: SubscriberId) -> bool;
+    fn psubscribe(&self, pattern: Bytes, sub: Arc<dyn Subscriber>) -> bool;
+    fn punsubscribe(&self, pattern: &[u8], id: SubscriberId) -> bool;
+    fn ssubscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool;
+    fn sunsubscribe(&self, channel: &[u8], id: SubscriberId) -> bool;
 
-    pub fn psubscribe(&self, pattern: Bytes, sub: Arc<dyn Subscriber>) -> bool {
-        self.patterns.add(pattern, sub)
-    }
+    /// PUBSUB CHANNELS [pattern]: active RESP channels, optionally filtered.
+    fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes>;
+    fn shard_channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes>;
+    /// PUBSUB NUMSUB: RESP subscribers of one exact channel.
+    fn numsub(&self, channel: &[u8]) -> usize;
+    fn shard_numsub(&self, channel: &[u8]) -> usize;
+    /// PUBSUB NUMPAT: distinct RESP patterns subscribed to (Redis 7 semantics).
+    fn numpat(&self) -> usize;
+    /// Totals for INFO: (RESP channels, patterns, shard channels).
+    fn sizes(&self) -> (usize, usize, usize);
 
-    pub fn punsubscribe(&self, pattern: &[u8], id: SubscriberId) -> bool {
-        self.patterns.remove(pattern, id)
-    }
-
-    pub fn ssubscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
-        self.shard_channels.add(channel, sub)
-    }
-
-    pub fn sunsubscribe(&self, channel: &[u8], id: SubscriberId) -> bool {
-        self.shard_channels.remove(channel, id)
-    }
-
-    /// PUBLISH: deliver to channel subscribers, pattern subscribers and taps.
-    /// Returns the number of receivers, as Redis counts them.
-    pub fn publish(&self, channel: Bytes, payload: Bytes) -> usize {
-        self.stats.published.inc();
-        let mut n = self.channels.deliver(&channel, &payload, Via::Channel);
-        n += self.patterns.deliver(&channel, &payload);
-        for tap in self.taps.load().iter() {
-            n += tap.publish(&channel, &payload);
-        }
-        self.stats.delivered.add(n as u64);
-        n
-    }
-
-    /// SPUBLISH: shard channels only (no patterns, no taps), as Redis does.
-    pub fn spublish(&self, channel: Bytes, payload: Bytes) -> usize {
-        self.stats.published.inc();
-        let n = self.shard_channels.deliver(&channel, &payload, Via::Shard);
-        self.stats.delivered.add(n as u64);
-        n
-    }
-
-    /// PUBSUB CHANNELS [pattern]: active channels, optionally filtered.
-    pub fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
-        self.channels.names(pattern)
-    }
-
-    pub fn shard_channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
-        self.shard_channels.names(pattern)
-    }
-
-    /// PUBSUB NUMSUB: subscribers of one exact channel.
-    pub fn numsub(&self, channel: &[u8]) -> usize {
-        self.channels.count(channel)
-    }
-
-    pub fn shard_numsub(&self, channel: &[u8]) -> usize {
-        self.shard_channels.count(channel)
-    }
-
-    /// PUBSUB NUMPAT: distinct patterns subscribed to (Redis 7 semantics).
-    pub fn numpat(&self) -> usize {
-        self.patterns.len()
-    }
-
-    /// Totals for INFO: (channels, patterns, shard channels).
-    pub fn sizes(&self) -> (usize, usize, usize) {
-        (
-            self.channels.len(),
-            self.patterns.len(),
-            self.shard_channels.len(),
-        )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use parking_lot::Mutex;
-
-    /// (pattern that matched, channel, payload)
-    type Received = (Option<Vec<u8>>, Bytes, Bytes);
-
-    struct Recorder {
-        id: SubscriberId,
-        got: Mutex<Vec<Received>>,
-    }
-
-    impl Recorder {
-        fn new() -> Arc<Self> {
-            Arc::new(Recorder {
-                id: next_subscriber_id(),
-                got: Mutex::new(Vec::new()),
-            })
-        }
-    }
-
-    impl Subscriber for Recorder {
-        fn id(&self) -> SubscriberId {
-            self.id
-        }
-        fn deliver(&self, via: Via<'_>, channel: &Bytes, payload: &Bytes) {
-            let pat = match via {
-                Via::Pattern(p) => Some(p.to_vec()),
-                _ => None,
-            };
-            self.got
-                .lock()
-                .push((pat, channel.clone(), payload.clone()));
-        }
-    }
-
-    #[test]
-    fn counts_each_matching_subscription() {
-        let b = Broker::new();
-        let r = Recorder::new();
-        assert!(b.subscribe(Bytes::from_static(b"news"), r.clone()));
-        assert!(!b.subscribe(Bytes::from_static(b"news"), r.clone()));
-        assert!(b.psubscribe(Bytes::from_static(b"n*"), r.clone()));
-        assert!(b.psubscribe(Bytes::from_static(b"*s"), r.clone()));
-        assert_eq!(
-            b.publish(Bytes::from_static(b"news"), Bytes::from_static(b"hi")),
-            3
-        );
-        assert_eq!(
-            b.publish(Bytes::from_static(b"other"), Bytes::from_static(b"x")),
-            0
-        );
-        assert_eq!(r.got.lock().len(), 3);
-        assert_eq!(b.numpat(), 2);
-        assert_eq!(b.numsub(b"news"), 1);
-    }
-
-    #[test]
-    fn payload_is_shared_not_copied() {
-        let b = Broker::new();
-        let (r1, r2) = (Recorder::new(), Recorder::new());
-        b.subscribe(Bytes::from_static(b"c"), r1.clone());
-        b.subscribe(Bytes::from_static(b"c"), r2.clone());
-        let payload = Bytes::from(vec![7u8; 1024]);
-        b.publish(Bytes::from_static(b"c"), payload.clone());
-        let p1 = r1.got.lock()[0].2.as_ptr();
-        let p2 = r2.got.lock()[0].2.as_ptr();
-        assert_eq!(p1, payload.as_ptr());
-        assert_eq!(p2, payload.as_ptr());
-    }
-
-    #[test]
-    fn unsubscribe_forgets_empty_channels() {
-        let b = Broker::new();
-        let r = Recorder::new();
-        b.subscribe(Bytes::from_static(b"a"), r.clone());
-        b.psubscribe(Bytes::from_static(b"p*"), r.clone());
-        assert_eq!(b.channels(None), vec![Bytes::from_static(b"a")]);
-        assert!(b.unsubscribe(b"a", r.id));
-        assert!(!b.unsubscribe(b"a", r.id));
-        assert!(b.punsubscribe(b"p*", r.id));
-        assert_eq!(b.sizes(), (0, 0, 0));
-    }
-
-    #[test]
-    fn shard_channels_are_their_own_namespace() {
-        let b = Broker::new();
-        let r = Recorder::new();
-        b.ssubscribe(Bytes::from_static(b"s"), r.clone());
-        b.psubscribe(Bytes::from_static(b"*"), r.clone());
-        assert_eq!(b.spublish(Bytes::from_static(b"s"), Bytes::new()), 1);
-        assert_eq!(b.shard_numsub(b"s"), 1);
-        assert_eq!(b.numsub(b"s"), 0);
-    }
-
-    struct CountingTap(AtomicU64);
-    impl Tap for CountingTap {
-        fn publish(&self, _: &Bytes, _: &Bytes) -> usize {
-            self.0.fetch_add(1, Ordering::Relaxed);
-            2
-        }
-    }
-
-    #[test]
-    fn taps_see_every_publish() {
-        let b = Broker::new();
-        let tap = Arc::new(CountingTap(AtomicU64::new(0)));
-        b.add_tap(tap.clone());
-        assert_eq!(b.publish(Bytes::from_static(b"x"), Bytes::new()), 2);
-        assert_eq!(b.spublish(Bytes::from_static(b"x"), Bytes::new()), 0);
-        assert_eq!(tap.0.load(Ordering::Relaxed), 1);
-    }
+    fn stats(&self) -> &BrokerStats;
 }

@@ -1,20 +1,83 @@
-//! Who is subscribed to what: sharded maps for channels, a read-mostly list for patterns.
+//! Who is subscribed to what over RESP: sharded maps for channels, one map for patterns;
+//! and [`Keyed`], the subscriber set both these and the streams use.
 //!
 //! Channel registries are [`Sharded`] maps, so publishes to different channels never
 //! contend and publishes to the same channel only share a read lock. Both kinds keep a
 //! count that a publication reads without locking when nobody is subscribed.
 
 use super::{glob, Subscriber, SubscriberId, Via};
-use crate::sharded::Sharded;
+use crate::sharded::{Map, Sharded};
 use bytes::Bytes;
 use parking_lot::RwLock;
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 const SHARDS: usize = 32;
 
-type Subscribers = Vec<Arc<dyn Subscriber>>;
+/// A set of subscribers keyed by id: adding, finding and removing one costs the same
+/// however many there are (a mass reconnect of n subscribers to one channel is O(n), not
+/// O(n²)), and a publication walks a plain vector.
+pub struct Keyed<V> {
+    items: Vec<(SubscriberId, V)>,
+    at: Map<SubscriberId, usize>,
+}
+
+impl<V> Default for Keyed<V> {
+    fn default() -> Self {
+        Keyed {
+            items: Vec::new(),
+            at: Map::default(),
+        }
+    }
+}
+
+impl<V> Keyed<V> {
+    /// Add `v` as `id`'s; false (and nothing changed) if `id` is already here.
+    pub fn insert(&mut self, id: SubscriberId, v: V) -> bool {
+        match self.at.entry(id) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(e) => {
+                e.insert(self.items.len());
+                self.items.push((id, v));
+                true
+            }
+        }
+    }
+
+    pub fn get(&self, id: SubscriberId) -> Option<&V> {
+        Some(&self.items[*self.at.get(&id)?].1)
+    }
+
+    pub fn get_mut(&mut self, id: SubscriberId) -> Option<&mut V> {
+        let i = *self.at.get(&id)?;
+        Some(&mut self.items[i].1)
+    }
+
+    pub fn remove(&mut self, id: SubscriberId) -> Option<V> {
+        let i = self.at.remove(&id)?;
+        let (_, v) = self.items.swap_remove(i);
+        if let Some((moved, _)) = self.items.get(i) {
+            self.at.insert(*moved, i);
+        }
+        Some(v)
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.items.iter().map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+type Subscribers = Keyed<Arc<dyn Subscriber>>;
 
 /// Exact-name subscriptions (channels or shard channels).
 pub struct Registry {
@@ -32,12 +95,7 @@ impl Default for Registry {
 impl Registry {
     pub fn add(&self, name: Bytes, sub: Arc<dyn Subscriber>) -> bool {
         let mut shard = self.map.write(&name);
-        let subs = shard.entry(name).or_default();
-        if subs.iter().any(|s| s.id() == sub.id()) {
-            return false;
-        }
-        subs.push(sub);
-        true
+        shard.entry(name).or_default().insert(sub.id(), sub)
     }
 
     pub fn remove(&self, name: &[u8], id: SubscriberId) -> bool {
@@ -45,9 +103,7 @@ impl Registry {
         let Some(subs) = shard.get_mut(name) else {
             return false;
         };
-        let before = subs.len();
-        subs.retain(|s| s.id() != id);
-        let removed = subs.len() != before;
+        let removed = subs.remove(id).is_some();
         if subs.is_empty() {
             shard.remove(name);
         }
@@ -57,7 +113,7 @@ impl Registry {
     pub fn deliver(&self, name: &Bytes, payload: &Bytes, via: Via<'_>) -> usize {
         self.map.with(name.as_ref(), |subs| match subs {
             Some(subs) => {
-                for s in subs {
+                for s in subs.values() {
                     s.deliver(via, name, payload);
                 }
                 subs.len()
@@ -67,7 +123,7 @@ impl Registry {
     }
 
     pub fn count(&self, name: &[u8]) -> usize {
-        self.map.with(name, |subs| subs.map_or(0, Vec::len))
+        self.map.with(name, |subs| subs.map_or(0, Keyed::len))
     }
 
     pub fn names(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
@@ -99,19 +155,11 @@ pub struct PatternRegistry {
 impl PatternRegistry {
     pub fn add(&self, pattern: Bytes, sub: Arc<dyn Subscriber>) -> bool {
         let mut map = self.patterns.write();
-        match map.entry(pattern) {
-            Entry::Occupied(mut e) => {
-                if e.get().iter().any(|s| s.id() == sub.id()) {
-                    return false;
-                }
-                e.get_mut().push(sub);
-            }
-            Entry::Vacant(e) => {
-                e.insert(vec![sub]);
-                self.count.fetch_add(1, Ordering::Release);
-            }
-        }
-        true
+        let subs = map.entry(pattern).or_insert_with(|| {
+            self.count.fetch_add(1, Ordering::Release);
+            Keyed::default()
+        });
+        subs.insert(sub.id(), sub)
     }
 
     pub fn remove(&self, pattern: &[u8], id: SubscriberId) -> bool {
@@ -119,9 +167,7 @@ impl PatternRegistry {
         let Some(subs) = map.get_mut(pattern) else {
             return false;
         };
-        let before = subs.len();
-        subs.retain(|s| s.id() != id);
-        let removed = subs.len() != before;
+        let removed = subs.remove(id).is_some();
         if subs.is_empty() {
             map.remove(pattern);
             self.count.fetch_sub(1, Ordering::Release);
@@ -137,7 +183,7 @@ impl PatternRegistry {
         let mut n = 0;
         for (pattern, subs) in map.iter() {
             if glob::matches(pattern, channel) {
-                for s in subs {
+                for s in subs.values() {
                     s.deliver(Via::Pattern(pattern), channel, payload);
                 }
                 n += subs.len();
@@ -146,7 +192,37 @@ impl PatternRegistry {
         n
     }
 
+    pub fn names(&self) -> Vec<Bytes> {
+        self.patterns.read().keys().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_sets_find_and_remove_by_id_after_swaps() {
+        let mut k = Keyed::default();
+        for id in 1..=5u64 {
+            assert!(k.insert(id, id * 10));
+        }
+        assert!(!k.insert(3, 0), "already there");
+        assert_eq!(k.remove(1), Some(10)); // 5 moves into 1's place
+        assert_eq!(k.remove(1), None);
+        *k.get_mut(5).unwrap() += 1;
+        assert_eq!(k.remove(5), Some(51));
+        assert!(k.get(2).is_some() && k.get(5).is_none());
+        let mut left: Vec<u64> = k.values().copied().collect();
+        left.sort();
+        assert_eq!(left, [20, 30, 40]);
+        for id in [4, 2, 3] {
+            assert!(k.remove(id).is_some());
+        }
+        assert!(k.is_empty() && k.at.is_empty());
     }
 }

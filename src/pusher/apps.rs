@@ -4,13 +4,15 @@
 //! connection count and its signed-in users (with their watchlists). Whether a user is
 //! online (signed in on some connection) is the app's presence's to say, as for
 //! presence channels ([`crate::presence::SIGNED_IN`]); the app keeps which connections
-//! to tell. The first served app
-//! is the default one, where Laravel's redis-driver publications land; which configured
-//! apps are served is [`crate::config::Config::pusher_apps`]'s rule.
+//! to tell. The first served app is the default one: its channels are the default
+//! namespace's, which RESP (Laravel's redis-driver publications) and socket.io share;
+//! each other app is a namespace of its own. Which configured apps are served is
+//! [`crate::config::Config::pusher_apps`]'s rule.
 
 use super::channels::{Channels, Conn, COUNT_INTERVAL};
 use super::protocol;
 use super::webhooks::Webhooks;
+use crate::broker::{Namespace, SubscriberId};
 use crate::config::AppConfig;
 use crate::edge_policy;
 use crate::laravel::PresenceMember;
@@ -24,6 +26,10 @@ use std::sync::{Arc, Weak};
 
 pub struct App {
     pub config: AppConfig,
+    /// Whose channels these are: the default namespace for the default app, else the app's.
+    pub namespace: Namespace,
+    /// The app's id as a broker subscriber.
+    pub subscriber_id: SubscriberId,
     pub channels: Channels,
     connections: AtomicUsize,
     /// Signed-in users' connections and their watchers (`pusher:signin`).
@@ -66,6 +72,8 @@ impl App {
         let presence = Scope::new(presence, &format!("pusher:{}", config.id));
         App {
             channels: Channels::new(hooks, config.subscription_count, config.cache_ttl, presence),
+            namespace: Namespace::App(config.id.as_str().into()),
+            subscriber_id: crate::broker::next_subscriber_id(),
             config,
             connections: AtomicUsize::new(0),
             users: Mutex::default(),
@@ -221,7 +229,14 @@ impl Apps {
             .iter()
             .cloned()
             .map(with_origins)
-            .map(|c| Arc::new(App::new(c, ca_file, presence.clone())))
+            .enumerate()
+            .map(|(i, c)| {
+                let mut app = App::new(c, ca_file, presence.clone());
+                if i == 0 {
+                    app.namespace = Namespace::Default;
+                }
+                Arc::new(app)
+            })
             .collect();
         for app in apps.iter().filter(|a| a.config.subscription_count) {
             tokio::spawn(flush_counts(Arc::downgrade(app)));
@@ -241,7 +256,8 @@ impl Apps {
         self.apps.iter()
     }
 
-    /// The first served app: where RESP publications go. None when no app is served.
+    /// The first served app, in the default namespace: where RESP publications go.
+    /// None when no app is served.
     pub fn default_app(&self) -> Option<&Arc<App>> {
         self.apps.first()
     }

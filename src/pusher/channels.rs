@@ -83,17 +83,18 @@ pub enum Refused {
     TooManyMembers,
 }
 
+/// How cache channels' names start.
+pub const CACHE_PREFIXES: [&str; 4] = [
+    "cache-",
+    "private-cache-",
+    "private-encrypted-cache-",
+    "presence-cache-",
+];
+
 /// Cache channels (`cache-`, `private-cache-`, `private-encrypted-cache-`, `presence-cache-`)
 /// keep their last event for new subscribers.
 pub fn is_cache(name: &str) -> bool {
-    [
-        "cache-",
-        "private-cache-",
-        "private-encrypted-cache-",
-        "presence-cache-",
-    ]
-    .iter()
-    .any(|p| name.starts_with(p))
+    CACHE_PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Pusher's own channels (`#server-to-user-{id}`, which pusher-js joins after signin):

@@ -11,8 +11,9 @@
 use super::apps::{App, Apps};
 use super::protocol;
 use super::signature;
+use crate::broker::{Broker, Namespace, Publication};
 use crate::edge_policy::valid_channel_name;
-use crate::laravel::ChannelKind;
+use crate::laravel::{ChannelKind, Envelope};
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use md5::{Digest, Md5};
@@ -63,14 +64,21 @@ fn apps_max_message(apps: &Apps) -> usize {
 }
 
 /// Serve one API request for app `app_id`; `rest` is the path after `/apps/{id}`.
-pub fn handle(apps: &Apps, app_id: &str, rest: &[&str], req: Request<'_>) -> Response {
+/// Events are published on `broker`.
+pub fn handle(
+    apps: &Apps,
+    broker: &dyn Broker,
+    app_id: &str,
+    rest: &[&str],
+    req: Request<'_>,
+) -> Response {
     let Some(app) = apps.by_id(app_id) else {
         return reply_error(fail(
             StatusCode::NOT_FOUND,
             format!("Unknown app id {app_id}"),
         ));
     };
-    let result = authenticate(app, &req).and_then(|params| route(app, rest, &req, &params));
+    let result = authenticate(app, &req).and_then(|params| route(app, broker, rest, &req, &params));
     match result {
         Ok(v) => warp::reply::json(&v).into_response(),
         Err(f) => reply_error(f),
@@ -156,14 +164,20 @@ fn decode(segment: &str) -> String {
         .into_owned()
 }
 
-fn route(app: &App, rest: &[&str], req: &Request<'_>, params: &Params) -> Result<Value, Failure> {
+fn route(
+    app: &App,
+    broker: &dyn Broker,
+    rest: &[&str],
+    req: &Request<'_>,
+    params: &Params,
+) -> Result<Value, Failure> {
     let info = || param(params, "info").unwrap_or("");
     match (req.method, rest) {
         (&Method::POST, ["events"]) => {
             let ev: EventBody = parse_body(req.body)?;
             let channels = ev.channels(MAX_CHANNELS)?;
             let info = ev.info.as_deref().unwrap_or("");
-            trigger(app, &ev, &channels)?;
+            trigger(app, broker, &ev, &channels)?;
             let mut out = Map::new();
             if !info.is_empty() {
                 out.insert("channels".into(), channels_info(app, &channels, info)?);
@@ -186,7 +200,7 @@ fn route(app: &App, rest: &[&str], req: &Request<'_>, params: &Params) -> Result
             }
             let mut infos = Vec::new();
             for (ev, channels) in batch.batch.iter().zip(&all) {
-                trigger(app, ev, channels)?;
+                trigger(app, broker, ev, channels)?;
                 let info = ev.info.as_deref().unwrap_or("");
                 infos.push(match info {
                     "" => json!({}),
@@ -356,14 +370,24 @@ impl EventBody {
     }
 }
 
-/// Publish one event: the frame is encoded once per channel and shared by its subscribers.
-fn trigger(app: &App, ev: &EventBody, channels: &[String]) -> Result<(), Failure> {
+/// Publish one event on each of `channels` of the app's namespace: one envelope shared
+/// by all of them. The default app's events reach socket.io clients of the channel
+/// too, and RESP subscribers of its name.
+fn trigger(
+    app: &App,
+    broker: &dyn Broker,
+    ev: &EventBody,
+    channels: &[String],
+) -> Result<(), Failure> {
     ev.check(app)?;
-    let data = ev.data_text();
+    let payload = Envelope::from_pusher_api(&ev.name, &ev.data_text(), ev.socket_id.as_deref());
     for channel in channels {
-        let frame = protocol::event(&ev.name, Some(channel), &data);
-        app.channels
-            .publish(channel, &frame, ev.socket_id.as_deref());
+        let name = Bytes::copy_from_slice(channel.as_bytes());
+        let mut p = Publication::new(app.namespace.clone(), name.clone(), payload.clone());
+        if app.namespace == Namespace::Default {
+            p = p.seen_by_resp_as(name);
+        }
+        broker.publish(p);
     }
     Ok(())
 }

@@ -1,6 +1,11 @@
 //! The Pusher edge: protocol v7 over WebSocket at `/app/{key}`, Pusher's HTTP API at
 //! `/apps/{id}/...`, and the redis-driver path (RESP publications to the default app).
 //!
+//! Each app is one broker subscriber in its own namespace (the default app in the
+//! default one, shared with RESP and socket.io): it subscribes to a channel's stream
+//! for each connection that joins the channel, and holds its cache channels' patterns
+//! for good (see [`start`]). A publication's frame is encoded once per app.
+//!
 //! - [`apps`]: the configured apps, their quotas, signed-in users and watchlists.
 //! - [`channels`]: each app's subscribers, presence members, cached last events and
 //!   subscription counts.
@@ -18,9 +23,10 @@ pub mod signature;
 pub mod webhooks;
 pub mod websocket;
 
-use crate::laravel::{Audience, Envelope};
+use crate::broker::{Origin, Publication, StreamSubscriber, SubscriberId};
+use crate::laravel;
 use crate::state::State;
-use apps::{App, Apps};
+use apps::Apps;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{Method, StatusCode};
@@ -31,22 +37,31 @@ use warp::path::{FullPath, Tail};
 use warp::reply::{Reply, Response};
 use warp::Filter;
 
-/// Publications over RESP (Laravel's redis broadcaster) delivered to the default app:
-/// frame encoded once per publication, `socket` left out.
-struct RedisDriver {
-    app: Arc<App>,
-}
-
-impl Audience for RedisDriver {
-    fn listens(&self, channel: &str) -> bool {
-        channels::is_cache(channel) || self.app.channels.occupancy(channel).subscriptions > 0
+/// Publications of the app's namespace, whatever their ingress: the frame encoded once
+/// per publication, the envelope's `socket` left out. A server event is Pusher's
+/// `{"event","channel","data":"<JSON text>"}` and a cache channel keeps it; a client
+/// event is relayed with its data as sent, and never kept.
+impl StreamSubscriber for apps::App {
+    fn id(&self) -> SubscriberId {
+        self.subscriber_id
     }
 
-    fn deliver(&self, name: &str, env: &Envelope) -> usize {
-        let frame = protocol::event(&env.event, Some(name), env.data.get());
-        self.app
-            .channels
-            .publish(name, &frame, env.socket.as_deref())
+    fn deliver(&self, p: &Publication) -> usize {
+        laravel::broadcast(p, |name, env| {
+            let except = env.socket.as_deref();
+            match p.origin {
+                Origin::Server => {
+                    let frame = protocol::event(&env.event, Some(name), env.pusher_data());
+                    self.channels.publish(name, &frame, except)
+                }
+                Origin::Client => {
+                    let user_id = env.user_id.as_deref();
+                    let frame =
+                        protocol::client_event(&env.event, name, env.client_data(), user_id);
+                    self.channels.relay(name, &frame, except)
+                }
+            }
+        })
     }
 }
 
@@ -58,16 +73,15 @@ fn raw_query() -> BoxedFilter<(String,)> {
         .boxed()
 }
 
-/// The Pusher edge's routes, or none (404) with `--pusher false`. The apps served are
-/// [`Config::pusher_apps`](crate::config::Config::pusher_apps)'s; with none, every
-/// connection is refused with 4001 and every API request with 404.
-pub fn routes(state: State) -> BoxedFilter<(Response,)> {
+/// The apps herald serves ([`Config::pusher_apps`](crate::config::Config::pusher_apps)'s),
+/// or None with `--pusher false`. A cache channel must keep its last event even when
+/// it was published while no client was subscribed, so each app holds the patterns of
+/// its cache channels in its namespace for as long as it exists.
+pub fn start(state: &State) -> Option<Arc<Apps>> {
     let c = &state.config;
     if !c.pusher {
         tracing::info!("Pusher edge off (--pusher false)");
-        return warp::any()
-            .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
-            .boxed();
+        return None;
     }
     let (served, withheld) = c.pusher_apps();
     for why in &withheld {
@@ -79,6 +93,13 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         c.auth_ca_file.as_deref(),
         state.presence.clone(),
     ));
+    for app in apps.iter() {
+        for prefix in channels::CACHE_PREFIXES {
+            let pattern = format!("{prefix}*");
+            let me: Arc<dyn StreamSubscriber> = app.clone();
+            (state.broker).stream_psubscribe(&app.namespace, pattern.as_bytes(), me);
+        }
+    }
     match apps.default_app() {
         Some(default) => {
             let dev_secret = default.config.secret == crate::config::DEV_APP[2];
@@ -89,9 +110,6 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
                 app_secret = if dev_secret { crate::config::DEV_APP[2] } else { "(set)" },
                 "Pusher edge on /app/{{key}} and /apps/{{id}}; default app"
             );
-            state.broadcasts.add(Arc::new(RedisDriver {
-                app: default.clone(),
-            }));
         }
         None => tracing::info!(
             "Pusher edge on, but no app is served: connections get 4001 and the HTTP API 404. \
@@ -100,6 +118,16 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
              --http-bind 127.0.0.1:6001 serves the built-in herald-key app"
         ),
     }
+    Some(apps)
+}
+
+/// The Pusher edge's routes for `apps`, or none (404) without the edge.
+pub fn routes(state: State, apps: Option<Arc<Apps>>) -> BoxedFilter<(Response,)> {
+    let Some(apps) = apps else {
+        return warp::any()
+            .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
+            .boxed();
+    };
 
     let connect = {
         let (state, apps) = (state.clone(), apps.clone());
@@ -161,7 +189,7 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
         .and(warp::body::stream())
         .and_then(
             move |id: String, tail: Tail, method: Method, path: FullPath, query: String, body| {
-                let apps = apps.clone();
+                let (apps, state) = (apps.clone(), state.clone());
                 async move {
                     let body = match read_body(body, limit, body_timeout).await {
                         Ok(b) => b,
@@ -184,7 +212,7 @@ pub fn routes(state: State) -> BoxedFilter<(Response,)> {
                         query: &query,
                         body: &body,
                     };
-                    Ok(http_api::handle(&apps, &id, &rest, req))
+                    Ok(http_api::handle(&apps, &*state.broker, &id, &rest, req))
                 }
             },
         );

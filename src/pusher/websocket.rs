@@ -3,15 +3,17 @@
 //! The session is a [`ws::Handler`] driven by `ws::drive`: it answers the client's
 //! messages (subscribe, unsubscribe, ping, signin, client events) with frames pushed
 //! to `out`, and keeps only what it must between messages: its channels, its user,
-//! and two instants for the heartbeat. Publications reach it through its outbox.
+//! and two instants for the heartbeat. Publications reach it through its outbox; its
+//! client events go out through the broker, like every publication.
 
 use super::apps::{App, MAX_WATCHLIST};
 use super::channels::{Conn, Refused};
 use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
 use super::signature;
 use super::webhooks::Event;
+use crate::broker::{Broker, Publication, StreamSubscriber};
 use crate::edge_policy::{self, BadChannelName, ClientEvent, ClientEvents, RateWindow};
-use crate::laravel::{ChannelKind, PresenceMember};
+use crate::laravel::{ChannelKind, Envelope, PresenceMember};
 use crate::outbox::Outbox;
 use crate::state::State;
 use crate::ws::{self, frame, Flow, Handler, Message};
@@ -91,6 +93,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         (app.config.client_events, app.config.max_message_size());
     let session = Session {
         app,
+        broker: state.broker.clone(),
         conn,
         subscriptions: Vec::new(),
         user: None,
@@ -115,6 +118,7 @@ type Subscription = (Box<str>, Option<Box<str>>);
 
 struct Session {
     app: Arc<App>,
+    broker: Arc<dyn Broker>,
     conn: Arc<Conn>,
     subscriptions: Vec<Subscription>,
     /// How many `subscriptions` may hold (0: no limit).
@@ -142,6 +146,17 @@ struct UserData {
 impl Session {
     fn subscribed(&self, channel: &str) -> Option<&Subscription> {
         self.subscriptions.iter().find(|(c, _)| &**c == channel)
+    }
+
+    /// Count this connection's subscription to `channel` in the app's broker stream.
+    fn follow(&self, channel: &str) {
+        let app: Arc<dyn StreamSubscriber> = self.app.clone();
+        (self.broker).stream_subscribe(&self.app.namespace, channel.as_bytes(), app);
+    }
+
+    fn unfollow(&self, channel: &str) {
+        let (namespace, id) = (&self.app.namespace, self.app.subscriber_id);
+        (self.broker).stream_unsubscribe(namespace, channel.as_bytes(), id);
     }
 
     fn on_text(&mut self, text: &[u8], out: &mut Vec<Bytes>) -> Flow {
@@ -268,6 +283,7 @@ impl Session {
             if member.as_ref().is_some_and(|m| m.key != *old) {
                 self.app.channels.unsubscribe(name, &self.conn);
                 self.subscriptions.retain(|(c, _)| &**c != name);
+                self.unfollow(name);
             }
         }
         let key = member.as_ref().map(|m| m.key.clone());
@@ -287,6 +303,7 @@ impl Session {
             Ok(joined) => {
                 if self.subscribed(name).is_none() {
                     self.subscriptions.push((name.into(), key));
+                    self.follow(name);
                 }
                 out.push(protocol::event(
                     "pusher_internal:subscription_succeeded",
@@ -306,6 +323,7 @@ impl Session {
         if let Some(pos) = self.subscriptions.iter().position(|(c, _)| &**c == name) {
             let (channel, _) = self.subscriptions.swap_remove(pos);
             self.app.channels.unsubscribe(&channel, &self.conn);
+            self.unfollow(&channel);
         }
     }
 
@@ -368,10 +386,17 @@ impl Session {
         let user_id = member
             .and_then(|k| serde_json::to_string(k).ok())
             .and_then(|s| RawValue::from_string(s).ok());
-        let frame = protocol::client_event(&msg.event, channel, msg.data, user_id.as_deref());
-        self.app
-            .channels
-            .relay(channel, &frame, Some(&self.conn.socket_id));
+        // To the channel's other clients on every edge of the app's namespace, through
+        // the broker like any publication; never to RESP, never cached.
+        let payload = Envelope::from_client(
+            &msg.event,
+            msg.data,
+            &self.conn.socket_id,
+            user_id.as_deref(),
+        );
+        let name = Bytes::copy_from_slice(channel.as_bytes());
+        let event = Publication::new(self.app.namespace.clone(), name, payload).from_client();
+        self.broker.publish(event);
         let hooks = self.app.channels.hooks();
         if hooks.wants("client_event") {
             hooks.emit(Event::client_event(
@@ -430,8 +455,9 @@ impl Handler for Session {
     }
 
     fn on_close(&mut self, _why: &str) {
-        for (channel, _) in self.subscriptions.drain(..) {
+        for (channel, _) in std::mem::take(&mut self.subscriptions) {
             self.app.channels.unsubscribe(&channel, &self.conn);
+            self.unfollow(&channel);
         }
         if let Some(user) = self.user.take() {
             self.app.sign_out(&user, &self.conn, &self.watchlist);

@@ -18,8 +18,10 @@ use super::rooms::Frames;
 use super::Edge;
 use crate::auth_callback::Refused;
 use crate::auth_shield::{AuthOption, PerConnection};
+use crate::broker::{Namespace, Publication};
 use crate::edge_policy::{self, RateWindow};
-use crate::laravel::{ChannelKind, PresenceMember};
+use crate::laravel::{ChannelKind, Envelope, PresenceMember};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
@@ -246,14 +248,18 @@ fn refuse(s: &Session, channel: &str, Refused(status): Refused) {
     ));
 }
 
-fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceMember>) {
+fn join(edge: &Arc<Edge>, s: &Session, channel: &str, user: Option<PresenceMember>) {
     let mut st = s.lock();
     if st.closed || !s.socket.is_connected() || st.io.channels.iter().any(|c| **c == *channel) {
         return;
     }
     st.io.channels.push(channel.into());
     let Some(member) = user else {
-        edge.rooms.join(channel, &s.socket);
+        let new = edge.rooms.join(channel, &s.socket);
+        drop(st);
+        if new {
+            edge.follow(channel);
+        }
         return;
     };
     drop(st);
@@ -268,7 +274,7 @@ fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceMember>) {
     let Ok(joined) = turn.join(s.socket.key, Arc::new(member), 0) else {
         unreachable!("socket.io presence channels have no member limit")
     };
-    edge.rooms.join(channel, &s.socket);
+    let new = edge.rooms.join(channel, &s.socket);
     s.socket.send(packet::event(
         "presence:subscribed",
         &[&chan, &members_json(&joined.members)],
@@ -277,6 +283,9 @@ fn join(edge: &Edge, s: &Session, channel: &str, user: Option<PresenceMember>) {
         edge.rooms.deliver(channel, Some(&s.socket.id), &joining);
     }
     drop(turn);
+    if new {
+        edge.follow(channel);
+    }
     // A close or an unsubscribe that ran since the channel was noted found nothing to
     // leave yet: leave now (leaving twice is harmless).
     let gone = {
@@ -335,18 +344,24 @@ fn unsubscribe(edge: &Edge, s: &Session, channel: &str) {
 /// dropped) comes here.
 fn leave(edge: &Edge, s: &Session, channel: &str) {
     if ChannelKind::of(channel) != ChannelKind::Presence {
-        edge.rooms.leave(channel, s.socket.key);
+        if edge.rooms.leave(channel, s.socket.key) {
+            edge.unfollow(channel);
+        }
         return;
     }
     let turn = edge.presence.turn(channel);
     let last = turn.leave(s.socket.key);
-    edge.rooms.leave(channel, s.socket.key);
+    let left = edge.rooms.leave(channel, s.socket.key);
     if let Some(member) = last {
         let f = Frames::new(packet::event(
             "presence:leaving",
             &[&json_str(channel), &member_json(&member)],
         ));
         edge.rooms.deliver(channel, None, &f);
+    }
+    drop(turn);
+    if left {
+        edge.unfollow(channel);
     }
 }
 
@@ -389,6 +404,10 @@ fn whisper(edge: &Edge, s: &Session, ev: ClientEvent<'_>) {
         ));
         return;
     }
-    let f = Frames::new(packet::event(&ev.event, &[&json_str(&ev.channel), data]));
-    edge.rooms.deliver(&ev.channel, Some(&s.socket.id), &f);
+    // To the channel's other clients on both edges, through the broker like any
+    // publication; never to RESP.
+    let payload = Envelope::from_client(&ev.event, ev.data, &s.socket.id, None);
+    let channel = Bytes::copy_from_slice(ev.channel.as_bytes());
+    let whisper = Publication::new(Namespace::Default, channel, payload).from_client();
+    edge.state.broker.publish(whisper);
 }

@@ -8,9 +8,10 @@
 //! - [`echo`]: subscribe / unsubscribe / whisper with Laravel's authorization, and
 //!   presence (kept in [`crate::presence`]) announced as laravel-echo-server did.
 //!
-//! Broadcasts arrive decoded from [`crate::laravel::Broadcasts`]; each one's
-//! `42["event","channel",data]` packet is built once and shared by every member
-//! socket (except the publisher's own, `toOthers()`).
+//! The edge is one broker subscriber: it subscribes to a channel's stream (default
+//! namespace) for each socket that joins the channel, and each publication's envelope
+//! is decoded once and its `42["event","channel",data]` packet built once, shared by
+//! every member socket (except the publisher's own, `toOthers()`).
 
 mod cors;
 mod echo;
@@ -22,8 +23,9 @@ mod rooms;
 mod websocket;
 
 use crate::auth_shield::AuthShield;
+use crate::broker::{Namespace, Publication, StreamSubscriber, SubscriberId};
 use crate::config::Config;
-use crate::laravel::{Audience, ChannelKind, Envelope};
+use crate::laravel::{self, ChannelKind, Envelope};
 use crate::outbox::Closed;
 use crate::presence::Scope;
 use crate::state::State;
@@ -47,6 +49,8 @@ const PRESENCE_NAMESPACE: &str = "socket.io";
 /// Everything the socket.io edge shares across its connections.
 pub struct Edge {
     state: State,
+    /// The edge's id as a broker subscriber.
+    id: SubscriberId,
     rooms: Rooms,
     /// The socket.io edge's namespace of the shared presence.
     presence: Scope,
@@ -55,9 +59,27 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// The socket.io edge, or None with `--socketio false`. With
+    /// `--socketio-broadcast-public` it hears every channel of the default namespace.
+    pub fn start(state: &State) -> Option<Arc<Edge>> {
+        if !state.config.socketio {
+            tracing::info!("socket.io edge off (--socketio false)");
+            return None;
+        }
+        tracing::info!("socket.io edge on /socket.io/");
+        let edge = Arc::new(Edge::new(state.clone()));
+        if state.config.socketio_broadcast_public {
+            state
+                .broker
+                .stream_psubscribe(&Namespace::Default, b"*", edge.clone());
+        }
+        Some(edge)
+    }
+
     fn new(state: State) -> Self {
         let c = &state.config;
         Edge {
+            id: crate::broker::next_subscriber_id(),
             rooms: Rooms::default(),
             presence: Scope::new(state.presence.clone(), PRESENCE_NAMESPACE),
             sessions: Sessions::default(),
@@ -93,23 +115,28 @@ impl Edge {
         echo::leave_all(self, s, channels);
         s.socket.outbox.close(Closed::Server(reason));
     }
-}
 
-impl Audience for Edge {
-    fn listens(&self, channel: &str) -> bool {
-        self.rooms.is_occupied(channel)
-            || (self.config().socketio_broadcast_public
-                && ChannelKind::of(channel) == ChannelKind::Public)
+    /// One more socket in `channel`: the broker counts it. Called with no lock held.
+    fn follow(self: &Arc<Self>, channel: &str) {
+        let me: Arc<dyn StreamSubscriber> = self.clone();
+        (self.state.broker).stream_subscribe(&Namespace::Default, channel.as_bytes(), me);
     }
 
-    fn deliver(&self, name: &str, env: &Envelope) -> usize {
+    /// One socket fewer in `channel`. Called with no lock held.
+    fn unfollow(&self, channel: &str) {
+        (self.state.broker).stream_unsubscribe(&Namespace::Default, channel.as_bytes(), self.id);
+    }
+
+    /// Send one broadcast to the channel's sockets, and with `--socketio-broadcast-public`
+    /// a public one to every connected socket too.
+    fn broadcast(&self, name: &str, env: &Envelope) -> usize {
         let except = env.socket.as_deref();
-        let data = env.data.get();
-        let f = Frames::new(packet::event(&env.event, &[&packet::json_str(name), data]));
+        let data = env.json_data();
+        let f = Frames::new(packet::event(&env.event, &[&packet::json_str(name), &data]));
         let mut n = self.rooms.deliver(name, except, &f);
         if self.config().socketio_broadcast_public && ChannelKind::of(name) == ChannelKind::Public {
             // The classic tutorial: io.emit(channel + ':' + event, data) to everyone.
-            let f = Frames::new(packet::event(&format!("{name}:{}", env.event), &[data]));
+            let f = Frames::new(packet::event(&format!("{name}:{}", env.event), &[&data]));
             self.sessions.for_each_connected(|m| {
                 if except != Some(&*m.id) && m.deliver(&f) {
                     n += 1;
@@ -120,19 +147,25 @@ impl Audience for Edge {
     }
 }
 
-/// `/socket.io/`: the Engine.IO endpoint for both transports; none (404) with
-/// `--socketio false`.
-pub fn routes(state: State) -> BoxedFilter<(Response,)> {
-    if !state.config.socketio {
-        tracing::info!("socket.io edge off (--socketio false)");
+impl StreamSubscriber for Edge {
+    fn id(&self) -> SubscriberId {
+        self.id
+    }
+
+    fn deliver(&self, p: &Publication) -> usize {
+        laravel::broadcast(p, |name, env| self.broadcast(name, env))
+    }
+}
+
+/// `/socket.io/`: the Engine.IO endpoint for both transports; none (404) without the
+/// edge (`--socketio false`).
+pub fn routes(edge: Option<Arc<Edge>>) -> BoxedFilter<(Response,)> {
+    let Some(edge) = edge else {
         return warp::any()
             .and_then(|| async { Err::<Response, _>(warp::reject::not_found()) })
             .boxed();
-    }
-    tracing::info!("socket.io edge on /socket.io/");
-    let edge = Arc::new(Edge::new(state.clone()));
-    state.broadcasts.add(edge.clone());
-    let upgrade = crate::ws::upgrade(&state.connections)
+    };
+    let upgrade = crate::ws::upgrade(&edge.state.connections)
         .map(Some)
         .or(warp::any().map(|| None))
         .unify();

@@ -111,25 +111,28 @@ impl Default for Rooms {
 }
 
 impl Rooms {
-    pub fn join(&self, channel: &str, socket: &Arc<Socket>) {
+    /// Put `socket` in `channel`; false if it already was.
+    pub fn join(&self, channel: &str, socket: &Arc<Socket>) -> bool {
         let mut shard = self.map.write(channel);
         shard
             .entry(channel.into())
             .or_default()
             .members
-            .insert(socket.key, socket.clone());
+            .insert(socket.key, socket.clone())
+            .is_none()
     }
 
-    /// Take socket `key` out of `channel`.
-    pub fn leave(&self, channel: &str, key: u64) {
+    /// Take socket `key` out of `channel`; false if it was not in it.
+    pub fn leave(&self, channel: &str, key: u64) -> bool {
         let mut shard = self.map.write(channel);
         let Some(room) = shard.get_mut(channel) else {
-            return;
+            return false;
         };
-        room.members.remove(&key);
+        let left = room.members.remove(&key).is_some();
         if room.members.is_empty() {
             shard.remove(channel);
         }
+        left
     }
 
     /// Send to every member but `except` (a socket id); returns how many got it.
@@ -149,12 +152,6 @@ impl Rooms {
             }
             n
         })
-    }
-
-    /// Whether any socket is in `channel`.
-    pub fn is_occupied(&self, channel: &str) -> bool {
-        self.map
-            .with(channel, |r| r.is_some_and(|r| !r.members.is_empty()))
     }
 
     pub fn is_member(&self, channel: &str, key: u64) -> bool {

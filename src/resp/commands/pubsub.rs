@@ -8,7 +8,7 @@
 
 use super::super::frame::Frame;
 use super::super::session::Session;
-use crate::broker::Subscriber;
+use crate::broker::{Publication, Subscriber};
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -65,12 +65,19 @@ pub fn run(cmd: Cmd, s: &mut Session) {
     match cmd {
         Cmd::Publish(channel, message) => {
             publish_ordered(s);
-            let n = s.hub.state.broker.publish(channel, message);
+            let state = &s.hub.state;
+            let n = state
+                .broker
+                .publish(state.prefixes.publication(channel, message));
             s.reply(Frame::Integer(n as i64));
         }
         Cmd::SPublish(channel, message) => {
             publish_ordered(s);
-            let n = s.hub.state.broker.spublish(channel, message);
+            let n = s
+                .hub
+                .state
+                .broker
+                .publish(Publication::shard(channel, message));
             s.reply(Frame::Integer(n as i64));
         }
         Cmd::Subscribe(kind, names) => {

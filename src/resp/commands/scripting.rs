@@ -134,7 +134,9 @@ fn broadcast(s: &mut Session, argv: &[Bytes]) -> Frame {
             if s.script_calls.is_some() {
                 s.script_call(&[PUBLISH.clone(), channel.clone(), payload.clone()]);
             }
-            s.hub.state.broker.publish(channel.clone(), payload.clone());
+            let state = &s.hub.state;
+            let p = state.prefixes.publication(channel.clone(), payload.clone());
+            state.broker.publish(p);
         }
     }
     Frame::Null

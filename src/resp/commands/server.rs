@@ -297,7 +297,7 @@ fn info(s: &Session, wanted: &[Bytes]) -> String {
         );
     }
     if want("stats") {
-        let stats = &state.broker.stats;
+        let stats = state.broker.stats();
         section(
             "Stats",
             vec![

@@ -1,0 +1,606 @@
+//! The in-process [`Broker`]: RESP registries with Redis's semantics, and the streams
+//! the edges subscribe to, in this process's memory. What a single herald needs; a
+//! Redis-backed broker for several nodes implements the same trait beside it.
+
+use super::registry::{PatternRegistry, Registry};
+use super::streams::Streams;
+use super::{
+    Broker, BrokerStats, Interest, Namespace, Offset, Publication, RespName, StreamSubscriber,
+    Subscriber, SubscriberId, TooOld, Via,
+};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// The hub. Cheap to share: wrap it in an `Arc`.
+#[derive(Default)]
+pub struct MemoryBroker {
+    channels: Registry,
+    shard_channels: Registry,
+    patterns: PatternRegistry,
+    streams: Streams,
+    stats: BrokerStats,
+}
+
+impl MemoryBroker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish(&self, mut p: Publication) -> usize {
+        self.stats.published.inc();
+        let mut n = 0;
+        match &p.resp {
+            RespName::Shard(name) => {
+                // SPUBLISH: shard channels only (no patterns, no streams), as Redis does.
+                n = self.shard_channels.deliver(name, &p.payload, Via::Shard);
+                self.stats.delivered.add(n as u64);
+                return n;
+            }
+            RespName::Channel(name) => {
+                n += self.channels.deliver(name, &p.payload, Via::Channel);
+                n += self.patterns.deliver(name, &p.payload);
+            }
+            RespName::Hidden => {}
+        }
+        n += self.streams.publish(&mut p);
+        self.stats.delivered.add(n as u64);
+        n
+    }
+
+    fn stream_subscribe(
+        &self,
+        namespace: &Namespace,
+        channel: &[u8],
+        sub: Arc<dyn StreamSubscriber>,
+    ) {
+        self.streams.subscribe(namespace, channel, sub);
+    }
+
+    fn stream_unsubscribe(&self, namespace: &Namespace, channel: &[u8], id: SubscriberId) {
+        self.streams.unsubscribe(namespace, channel, id);
+    }
+
+    fn stream_psubscribe(
+        &self,
+        namespace: &Namespace,
+        pattern: &[u8],
+        sub: Arc<dyn StreamSubscriber>,
+    ) -> bool {
+        self.streams.psubscribe(namespace, pattern, sub)
+    }
+
+    fn stream_punsubscribe(&self, namespace: &Namespace, pattern: &[u8], id: SubscriberId) -> bool {
+        self.streams.punsubscribe(namespace, pattern, id)
+    }
+
+    fn since(
+        &self,
+        namespace: &Namespace,
+        channel: &[u8],
+        offset: Offset,
+    ) -> Result<Vec<Publication>, TooOld> {
+        self.streams.since(namespace, channel, offset)
+    }
+
+    fn position(&self, namespace: &Namespace, channel: &[u8]) -> Option<Offset> {
+        self.streams.position(namespace, channel)
+    }
+
+    fn interest(&self) -> Interest {
+        let (streams, stream_patterns) = self.streams.interest();
+        let sorted = |mut v: Vec<Bytes>| {
+            v.sort();
+            v
+        };
+        Interest {
+            streams,
+            stream_patterns,
+            channels: sorted(self.channels.names(None)),
+            patterns: sorted(self.patterns.names()),
+            shard_channels: sorted(self.shard_channels.names(None)),
+        }
+    }
+
+    fn subscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
+        self.channels.add(channel, sub)
+    }
+
+    fn unsubscribe(&self, channel: &[u8], id: SubscriberId) -> bool {
+        self.channels.remove(channel, id)
+    }
+
+    fn psubscribe(&self, pattern: Bytes, sub: Arc<dyn Subscriber>) -> bool {
+        self.patterns.add(pattern, sub)
+    }
+
+    fn punsubscribe(&self, pattern: &[u8], id: SubscriberId) -> bool {
+        self.patterns.remove(pattern, id)
+    }
+
+    fn ssubscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
+        self.shard_channels.add(channel, sub)
+    }
+
+    fn sunsubscribe(&self, channel: &[u8], id: SubscriberId) -> bool {
+        self.shard_channels.remove(channel, id)
+    }
+
+    fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        self.channels.names(pattern)
+    }
+
+    fn shard_channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        self.shard_channels.names(pattern)
+    }
+
+    fn numsub(&self, channel: &[u8]) -> usize {
+        self.channels.count(channel)
+    }
+
+    fn shard_numsub(&self, channel: &[u8]) -> usize {
+        self.shard_channels.count(channel)
+    }
+
+    fn numpat(&self) -> usize {
+        self.patterns.len()
+    }
+
+    fn sizes(&self) -> (usize, usize, usize) {
+        (
+            self.channels.len(),
+            self.patterns.len(),
+            self.shard_channels.len(),
+        )
+    }
+
+    fn stats(&self) -> &BrokerStats {
+        &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{next_subscriber_id, Epoch, Origin};
+    use super::*;
+    use parking_lot::Mutex;
+
+    /// (pattern that matched, channel, payload)
+    type Received = (Option<Vec<u8>>, Bytes, Bytes);
+
+    struct Recorder {
+        id: SubscriberId,
+        got: Mutex<Vec<Received>>,
+    }
+
+    impl Recorder {
+        fn new() -> Arc<Self> {
+            Arc::new(Recorder {
+                id: next_subscriber_id(),
+                got: Mutex::new(Vec::new()),
+            })
+        }
+    }
+
+    impl Subscriber for Recorder {
+        fn id(&self) -> SubscriberId {
+            self.id
+        }
+        fn deliver(&self, via: Via<'_>, channel: &Bytes, payload: &Bytes) {
+            let pat = match via {
+                Via::Pattern(p) => Some(p.to_vec()),
+                _ => None,
+            };
+            self.got
+                .lock()
+                .push((pat, channel.clone(), payload.clone()));
+        }
+    }
+
+    /// A stream subscriber that keeps what it is given, reaching one connection each time.
+    struct Edge {
+        id: SubscriberId,
+        got: Mutex<Vec<Publication>>,
+    }
+
+    impl Edge {
+        fn new() -> Arc<Self> {
+            Arc::new(Edge {
+                id: next_subscriber_id(),
+                got: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn offsets(&self) -> Vec<Offset> {
+            self.got.lock().iter().map(|p| p.offset.unwrap()).collect()
+        }
+    }
+
+    impl StreamSubscriber for Edge {
+        fn id(&self) -> SubscriberId {
+            self.id
+        }
+        fn deliver(&self, p: &Publication) -> usize {
+            self.got.lock().push(p.clone());
+            1
+        }
+    }
+
+    fn resp(channel: &'static str, payload: &'static str) -> Publication {
+        let c = Bytes::from_static(channel.as_bytes());
+        Publication::new(
+            Namespace::Default,
+            c.clone(),
+            Bytes::from_static(payload.as_bytes()),
+        )
+        .seen_by_resp_as(c)
+    }
+
+    fn on(namespace: &Namespace, channel: &'static str) -> Publication {
+        Publication::new(
+            namespace.clone(),
+            Bytes::from_static(channel.as_bytes()),
+            Bytes::new(),
+        )
+    }
+
+    fn app(id: &str) -> Namespace {
+        Namespace::App(id.into())
+    }
+
+    #[test]
+    fn counts_each_matching_subscription() {
+        let b = MemoryBroker::new();
+        let r = Recorder::new();
+        assert!(b.subscribe(Bytes::from_static(b"news"), r.clone()));
+        assert!(!b.subscribe(Bytes::from_static(b"news"), r.clone()));
+        assert!(b.psubscribe(Bytes::from_static(b"n*"), r.clone()));
+        assert!(b.psubscribe(Bytes::from_static(b"*s"), r.clone()));
+        assert_eq!(b.publish(resp("news", "hi")), 3);
+        assert_eq!(b.publish(resp("other", "x")), 0);
+        assert_eq!(r.got.lock().len(), 3);
+        assert_eq!(b.numpat(), 2);
+        assert_eq!(b.numsub(b"news"), 1);
+    }
+
+    #[test]
+    fn payload_is_shared_not_copied() {
+        let b = MemoryBroker::new();
+        let (r1, r2) = (Recorder::new(), Recorder::new());
+        let e = Edge::new();
+        b.subscribe(Bytes::from_static(b"c"), r1.clone());
+        b.subscribe(Bytes::from_static(b"c"), r2.clone());
+        b.stream_subscribe(&Namespace::Default, b"c", e.clone());
+        let payload = Bytes::from(vec![7u8; 1024]);
+        let c = Bytes::from_static(b"c");
+        let p = Publication::new(Namespace::Default, c.clone(), payload.clone()).seen_by_resp_as(c);
+        assert_eq!(b.publish(p), 3);
+        assert_eq!(r1.got.lock()[0].2.as_ptr(), payload.as_ptr());
+        assert_eq!(r2.got.lock()[0].2.as_ptr(), payload.as_ptr());
+        assert_eq!(e.got.lock()[0].payload.as_ptr(), payload.as_ptr());
+    }
+
+    #[test]
+    fn unsubscribe_forgets_empty_channels() {
+        let b = MemoryBroker::new();
+        let r = Recorder::new();
+        b.subscribe(Bytes::from_static(b"a"), r.clone());
+        b.psubscribe(Bytes::from_static(b"p*"), r.clone());
+        assert_eq!(b.channels(None), vec![Bytes::from_static(b"a")]);
+        assert!(b.unsubscribe(b"a", r.id));
+        assert!(!b.unsubscribe(b"a", r.id));
+        assert!(b.punsubscribe(b"p*", r.id));
+        assert_eq!(b.sizes(), (0, 0, 0));
+    }
+
+    #[test]
+    fn shard_channels_are_their_own_namespace() {
+        let b = MemoryBroker::new();
+        let r = Recorder::new();
+        let e = Edge::new();
+        b.ssubscribe(Bytes::from_static(b"s"), r.clone());
+        b.psubscribe(Bytes::from_static(b"*"), r.clone());
+        b.stream_subscribe(&Namespace::Default, b"s", e.clone());
+        let p = Publication::shard(Bytes::from_static(b"s"), Bytes::new());
+        assert_eq!(b.publish(p), 1);
+        assert_eq!(b.shard_numsub(b"s"), 1);
+        assert_eq!(b.numsub(b"s"), 0);
+        assert!(e.got.lock().is_empty(), "no stream sees SPUBLISH");
+        assert_eq!(b.stats().published.get(), 1);
+    }
+
+    #[test]
+    fn resp_sees_the_name_published_and_streams_the_channel_in_its_namespace() {
+        let b = MemoryBroker::new();
+        let (raw, stripped) = (Recorder::new(), Recorder::new());
+        b.subscribe(
+            Bytes::from_static(b"laravel_database_orders.1"),
+            raw.clone(),
+        );
+        b.subscribe(Bytes::from_static(b"orders.1"), stripped.clone());
+        let (default, other) = (Edge::new(), Edge::new());
+        b.stream_subscribe(&Namespace::Default, b"orders.1", default.clone());
+        b.stream_subscribe(&app("2"), b"orders.1", other.clone());
+        let p = Publication::new(
+            Namespace::Default,
+            Bytes::from_static(b"orders.1"),
+            Bytes::from_static(b"{}"),
+        )
+        .seen_by_resp_as(Bytes::from_static(b"laravel_database_orders.1"));
+        assert_eq!(b.publish(p), 2);
+        assert_eq!(raw.got.lock().len(), 1);
+        assert!(stripped.got.lock().is_empty());
+        assert_eq!(default.got.lock().len(), 1);
+        assert!(other.got.lock().is_empty(), "another app's stream");
+        // Hidden from RESP: a client event, another app's event.
+        assert_eq!(
+            b.publish(on(&Namespace::Default, "orders.1").from_client()),
+            1
+        );
+        assert_eq!(b.publish(on(&app("2"), "orders.1")), 1);
+        assert_eq!(raw.got.lock().len() + stripped.got.lock().len(), 1);
+        assert_eq!(default.got.lock()[1].origin, Origin::Client);
+        assert_eq!(other.got.lock().len(), 1);
+        assert_eq!(b.stats().published.get(), 3);
+        assert_eq!(b.stats().delivered.get(), 4);
+    }
+
+    #[test]
+    fn offsets_increase_by_one_per_stream_from_the_streams_own_epoch() {
+        let b = MemoryBroker::new();
+        let e = Edge::new();
+        b.stream_subscribe(&Namespace::Default, b"a", e.clone());
+        b.stream_subscribe(&Namespace::Default, b"b", e.clone());
+        b.stream_subscribe(&app("2"), b"a", e.clone());
+        for ch in ["a", "b", "a", "a", "b"] {
+            b.publish(on(&Namespace::Default, ch));
+        }
+        b.publish(on(&app("2"), "a"));
+        let got = e.got.lock();
+        let of = |ns: &Namespace, ch: &str| -> Vec<Offset> {
+            got.iter()
+                .filter(|p| p.namespace == *ns && p.channel == ch.as_bytes())
+                .map(|p| p.offset.unwrap())
+                .collect()
+        };
+        let (a, bb, a2) = (
+            of(&Namespace::Default, "a"),
+            of(&Namespace::Default, "b"),
+            of(&app("2"), "a"),
+        );
+        assert_eq!(a.iter().map(|o| o.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(bb.iter().map(|o| o.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(a2.iter().map(|o| o.seq).collect::<Vec<_>>(), [1]);
+        assert!(a.iter().all(|o| o.epoch == a[0].epoch));
+        assert_ne!(a[0].epoch, bb[0].epoch, "each stream has its own epoch");
+        assert_ne!(a[0].epoch, a2[0].epoch);
+        assert_eq!(b.position(&Namespace::Default, b"a"), Some(a[2]));
+        // A publication to a channel with no stream is not numbered.
+        let r = Recorder::new();
+        b.subscribe(Bytes::from_static(b"c"), r.clone());
+        assert_eq!(b.publish(resp("c", "")), 1);
+        assert_eq!(b.position(&Namespace::Default, b"c"), None);
+    }
+
+    #[test]
+    fn a_stream_dropped_and_created_again_has_a_new_epoch() {
+        let b = MemoryBroker::new();
+        let e = Edge::new();
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.publish(on(&ns, "a"));
+        let first = e.offsets()[0];
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        assert_eq!(
+            b.position(&ns, b"a"),
+            None,
+            "dropped with its last subscriber"
+        );
+        assert_eq!(b.publish(on(&ns, "a")), 0);
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.publish(on(&ns, "a"));
+        let again = e.offsets()[1];
+        assert_ne!(again.epoch, first.epoch);
+        assert_eq!(again.seq, 1);
+        assert_ne!(Epoch::fresh(), again.epoch);
+    }
+
+    #[test]
+    fn one_stream_is_delivered_in_offset_order_under_concurrent_publishers() {
+        const EACH: u64 = 20_000;
+        let b = Arc::new(MemoryBroker::new());
+        let (e1, e2) = (Edge::new(), Edge::new());
+        b.stream_subscribe(&Namespace::Default, b"hot", e1.clone());
+        b.stream_subscribe(&Namespace::Default, b"hot", e2.clone());
+        let publishers: Vec<_> = ["x", "y"]
+            .into_iter()
+            .map(|who| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let payload = Bytes::from(format!("{who}{i}"));
+                        let p = Publication::new(
+                            Namespace::Default,
+                            Bytes::from_static(b"hot"),
+                            payload,
+                        );
+                        b.publish(p);
+                    }
+                })
+            })
+            .collect();
+        for p in publishers {
+            p.join().unwrap();
+        }
+        for e in [&e1, &e2] {
+            let seqs: Vec<u64> = e.offsets().iter().map(|o| o.seq).collect();
+            assert_eq!(
+                seqs,
+                (1..=2 * EACH).collect::<Vec<_>>(),
+                "offset order, none lost"
+            );
+        }
+        // Both subscribers saw the one order, and each publisher's own order is kept.
+        let order =
+            |e: &Edge| -> Vec<Bytes> { e.got.lock().iter().map(|p| p.payload.clone()).collect() };
+        assert_eq!(order(&e1), order(&e2));
+        for who in ["x", "y"] {
+            let mine: Vec<u64> = order(&e1)
+                .iter()
+                .filter_map(|p| {
+                    std::str::from_utf8(p)
+                        .unwrap()
+                        .strip_prefix(who)?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            assert_eq!(mine, (0..EACH).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn interest_follows_the_first_subscribe_and_the_last_unsubscribe() {
+        let b = MemoryBroker::new();
+        let (e, r) = (Edge::new(), Recorder::new());
+        let ns = Namespace::Default;
+        assert_eq!(b.interest(), Interest::default());
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.stream_subscribe(&ns, b"a", e.clone()); // a second client of the edge
+        b.stream_subscribe(&app("2"), b"a", e.clone());
+        assert!(b.stream_psubscribe(&app("2"), b"cache-*", e.clone()));
+        assert!(
+            !b.stream_psubscribe(&app("2"), b"cache-*", e.clone()),
+            "held already"
+        );
+        b.subscribe(Bytes::from_static(b"r"), r.clone());
+        b.psubscribe(Bytes::from_static(b"r*"), r.clone());
+        b.ssubscribe(Bytes::from_static(b"s"), r.clone());
+        let a = Bytes::from_static(b"a");
+        assert_eq!(
+            b.interest(),
+            Interest {
+                streams: vec![(ns.clone(), a.clone()), (app("2"), a.clone())],
+                stream_patterns: vec![(app("2"), Bytes::from_static(b"cache-*"))],
+                channels: vec![Bytes::from_static(b"r")],
+                patterns: vec![Bytes::from_static(b"r*")],
+                shard_channels: vec![Bytes::from_static(b"s")],
+            }
+        );
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        assert_eq!(
+            b.interest().streams.len(),
+            2,
+            "one client of the edge is left"
+        );
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        b.stream_unsubscribe(&app("2"), b"a", e.id);
+        assert!(b.stream_punsubscribe(&app("2"), b"cache-*", e.id));
+        assert!(!b.stream_punsubscribe(&app("2"), b"cache-*", e.id));
+        let left = b.interest();
+        assert!(left.streams.is_empty() && left.stream_patterns.is_empty());
+    }
+
+    #[test]
+    fn an_unsubscribe_that_overtakes_its_subscribe_cancels_it() {
+        let b = MemoryBroker::new();
+        let e = Edge::new();
+        let ns = Namespace::Default;
+        // Client 1 left (its edge's unsubscribe arrives first), client 2 joined meanwhile.
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        assert!(b.interest().streams.is_empty());
+        assert_eq!(
+            b.publish(on(&ns, "a")),
+            0,
+            "a negative count receives nothing"
+        );
+        b.stream_subscribe(&ns, b"a", e.clone()); // client 1's late subscribe: back to zero
+        assert!(b.interest().streams.is_empty());
+        assert_eq!(b.position(&ns, b"a"), None, "gone at zero");
+        b.stream_subscribe(&ns, b"a", e.clone()); // client 2's
+        assert_eq!(b.publish(on(&ns, "a")), 1);
+        assert_eq!(b.interest().streams.len(), 1);
+    }
+
+    #[test]
+    fn subscribes_and_unsubscribes_racing_on_two_threads_leave_the_right_interest() {
+        const ROUNDS: usize = 20_000;
+        let b = Arc::new(MemoryBroker::new());
+        let e = Edge::new();
+        // Thread A makes clients join and thread B makes them leave, each in its own
+        // order, as two edge tasks can: B's first half overtakes every join (A waits
+        // for it), the rest races A.
+        let halfway = Arc::new(std::sync::Barrier::new(2));
+        let joins = {
+            let (b, e, halfway) = (b.clone(), e.clone(), halfway.clone());
+            std::thread::spawn(move || {
+                halfway.wait();
+                for _ in 0..ROUNDS {
+                    b.stream_subscribe(&Namespace::Default, b"a", e.clone());
+                }
+            })
+        };
+        let leaves = {
+            let (b, id) = (b.clone(), e.id);
+            std::thread::spawn(move || {
+                for i in 0..ROUNDS {
+                    if i == ROUNDS / 2 {
+                        halfway.wait();
+                    }
+                    b.stream_unsubscribe(&Namespace::Default, b"a", id);
+                }
+            })
+        };
+        joins.join().unwrap();
+        leaves.join().unwrap();
+        assert_eq!(b.interest(), Interest::default());
+        b.stream_subscribe(&Namespace::Default, b"a", e.clone());
+        assert_eq!(b.interest().streams.len(), 1);
+    }
+
+    #[test]
+    fn a_pattern_and_a_stream_deliver_once_to_the_same_subscriber() {
+        let b = MemoryBroker::new();
+        let (both, only_pattern, other_app) = (Edge::new(), Edge::new(), Edge::new());
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"cache-x", both.clone());
+        b.stream_psubscribe(&ns, b"cache-*", both.clone());
+        b.stream_psubscribe(&ns, b"cache-*", only_pattern.clone());
+        b.stream_psubscribe(&app("2"), b"cache-*", other_app.clone());
+        assert_eq!(b.publish(on(&ns, "cache-x")), 2);
+        assert_eq!(b.publish(on(&ns, "cache-y")), 2, "no stream: patterns only");
+        assert_eq!(b.publish(on(&ns, "news")), 0);
+        assert_eq!(both.got.lock().len(), 2);
+        assert_eq!(only_pattern.got.lock().len(), 2);
+        assert!(other_app.got.lock().is_empty());
+        assert!(
+            only_pattern.got.lock()[0].offset.is_some(),
+            "numbered in cache-x's stream"
+        );
+        assert!(
+            only_pattern.got.lock()[1].offset.is_none(),
+            "cache-y has no stream"
+        );
+    }
+
+    #[test]
+    fn since_answers_from_nothing_until_history_is_kept() {
+        let b = MemoryBroker::new();
+        let e = Edge::new();
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.publish(on(&ns, "a"));
+        b.publish(on(&ns, "a"));
+        let [first, last] = e.offsets()[..] else {
+            panic!()
+        };
+        assert_eq!(b.since(&ns, b"a", last), Ok(Vec::new()), "nothing missed");
+        assert_eq!(
+            b.since(&ns, b"a", first),
+            Err(TooOld),
+            "no history kept yet"
+        );
+        assert_eq!(b.since(&ns, b"gone", last), Err(TooOld));
+    }
+}
