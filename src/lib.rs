@@ -5,12 +5,25 @@
 //! to browsers speaking socket.io (Laravel Echo's socket.io connector) or the Pusher
 //! protocol (Echo's reverb/pusher connectors, pusher-js).
 //!
+//! The path of a publication: a RESP `PUBLISH laravel_database_orders.1 {...}` is read by
+//! [`resp`], and [`laravel::Prefixes::publication`] turns it into one
+//! [`broker::Publication`] of the default namespace's channel `orders.1` (the Pusher HTTP
+//! API, Pusher client events and socket.io whispers make theirs the same way). The
+//! [`broker::Broker`] delivers it to RESP subscribers of the published name, then, under
+//! the stream's shard lock, numbers it with the stream's next [`broker::Offset`], keeps
+//! it in the stream's history and hands it once to each WebSocket edge subscribed to
+//! `orders.1`. Each edge decodes the envelope once, encodes its frame once, and pushes
+//! clones of those bytes into its clients' [`outbox`]es; each connection's task writes
+//! everything queued with one vectored write ([`net_write`]). `docs/architecture.md`
+//! follows the same path file by file, with the locking rules.
+//!
 //! The module map:
 //! - [`config`]: CLI flags, `HERALD_*` environment variables, the TOML file.
 //! - [`server`]: binds the listeners, starts the edges, shuts down cleanly.
-//! - [`state`]: the handles every part shares (config, broker, shutdown signal, the
-//!   connection tasks shutdown waits for).
-//! - [`broker`]: the pub/sub engine; knows nothing of any protocol.
+//! - [`state`]: the handles every part shares (config, broker, key prefixes, presence,
+//!   shutdown signal, the connection tasks shutdown waits for).
+//! - [`broker`]: every publication's one path: the `Broker` trait and its in-memory
+//!   implementation, streams, offsets, history; knows nothing of any protocol.
 //! - [`outbox`]: each connection's bounded queue of encoded frames.
 //! - [`net_write`]: writes everything queued on a connection in one vectored write.
 //! - [`sharded`]: the sharded channel map every publication looks names up in.
