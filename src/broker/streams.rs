@@ -54,7 +54,7 @@ impl Stream {
 }
 
 /// A pattern an edge holds in one namespace.
-pub struct StreamPattern {
+struct StreamPattern {
     namespace: Namespace,
     pattern: Bytes,
     sub: Arc<dyn StreamSubscriber>,
