@@ -12,7 +12,12 @@
 //!   streams once, with its [`Offset`], in offset order. An edge subscribes to a stream
 //!   for each client that joins the channel and unsubscribes for each that leaves; the
 //!   broker counts them, so the streams it holds are exactly the channels this node
-//!   has clients on ([`Broker::interest`]: what a Redis backplane subscribes to).
+//!   has clients on ([`Broker::interest`]: what a Redis backplane subscribes to). An
+//!   edge may also hold a stream pattern for good (each Pusher app its cache channels,
+//!   whose last event must be kept even when nobody is subscribed).
+//!
+//! History: [`Broker::position`] and [`Broker::since`] are its read side; the ring
+//! store plugs in where `streams.rs` numbers a publication (marked "History hook").
 //!
 //! [`MemoryBroker`] is the in-process implementation; a Redis one will sit beside it
 //! behind the same trait, as centrifuge keeps `broker_memory.go` beside
