@@ -44,27 +44,19 @@ fn glob_matching(c: &mut Criterion) {
     group.finish();
 }
 
-/// A subscriber that does what an edge does on delivery: queue shared bytes, never block.
+/// A subscriber that does what a RESP connection does on delivery: queue shared bytes,
+/// never block.
 struct Sink {
     id: SubscriberId,
-    outboxes: Vec<Outbox>,
+    outbox: Outbox,
 }
 
 impl Sink {
-    fn new(connections: usize) -> Arc<Sink> {
+    fn new() -> Arc<Sink> {
         Arc::new(Sink {
             id: next_subscriber_id(),
-            outboxes: (0..connections)
-                .map(|_| Outbox::new(OutboxLimits::default()))
-                .collect(),
+            outbox: Outbox::new(OutboxLimits::default()),
         })
-    }
-
-    fn drain(&self, drained: &mut Vec<Bytes>) {
-        for outbox in &self.outboxes {
-            outbox.take_now(drained).expect("outbox open");
-            drained.clear();
-        }
     }
 }
 
@@ -73,11 +65,18 @@ impl Subscriber for Sink {
         self.id
     }
     fn deliver(&self, _via: Via<'_>, _channel: &Bytes, payload: &Bytes) {
-        self.outboxes[0].push(payload.clone());
+        self.outbox.push(payload.clone());
     }
 }
 
-impl StreamSubscriber for Sink {
+/// What an edge does with a stream's publication: the same shared bytes into each of
+/// its connections' outboxes.
+struct Edge {
+    id: SubscriberId,
+    outboxes: Vec<Outbox>,
+}
+
+impl StreamSubscriber for Edge {
     fn id(&self) -> SubscriberId {
         self.id
     }
@@ -87,6 +86,11 @@ impl StreamSubscriber for Sink {
         }
         self.outboxes.len()
     }
+}
+
+/// Every outbox a row's subscribers fill.
+fn outboxes<'a>(sinks: &'a [Arc<Sink>], edge: &'a Edge) -> impl Iterator<Item = &'a Outbox> {
+    sinks.iter().map(|s| &s.outbox).chain(&edge.outboxes)
 }
 
 /// Publications timed back to back before the untimed drain of every outbox.
@@ -110,13 +114,21 @@ fn fan_out(c: &mut Criterion) {
     ] {
         let memory = Arc::new(MemoryBroker::new());
         let broker: Arc<dyn Broker> = memory.clone();
-        let sinks: Vec<Arc<Sink>> = match kind {
-            "stream" => vec![Sink::new(subscribers)],
-            _ => (0..subscribers).map(|_| Sink::new(1)).collect(),
-        };
+        let to_stream = kind == "stream";
+        let edge = Arc::new(Edge {
+            id: next_subscriber_id(),
+            outboxes: (0..if to_stream { subscribers } else { 0 })
+                .map(|_| Outbox::new(OutboxLimits::default()))
+                .collect(),
+        });
+        let sinks: Vec<Arc<Sink>> = (0..if to_stream { 0 } else { subscribers })
+            .map(|_| Sink::new())
+            .collect();
+        if to_stream {
+            broker.stream_subscribe(&Namespace::Default, &channel, edge.clone());
+        }
         for sink in &sinks {
             match kind {
-                "stream" => broker.stream_subscribe(&Namespace::Default, &channel, sink.clone()),
                 "pattern" => {
                     broker.psubscribe(Bytes::from_static(b"laravel_database_*"), sink.clone());
                 }
@@ -126,7 +138,10 @@ fn fan_out(c: &mut Criterion) {
             };
         }
         if kind == "channel_cache_patterns" {
-            let app = Sink::new(0);
+            let app = Arc::new(Edge {
+                id: next_subscriber_id(),
+                outboxes: Vec::new(),
+            });
             for prefix in [
                 "cache-",
                 "private-cache-",
@@ -137,11 +152,13 @@ fn fan_out(c: &mut Criterion) {
                 broker.stream_psubscribe(&Namespace::Default, pattern.as_bytes(), app.clone());
             }
         }
+        let concrete = kind == "channel_static";
         let publication = || {
             let p = Publication::new(Namespace::Default, channel.clone(), payload.clone());
-            match kind {
-                "stream" => p,
-                _ => p.seen_by_resp_as(channel.clone()),
+            if to_stream {
+                p
+            } else {
+                p.seen_by_resp()
             }
         };
         group.throughput(Throughput::Elements(subscribers as u64));
@@ -154,7 +171,7 @@ fn fan_out(c: &mut Criterion) {
                     let n = left.min(BATCH);
                     let start = Instant::now();
                     for _ in 0..n {
-                        let receivers = if kind == "channel_static" {
+                        let receivers = if concrete {
                             memory.publish(publication())
                         } else {
                             broker.publish(publication())
@@ -163,8 +180,9 @@ fn fan_out(c: &mut Criterion) {
                         black_box(receivers);
                     }
                     spent += start.elapsed();
-                    for sink in &sinks {
-                        sink.drain(&mut drained);
+                    for outbox in outboxes(&sinks, &edge) {
+                        outbox.take_now(&mut drained).expect("outbox open");
+                        drained.clear();
                     }
                     left -= n;
                 }

@@ -22,7 +22,7 @@
 //! Who a presence member is comes from Laravel too: [`PresenceMember`] reads the
 //! `channel_data` of the app's auth answer, with one key for user id `7` and `"7"`.
 
-use crate::broker::{Namespace, Publication};
+use crate::broker::Publication;
 use crate::readmostly::ReadMostly;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -153,11 +153,11 @@ impl Prefixes {
     /// subscribers see it under that name; in the default namespace it is on the
     /// channel named without its Redis key prefix.
     pub fn publication(&self, channel: Bytes, payload: Bytes) -> Publication {
-        let name = match std::str::from_utf8(&channel) {
-            Ok(name) => channel.slice(channel.len() - self.strip(name).len()..),
-            Err(_) => channel.clone(),
+        let prefix = match std::str::from_utf8(&channel) {
+            Ok(name) => name.len() - self.strip(name).len(),
+            Err(_) => 0,
         };
-        Publication::new(Namespace::Default, name, payload).seen_by_resp_as(channel)
+        Publication::published_as(channel, prefix, payload)
     }
 
     /// Remember `prefix` (seen in front of a private or presence channel) and say so once.
@@ -389,7 +389,7 @@ pub fn presence_key(user_id: &serde_json::Value) -> Option<Box<str>> {
 /// envelope, decoded once for the whole edge, and returns how many connections it
 /// reached. A payload that is not a Laravel broadcast reaches nobody and is counted.
 pub fn broadcast(p: &Publication, deliver: impl FnOnce(&str, &Envelope) -> usize) -> usize {
-    let Ok(channel) = std::str::from_utf8(&p.channel) else {
+    let Ok(channel) = std::str::from_utf8(p.channel()) else {
         return 0;
     };
     match Envelope::decode(&p.payload) {
@@ -405,7 +405,7 @@ pub fn broadcast(p: &Publication, deliver: impl FnOnce(&str, &Envelope) -> usize
 mod tests {
     use super::*;
     use crate::broker::{
-        next_subscriber_id, Broker, MemoryBroker, RespName, StreamSubscriber, SubscriberId,
+        next_subscriber_id, Broker, MemoryBroker, Namespace, StreamSubscriber, SubscriberId, ToResp,
     };
     use std::cell::Cell;
     use std::sync::Arc;
@@ -531,8 +531,8 @@ mod tests {
         let payload = Bytes::from_static(br#"{"event":"E","data":{},"socket":null}"#);
         let channel = Bytes::from_static(b"my_shop_database_private-orders.1");
         let p = prefixes.publication(channel.clone(), payload);
-        assert_eq!(p.channel, "private-orders.1");
-        assert_eq!(p.resp, RespName::Channel(channel));
+        assert_eq!(p.channel(), b"private-orders.1");
+        assert_eq!((p.name(), p.resp), (&channel, ToResp::Channel));
         assert_eq!(broker.publish(p), 1);
         assert!(prefixed.got.lock().is_empty(), "not on the prefixed name");
         assert_eq!(*private.got.lock(), ["private-orders.1 E {}"]);

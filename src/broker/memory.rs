@@ -5,8 +5,8 @@
 use super::registry::{PatternRegistry, Registry};
 use super::streams::Streams;
 use super::{
-    Broker, BrokerStats, Interest, Namespace, Offset, Publication, RespName, StreamSubscriber,
-    Subscriber, SubscriberId, TooOld, Via,
+    Broker, BrokerStats, Interest, Namespace, Offset, Publication, StreamSubscriber, Subscriber,
+    SubscriberId, ToResp, TooOld, Via,
 };
 use bytes::Bytes;
 use std::sync::Arc;
@@ -31,18 +31,20 @@ impl Broker for MemoryBroker {
     fn publish(&self, mut p: Publication) -> usize {
         self.stats.published.inc();
         let mut n = 0;
-        match &p.resp {
-            RespName::Shard(name) => {
+        match p.resp {
+            ToResp::Shard => {
                 // SPUBLISH: shard channels only (no patterns, no streams), as Redis does.
-                n = self.shard_channels.deliver(name, &p.payload, Via::Shard);
+                n = self
+                    .shard_channels
+                    .deliver(p.name(), &p.payload, Via::Shard);
                 self.stats.delivered.add(n as u64);
                 return n;
             }
-            RespName::Channel(name) => {
-                n += self.channels.deliver(name, &p.payload, Via::Channel);
-                n += self.patterns.deliver(name, &p.payload);
+            ToResp::Channel => {
+                n += self.channels.deliver(p.name(), &p.payload, Via::Channel);
+                n += self.patterns.deliver(p.name(), &p.payload);
             }
-            RespName::Hidden => {}
+            ToResp::Hidden => {}
         }
         n += self.streams.publish(&mut p);
         self.stats.delivered.add(n as u64);
@@ -231,10 +233,10 @@ mod tests {
         let c = Bytes::from_static(channel.as_bytes());
         Publication::new(
             Namespace::Default,
-            c.clone(),
+            c,
             Bytes::from_static(payload.as_bytes()),
         )
-        .seen_by_resp_as(c)
+        .seen_by_resp()
     }
 
     fn on(namespace: &Namespace, channel: &'static str) -> Publication {
@@ -247,6 +249,11 @@ mod tests {
 
     fn app(id: &str) -> Namespace {
         Namespace::App(id.into())
+    }
+
+    #[test]
+    fn a_publication_moves_without_a_memcpy_call() {
+        assert!(std::mem::size_of::<Publication>() <= 128);
     }
 
     #[test]
@@ -274,7 +281,7 @@ mod tests {
         b.stream_subscribe(&Namespace::Default, b"c", e.clone());
         let payload = Bytes::from(vec![7u8; 1024]);
         let c = Bytes::from_static(b"c");
-        let p = Publication::new(Namespace::Default, c.clone(), payload.clone()).seen_by_resp_as(c);
+        let p = Publication::new(Namespace::Default, c, payload.clone()).seen_by_resp();
         assert_eq!(b.publish(p), 3);
         assert_eq!(r1.got.lock()[0].2.as_ptr(), payload.as_ptr());
         assert_eq!(r2.got.lock()[0].2.as_ptr(), payload.as_ptr());
@@ -322,12 +329,9 @@ mod tests {
         let (default, other) = (Edge::new(), Edge::new());
         b.stream_subscribe(&Namespace::Default, b"orders.1", default.clone());
         b.stream_subscribe(&app("2"), b"orders.1", other.clone());
-        let p = Publication::new(
-            Namespace::Default,
-            Bytes::from_static(b"orders.1"),
-            Bytes::from_static(b"{}"),
-        )
-        .seen_by_resp_as(Bytes::from_static(b"laravel_database_orders.1"));
+        let prefixed = Bytes::from_static(b"laravel_database_orders.1");
+        let p = Publication::published_as(prefixed, 17, Bytes::from_static(b"{}"));
+        assert_eq!(p.channel(), b"orders.1");
         assert_eq!(b.publish(p), 2);
         assert_eq!(raw.got.lock().len(), 1);
         assert!(stripped.got.lock().is_empty());
@@ -360,7 +364,7 @@ mod tests {
         let got = e.got.lock();
         let of = |ns: &Namespace, ch: &str| -> Vec<Offset> {
             got.iter()
-                .filter(|p| p.namespace == *ns && p.channel == ch.as_bytes())
+                .filter(|p| p.namespace == *ns && p.channel() == ch.as_bytes())
                 .map(|p| p.offset.unwrap())
                 .collect()
         };

@@ -5,14 +5,19 @@
 //! whispers) makes one [`Publication`] and hands it to [`Broker::publish`], which
 //! numbers it in its channel's stream and gives it to two kinds of subscribers:
 //! - [`Subscriber`]s with Redis's semantics (RESP clients): exact channels, glob
-//!   patterns and shard channels matched against the name RESP sees ([`RespName`]),
+//!   patterns and shard channels matched against the name it was published under,
 //!   each matching subscription counted, as Redis counts them;
 //! - [`StreamSubscriber`]s (the WebSocket edges, one per edge or Pusher app): a stream
 //!   is one channel of one [`Namespace`]; a subscriber gets each publication of its
 //!   streams once, with its [`Offset`], in offset order. An edge subscribes to a stream
 //!   for each client that joins the channel and unsubscribes for each that leaves; the
 //!   broker counts them, so the streams it holds are exactly the channels this node
-//!   has clients on ([`Broker::interest`]: what a Redis backplane subscribes to).
+//!   has clients on ([`Broker::interest`]: what a Redis backplane subscribes to). An
+//!   edge may also hold a stream pattern for good (each Pusher app its cache channels,
+//!   whose last event must be kept even when nobody is subscribed).
+//!
+//! History: [`Broker::position`] and [`Broker::since`] are its read side; the ring
+//! store plugs in where `streams.rs` numbers a publication (marked "History hook").
 //!
 //! [`MemoryBroker`] is the in-process implementation; a Redis one will sit beside it
 //! behind the same trait, as centrifuge keeps `broker_memory.go` beside
@@ -59,17 +64,16 @@ pub enum Namespace {
     App(Arc<str>),
 }
 
-/// The name RESP subscribers know a publication by, if they see it at all.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RespName {
+/// Whether RESP subscribers see a publication, and which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ToResp {
     /// Not for RESP: client events, other Pusher apps' events.
     Hidden,
-    /// For `SUBSCRIBE` and `PSUBSCRIBE` subscribers of this name (what `PUBLISH` was
-    /// given, Redis key prefix and all).
-    Channel(Bytes),
-    /// `SPUBLISH`: for `SSUBSCRIBE` subscribers of this shard channel only. Redis keeps
+    /// For `SUBSCRIBE` and `PSUBSCRIBE` subscribers of its name as published.
+    Channel,
+    /// `SPUBLISH`: for `SSUBSCRIBE` subscribers of that shard channel only. Redis keeps
     /// shard channels apart from everything else, so no stream sees it either.
-    Shard(Bytes),
+    Shard,
 }
 
 /// Who made a publication.
@@ -87,14 +91,21 @@ pub enum Origin {
 /// The payload is opaque to the broker; herald's ingresses all put a Laravel broadcast
 /// envelope `{"event","data","socket"}` there, whose `socket` names the connection to
 /// leave out (`toOthers()`, a client event's sender).
+///
+/// The name it was published under is kept whole (what RESP subscribers match); the
+/// channel is that name without its Redis key prefix. Small on purpose: a publication
+/// is moved into [`Broker::publish`] by value, and up to 128 bytes that move is a few
+/// register copies instead of a call to `memcpy` (measured: the difference was most of
+/// the cost of publishing to one subscriber).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publication {
     pub namespace: Namespace,
-    /// The channel's name in its namespace (no Redis key prefix).
-    pub channel: Bytes,
-    pub payload: Bytes,
-    pub resp: RespName,
+    name: Bytes,
+    /// Where the channel's name starts in `name`.
+    channel_at: u32,
+    pub resp: ToResp,
     pub origin: Origin,
+    pub payload: Bytes,
     /// Its place in the channel's stream, set by the broker when it numbers it: None
     /// while no stream of that channel exists on this node (no edge has a client on it).
     pub offset: Option<Offset>,
@@ -102,35 +113,65 @@ pub struct Publication {
 
 impl Publication {
     /// An application's publication on `channel` of `namespace`, not shown to RESP.
+    #[inline]
     pub fn new(namespace: Namespace, channel: Bytes, payload: Bytes) -> Self {
         Publication {
             namespace,
-            channel,
-            payload,
-            resp: RespName::Hidden,
+            name: channel,
+            channel_at: 0,
+            resp: ToResp::Hidden,
             origin: Origin::Server,
+            payload,
             offset: None,
         }
     }
 
-    /// Shown to RESP subscribers of `name` (and of patterns matching it) as well.
-    pub fn seen_by_resp_as(mut self, name: Bytes) -> Self {
-        self.resp = RespName::Channel(name);
+    /// Published over RESP as `name`, whose first `prefix` bytes are a Redis key prefix:
+    /// RESP subscribers see it under `name`, the default namespace's streams under the
+    /// rest.
+    #[inline]
+    pub fn published_as(name: Bytes, prefix: usize, payload: Bytes) -> Self {
+        assert!(prefix <= name.len(), "the prefix is part of the name");
+        Publication {
+            channel_at: prefix as u32,
+            resp: ToResp::Channel,
+            ..Publication::new(Namespace::Default, name, payload)
+        }
+    }
+
+    /// `SPUBLISH channel payload`.
+    #[inline]
+    pub fn shard(channel: Bytes, payload: Bytes) -> Self {
+        Publication {
+            resp: ToResp::Shard,
+            ..Publication::new(Namespace::Default, channel, payload)
+        }
+    }
+
+    /// Shown to RESP subscribers of its channel's name (and of patterns matching it).
+    #[inline]
+    pub fn seen_by_resp(mut self) -> Self {
+        self.resp = ToResp::Channel;
         self
     }
 
     /// Made by a WebSocket client.
+    #[inline]
     pub fn from_client(mut self) -> Self {
         self.origin = Origin::Client;
         self
     }
 
-    /// `SPUBLISH channel payload`.
-    pub fn shard(channel: Bytes, payload: Bytes) -> Self {
-        Publication {
-            resp: RespName::Shard(channel.clone()),
-            ..Publication::new(Namespace::Default, channel, payload)
-        }
+    /// The channel's name in its namespace.
+    #[inline]
+    pub fn channel(&self) -> &[u8] {
+        &self.name[self.channel_at as usize..]
+    }
+
+    /// The name it was published under, prefix and all.
+    #[inline]
+    pub fn name(&self) -> &Bytes {
+        &self.name
     }
 }
 

@@ -54,7 +54,7 @@ impl Stream {
 }
 
 /// A pattern an edge holds in one namespace.
-pub struct StreamPattern {
+struct StreamPattern {
     namespace: Namespace,
     pattern: Bytes,
     sub: Arc<dyn StreamSubscriber>,
@@ -172,9 +172,9 @@ impl Streams {
     pub fn publish(&self, p: &mut Publication) -> usize {
         let patterns = self.patterns.load();
         if !self.map.is_empty() {
-            let mut shard = self.map.write(&p.channel[..]);
+            let mut shard = self.map.write(p.channel());
             let stream = shard
-                .get_mut(&p.channel[..])
+                .get_mut(p.channel())
                 .and_then(|streams| streams.iter_mut().find(|s| s.namespace == p.namespace));
             if let Some(stream) = stream {
                 stream.last += 1;
@@ -259,7 +259,7 @@ impl StreamPattern {
     }
 
     fn matches(&self, p: &Publication) -> bool {
-        self.namespace == p.namespace && glob::matches(&self.pattern, &p.channel)
+        self.namespace == p.namespace && glob::matches(&self.pattern, p.channel())
     }
 }
 

@@ -383,9 +383,9 @@ fn trigger(
     let payload = Envelope::from_pusher_api(&ev.name, &ev.data_text(), ev.socket_id.as_deref());
     for channel in channels {
         let name = Bytes::copy_from_slice(channel.as_bytes());
-        let mut p = Publication::new(app.namespace.clone(), name.clone(), payload.clone());
+        let mut p = Publication::new(app.namespace.clone(), name, payload.clone());
         if app.namespace == Namespace::Default {
-            p = p.seen_by_resp_as(name);
+            p = p.seen_by_resp();
         }
         broker.publish(p);
     }
