@@ -69,7 +69,7 @@ impl Closed {
 }
 
 #[derive(Default)]
-struct State {
+struct Queue {
     queue: VecDeque<Bytes>,
     bytes: usize,
     soft_since: Option<Instant>,
@@ -82,14 +82,14 @@ struct State {
 
 /// One connection's queue of outgoing frames.
 pub struct Outbox {
-    state: Mutex<State>,
+    state: Mutex<Queue>,
     limits: OutboxLimits,
 }
 
 impl Outbox {
     pub fn new(limits: OutboxLimits) -> Self {
         Outbox {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(Queue::default()),
             limits,
         }
     }
@@ -128,7 +128,7 @@ impl Outbox {
         true
     }
 
-    fn check_limits(&self, st: &mut State, total: usize) -> Option<Closed> {
+    fn check_limits(&self, st: &mut Queue, total: usize) -> Option<Closed> {
         let l = &self.limits;
         if l.hard_bytes > 0 && total > l.hard_bytes {
             return Some(Closed::HardLimit);
@@ -144,7 +144,7 @@ impl Outbox {
         None
     }
 
-    fn shut(st: &mut State, reason: Closed) {
+    fn shut(st: &mut Queue, reason: Closed) {
         st.closed = Some(reason);
         st.queue = VecDeque::new();
         st.bytes = 0;

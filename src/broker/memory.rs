@@ -11,7 +11,7 @@ use super::{
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// The hub. Cheap to share: wrap it in an `Arc`.
+/// The in-process broker. Cheap to share: wrap it in an `Arc`.
 #[derive(Default)]
 pub struct MemoryBroker {
     channels: Registry,

@@ -9,7 +9,7 @@
 //! each other app is a namespace of its own. Which configured apps are served is
 //! [`crate::config::Config::pusher_apps`]'s rule.
 
-use super::channels::{Channels, Conn, COUNT_INTERVAL};
+use super::channels::{Channels, Connection, COUNT_INTERVAL};
 use super::protocol;
 use super::webhooks::Webhooks;
 use crate::broker::{Namespace, SubscriberId};
@@ -40,9 +40,9 @@ pub struct App {
 #[derive(Default)]
 struct Users {
     /// A signed-in user's connections.
-    conns: HashMap<Box<str>, Vec<Arc<Conn>>>,
+    conns: HashMap<Box<str>, Vec<Arc<Connection>>>,
     /// A user id and the connections whose watchlist names it.
-    watchers: HashMap<Box<str>, Vec<Arc<Conn>>>,
+    watchers: HashMap<Box<str>, Vec<Arc<Connection>>>,
 }
 
 /// The most user ids a watchlist may hold (Pusher's limit).
@@ -103,7 +103,7 @@ impl App {
     /// `conn` signed in as `user`, watching `watchlist`: the user's watchers hear it come
     /// online on its first connection, and `conn` hears which of its watched users are
     /// online now (Pusher's watchlist events).
-    pub fn sign_in(&self, user: &str, conn: &Arc<Conn>, watchlist: &[Box<str>]) {
+    pub fn sign_in(&self, user: &str, conn: &Arc<Connection>, watchlist: &[Box<str>]) {
         let presence = self.channels.presence();
         let turn = presence.turn(SIGNED_IN);
         let member = Arc::new(PresenceMember::signed_in(user));
@@ -142,7 +142,7 @@ impl App {
 
     /// Undo [`sign_in`](Self::sign_in): after the user's last connection its watchers
     /// hear it go offline.
-    pub fn sign_out(&self, user: &str, conn: &Conn, watchlist: &[Box<str>]) {
+    pub fn sign_out(&self, user: &str, conn: &Connection, watchlist: &[Box<str>]) {
         let turn = self.channels.presence().turn(SIGNED_IN);
         let went_offline = turn
             .leave(conn.id)
@@ -170,7 +170,7 @@ impl App {
     }
 
     /// The connections a user signed in on.
-    pub fn connections_of(&self, user: &str) -> Vec<Arc<Conn>> {
+    pub fn connections_of(&self, user: &str) -> Vec<Arc<Connection>> {
         self.users
             .lock()
             .conns

@@ -46,7 +46,7 @@ const SHARDS: usize = 16;
 pub const COUNT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One Pusher connection as the registries see it.
-pub struct Conn {
+pub struct Connection {
     pub id: SubscriberId,
     pub socket_id: Box<str>,
     pub outbox: Arc<Outbox>,
@@ -54,7 +54,7 @@ pub struct Conn {
     pub terminated: AtomicBool,
 }
 
-impl Conn {
+impl Connection {
     pub fn terminate(&self, frames: &[Bytes]) {
         self.terminated.store(true, Ordering::Relaxed);
         self.outbox.push_all(frames);
@@ -63,7 +63,7 @@ impl Conn {
 
 #[derive(Default)]
 struct Channel {
-    subscribers: Vec<Arc<Conn>>,
+    subscribers: Vec<Arc<Connection>>,
     /// Cache channels only: the last event's frame, and when it was published.
     last: Option<(Bytes, Instant)>,
     /// When the subscribers were last told the subscription count.
@@ -181,7 +181,7 @@ impl Channels {
     pub fn subscribe(
         &self,
         name: &str,
-        conn: &Arc<Conn>,
+        conn: &Arc<Connection>,
         member: Option<PresenceMember>,
         max_members: usize,
     ) -> Result<Subscribed, Refused> {
@@ -231,7 +231,7 @@ impl Channels {
 
     /// Put `conn` among `name`'s subscribers (once); for cache channels, the last event
     /// (None: a miss).
-    fn add(&self, name: &str, conn: &Arc<Conn>) -> Option<Option<Bytes>> {
+    fn add(&self, name: &str, conn: &Arc<Connection>) -> Option<Option<Bytes>> {
         let mut shard = self.map.write(name);
         let ch = shard.entry(name.into()).or_default();
         let already = ch.subscribers.iter().any(|c| c.id == conn.id);
@@ -254,7 +254,7 @@ impl Channels {
 
     /// Take `conn` out of `name`. On a presence channel, when this was its user's last
     /// connection there, the others hear `member_removed` (and the app its webhook).
-    pub fn unsubscribe(&self, name: &str, conn: &Conn) {
+    pub fn unsubscribe(&self, name: &str, conn: &Connection) {
         if ChannelKind::of(name) != ChannelKind::Presence {
             return self.remove(name, conn.id);
         }
@@ -474,8 +474,8 @@ mod tests {
     use super::*;
     use crate::outbox::OutboxLimits;
 
-    fn conn(n: u64) -> Arc<Conn> {
-        Arc::new(Conn {
+    fn conn(n: u64) -> Arc<Connection> {
+        Arc::new(Connection {
             id: n,
             socket_id: format!("1.{n}").into(),
             outbox: Arc::new(Outbox::new(OutboxLimits::default())),
@@ -483,7 +483,7 @@ mod tests {
         })
     }
 
-    fn queued(c: &Conn) -> Vec<String> {
+    fn queued(c: &Connection) -> Vec<String> {
         let mut v = Vec::new();
         c.outbox.take_now(&mut v).unwrap();
         v.iter()

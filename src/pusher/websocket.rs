@@ -7,7 +7,7 @@
 //! client events go out through the broker, like every publication.
 
 use super::apps::{App, MAX_WATCHLIST};
-use super::channels::{Conn, Refused};
+use super::channels::{Connection, Refused};
 use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
 use super::signature;
 use super::webhooks::Event;
@@ -66,7 +66,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
     }
     let outbox = Arc::new(Outbox::new(state.config.outbox));
     let id = crate::broker::next_subscriber_id();
-    let conn = Arc::new(Conn {
+    let conn = Arc::new(Connection {
         id,
         socket_id: format!("{}.{}", rand::random::<u32>(), id).into(),
         outbox: outbox.clone(),
@@ -119,7 +119,7 @@ type Subscription = (Box<str>, Option<Box<str>>);
 struct Session {
     app: Arc<App>,
     broker: Arc<dyn Broker>,
-    conn: Arc<Conn>,
+    conn: Arc<Connection>,
     subscriptions: Vec<Subscription>,
     /// How many `subscriptions` may hold (0: no limit).
     max_channels: usize,

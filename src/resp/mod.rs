@@ -28,8 +28,8 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-/// What every RESP connection shares.
-pub struct Hub {
+/// The RESP server: what every RESP connection shares.
+pub struct Server {
     pub state: State,
     pub clients: client::Registry,
     pub monitors: monitor::Monitors,
@@ -40,9 +40,9 @@ pub struct Hub {
     pub addr: SocketAddr,
 }
 
-impl Hub {
+impl Server {
     pub fn new(state: State, addr: SocketAddr) -> Self {
-        Hub {
+        Server {
             addr,
             limits: codec::Limits::from_config(&state.config),
             state,
@@ -57,7 +57,7 @@ impl Hub {
 /// is tracked in `state.connections`: it writes what it owes and closes on its own.
 pub async fn serve(listener: TcpListener, state: State) {
     let addr = listener.local_addr().unwrap_or(state.config.redis_bind);
-    let hub = Arc::new(Hub::new(state.clone(), addr));
+    let server = Arc::new(Server::new(state.clone(), addr));
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
@@ -65,7 +65,7 @@ pub async fn serve(listener: TcpListener, state: State) {
                 Ok((stream, addr)) => {
                     metrics::RESP_CONNECTIONS_TOTAL.inc();
                     let _ = stream.set_nodelay(true);
-                    state.connections.spawn(session::run(stream, addr, hub.clone()));
+                    state.connections.spawn(session::run(stream, addr, server.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

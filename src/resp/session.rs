@@ -16,7 +16,7 @@ use super::commands;
 use super::commands::connection::Replies;
 use super::frame::{Frame, Proto};
 use super::monitor;
-use super::Hub;
+use super::Server;
 use crate::metrics;
 use crate::outbox::{Closed, Outbox};
 use bytes::BufMut;
@@ -45,7 +45,7 @@ const FINAL_WRITE: Duration = Duration::from_secs(2);
 
 /// The per-connection state commands read and change.
 pub struct Session {
-    pub hub: Arc<Hub>,
+    pub server: Arc<Server>,
     pub client: Arc<Client>,
     pub proto: Proto,
     pub authenticated: bool,
@@ -64,26 +64,26 @@ pub struct Session {
 }
 
 /// Serve one accepted connection to its end.
-pub async fn run(stream: TcpStream, addr: SocketAddr, hub: Arc<Hub>) {
+pub async fn run(stream: TcpStream, addr: SocketAddr, server: Arc<Server>) {
     let laddr = stream.local_addr().unwrap_or(addr);
     let client = Arc::new(Client::new(
         addr,
         laddr,
         stream.as_raw_fd(),
-        Outbox::new(hub.state.config.outbox),
+        Outbox::new(server.state.config.outbox),
     ));
-    if !hub
+    if !server
         .clients
-        .admit(client.clone(), hub.state.config.maxclients)
+        .admit(client.clone(), server.state.config.maxclients)
     {
         super::refuse(stream).await;
         return;
     }
     metrics::RESP_CONNECTIONS.inc();
-    let authenticated = !hub.state.config.auth_required();
+    let authenticated = !server.state.config.auth_required();
     let mut session = Session {
-        decoder: RequestDecoder::new(hub.limits, authenticated),
-        hub: hub.clone(),
+        decoder: RequestDecoder::new(server.limits, authenticated),
+        server: server.clone(),
         client: client.clone(),
         proto: Proto::Resp2,
         authenticated,
@@ -99,8 +99,8 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, hub: Arc<Hub>) {
     tracing::debug!(id = client.id, %addr, "RESP connection closed: {why}");
     session.leave_all();
     client.outbox.close(Closed::Server("connection closed"));
-    hub.monitors.remove(client.id);
-    hub.clients.remove(client.id);
+    server.monitors.remove(client.id);
+    server.clients.remove(client.id);
     metrics::RESP_CONNECTIONS.dec();
 }
 
@@ -110,7 +110,7 @@ impl Session {
         let mut rbuf = BytesMut::new();
         let mut batch: Vec<Bytes> = Vec::new();
         let client = self.client.clone();
-        let shutdown = self.hub.state.shutdown.clone();
+        let shutdown = self.server.state.shutdown.clone();
         // One wait for a kick and one for shutdown for the connection's life (the kick's
         // renewed when it fires), rather than new waiters registered on every turn of
         // the loop: the shutdown token's waiter list is shared by every connection.
@@ -120,7 +120,7 @@ impl Session {
         tokio::pin!(stop);
         // Redis's `timeout`: one timer for the connection's life, due when the client
         // will have been idle long enough; it is moved on, not reset per request.
-        let idle = self.hub.state.config.timeout;
+        let idle = self.server.state.config.timeout;
         let idle_check = tokio::time::sleep(idle);
         tokio::pin!(idle_check);
         let why = loop {
@@ -301,7 +301,7 @@ impl Session {
     fn execute_one(&mut self, args: Vec<Bytes>) {
         metrics::RESP_COMMANDS.inc();
         let watched = self
-            .hub
+            .server
             .monitors
             .active()
             .then(|| (SystemTime::now(), args.clone()));
@@ -329,7 +329,7 @@ impl Session {
         let db = self.client.meta.lock().db;
         let mut lines = vec![monitor::line(at, db, &self.client.addr.to_string(), &args)];
         lines.extend(self.script_calls.take().unwrap_or_default());
-        self.hub.monitors.feed(&lines);
+        self.server.monitors.feed(&lines);
     }
 
     /// A call a script makes, for MONITOR (shown after the script's own line).
@@ -372,7 +372,7 @@ impl Session {
 
     /// Drop every subscription without replying (RESET, connection end).
     pub fn leave_all(&mut self) {
-        let broker = &self.hub.state.broker;
+        let broker = &self.server.state.broker;
         let id = self.client.id;
         for c in self.channels.drain() {
             broker.unsubscribe(&c, id);

@@ -37,7 +37,7 @@ pub enum Transport {
     WebSocket,
 }
 
-pub struct State {
+pub struct SessionState {
     pub transport: Transport,
     /// A long-poll GET is waiting / a POST is being read (a second one is an error).
     pub get_active: bool,
@@ -61,7 +61,7 @@ pub struct Session {
     pub handshake_headers: ClientHeaders,
     /// The client's address (the TCP peer of the handshake), for `X-Forwarded-For`.
     pub peer: Option<IpAddr>,
-    st: Mutex<State>,
+    st: Mutex<SessionState>,
     /// Wakes a long-poll still pending when the session moves to WebSocket.
     pub upgraded: Notify,
 }
@@ -127,7 +127,7 @@ impl Session {
             handshake_headers: handshake.headers,
             peer: handshake.peer,
             upgraded: Notify::new(),
-            st: Mutex::new(State {
+            st: Mutex::new(SessionState {
                 transport,
                 get_active: false,
                 post_active: false,
@@ -143,7 +143,7 @@ impl Session {
         })
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, State> {
+    pub fn lock(&self) -> MutexGuard<'_, SessionState> {
         self.st.lock()
     }
 

@@ -35,7 +35,7 @@ pub fn handshake(edge: Arc<Edge>, eio: Eio, up: Upgrade, handshake: Handshake) -
         let s = Session::new(&edge, eio, Transport::WebSocket, *handshake);
         edge.sessions.insert(&s);
         s.open(&edge, false);
-        drive(Conn::new(edge, s), io)
+        drive(SessionHandler::new(edge, s), io)
     })
     .into_response()
 }
@@ -88,7 +88,7 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
         // then reframe what is queued for the WebSocket.
         s.upgraded.notify_waiters();
         s.socket.switch_to_websocket();
-        let mut conn = Conn::new(edge.clone(), s.clone());
+        let mut conn = SessionHandler::new(edge.clone(), s.clone());
         // Packets the client sent right after `5`, possibly in the same segment.
         let rest = leftovers(&mut conn, &mut io, &mut rbuf, &mut decoder);
         let rest = tokio::time::timeout(edge.config().ping_timeout, rest)
@@ -148,7 +148,7 @@ async fn probe(
 
 /// Handle complete messages already read; read on until a message boundary.
 async fn leftovers(
-    conn: &mut Conn,
+    conn: &mut SessionHandler,
     io: &mut WsStream,
     rbuf: &mut BytesMut,
     decoder: &mut Decoder,
@@ -182,7 +182,7 @@ async fn leftovers(
 
 /// The connection's future from here on: a plain function returning [`ws::drive`]'s
 /// future, so the task holds that future and not a wrapper with copies of its arguments.
-fn drive(conn: Conn, io: WsStream) -> impl std::future::Future<Output = ()> + Send {
+fn drive(conn: SessionHandler, io: WsStream) -> impl std::future::Future<Output = ()> + Send {
     let (outbox, max, shutdown) = (
         conn.s.socket.outbox.clone(),
         conn.edge.config().max_http_buffer_size,
@@ -193,25 +193,25 @@ fn drive(conn: Conn, io: WsStream) -> impl std::future::Future<Output = ()> + Se
 
 /// The session as a [`ws::Handler`]: replies go through the session's outbox, so
 /// they stay in order with publications. Counted in `WS_CONNECTIONS` while it lives.
-struct Conn {
+struct SessionHandler {
     edge: Arc<Edge>,
     s: Arc<Session>,
 }
 
-impl Conn {
+impl SessionHandler {
     fn new(edge: Arc<Edge>, s: Arc<Session>) -> Self {
         crate::metrics::WS_CONNECTIONS.inc();
-        Conn { edge, s }
+        SessionHandler { edge, s }
     }
 }
 
-impl Drop for Conn {
+impl Drop for SessionHandler {
     fn drop(&mut self) {
         crate::metrics::WS_CONNECTIONS.dec();
     }
 }
 
-impl ws::Handler for Conn {
+impl ws::Handler for SessionHandler {
     fn on_message(&mut self, msg: Message, _out: &mut Vec<Bytes>) -> Flow {
         let result = match msg {
             Message::Text(t) => match std::str::from_utf8(&t) {

@@ -93,14 +93,14 @@ pub fn run(cmd: Cmd, s: &mut Session) {
             "on" => {
                 s.replies = Replies::On;
                 if s.client.meta.lock().monitor {
-                    s.hub.monitors.add(s.client.clone());
+                    s.server.monitors.add(s.client.clone());
                 }
                 Frame::OK
             }
             "off" => {
                 s.replies = Replies::Off;
                 // Redis writes a monitor's lines as replies: OFF silences them too.
-                s.hub.monitors.remove(s.client.id);
+                s.server.monitors.remove(s.client.id);
                 return;
             }
             "skip" => {
@@ -175,7 +175,7 @@ fn wrongpass() -> Frame {
 /// Check a user and password; Redis's rules: with no users configured, the `default`
 /// user takes any password; otherwise the pair must match a configured user.
 fn check(s: &Session, user: &[u8], pass: &[u8]) -> bool {
-    let users = &s.hub.state.config.users;
+    let users = &s.server.state.config.users;
     if users.is_empty() {
         return user == b"default";
     }
@@ -200,8 +200,15 @@ fn login(s: &mut Session, user: &[u8], pass: &[u8]) -> bool {
 fn auth(s: &mut Session, args: Vec<Bytes>) -> Frame {
     let (user, pass) = match args.as_slice() {
         [pass] => {
-            if !s.hub.state.config.users.iter().any(|u| u.name == "default") {
-                if s.hub.state.config.users.is_empty() {
+            if !s
+                .server
+                .state
+                .config
+                .users
+                .iter()
+                .any(|u| u.name == "default")
+            {
+                if s.server.state.config.users.is_empty() {
                     return Frame::err(
                         "AUTH <password> called without any password configured for the \
                          default user. Are you sure your configuration is correct?",
@@ -372,7 +379,7 @@ fn type_matches(kind: Option<Option<bool>>, c: &Client) -> bool {
 /// (yes by default: the caller is spared), answering how many were killed. A killed
 /// client's connection is closed; the caller, if it kills itself, once the reply is out.
 fn kill(s: &mut Session, args: &[Bytes]) -> Frame {
-    let all = s.hub.clients.all();
+    let all = s.server.clients.all();
     if let [addr] = args {
         return match all
             .iter()
@@ -402,7 +409,7 @@ fn kill(s: &mut Session, args: &[Bytes]) -> Frame {
             },
             "user" => {
                 let name = String::from_utf8_lossy(value).into_owned();
-                let users = &s.hub.state.config.users;
+                let users = &s.server.state.config.users;
                 if name != "default" && !users.iter().any(|u| u.name == name) {
                     return Frame::err(format_args!("No such user '{name}'"));
                 }
@@ -470,7 +477,7 @@ fn client_list(s: &Session, filters: &[Bytes]) -> Frame {
         _ => return Frame::err("syntax error"),
     }
     let mut text = String::new();
-    for c in s.hub.clients.all() {
+    for c in s.server.clients.all() {
         if !type_matches(kind, &c) || ids.as_ref().is_some_and(|ids| !ids.contains(&c.id)) {
             continue;
         }
@@ -490,8 +497,8 @@ fn reset(s: &mut Session) {
     }
     s.proto = Proto::Resp2;
     s.client.set_proto(Proto::Resp2);
-    s.authenticated = !s.hub.state.config.auth_required();
-    s.hub.monitors.remove(s.client.id);
+    s.authenticated = !s.server.state.config.auth_required();
+    s.server.monitors.remove(s.client.id);
     let mut m = s.client.meta.lock();
     m.name = None;
     m.db = 0;

@@ -65,7 +65,7 @@ pub fn run(cmd: Cmd, s: &mut Session) {
     match cmd {
         Cmd::Publish(channel, message) => {
             publish_ordered(s);
-            let state = &s.hub.state;
+            let state = &s.server.state;
             let n = state
                 .broker
                 .publish(state.prefixes.publication(channel, message));
@@ -74,7 +74,7 @@ pub fn run(cmd: Cmd, s: &mut Session) {
         Cmd::SPublish(channel, message) => {
             publish_ordered(s);
             let n = s
-                .hub
+                .server
                 .state
                 .broker
                 .publish(Publication::shard(channel, message));
@@ -87,7 +87,7 @@ pub fn run(cmd: Cmd, s: &mut Session) {
         }
         Cmd::Unsubscribe(kind, names) => unsubscribe(s, kind, names),
         Cmd::Channels(kind, args) => {
-            let broker = &s.hub.state.broker;
+            let broker = &s.server.state.broker;
             let reply = match args.as_slice() {
                 [] | [_] => {
                     let pattern = args.first().map(|p| &p[..]);
@@ -109,7 +109,7 @@ pub fn run(cmd: Cmd, s: &mut Session) {
             s.reply(reply);
         }
         Cmd::NumSub(kind, channels) => {
-            let broker = &s.hub.state.broker;
+            let broker = &s.server.state.broker;
             let mut out = Vec::with_capacity(channels.len() * 2);
             for c in channels {
                 let n = match kind {
@@ -122,7 +122,7 @@ pub fn run(cmd: Cmd, s: &mut Session) {
             s.reply(Frame::Array(out));
         }
         Cmd::NumPat => {
-            let n = s.hub.state.broker.numpat();
+            let n = s.server.state.broker.numpat();
             s.reply(Frame::Integer(n as i64));
         }
     }
@@ -172,7 +172,7 @@ fn subscribe(s: &mut Session, kind: Kind, name: Bytes) {
     if added {
         s.flush();
         let me: Arc<dyn Subscriber> = s.client.clone();
-        let broker = &s.hub.state.broker;
+        let broker = &s.server.state.broker;
         match kind {
             Kind::Channel => broker.subscribe(name, me),
             Kind::Pattern => broker.psubscribe(name, me),
@@ -198,7 +198,7 @@ fn unsubscribe(s: &mut Session, kind: Kind, names: Vec<Bytes>) {
     }
     for name in names {
         if set(s, kind).remove(&name) {
-            let broker = &s.hub.state.broker;
+            let broker = &s.server.state.broker;
             let id = s.client.id;
             match kind {
                 Kind::Channel => broker.unsubscribe(&name, id),

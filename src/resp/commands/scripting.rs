@@ -59,7 +59,7 @@ pub fn run(cmd: Cmd, s: &mut Session) {
             Err(e) => e,
             Ok(argv) => {
                 if sha.eq_ignore_ascii_case(LARAVEL_SHA1.as_bytes())
-                    || s.hub.scripts.lock().contains(&lower(&sha))
+                    || s.server.scripts.lock().contains(&lower(&sha))
                 {
                     broadcast(s, argv)
                 } else {
@@ -70,14 +70,14 @@ pub fn run(cmd: Cmd, s: &mut Session) {
         Cmd::Load(script) => {
             if is_laravel_script(&script) {
                 let sha = hex::encode(Sha1::digest(&script));
-                s.hub.scripts.lock().insert(sha.clone());
+                s.server.scripts.lock().insert(sha.clone());
                 Frame::text(sha)
             } else {
                 not_supported()
             }
         }
         Cmd::Exists(shas) => {
-            let known = s.hub.scripts.lock();
+            let known = s.server.scripts.lock();
             Frame::Array(
                 shas.iter()
                     .map(|sha| {
@@ -97,7 +97,7 @@ pub fn run(cmd: Cmd, s: &mut Session) {
 }
 
 fn flush(s: &mut Session) -> Frame {
-    s.hub.scripts.lock().clear();
+    s.server.scripts.lock().clear();
     Frame::OK
 }
 
@@ -134,7 +134,7 @@ fn broadcast(s: &mut Session, argv: &[Bytes]) -> Frame {
             if s.script_calls.is_some() {
                 s.script_call(&[PUBLISH.clone(), channel.clone(), payload.clone()]);
             }
-            let state = &s.hub.state;
+            let state = &s.server.state;
             let p = state.prefixes.publication(channel.clone(), payload.clone());
             state.broker.publish(p);
         }

@@ -75,7 +75,7 @@ pub fn run(cmd: Cmd, s: &mut Session) {
         Cmd::Monitor => {
             // Under CLIENT REPLY OFF the lines start with CLIENT REPLY ON.
             if s.replies != Replies::Off {
-                s.hub.monitors.add(s.client.clone());
+                s.server.monitors.add(s.client.clone());
             }
             s.client.meta.lock().monitor = true;
             Frame::OK
@@ -196,14 +196,14 @@ fn command_list(filter: &[Bytes]) -> Frame {
 
 /// The parameters `CONFIG GET` answers, with herald's real values.
 fn parameters(s: &Session) -> Vec<(&'static str, String)> {
-    let c = &s.hub.state.config;
+    let c = &s.server.state.config;
     let o = &c.outbox;
     vec![
         ("save", String::new()),
         ("appendonly", "no".into()),
         ("databases", "16".into()),
-        ("port", s.hub.addr.port().to_string()),
-        ("bind", s.hub.addr.ip().to_string()),
+        ("port", s.server.addr.port().to_string()),
+        ("bind", s.server.addr.ip().to_string()),
         (
             "protected-mode",
             if c.protected_mode { "yes" } else { "no" }.into(),
@@ -259,7 +259,7 @@ fn info(s: &Session, wanted: &[Bytes]) -> String {
             .iter()
             .any(|w| matches!(lower(w).as_str(), "all" | "everything" | "default"));
     let want = |name: &str| all || wanted.iter().any(|w| lower(w) == name);
-    let state = &s.hub.state;
+    let state = &s.server.state;
     let up = state.started.elapsed().as_secs();
     let (channels, patterns, shards) = state.broker.sizes();
     let mut sections: Vec<String> = Vec::new();
@@ -280,7 +280,7 @@ fn info(s: &Session, wanted: &[Bytes]) -> String {
                 ("os", std::env::consts::OS.into()),
                 ("arch_bits", (usize::BITS).to_string()),
                 ("process_id", std::process::id().to_string()),
-                ("tcp_port", s.hub.addr.port().to_string()),
+                ("tcp_port", s.server.addr.port().to_string()),
                 ("uptime_in_seconds", up.to_string()),
                 ("uptime_in_days", (up / 86400).to_string()),
             ],
@@ -290,9 +290,12 @@ fn info(s: &Session, wanted: &[Bytes]) -> String {
         section(
             "Clients",
             vec![
-                ("connected_clients", s.hub.clients.count().to_string()),
+                ("connected_clients", s.server.clients.count().to_string()),
                 ("maxclients", state.config.maxclients.to_string()),
-                ("pubsub_clients", s.hub.clients.pubsub_count().to_string()),
+                (
+                    "pubsub_clients",
+                    s.server.clients.pubsub_count().to_string(),
+                ),
             ],
         );
     }
