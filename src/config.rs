@@ -33,6 +33,7 @@
 //! 3. A row in the table of the `every_setting_has_all_three_doors` test (it fails until
 //!    there is one), and the key in `examples/herald.toml`.
 
+use crate::broker::history::HistoryLimits;
 use crate::outbox::OutboxLimits;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use http::HeaderName;
@@ -354,6 +355,38 @@ pub struct Settings {
     )]
     pub webhook_occupancy_delay_ms: u64,
 
+    /// Publications each channel keeps for clients that reconnect; 0 keeps none
+    /// (publications are still numbered).
+    #[arg(long, env = "HERALD_HISTORY_SIZE", default_value_t = HistoryLimits::default().size)]
+    pub history_size: usize,
+
+    /// Seconds a publication is kept; also how long a channel's stream outlives its last
+    /// subscriber, so that what is published while its only client reconnects is kept.
+    #[arg(
+        long,
+        env = "HERALD_HISTORY_TTL_SECONDS",
+        default_value_t = HistoryLimits::default().ttl.as_secs()
+    )]
+    pub history_ttl_seconds: u64,
+
+    /// Bytes all channels' history may hold (payloads and bookkeeping); when full, a
+    /// channel's new publication pushes out its own oldest (counted, logged).
+    #[arg(
+        long,
+        env = "HERALD_HISTORY_MAX_BYTES",
+        default_value_t = HistoryLimits::default().memory
+    )]
+    pub history_max_bytes: usize,
+
+    /// Channels that may hold history at once; past it, a channel holding none keeps
+    /// nothing until others' history expires (counted, logged).
+    #[arg(
+        long,
+        env = "HERALD_HISTORY_MAX_CHANNELS",
+        default_value_t = HistoryLimits::default().channels
+    )]
+    pub history_max_channels: usize,
+
     /// More Pusher apps: the file's `[[apps]]` tables (no flag).
     #[arg(skip)]
     pub apps: Vec<AppConfig>,
@@ -626,6 +659,8 @@ pub struct Config {
     pub cache_ttl: Duration,
     /// Every webhook URL's (also in each `WebhookConfig`).
     pub webhook_limits: WebhookLimits,
+    /// What each channel keeps for recovery, and all of them together.
+    pub history: HistoryLimits,
     /// The configured Pusher apps; [`Config::pusher_apps`] says which are served. The
     /// first served app is the default one: RESP publications go to its clients.
     pub apps: Vec<AppConfig>,
@@ -689,7 +724,17 @@ impl Config {
         // `--help` (which shows the defaults), `--version` and a malformed flag end the
         // process here; the parse that follows cannot fail where this one passed.
         Settings::command().get_matches();
-        let given = Settings::given(std::env::args_os())?;
+        Config::from_args(std::env::args_os())
+    }
+
+    /// What `args` (the program's name first), the environment and the file `--config`
+    /// names make, as [`Config::load`] reads them (an integration test's flags).
+    pub fn from_args<I, T>(args: I) -> Result<Config, String>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let given = Settings::given(args)?;
         let file = match given.get_one::<PathBuf>("config") {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -832,6 +877,12 @@ impl Config {
             activity_timeout: Duration::from_secs(s.activity_timeout),
             cache_ttl,
             webhook_limits,
+            history: HistoryLimits {
+                size: s.history_size,
+                ttl: Duration::from_secs(s.history_ttl_seconds),
+                memory: s.history_max_bytes,
+                channels: s.history_max_channels,
+            },
             apps,
             builtin_app,
         })
@@ -993,6 +1044,10 @@ mod tests {
             ("cache_ttl_seconds", "7", |c| [c.cache_ttl, c.apps[0].cache_ttl] == [secs(7); 2]),
             ("webhook_queue", "7", |c| c.webhook_limits.queue == 7),
             ("webhook_occupancy_delay_ms", "7", |c| c.webhook_limits.occupancy_delay == ms(7)),
+            ("history_size", "7", |c| c.history.size == 7),
+            ("history_ttl_seconds", "7", |c| c.history.ttl == secs(7)),
+            ("history_max_bytes", "7", |c| c.history.memory == 7),
+            ("history_max_channels", "7", |c| c.history.channels == 7),
         ];
         let command = Settings::command();
         let settings: Vec<&clap::Arg> = command

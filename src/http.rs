@@ -26,11 +26,13 @@ pub fn routes(
             let stats = broker.stats();
             let published = stats.published.get();
             let delivered = stats.delivered.get();
+            let mut rows = vec![
+                ("herald_publications_total", "counter", published),
+                ("herald_deliveries_total", "counter", delivered),
+            ];
+            rows.extend(broker.metrics());
             warp::reply::with_header(
-                crate::metrics::render(&[
-                    ("herald_publications_total", "counter", published),
-                    ("herald_deliveries_total", "counter", delivered),
-                ]),
+                crate::metrics::render(&rows),
                 "content-type",
                 "text/plain; version=0.0.4",
             )

@@ -7,7 +7,11 @@
 //! listeners and then every connection's task (`State::connections`) are done (bounded
 //! by a grace period), and the webhooks that their leaving made have been posted
 //! (bounded too). Nothing is polled: each wait is woken by what it waits for.
+//!
+//! Beside the listeners runs the broker's sweep ([`Broker::sweep`]): every few seconds it
+//! frees expired history and the streams that lingered for it, until shutdown.
 
+use crate::broker::Broker;
 use crate::config::Config;
 use crate::pusher::apps::Apps;
 use crate::pusher::webhooks;
@@ -15,9 +19,10 @@ use crate::socketio;
 use crate::state::{Shared, State};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 /// A started server.
 pub struct Running {
@@ -63,6 +68,11 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     tasks.spawn(crate::resp::serve(redis, state.clone()));
     let routes = crate::http::routes(state.clone(), edges.socketio.clone(), edges.pusher.clone());
     tasks.spawn(crate::http_server::serve(http, state.clone(), routes));
+    tasks.spawn(sweep(
+        state.broker.clone(),
+        sweep_every(state.config.history.ttl),
+        state.shutdown.clone(),
+    ));
     tracing::info!(%redis_addr, "RESP (Redis protocol) listening");
     tracing::info!(%http_addr, "HTTP and WebSocket listening");
     Ok(Running {
@@ -72,6 +82,24 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         edges,
         tasks,
     })
+}
+
+/// How often the sweep runs: a quarter of the history TTL, between 250 ms and 5 s. A
+/// stream nobody listens to then goes at most that long after its TTL.
+fn sweep_every(ttl: Duration) -> Duration {
+    (ttl / 4).clamp(Duration::from_millis(250), Duration::from_secs(5))
+}
+
+/// Sweep `broker` every `every` until `shutdown`.
+async fn sweep(broker: Arc<dyn Broker>, every: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => broker.sweep(Instant::now()),
+        }
+    }
 }
 
 impl Running {

@@ -59,7 +59,11 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
         K: Borrow<Q>,
         Q: Hash + ?Sized,
     {
-        let map = self.shard(key).write();
+        self.lock(self.shard(key))
+    }
+
+    fn lock<'a>(&'a self, shard: &'a RwLock<Map<K, V>>) -> WriteGuard<'a, K, V> {
+        let map = shard.write();
         WriteGuard {
             before: map.len(),
             map,
@@ -91,6 +95,13 @@ impl<K: Hash + Eq, V> Sharded<K, V> {
     /// Every shard, for the rare walks over all keys (listings, `PUBSUB CHANNELS`).
     pub fn shards(&self) -> impl Iterator<Item = RwLockReadGuard<'_, Map<K, V>>> {
         self.shards.iter().map(|s| s.read())
+    }
+
+    /// Every shard in turn, for changing (the broker's sweep): each is locked when the
+    /// iterator reaches it, so a walk that drops each guard before taking the next (a
+    /// `for` loop's body) never holds two.
+    pub fn write_each(&self) -> impl Iterator<Item = WriteGuard<'_, K, V>> {
+        self.shards.iter().map(|s| self.lock(s))
     }
 }
 

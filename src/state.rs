@@ -38,7 +38,7 @@ impl Shared {
     /// The shared state of a server that has not started listening yet.
     pub fn new(config: Config) -> State {
         Arc::new(Shared {
-            broker: Arc::new(MemoryBroker::new()),
+            broker: Arc::new(MemoryBroker::with_history(config.history)),
             prefixes: Prefixes::new(&config.redis_prefixes),
             config,
             presence: Arc::new(MemoryPresence::default()),

@@ -105,9 +105,8 @@ impl Weigh for bytes::Bytes {
     }
 }
 
-/// The answer when the publications after an offset cannot all be given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TooOld;
+/// The answer when the publications after an offset cannot all be given: the broker's.
+pub use super::TooOld;
 
 /// The limits and the budgets shared by every ring. Cheap to share: rings hold an `Arc`.
 pub struct History {

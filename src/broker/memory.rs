@@ -1,7 +1,9 @@
 //! The in-process [`Broker`]: RESP registries with Redis's semantics, and the streams
-//! the edges subscribe to, in this process's memory. What a single herald needs; a
-//! Redis-backed broker for several nodes implements the same trait beside it.
+//! the edges subscribe to with their history, in this process's memory. What a single
+//! herald needs; a Redis-backed broker for several nodes implements the same trait
+//! beside it.
 
+use super::history::HistoryLimits;
 use super::registry::{PatternRegistry, Registry};
 use super::streams::Streams;
 use super::{
@@ -10,6 +12,7 @@ use super::{
 };
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The in-process broker. Cheap to share: wrap it in an `Arc`.
 #[derive(Default)]
@@ -22,8 +25,20 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
+    /// With the default history limits.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeping as much history as `limits` allow.
+    pub fn with_history(limits: HistoryLimits) -> Self {
+        MemoryBroker {
+            channels: Registry::default(),
+            shard_channels: Registry::default(),
+            patterns: PatternRegistry::default(),
+            streams: Streams::new(limits),
+            stats: BrokerStats::default(),
+        }
     }
 }
 
@@ -105,6 +120,11 @@ impl Broker for MemoryBroker {
         }
     }
 
+    fn sweep(&self, now: Instant) {
+        self.streams.sweep(now);
+        self.streams.history().report_evictions(now);
+    }
+
     fn subscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
         self.channels.add(channel, sub)
     }
@@ -160,6 +180,10 @@ impl Broker for MemoryBroker {
     fn stats(&self) -> &BrokerStats {
         &self.stats
     }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.streams.history().metrics().to_vec()
+    }
 }
 
 #[cfg(test)]
@@ -167,6 +191,7 @@ mod tests {
     use super::super::{next_subscriber_id, Epoch, Origin};
     use super::*;
     use parking_lot::Mutex;
+    use std::time::Duration;
 
     /// (pattern that matched, channel, payload)
     type Received = (Option<Vec<u8>>, Bytes, Bytes);
@@ -388,29 +413,6 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_dropped_and_created_again_has_a_new_epoch() {
-        let b = MemoryBroker::new();
-        let e = Edge::new();
-        let ns = Namespace::Default;
-        b.stream_subscribe(&ns, b"a", e.clone());
-        b.publish(on(&ns, "a"));
-        let first = e.offsets()[0];
-        b.stream_unsubscribe(&ns, b"a", e.id);
-        assert_eq!(
-            b.position(&ns, b"a"),
-            None,
-            "dropped with its last subscriber"
-        );
-        assert_eq!(b.publish(on(&ns, "a")), 0);
-        b.stream_subscribe(&ns, b"a", e.clone());
-        b.publish(on(&ns, "a"));
-        let again = e.offsets()[1];
-        assert_ne!(again.epoch, first.epoch);
-        assert_eq!(again.seq, 1);
-        assert_ne!(Epoch::fresh(), again.epoch);
-    }
-
-    #[test]
     fn one_stream_is_delivered_in_offset_order_under_concurrent_publishers() {
         const EACH: u64 = 20_000;
         let b = Arc::new(MemoryBroker::new());
@@ -521,7 +523,8 @@ mod tests {
         );
         b.stream_subscribe(&ns, b"a", e.clone()); // client 1's late subscribe: back to zero
         assert!(b.interest().streams.is_empty());
-        assert_eq!(b.position(&ns, b"a"), None, "gone at zero");
+        b.sweep(Instant::now() + HistoryLimits::default().ttl);
+        assert_eq!(b.position(&ns, b"a"), None, "gone at zero, once swept");
         b.stream_subscribe(&ns, b"a", e.clone()); // client 2's
         assert_eq!(b.publish(on(&ns, "a")), 1);
         assert_eq!(b.interest().streams.len(), 1);
@@ -588,23 +591,278 @@ mod tests {
         );
     }
 
+    const TTL: Duration = Duration::from_secs(60);
+
+    /// A broker keeping `size` publications per channel for [`TTL`].
+    fn keeping(size: usize) -> MemoryBroker {
+        MemoryBroker::with_history(HistoryLimits {
+            size,
+            ttl: TTL,
+            ..HistoryLimits::default()
+        })
+    }
+
+    /// Publication `n` on `channel` of the default namespace: its payload names it.
+    fn numbered(channel: &'static str, n: u64) -> Publication {
+        Publication::new(
+            Namespace::Default,
+            Bytes::from_static(channel.as_bytes()),
+            Bytes::from(format!("p{n}")),
+        )
+    }
+
+    /// Let the clock move on, so that the next `Instant::now()` anywhere is strictly later
+    /// than every one read before (the subject of these tests is time; nothing is waited for).
+    fn clock_moves_on() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    fn metric(b: &MemoryBroker, name: &str) -> u64 {
+        b.metrics().into_iter().find(|row| row.0 == name).unwrap().2
+    }
+
     #[test]
-    fn since_answers_from_nothing_until_history_is_kept() {
-        let b = MemoryBroker::new();
+    fn since_gives_exactly_what_was_missed_after_the_last_subscriber_left() {
+        let b = keeping(100);
         let e = Edge::new();
         let ns = Namespace::Default;
         b.stream_subscribe(&ns, b"a", e.clone());
-        b.publish(on(&ns, "a"));
-        b.publish(on(&ns, "a"));
-        let [first, last] = e.offsets()[..] else {
-            panic!()
-        };
-        assert_eq!(b.since(&ns, b"a", last), Ok(Vec::new()), "nothing missed");
-        assert_eq!(
-            b.since(&ns, b"a", first),
-            Err(TooOld),
-            "no history kept yet"
+        for n in 1..=2 {
+            assert_eq!(b.publish(numbered("a", n)), 1);
+        }
+        let seen = e.offsets()[1];
+        // The channel's only client blips: its edge unsubscribes, the app publishes on.
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        assert!(
+            b.interest().streams.is_empty(),
+            "a lingering stream is no interest"
         );
-        assert_eq!(b.since(&ns, b"gone", last), Err(TooOld));
+        let published = [
+            numbered("a", 3).seen_by_resp_as(Bytes::from_static(b"laravel_database_a")),
+            numbered("a", 4).from_client(),
+            numbered("a", 5),
+        ];
+        for p in &published {
+            assert_eq!(b.publish(p.clone()), 0, "delivered to nobody");
+        }
+        let missed = b.since(&ns, b"a", seen).unwrap();
+        let want: Vec<Publication> = published
+            .into_iter()
+            .zip(3..)
+            .map(|(mut p, seq)| {
+                p.offset = Some(Offset { seq, ..seen });
+                p
+            })
+            .collect();
+        assert_eq!(
+            missed, want,
+            "the three, whole, in order, with their offsets"
+        );
+        assert_ne!(
+            missed[0].payload.as_ptr(),
+            want[0].payload.as_ptr(),
+            "kept as a copy, not as a slice of the ingress's buffer"
+        );
+
+        let last = b.position(&ns, b"a").unwrap();
+        assert_eq!(
+            last,
+            Offset { seq: 5, ..seen },
+            "numbered in the same epoch"
+        );
+        assert_eq!(b.since(&ns, b"a", last), Ok(vec![]), "nothing missed");
+        let from = |seq| b.since(&ns, b"a", Offset { seq, ..seen });
+        assert_eq!(from(0).map(|v| v.len()), Ok(5));
+        assert_eq!(from(6), Err(TooOld), "ahead of the stream");
+        let elsewhere = Offset {
+            epoch: Epoch::fresh(),
+            seq: 2,
+        };
+        assert_eq!(b.since(&ns, b"a", elsewhere), Err(TooOld), "another epoch");
+        assert_eq!(
+            b.since(&app("2"), b"a", seen),
+            Err(TooOld),
+            "no such stream"
+        );
+        assert_eq!(metric(&b, "herald_history_channels"), 1);
+    }
+
+    #[test]
+    fn history_size_bounds_the_gap_that_can_be_filled() {
+        let b = keeping(3);
+        let e = Edge::new();
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"a", e.clone());
+        for n in 1..=5 {
+            b.publish(numbered("a", n));
+        }
+        let at = |seq| Offset {
+            seq,
+            ..e.offsets()[0]
+        };
+        let seqs = |seq| -> Result<Vec<u64>, TooOld> {
+            let missed = b.since(&ns, b"a", at(seq))?;
+            Ok(missed.iter().map(|p| p.offset.unwrap().seq).collect())
+        };
+        assert_eq!(seqs(3), Ok(vec![4, 5]));
+        assert_eq!(seqs(2), Ok(vec![3, 4, 5]));
+        assert_eq!(seqs(1), Err(TooOld), "2 fell off: never a partial answer");
+
+        let off = keeping(0);
+        off.stream_subscribe(&ns, b"a", e.clone());
+        off.publish(numbered("a", 1));
+        let last = off.position(&ns, b"a").unwrap();
+        assert_eq!(last.seq, 1, "numbered all the same");
+        assert_eq!(off.since(&ns, b"a", last), Ok(vec![]));
+        assert_eq!(off.since(&ns, b"a", Offset { seq: 0, ..last }), Err(TooOld));
+        assert_eq!(metric(&off, "herald_history_bytes"), 0);
+    }
+
+    #[test]
+    fn a_stream_resubscribed_within_the_linger_keeps_its_epoch() {
+        // Even with nothing kept: a client that saw the last publication missed nothing.
+        let b = keeping(0);
+        let e = Edge::new();
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.publish(numbered("a", 1));
+        let first = e.offsets()[0];
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        b.sweep(Instant::now());
+        assert_eq!(b.since(&ns, b"a", first), Ok(vec![]), "the stream lingers");
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.publish(numbered("a", 2));
+        assert_eq!(e.offsets()[1], Offset { seq: 2, ..first });
+    }
+
+    #[test]
+    fn a_stream_dropped_and_created_again_has_a_new_epoch() {
+        let b = keeping(100);
+        let e = Edge::new();
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.publish(numbered("a", 1));
+        let first = e.offsets()[0];
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        let left = Instant::now();
+        b.sweep(left + TTL);
+        assert_eq!(b.position(&ns, b"a"), None, "swept after the linger");
+        assert_eq!(b.since(&ns, b"a", first), Err(TooOld));
+        assert_eq!(b.publish(numbered("a", 2)), 0);
+        assert_eq!(b.position(&ns, b"a"), None, "not created by a publication");
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.publish(numbered("a", 3));
+        let again = e.offsets()[1];
+        assert_ne!(again.epoch, first.epoch);
+        assert_eq!(again.seq, 1);
+        assert_ne!(Epoch::fresh(), again.epoch);
+        assert_eq!(b.since(&ns, b"a", first), Err(TooOld), "the old epoch");
+        assert_eq!(
+            b.since(&ns, b"a", Offset { seq: 0, ..again })
+                .map(|v| v.len()),
+            Ok(1)
+        );
+    }
+
+    #[test]
+    fn the_linger_lasts_a_ttl_after_the_last_subscriber_and_the_last_publication() {
+        let b = keeping(100);
+        let e = Edge::new();
+        let ns = Namespace::Default;
+
+        // Published before the last subscriber left: the stream goes a TTL after it left.
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.publish(numbered("a", 1));
+        let published = Instant::now();
+        clock_moves_on();
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        let left = Instant::now();
+        b.sweep(published + TTL);
+        let a = b.position(&ns, b"a");
+        assert!(a.is_some(), "nothing held, but nobody for less than a TTL");
+        let a = a.unwrap();
+        assert_eq!(
+            b.since(&ns, b"a", Offset { seq: 0, ..a }),
+            Err(TooOld),
+            "1 expired"
+        );
+        b.sweep(left + TTL);
+        assert_eq!(b.position(&ns, b"a"), None);
+
+        // Published after the last subscriber left: it goes a TTL after that publication.
+        b.stream_subscribe(&ns, b"b", e.clone());
+        b.stream_unsubscribe(&ns, b"b", e.id);
+        let left = Instant::now();
+        clock_moves_on();
+        b.publish(numbered("b", 1));
+        let published = Instant::now();
+        b.sweep(left + TTL);
+        let at = b.position(&ns, b"b").expect("lingers: its ring holds 1");
+        assert_eq!(
+            b.since(&ns, b"b", Offset { seq: 0, ..at }).map(|v| v.len()),
+            Ok(1)
+        );
+        b.sweep(published + TTL);
+        assert_eq!(b.position(&ns, b"b"), None);
+        assert_eq!(
+            (
+                metric(&b, "herald_history_channels"),
+                metric(&b, "herald_history_bytes")
+            ),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn the_sweep_frees_expired_history_of_a_stream_with_subscribers() {
+        let b = keeping(100);
+        let e = Edge::new();
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"a", e.clone());
+        b.publish(numbered("a", 1));
+        b.publish(numbered("a", 2));
+        let published = Instant::now();
+        assert_eq!(metric(&b, "herald_history_channels"), 1);
+        assert!(metric(&b, "herald_history_bytes") > 0);
+        b.sweep(published + TTL);
+        assert_eq!(
+            (
+                metric(&b, "herald_history_channels"),
+                metric(&b, "herald_history_bytes")
+            ),
+            (0, 0)
+        );
+        let at = b
+            .position(&ns, b"a")
+            .expect("a stream with a subscriber stays");
+        assert_eq!(at.seq, 2);
+        assert_eq!(b.since(&ns, b"a", Offset { seq: 1, ..at }), Err(TooOld));
+        assert_eq!(b.since(&ns, b"a", at), Ok(vec![]));
+        assert_eq!(b.publish(numbered("a", 3)), 1);
+        assert_eq!(e.offsets()[2], Offset { seq: 3, ..at });
+    }
+
+    #[test]
+    fn a_channel_never_subscribed_gets_no_stream() {
+        let b = keeping(100);
+        let (e, r) = (Edge::new(), Recorder::new());
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"a", e.clone()); // another channel: the map is not empty
+        b.subscribe(Bytes::from_static(b"never"), r.clone());
+        assert_eq!(b.publish(resp("never", "x")), 1, "RESP hears it");
+        assert_eq!(b.publish(on(&ns, "never")), 0);
+        assert_eq!(b.publish(on(&app("2"), "a")), 0, "another namespace's a");
+        assert_eq!(b.position(&ns, b"never"), None);
+        assert_eq!(b.position(&app("2"), b"a"), None);
+        let any = Offset {
+            epoch: Epoch(1),
+            seq: 0,
+        };
+        assert_eq!(b.since(&ns, b"never", any), Err(TooOld));
+        assert_eq!(
+            b.interest().streams,
+            vec![(ns.clone(), Bytes::from_static(b"a"))]
+        );
+        assert_eq!(metric(&b, "herald_history_channels"), 0, "nothing kept");
     }
 }

@@ -11,20 +11,26 @@
 //!   is one channel of one [`Namespace`]; a subscriber gets each publication of its
 //!   streams once, with its [`Offset`], in offset order. An edge subscribes to a stream
 //!   for each client that joins the channel and unsubscribes for each that leaves; the
-//!   broker counts them, so the streams it holds are exactly the channels this node
-//!   has clients on ([`Broker::interest`]: what a Redis backplane subscribes to). An
-//!   edge may also hold a stream pattern for good (each Pusher app its cache channels,
-//!   whose last event must be kept even when nobody is subscribed).
+//!   broker counts them, so it knows the channels this node has clients on
+//!   ([`Broker::interest`]: what a Redis backplane subscribes to). An edge may also
+//!   hold a stream pattern for good (each Pusher app its cache channels, whose last
+//!   event must be kept even when nobody is subscribed).
 //!
-//! History: [`Broker::position`] and [`Broker::since`] are its read side; the ring
-//! store plugs in where `streams.rs` numbers a publication (marked "History hook").
+//! Each stream keeps its latest publications ([`history`]), so a client that lost its
+//! connection can be given everything after the last offset it saw ([`Broker::since`]),
+//! or be told that this is no longer possible. A stream outlives its last subscriber
+//! for one history TTL (and as long as it still holds publications), numbering and
+//! keeping what is published meanwhile: that client may have been the channel's only
+//! one (`streams.rs` says exactly when a stream goes). [`Broker::sweep`], run every few
+//! seconds by the server, frees what expired.
 //!
 //! [`MemoryBroker`] is the in-process implementation; a Redis one will sit beside it
 //! behind the same trait, as centrifuge keeps `broker_memory.go` beside
 //! `broker_redis.go`.
 //!
-//! Locks: a stream's publications are numbered and handed to its subscribers under its
-//! registry shard's write lock, so one channel's deliveries happen in offset order. A
+//! Locks: a stream's publications are numbered, appended to its history and handed to
+//! its subscribers under its registry shard's write lock, so one channel's deliveries
+//! (and its history) are in offset order. A
 //! stream subscriber's `deliver` runs under that lock and takes its own locks inside it
 //! (lock order: broker stream shard → edge room/channel shard); an edge therefore
 //! never calls the broker while it holds one of its own shard locks. Nothing under a
@@ -44,6 +50,7 @@ use crate::metrics::Counter;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Identifies one subscribing connection (or edge); unique for the life of the process.
 pub type SubscriberId = u64;
@@ -209,6 +216,14 @@ pub type InNamespace = (Namespace, Bytes);
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interest {
     /// Streams some edge has clients on, sorted.
+    ///
+    /// Not the streams lingering after their last subscriber left. A lingering stream
+    /// records what is published for the client that may come back, but this node
+    /// needs no backplane subscription for that: in a cluster a channel's history is
+    /// written where it is published (the Redis broker's publish script appends to the
+    /// channel's Redis stream, see [`history`]), and a recovering client reads it from
+    /// there. The memory broker records what passes through this node, which alone is
+    /// every publication.
     pub streams: Vec<InNamespace>,
     /// Stream patterns edges hold whatever their clients (the Pusher apps' cache
     /// channels, socket.io's broadcast-to-all), sorted, each once.
@@ -261,8 +276,10 @@ pub trait Broker: Send + Sync {
     ) -> bool;
     fn stream_punsubscribe(&self, namespace: &Namespace, pattern: &[u8], id: SubscriberId) -> bool;
 
-    /// The publications of a stream after `offset`, oldest first, or [`TooOld`] when
-    /// the broker cannot give all of them.
+    /// The publications of a stream after `offset`, oldest first, each with its
+    /// offset: none when `offset` is the stream's last (nothing was missed); [`TooOld`]
+    /// when the broker cannot give all of them (another epoch, ahead of the stream, or
+    /// history after it expired or evicted; no such stream). Never some of them.
     fn since(
         &self,
         namespace: &Namespace,
@@ -275,6 +292,11 @@ pub trait Broker: Send + Sync {
 
     /// The streams, stream patterns and RESP subscriptions this node holds.
     fn interest(&self) -> Interest;
+
+    /// Free the history expired at `now`, drop the streams that lingered for it (and
+    /// log what the history budgets evicted). The server calls it every few seconds;
+    /// it takes one stream lock at a time, briefly. A Redis broker leaves expiry to Redis.
+    fn sweep(&self, now: Instant);
 
     /// RESP `SUBSCRIBE` to an exact channel. False if this subscriber already was.
     fn subscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool;
@@ -296,4 +318,7 @@ pub trait Broker: Send + Sync {
     fn sizes(&self) -> (usize, usize, usize);
 
     fn stats(&self) -> &BrokerStats;
+    /// Rows this broker adds to /metrics, as `metrics::render` takes them: the history
+    /// store's (`herald_history_*`).
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)>;
 }

@@ -1,29 +1,50 @@
-//! Streams: one per channel of a namespace that some edge has clients on, each numbering
-//! its publications; and the stream patterns edges hold whatever their clients.
+//! Streams: one per channel of a namespace that some edge has clients on (or had, lately),
+//! each numbering its publications and keeping the latest of them for recovery; and the
+//! stream patterns edges hold whatever their clients.
 //!
 //! Streams live in a [`Sharded`] map by channel name (one entry holds that name's stream
 //! in each namespace that uses it, usually one), so a publication finds its stream with
-//! one hash of a name it already has. A publication takes its shard's write lock,
-//! takes the stream's next sequence number and hands itself to the stream's subscribers
-//! and to the matching pattern holders, all before releasing it: that lock is what puts
-//! one channel's deliveries in offset order for every subscriber.
+//! one hash of a name it already has. A publication takes its shard's write lock, takes
+//! the stream's next sequence number, appends itself to the stream's history ring and
+//! hands itself to the stream's subscribers and to the matching pattern holders, all
+//! before releasing it: that lock is what puts one channel's deliveries, and its history,
+//! in offset order for every subscriber.
 //!
 //! Each subscriber's entry counts its subscriptions (an edge subscribes once per client
 //! that joins). The count may dip below zero when an unsubscribe overtakes the subscribe
 //! it undoes (two threads, each past its edge's own lock); only a positive count
-//! receives, and the entry goes when the count is back to zero. A stream goes with its
-//! last subscriber; one created again starts a new epoch.
+//! receives, and the entry goes when the count is back to zero.
+//!
+//! # Lingering: a stream outlives its last subscriber for recovery
+//! A client whose connection blips may be its channel's only subscriber on this node, and
+//! what is published while it is away is exactly what it will ask for. So a stream whose
+//! last subscriber left stays, numbering and keeping its publications (delivering them to
+//! nobody): it lingers while its ring holds anything (up to the history TTL after its last
+//! publication) and at least the history TTL after its last subscriber left. A client
+//! back within that keeps its stream's epoch, and `since` gives it what it missed. The
+//! sweep ([`Streams::sweep`], every few seconds) drops a lingering stream once both have
+//! passed; a stream created again after that starts a new epoch, so an offset of the old
+//! one is answered [`TooOld`].
+//!
+//! A channel no edge has subscribed to on this node has no stream: its publications are
+//! not numbered and cost what they did before history existed (one look at an empty map,
+//! or one shard lookup).
 //!
 //! Patterns change at start-up only, so they are a read-mostly list that publications
 //! read without a lock.
 
+use super::history::{History, HistoryLimits, Ring, Weigh};
 use super::offset::{Epoch, Offset};
 use super::registry::Keyed;
-use super::{glob, InNamespace, Namespace, Publication, StreamSubscriber, SubscriberId, TooOld};
+use super::{
+    glob, InNamespace, Namespace, Origin, Publication, RespName, StreamSubscriber, SubscriberId,
+    TooOld,
+};
 use crate::readmostly::ReadMostly;
 use crate::sharded::Sharded;
 use bytes::Bytes;
 use std::sync::Arc;
+use std::time::Instant;
 
 const SHARDS: usize = 32;
 
@@ -32,24 +53,73 @@ struct Counted {
     count: i64,
 }
 
+/// A retained publication: what [`Streams::since`] needs to rebuild it besides its
+/// stream's namespace and channel and the offset its ring gives it.
+///
+/// Its bytes are copies. An ingress's payload may be a slice of a connection's read
+/// buffer (RESP's are), and keeping the slice for the TTL would keep the whole buffer,
+/// many times what the history budget counts.
+struct Kept {
+    payload: Bytes,
+    resp: RespName,
+    origin: Origin,
+}
+
+impl Kept {
+    /// What a ring given nothing to keep (`--history-size 0`) is handed: never kept.
+    const NOTHING: Kept = Kept {
+        payload: Bytes::new(),
+        resp: RespName::Hidden,
+        origin: Origin::Server,
+    };
+
+    fn of(p: &Publication) -> Kept {
+        let resp = match &p.resp {
+            RespName::Channel(name) => RespName::Channel(Bytes::copy_from_slice(name)),
+            _ => RespName::Hidden,
+        };
+        Kept {
+            payload: Bytes::copy_from_slice(&p.payload),
+            resp,
+            origin: p.origin,
+        }
+    }
+}
+
+impl Weigh for Kept {
+    /// The payload and the channel's name as RESP saw it (the stream's own name is not
+    /// repeated per entry).
+    fn weight(&self) -> usize {
+        let resp = match &self.resp {
+            RespName::Channel(name) => name.len(),
+            _ => 0,
+        };
+        self.payload.len() + resp
+    }
+}
+
 struct Stream {
     namespace: Namespace,
-    epoch: Epoch,
-    /// The sequence number of the last publication (0 before the first).
-    last: u64,
+    /// Its epoch, its last sequence number and its latest publications.
+    ring: Ring<Kept>,
     subscribers: Keyed<Counted>,
+    /// When its last subscriber left, while it has none: it lingers (see the module doc).
+    left: Option<Instant>,
 }
 
 impl Stream {
-    fn position(&self) -> Offset {
-        Offset {
-            epoch: self.epoch,
-            seq: self.last,
-        }
-    }
-
     fn receives(&self, id: SubscriberId) -> bool {
         self.subscribers.get(id).is_some_and(|c| c.count > 0)
+    }
+
+    /// Whether the sweep at `now` may drop it: nobody subscribed for a TTL and nothing
+    /// left to recover (after dropping what expired).
+    fn done(&mut self, now: Instant, ttl: std::time::Duration) -> bool {
+        let empty = self.ring.expire(now);
+        empty
+            && self
+                .left
+                .is_some_and(|left| now.saturating_duration_since(left) >= ttl)
     }
 }
 
@@ -63,18 +133,29 @@ struct StreamPattern {
 pub struct Streams {
     map: Sharded<Bytes, Vec<Stream>>,
     patterns: ReadMostly<StreamPattern>,
+    history: Arc<History>,
 }
 
 impl Default for Streams {
     fn default() -> Self {
-        Streams {
-            map: Sharded::new(SHARDS),
-            patterns: ReadMostly::default(),
-        }
+        Streams::new(HistoryLimits::default())
     }
 }
 
 impl Streams {
+    pub fn new(limits: HistoryLimits) -> Self {
+        Streams {
+            map: Sharded::new(SHARDS),
+            patterns: ReadMostly::default(),
+            history: History::new(limits),
+        }
+    }
+
+    /// The history budgets all streams share.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// Count one subscription of `sub` to the stream, creating it if need be.
     pub fn subscribe(&self, namespace: &Namespace, channel: &[u8], sub: Arc<dyn StreamSubscriber>) {
         self.change(namespace, channel, sub.id(), 1, Some(sub));
@@ -92,6 +173,7 @@ impl Streams {
         by: i64,
         sub: Option<Arc<dyn StreamSubscriber>>,
     ) {
+        let now = Instant::now();
         let mut shard = self.map.write(channel);
         if !shard.contains_key(channel) {
             shard.insert(Bytes::copy_from_slice(channel), Vec::new());
@@ -102,9 +184,9 @@ impl Streams {
             None => {
                 streams.push(Stream {
                     namespace: namespace.clone(),
-                    epoch: Epoch::fresh(),
-                    last: 0,
+                    ring: self.history.ring(Epoch::fresh()),
                     subscribers: Keyed::default(),
+                    left: None,
                 });
                 streams.len() - 1
             }
@@ -127,12 +209,8 @@ impl Streams {
                 stream.subscribers.insert(id, Counted { sub, count: by });
             }
         }
-        if stream.subscribers.is_empty() {
-            streams.swap_remove(at);
-            if streams.is_empty() {
-                shard.remove(channel);
-            }
-        }
+        // The last subscriber gone: the stream lingers for recovery (the sweep drops it).
+        stream.left = stream.subscribers.is_empty().then_some(now);
     }
 
     pub fn psubscribe(
@@ -167,8 +245,9 @@ impl Streams {
         before.iter().any(|p| p.is(namespace, pattern, id))
     }
 
-    /// Number `p` in its stream, if it has one, and deliver it to the stream's
-    /// subscribers and the matching patterns' holders, each once.
+    /// Number `p` in its stream, if it has one, keep it in the stream's history, and
+    /// deliver it to the stream's subscribers and the matching patterns' holders, each
+    /// once.
     pub fn publish(&self, p: &mut Publication) -> usize {
         let patterns = self.patterns.load();
         if !self.map.is_empty() {
@@ -177,10 +256,17 @@ impl Streams {
                 .get_mut(p.channel())
                 .and_then(|streams| streams.iter_mut().find(|s| s.namespace == p.namespace));
             if let Some(stream) = stream {
-                stream.last += 1;
-                p.offset = Some(stream.position());
-                // History hook: history.rs appends a clone of `p` to this stream's ring
-                // here, under the lock, so that history is in offset order too.
+                let last = stream.ring.latest();
+                let offset = Offset {
+                    seq: last.seq + 1,
+                    ..last
+                };
+                p.offset = Some(offset);
+                let kept = match self.history.limits().size {
+                    0 => Kept::NOTHING,
+                    _ => Kept::of(p),
+                };
+                stream.ring.push(offset, kept, Instant::now());
                 let p = &*p;
                 let mut n = 0;
                 for c in stream.subscribers.values() {
@@ -210,25 +296,58 @@ impl Streams {
             streams?
                 .iter()
                 .find(|s| s.namespace == *namespace)
-                .map(Stream::position)
+                .map(|s| s.ring.latest())
         })
     }
 
-    /// History hook: until history.rs is merged the broker keeps no publications, so
-    /// the only gap it can vouch for is none at all: `offset` is the stream's last.
+    /// The stream's publications after `offset`, from its history: all of them or
+    /// [`TooOld`], never some.
     pub fn since(
         &self,
         namespace: &Namespace,
         channel: &[u8],
         offset: Offset,
     ) -> Result<Vec<Publication>, TooOld> {
-        match self.position(namespace, channel) {
-            Some(now) if now == offset => Ok(Vec::new()),
-            _ => Err(TooOld),
-        }
+        let now = Instant::now();
+        let name = Bytes::copy_from_slice(channel);
+        self.map.with(channel, |streams| {
+            let stream = streams
+                .and_then(|streams| streams.iter().find(|s| s.namespace == *namespace))
+                .ok_or(TooOld)?;
+            let missed = stream.ring.since(offset, now)?;
+            Ok(missed
+                .map(|(offset, kept)| Publication {
+                    namespace: namespace.clone(),
+                    channel: name.clone(),
+                    payload: kept.payload.clone(),
+                    resp: kept.resp.clone(),
+                    origin: kept.origin,
+                    offset: Some(offset),
+                })
+                .collect())
+        })
     }
 
-    /// Streams with a subscriber, and the patterns held, each sorted.
+    /// Drop what expired at `now` from every stream's history, and the lingering streams
+    /// that have nothing left to give and no subscriber for a TTL. One shard at a time,
+    /// each write-locked for one pass over its streams (each ring's expiry is O(1) when
+    /// nothing expired). Returns how many streams it dropped.
+    pub fn sweep(&self, now: Instant) -> usize {
+        let ttl = self.history.limits().ttl;
+        let mut dropped = 0;
+        for mut shard in self.map.write_each() {
+            shard.retain(|_, streams| {
+                let before = streams.len();
+                streams.retain_mut(|s| !s.done(now, ttl));
+                dropped += before - streams.len();
+                !streams.is_empty()
+            });
+        }
+        dropped
+    }
+
+    /// Streams with a subscriber, and the patterns held, each sorted. A lingering stream
+    /// is not listed: see [`Broker::interest`](super::Broker::interest).
     pub fn interest(&self) -> (Vec<InNamespace>, Vec<InNamespace>) {
         let mut streams = Vec::new();
         for shard in self.map.shards() {
