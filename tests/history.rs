@@ -71,7 +71,7 @@ fn since(r: &Running, at: Offset, seq: u64) -> Result<Vec<(u64, String)>, TooOld
         .map(|p| {
             let offset = p.offset.expect("numbered");
             assert_eq!(offset.epoch, at.epoch);
-            assert_eq!(p.channel, "orders");
+            assert_eq!(p.channel(), b"orders");
             (offset.seq, String::from_utf8(p.payload.to_vec()).unwrap())
         })
         .collect())

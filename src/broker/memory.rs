@@ -638,7 +638,11 @@ mod tests {
             "a lingering stream is no interest"
         );
         let published = [
-            numbered("a", 3).seen_by_resp_as(Bytes::from_static(b"laravel_database_a")),
+            Publication::published_as(
+                Bytes::from_static(b"laravel_database_a"),
+                "laravel_database_".len(),
+                Bytes::from("p3"),
+            ),
             numbered("a", 4).from_client(),
             numbered("a", 5),
         ];

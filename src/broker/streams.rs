@@ -37,7 +37,7 @@ use super::history::{History, HistoryLimits, Ring, Weigh};
 use super::offset::{Epoch, Offset};
 use super::registry::Keyed;
 use super::{
-    glob, InNamespace, Namespace, Origin, Publication, RespName, StreamSubscriber, SubscriberId,
+    glob, InNamespace, Namespace, Origin, Publication, StreamSubscriber, SubscriberId, ToResp,
     TooOld,
 };
 use crate::readmostly::ReadMostly;
@@ -61,7 +61,9 @@ struct Counted {
 /// many times what the history budget counts.
 struct Kept {
     payload: Bytes,
-    resp: RespName,
+    /// The name RESP saw it under (Redis key prefix and all) and where the channel's
+    /// name starts in it; None when RESP did not see it.
+    resp_name: Option<(Bytes, u32)>,
     origin: Origin,
 }
 
@@ -69,20 +71,34 @@ impl Kept {
     /// What a ring given nothing to keep (`--history-size 0`) is handed: never kept.
     const NOTHING: Kept = Kept {
         payload: Bytes::new(),
-        resp: RespName::Hidden,
+        resp_name: None,
         origin: Origin::Server,
     };
 
     fn of(p: &Publication) -> Kept {
-        let resp = match &p.resp {
-            RespName::Channel(name) => RespName::Channel(Bytes::copy_from_slice(name)),
-            _ => RespName::Hidden,
-        };
+        let resp_name = (p.resp == ToResp::Channel).then(|| {
+            let at = p.name().len() - p.channel().len();
+            (Bytes::copy_from_slice(p.name()), at as u32)
+        });
         Kept {
             payload: Bytes::copy_from_slice(&p.payload),
-            resp,
+            resp_name,
             origin: p.origin,
         }
+    }
+
+    /// The publication again, at `offset` of `channel` in `namespace`.
+    fn publication(&self, namespace: &Namespace, channel: &Bytes, offset: Offset) -> Publication {
+        let mut p = match &self.resp_name {
+            Some((name, at)) => {
+                Publication::published_as(name.clone(), *at as usize, self.payload.clone())
+            }
+            None => Publication::new(namespace.clone(), channel.clone(), self.payload.clone()),
+        };
+        p.namespace = namespace.clone();
+        p.origin = self.origin;
+        p.offset = Some(offset);
+        p
     }
 }
 
@@ -90,11 +106,7 @@ impl Weigh for Kept {
     /// The payload and the channel's name as RESP saw it (the stream's own name is not
     /// repeated per entry).
     fn weight(&self) -> usize {
-        let resp = match &self.resp {
-            RespName::Channel(name) => name.len(),
-            _ => 0,
-        };
-        self.payload.len() + resp
+        self.payload.len() + self.resp_name.as_ref().map_or(0, |(name, _)| name.len())
     }
 }
 
@@ -316,14 +328,7 @@ impl Streams {
                 .ok_or(TooOld)?;
             let missed = stream.ring.since(offset, now)?;
             Ok(missed
-                .map(|(offset, kept)| Publication {
-                    namespace: namespace.clone(),
-                    channel: name.clone(),
-                    payload: kept.payload.clone(),
-                    resp: kept.resp.clone(),
-                    origin: kept.origin,
-                    offset: Some(offset),
-                })
+                .map(|(offset, kept)| kept.publication(namespace, &name, offset))
                 .collect())
         })
     }
