@@ -8,6 +8,10 @@
 //! app's four cache-channel patterns held, as in the server); `stream/N` is one edge
 //! subscriber with N connections on a stream, numbered publications and all.
 //!
+//! `server/1` and `server_private/1` are PUBLISH as the server runs it (its state, both
+//! edges built, the prefix stripped) to one RESP subscriber, on a public and on a private
+//! channel: the rows to compare across versions of the publication path.
+//!
 //! Run: `cargo bench --bench broker -- --warm-up-time 1 --measurement-time 3`
 
 use bytes::Bytes;
@@ -193,5 +197,57 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, glob_matching, fan_out);
+/// PUBLISH as the server runs it, minus the RESP session: the server's shared state with
+/// both edges built (the default Pusher app holds its cache-channel patterns), the Redis
+/// key prefix stripped, one RESP subscriber, no WebSocket client.
+fn server(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _in_runtime = rt.enter();
+    let config = herald::config::Config {
+        redis_bind: "127.0.0.1:0".parse().unwrap(),
+        http_bind: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let state = herald::state::Shared::new(config);
+    let _edges = (
+        herald::socketio::Edge::start(&state),
+        herald::pusher::start(&state),
+    );
+    let payload = Bytes::from_static(
+        br#"{"event":"App\\Events\\OrderShipped","data":{"id":1,"socket":null},"socket":null}"#,
+    );
+    for (row, name) in [
+        ("server/1", &b"laravel_database_orders"[..]),
+        (
+            "server_private/1",
+            &b"laravel_database_private-orders.1"[..],
+        ),
+    ] {
+        let channel = Bytes::from_static(name);
+        let sink = Sink::new();
+        state.broker.subscribe(channel.clone(), sink.clone());
+        c.bench_function(row, |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut drained = Vec::new();
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(BATCH);
+                    let start = Instant::now();
+                    for _ in 0..n {
+                        let p = state.prefixes.publication(channel.clone(), payload.clone());
+                        black_box(state.broker.publish(p));
+                    }
+                    spent += start.elapsed();
+                    sink.outbox.take_now(&mut drained).expect("outbox open");
+                    drained.clear();
+                    left -= n;
+                }
+                spent
+            })
+        });
+    }
+}
+
+criterion_group!(benches, glob_matching, fan_out, server);
 criterion_main!(benches);

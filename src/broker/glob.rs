@@ -22,6 +22,16 @@ pub fn is_literal(pattern: &[u8]) -> bool {
         .any(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
 }
 
+/// The pattern's bytes before its first metacharacter: every name it matches starts
+/// with them, so a name that does not can be turned away without matching.
+pub fn literal_prefix(pattern: &[u8]) -> &[u8] {
+    let end = pattern
+        .iter()
+        .position(|b| matches!(b, b'*' | b'?' | b'[' | b'\\'))
+        .unwrap_or(pattern.len());
+    &pattern[..end]
+}
+
 /// The byte at `i`, or NUL past the end: the C original reads the string's terminator
 /// there, and its edge-case behaviour depends on that.
 fn at(s: &[u8], i: usize) -> u8 {
@@ -120,10 +130,23 @@ fn match_from(pat: &[u8], s: &[u8], skip_longer: &mut bool, nesting: usize) -> b
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::{literal_prefix, matches};
 
+    /// Every match is checked against the literal prefix too.
     fn m(p: &str, s: &str) -> bool {
-        matches(p.as_bytes(), s.as_bytes())
+        let (p, s) = (p.as_bytes(), s.as_bytes());
+        let matched = matches(p, s);
+        assert!(!matched || s.starts_with(literal_prefix(p)), "{p:?} {s:?}");
+        matched
+    }
+
+    #[test]
+    fn literal_prefixes() {
+        assert_eq!(literal_prefix(b"cache-*"), b"cache-");
+        assert_eq!(literal_prefix(b"a?b"), b"a");
+        assert_eq!(literal_prefix(b"[ab]c"), b"");
+        assert_eq!(literal_prefix(b"a\\*"), b"a");
+        assert_eq!(literal_prefix(b"plain"), b"plain");
     }
 
     #[test]

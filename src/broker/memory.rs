@@ -567,6 +567,34 @@ mod tests {
     }
 
     #[test]
+    fn patterns_are_matched_whatever_the_filter_before_them_skips() {
+        let b = MemoryBroker::new();
+        let (cache, news, all) = (Edge::new(), Edge::new(), Edge::new());
+        let ns = Namespace::Default;
+        b.stream_psubscribe(&ns, b"cache-*", cache.clone());
+        b.stream_psubscribe(&ns, b"n[e]ws", news.clone());
+        assert_eq!(b.publish(on(&ns, "orders")), 0);
+        assert_eq!(b.publish(on(&ns, "news")), 1);
+        assert_eq!(
+            b.publish(on(&ns, "nows")),
+            0,
+            "the prefix passes, the glob does not"
+        );
+        b.stream_psubscribe(&ns, b"*", all.clone());
+        assert_eq!(
+            b.publish(on(&ns, "orders")),
+            1,
+            "a pattern with no literal prefix"
+        );
+        assert_eq!(b.publish(on(&ns, "cache-x")), 2);
+        b.stream_punsubscribe(&ns, b"cache-*", cache.id);
+        assert_eq!(b.publish(on(&ns, "cache-y")), 1);
+        assert_eq!(cache.got.lock().len(), 1);
+        assert_eq!(news.got.lock().len(), 1);
+        assert_eq!(all.got.lock().len(), 3);
+    }
+
+    #[test]
     fn a_pattern_and_a_stream_deliver_once_to_the_same_subscriber() {
         let b = MemoryBroker::new();
         let (both, only_pattern, other_app) = (Edge::new(), Edge::new(), Edge::new());

@@ -41,6 +41,7 @@ pub mod history;
 mod memory;
 pub mod offset;
 mod registry;
+mod starts;
 mod streams;
 
 pub use memory::MemoryBroker;

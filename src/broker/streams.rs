@@ -31,18 +31,21 @@
 //! or one shard lookup).
 //!
 //! Patterns change at start-up only, so they are a read-mostly list that publications
-//! read without a lock.
+//! read without a lock, and only when [`Starts`] says the channel may match one.
 
 use super::history::{History, HistoryLimits, Ring, Weigh};
 use super::offset::{Epoch, Offset};
 use super::registry::Keyed;
+use super::starts::Starts;
 use super::{
     glob, InNamespace, Namespace, Origin, Publication, StreamSubscriber, SubscriberId, ToResp,
     TooOld,
 };
 use crate::readmostly::ReadMostly;
 use crate::sharded::Sharded;
+use arc_swap::Guard;
 use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -139,12 +142,20 @@ impl Stream {
 struct StreamPattern {
     namespace: Namespace,
     pattern: Bytes,
+    /// The length of its literal prefix ([`glob::literal_prefix`]), compared before
+    /// the glob.
+    literal: usize,
     sub: Arc<dyn StreamSubscriber>,
 }
 
 pub struct Streams {
     map: Sharded<Bytes, Vec<Stream>>,
     patterns: ReadMostly<StreamPattern>,
+    /// How many patterns are held.
+    held: AtomicUsize,
+    /// How the names they match can start: a publication loads the list only when its
+    /// channel may match.
+    starts: Starts,
     history: Arc<History>,
 }
 
@@ -159,6 +170,8 @@ impl Streams {
         Streams {
             map: Sharded::new(SHARDS),
             patterns: ReadMostly::default(),
+            held: AtomicUsize::new(0),
+            starts: Starts::default(),
             history: History::new(limits),
         }
     }
@@ -235,6 +248,7 @@ impl Streams {
         let added = Arc::new(StreamPattern {
             namespace: namespace.clone(),
             pattern: Bytes::copy_from_slice(pattern),
+            literal: glob::literal_prefix(pattern).len(),
             sub,
         });
         let before = self.patterns.update(|held| {
@@ -244,7 +258,12 @@ impl Streams {
             }
             now
         });
-        !before.iter().any(|p| p.is(namespace, pattern, id))
+        let added = !before.iter().any(|p| p.is(namespace, pattern, id));
+        if added {
+            self.starts.add(glob::literal_prefix(pattern));
+            self.held.fetch_add(1, Ordering::Release);
+        }
+        added
     }
 
     pub fn punsubscribe(&self, namespace: &Namespace, pattern: &[u8], id: SubscriberId) -> bool {
@@ -254,14 +273,34 @@ impl Streams {
                 .cloned()
                 .collect()
         });
-        before.iter().any(|p| p.is(namespace, pattern, id))
+        let removed = before.iter().any(|p| p.is(namespace, pattern, id));
+        if removed {
+            self.held.fetch_sub(1, Ordering::Release);
+        }
+        removed
     }
 
     /// Number `p` in its stream, if it has one, keep it in the stream's history, and
     /// deliver it to the stream's subscribers and the matching patterns' holders, each
-    /// once.
+    /// once. Inlined, so that a publication no stream or pattern can take costs a few
+    /// loads.
+    #[inline]
     pub fn publish(&self, p: &mut Publication) -> usize {
-        let patterns = self.patterns.load();
+        let patterns = self.patterns_for(p.channel());
+        if self.map.is_empty() && patterns.is_none() {
+            return 0;
+        }
+        self.deliver(p, patterns.as_deref().map_or(&[], |held| held.as_slice()))
+    }
+
+    /// The held patterns, unless none can match `channel`.
+    #[inline]
+    fn patterns_for(&self, channel: &[u8]) -> Option<Guard<Arc<Vec<Arc<StreamPattern>>>>> {
+        let may = self.held.load(Ordering::Acquire) > 0 && self.starts.may_match(channel);
+        may.then(|| self.patterns.load())
+    }
+
+    fn deliver(&self, p: &mut Publication, patterns: &[Arc<StreamPattern>]) -> usize {
         if !self.map.is_empty() {
             let mut shard = self.map.write(p.channel());
             let stream = shard
@@ -286,7 +325,7 @@ impl Streams {
                         n += c.sub.deliver(p);
                     }
                 }
-                for sp in patterns.iter() {
+                for sp in patterns {
                     if sp.matches(p) && !stream.receives(sp.sub.id()) {
                         n += sp.sub.deliver(p);
                     }
@@ -295,7 +334,7 @@ impl Streams {
             }
         }
         let mut n = 0;
-        for sp in patterns.iter() {
+        for sp in patterns {
             if sp.matches(p) {
                 n += sp.sub.deliver(p);
             }
@@ -382,8 +421,14 @@ impl StreamPattern {
         self.namespace == *namespace && self.pattern == pattern && self.sub.id() == id
     }
 
+    #[inline]
     fn matches(&self, p: &Publication) -> bool {
-        self.namespace == p.namespace && glob::matches(&self.pattern, p.channel())
+        let (channel, literal) = (p.channel(), &self.pattern[..self.literal]);
+        // The first byte alone turns most channels away, without a call to memcmp.
+        literal.first().is_none_or(|b| channel.first() == Some(b))
+            && channel.starts_with(literal)
+            && self.namespace == p.namespace
+            && glob::matches(&self.pattern, channel)
     }
 }
 
