@@ -38,8 +38,7 @@ use super::offset::{Epoch, Offset};
 use super::registry::Keyed;
 use super::starts::Starts;
 use super::{
-    glob, InNamespace, Namespace, Origin, Publication, StreamSubscriber, SubscriberId, ToResp,
-    TooOld,
+    glob, InNamespace, Namespace, Origin, Publication, StreamSubscriber, SubscriberId, TooOld,
 };
 use crate::readmostly::ReadMostly;
 use crate::sharded::Sharded;
@@ -64,9 +63,6 @@ struct Counted {
 /// many times what the history budget counts.
 struct Kept {
     payload: Bytes,
-    /// The name RESP saw it under (Redis key prefix and all) and where the channel's
-    /// name starts in it; None when RESP did not see it.
-    resp_name: Option<(Bytes, u32)>,
     origin: Origin,
 }
 
@@ -74,31 +70,20 @@ impl Kept {
     /// What a ring given nothing to keep (`--history-size 0`) is handed: never kept.
     const NOTHING: Kept = Kept {
         payload: Bytes::new(),
-        resp_name: None,
         origin: Origin::Server,
     };
 
     fn of(p: &Publication) -> Kept {
-        let resp_name = (p.resp == ToResp::Channel).then(|| {
-            let at = p.name().len() - p.channel().len();
-            (Bytes::copy_from_slice(p.name()), at as u32)
-        });
         Kept {
             payload: Bytes::copy_from_slice(&p.payload),
-            resp_name,
             origin: p.origin,
         }
     }
 
-    /// The publication again, at `offset` of `channel` in `namespace`.
+    /// The publication again, at `offset` of `channel` in `namespace`, for the edges
+    /// that replay it (RESP has no replay, so what it saw it under is not kept).
     fn publication(&self, namespace: &Namespace, channel: &Bytes, offset: Offset) -> Publication {
-        let mut p = match &self.resp_name {
-            Some((name, at)) => {
-                Publication::published_as(name.clone(), *at as usize, self.payload.clone())
-            }
-            None => Publication::new(namespace.clone(), channel.clone(), self.payload.clone()),
-        };
-        p.namespace = namespace.clone();
+        let mut p = Publication::new(namespace.clone(), channel.clone(), self.payload.clone());
         p.origin = self.origin;
         p.offset = Some(offset);
         p
@@ -106,10 +91,9 @@ impl Kept {
 }
 
 impl Weigh for Kept {
-    /// The payload and the channel's name as RESP saw it (the stream's own name is not
-    /// repeated per entry).
+    /// The payload's bytes (the channel's name is the stream's, not repeated per entry).
     fn weight(&self) -> usize {
-        self.payload.len() + self.resp_name.as_ref().map_or(0, |(name, _)| name.len())
+        self.payload.len()
     }
 }
 
