@@ -61,6 +61,12 @@ pub struct Settings {
     #[arg(long, env = "HERALD_HTTP_BIND", default_value = "0.0.0.0:6001")]
     pub http_bind: SocketAddr,
 
+    /// Seconds connections get, once shutdown begins (SIGTERM, Ctrl-C), to take what
+    /// they are owed and their goodbye; then the rest are closed. Keep it under your
+    /// orchestrator's kill timeout (Kubernetes' terminationGracePeriodSeconds: 30).
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECONDS", default_value_t = 3)]
+    pub shutdown_grace_seconds: u64,
+
     /// Log output: `pretty` for people, `json` for collectors.
     #[arg(
         long,
@@ -601,6 +607,7 @@ pub struct User {
 pub struct Config {
     pub redis_bind: SocketAddr,
     pub http_bind: SocketAddr,
+    pub shutdown_grace: Duration,
     pub log_format: LogFormat,
     pub log: String,
     /// Users allowed to AUTH; empty means no authentication is required.
@@ -821,6 +828,7 @@ impl Config {
         Ok(Config {
             redis_bind: s.redis_bind,
             http_bind: s.http_bind,
+            shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
             log_format,
             log: s.log,
             users,
@@ -992,6 +1000,7 @@ mod tests {
         let samples: &[(&str, &str, Took)] = &[
             ("redis_bind", "127.0.0.1:7001", |c| c.redis_bind.port() == 7001),
             ("http_bind", "127.0.0.1:7002", |c| c.http_bind.port() == 7002),
+            ("shutdown_grace_seconds", "7", |c| c.shutdown_grace == secs(7)),
             ("log_format", "json", |c| c.log_format == LogFormat::Json),
             ("log", "debug", |c| c.log == "debug"),
             ("requirepass", "pw", |c| users(c) == ["default:pw"]),

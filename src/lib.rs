@@ -63,6 +63,7 @@ pub mod readmostly;
 pub mod resp;
 pub mod server;
 pub mod sharded;
+pub mod shutdown;
 pub mod socketio;
 pub mod state;
 pub mod ws;

@@ -1,11 +1,11 @@
 //! Starting and stopping herald: bind the listeners, share the state, shut down cleanly.
 //!
 //! `start` is what `main` runs and what the Rust integration tests run in-process. On
-//! shutdown one `CancellationToken` reaches every listener and connection: listeners
+//! shutdown one [`Shutdown`] signal reaches every listener and connection: listeners
 //! stop accepting, RESP connections finish the replies in flight, WebSocket
 //! connections send their protocol's goodbye, and `Running::stopped` resolves when the
 //! listeners and then every connection's task (`State::connections`) are done (bounded
-//! by a grace period), and the webhooks that their leaving made have been posted
+//! by the grace period, `--shutdown-grace-seconds`), and the webhooks that their leaving made have been posted
 //! (bounded too). Nothing is polled: each wait is woken by what it waits for.
 //!
 //! Beside the listeners runs the broker's sweep ([`Broker::sweep`]): every few seconds it
@@ -15,6 +15,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::pusher::apps::Apps;
 use crate::pusher::webhooks;
+use crate::shutdown::Shutdown;
 use crate::socketio;
 use crate::state::{Shared, State};
 use std::net::SocketAddr;
@@ -22,7 +23,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
+
+/// How the connections ended at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Each finished on its own within the grace period (its goodbye written).
+    Drained,
+    /// Some were still open when the grace period ended, and were closed.
+    Cut,
+}
 
 /// A started server.
 pub struct Running {
@@ -51,8 +60,6 @@ impl Edges {
     }
 }
 
-/// How long connections get to finish after shutdown begins.
-const GRACE: Duration = Duration::from_secs(3);
 /// How long, once connections are closed, the webhooks their leaving made may take.
 const WEBHOOK_GRACE: Duration = Duration::from_secs(5);
 
@@ -91,7 +98,7 @@ fn sweep_every(ttl: Duration) -> Duration {
 }
 
 /// Sweep `broker` every `every` until `shutdown`.
-async fn sweep(broker: Arc<dyn Broker>, every: Duration, shutdown: CancellationToken) {
+async fn sweep(broker: Arc<dyn Broker>, every: Duration, shutdown: Shutdown) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -110,8 +117,8 @@ impl Running {
 
     /// Wait until the listeners and the connections have finished (at most the grace
     /// period after shutdown), then for the webhooks their leaving made (at most the
-    /// webhook grace period).
-    pub async fn stopped(mut self) {
+    /// webhook grace period). Says whether the connections finished on their own.
+    pub async fn stopped(mut self) -> Stopped {
         self.state.shutdown.cancelled().await;
         let connections = &self.state.connections;
         let all = async {
@@ -121,9 +128,14 @@ impl Running {
             connections.close();
             connections.wait().await;
         };
-        if tokio::time::timeout(GRACE, all).await.is_err() {
-            tracing::warn!("connections still open after {GRACE:?}; closing them");
-        }
+        let grace = self.state.shutdown.grace();
+        let stopped = match tokio::time::timeout(grace, all).await {
+            Ok(()) => Stopped::Drained,
+            Err(_) => {
+                tracing::warn!("connections still open after {grace:?}; closing them");
+                Stopped::Cut
+            }
+        };
         if tokio::time::timeout(WEBHOOK_GRACE, webhooks::delivered())
             .await
             .is_err()
@@ -133,5 +145,6 @@ impl Running {
                 "webhook events not delivered before exit"
             );
         }
+        stopped
     }
 }

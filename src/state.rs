@@ -9,9 +9,9 @@ use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
 use crate::laravel::Prefixes;
 use crate::presence::{MemoryPresence, Presence};
+use crate::shutdown::Shutdown;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Everything the edges share.
@@ -25,7 +25,7 @@ pub struct Shared {
     /// Who is present on which presence channel, for both edges and Pusher's watchlists.
     pub presence: Arc<dyn Presence>,
     /// Cancelled once, when the server begins to shut down.
-    pub shutdown: CancellationToken,
+    pub shutdown: Shutdown,
     /// Every connection's task (RESP, HTTP, an upgraded WebSocket's, a polling
     /// session's): spawned here, so that shutdown can wait for them to say goodbye.
     pub connections: TaskTracker,
@@ -40,9 +40,9 @@ impl Shared {
         Arc::new(Shared {
             broker: Arc::new(MemoryBroker::with_history(config.history)),
             prefixes: Prefixes::new(&config.redis_prefixes),
+            shutdown: Shutdown::new(config.shutdown_grace),
             config,
             presence: Arc::new(MemoryPresence::default()),
-            shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             started: Instant::now(),
         })

@@ -219,7 +219,8 @@ impl Session {
                 .closed()
                 .map_or("outbox closed", |c| self.dropped(c))),
             _ = &mut stop => {
-                match tokio::time::timeout(FINAL_WRITE, &mut write).await {
+                let by = self.server.state.shutdown.deadline();
+                match tokio::time::timeout_at(by, &mut write).await {
                     Ok(Ok(())) => Ok(()),
                     _ => Err("server shutdown; client too slow to take its last replies"),
                 }

@@ -8,7 +8,7 @@
 //! A client that stops reading cannot pin its connection: while a write is blocked the
 //! task also waits on the outbox closing (a push past the hard limit closes it at once,
 //! the soft limit's window is timed even if nothing more is pushed) and on shutdown
-//! (the write then has [`FINAL_WRITE`] to finish), and the socket fails a write that
+//! (the write then has the grace period to finish), and the socket fails a write that
 //! makes no progress for the write timeout (`crate::http_server::Socket`). Any way it
 //! ends, the handler's `on_close` runs as for a client that left. A client that
 //! upgrades and then sends nothing is bounded by its protocol's heartbeat
@@ -19,6 +19,7 @@
 use super::frame::{self, Decoder, Message};
 use super::WsStream;
 use crate::outbox::{Closed, Outbox};
+use crate::shutdown::Shutdown;
 use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
 use std::pin::Pin;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::WaitForCancellationFuture;
 
 /// The edges write their refusals and probe answers with it too.
 use crate::net_write::write_all;
@@ -67,7 +68,7 @@ pub async fn drive<H: Handler>(
     outbox: Arc<Outbox>,
     mut handler: H,
     max_message: usize,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) {
     let why = run(&mut io, &outbox, &mut handler, max_message, &shutdown).await;
     tracing::debug!("websocket closed: {why}");
@@ -90,7 +91,7 @@ async fn run<H: Handler>(
     outbox: &Outbox,
     handler: &mut H,
     max_message: usize,
-    shutdown: &CancellationToken,
+    shutdown: &Shutdown,
 ) -> Cow<'static, str> {
     let mut rbuf = BytesMut::new();
     let mut decoder = Decoder::default();
@@ -127,7 +128,7 @@ async fn run<H: Handler>(
                     return dropped(closed);
                 }
             },
-            _ = &mut cancelled => return goodbye(io, handler, Instant::now() + FINAL_WRITE).await,
+            _ = &mut cancelled => return goodbye(io, handler, shutdown.deadline()).await,
             read = io.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => return "client went away".into(),
                 Ok(_) => {
@@ -149,7 +150,7 @@ async fn run<H: Handler>(
         if out.is_empty() {
             continue;
         }
-        match write(io, &mut out, outbox, cancelled.as_mut()).await {
+        match write(io, &mut out, outbox, cancelled.as_mut(), shutdown.grace()).await {
             Ok(()) => {}
             Err(Interrupted::Shutdown(by)) => return goodbye(io, handler, by).await,
             Err(Interrupted::Gone(why)) => return why,
@@ -160,13 +161,14 @@ async fn run<H: Handler>(
 /// Write `frames`, racing what ends a connection while its client does not read: the
 /// outbox closing (over its hard limit from a push, over its soft limit when the window
 /// ends, or closed by the server) drops the connection at once, mid-frame if need be;
-/// shutdown leaves the write [`FINAL_WRITE`] to finish. A write that stops making
+/// shutdown leaves the write the grace period (`--shutdown-grace-seconds`) to finish. A write that stops making
 /// progress fails on its own after the listener's write timeout.
 async fn write(
     io: &mut WsStream,
     frames: &mut Vec<Bytes>,
     outbox: &Outbox,
     cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
+    grace: Duration,
 ) -> Result<(), Interrupted> {
     let write = write_all(io, frames);
     tokio::pin!(write);
@@ -177,7 +179,7 @@ async fn write(
         written = &mut write => written.map_err(|e| Interrupted::Gone(write_failed(e))),
         closed = outbox.closing() => Err(Interrupted::Gone(dropped(closed))),
         _ = cancelled => {
-            let by = Instant::now() + FINAL_WRITE;
+            let by = Instant::now() + grace;
             match tokio::time::timeout_at(by, &mut write).await {
                 Ok(Ok(())) => Err(Interrupted::Shutdown(by)),
                 // A frame was cut: nothing more may follow it.
