@@ -386,6 +386,55 @@ mod tests {
     }
 
     #[test]
+    fn a_recovering_socket_gets_its_replay_first_and_each_event_once() {
+        use crate::broker::Epoch;
+        let at = |seq| {
+            Some(Offset {
+                epoch: Epoch(7),
+                seq,
+            })
+        };
+        let frame = |seq: u64| Frames::at(Bytes::from(format!("e{seq}")), at(seq));
+        let rooms = Rooms::default();
+        let m = socket(1, false);
+        m.keep_trail(Trail::new(8));
+        m.hold();
+        rooms.join("a", &m);
+        // Live while the replay is read: 3 (the replay has it too), 4, and a presence frame.
+        for f in [
+            frame(3),
+            Frames::new(Bytes::from_static(b"joining")),
+            frame(4),
+        ] {
+            rooms.deliver("a", None, &f);
+        }
+        assert!(taken(&m).is_empty(), "held back");
+        let dropped = m.release(
+            &[frame(2), frame(3)],
+            &[Frames::new(Bytes::from_static(b"40"))],
+            &[at(3).unwrap()],
+        );
+        assert_eq!(dropped, 1);
+        let got: Vec<Bytes> = taken(&m);
+        let want: Vec<Bytes> = ["e2", "e3", "40", "joining", "e4"]
+            .iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        rooms.deliver("a", None, &frame(5));
+        assert_eq!(taken(&m), [Bytes::from_static(b"e5")], "live again");
+        // Everything written is in the trail, in the order written.
+        let trail = m.take_trail().unwrap();
+        assert_eq!(
+            trail.positions(at(4).unwrap(), &[at(5)]),
+            Some(vec![at(4).unwrap()])
+        );
+        let (left, last) = rooms.detach("a", 1);
+        assert!(left);
+        assert_eq!(last, at(5), "the room's last offset when the socket left");
+    }
+
+    #[test]
     fn switching_frames_what_is_queued() {
         let m = socket(1, false);
         m.send(Bytes::from_static(b"6"));
