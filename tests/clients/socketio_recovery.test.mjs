@@ -277,3 +277,46 @@ test('a clean disconnect() ends the session at once; --recovery-window 0: no pid
   assert.equal(await counter(h2, 'herald_socketio_recovery_sessions'), 0, 'nothing kept after disconnect()');
   await within(Promise.resolve(), 'nothing');
 });
+
+test('--recovery-trail: an offset older than the connection remembers is too old', async () => {
+  const h = await herald(['--recovery-trail', '2']);
+  const a = await rawSocket(h);
+  a.ws.send('40');
+  const [, pid] = /"pid":"([\w-]+)"/.exec(await a.box.waitFor((t) => t.startsWith('40')));
+  a.ws.send('421["subscribe",{"channel":"orders.t"}]');
+  await a.box.waitFor((t) => t === '431[]');
+  for (let n = 1; n <= 3; n++) h.publish('orders.t', 'E', { n });
+  await a.box.waitFor((t) => t.includes('"n":3'));
+  const first = /"([0-9a-f]+-1)"\]$/.exec(a.box.items.find((t) => t.includes('"n":1')))[1];
+  const closed = once(a.ws, 'close');
+  a.ws.terminate();
+  await closed;
+  await until(async () => await counter(h, 'herald_socketio_recovery_sessions') === 1, 'the session to be kept');
+  const b = await rawSocket(h);
+  b.ws.send(`40{"pid":"${pid}","offset":"${first}"}`);
+  const reply = await b.box.waitFor((t) => t.startsWith('40'));
+  assert.doesNotMatch(reply, new RegExp(pid), 'a new session');
+  assert.equal(await refused(h, 'too_old'), 1);
+  b.ws.close();
+});
+
+test('--recovery-max-sessions: past it a dropped session ends at once, counted', async () => {
+  const h = await herald(['--recovery-max-sessions', '1']);
+  const a = io(h.url, { ...fast, reconnection: false });
+  const b = io(h.url, { ...fast, reconnection: false });
+  await Promise.all([once(a, 'connect'), once(b, 'connect')]);
+  cut(a);
+  await until(async () => await counter(h, 'herald_socketio_recovery_sessions') === 1, 'the first session kept');
+  cut(b);
+  await until(async () => await counter(h, 'herald_socketio_recovery_sessions_not_kept_total') === 1, 'the second not kept');
+  assert.equal(await counter(h, 'herald_socketio_recovery_sessions'), 1);
+  assert.ok(h.logs.some((l) => l.includes('--recovery-max-sessions')), 'logged');
+  b.connect();
+  await once(b, 'connect');
+  assert.equal(b.recovered, false);
+  a.connect();
+  await once(a, 'connect');
+  assert.equal(a.recovered, true);
+  a.disconnect();
+  b.disconnect();
+});
