@@ -393,6 +393,25 @@ pub struct Settings {
     )]
     pub history_max_channels: usize,
 
+    /// Seconds a socket.io session that dropped uncleanly (transport error or close,
+    /// ping timeout, server shutdown) is kept so its client can recover it: rooms kept
+    /// without new auth, presence kept, missed events replayed (socket.io-client >= 4.6's
+    /// connection state recovery; socket.io's 2 minutes); 0 turns recovery off (no `pid`,
+    /// no offsets on events).
+    #[arg(long, env = "HERALD_RECOVERY_WINDOW", default_value_t = 120)]
+    pub recovery_window: u64,
+
+    /// Detached sessions kept at once for recovery; past it, a session that drops is
+    /// ended at once (its presence left), counted and logged.
+    #[arg(long, env = "HERALD_RECOVERY_MAX_SESSIONS", default_value_t = 100_000)]
+    pub recovery_max_sessions: usize,
+
+    /// Offsets each socket.io connection remembers having written (16 bytes each,
+    /// allocated as used): a client whose last received event is older than that many
+    /// frames back is not recovered (a new session, counted as too old).
+    #[arg(long, env = "HERALD_RECOVERY_TRAIL", default_value_t = 256)]
+    pub recovery_trail: usize,
+
     /// More Pusher apps: the file's `[[apps]]` tables (no flag).
     #[arg(skip)]
     pub apps: Vec<AppConfig>,
@@ -668,6 +687,10 @@ pub struct Config {
     pub webhook_limits: WebhookLimits,
     /// What each channel keeps for recovery, and all of them together.
     pub history: HistoryLimits,
+    /// socket.io connection state recovery; zero: off.
+    pub recovery_window: Duration,
+    pub recovery_max_sessions: usize,
+    pub recovery_trail: usize,
     /// The configured Pusher apps; [`Config::pusher_apps`] says which are served. The
     /// first served app is the default one: RESP publications go to its clients.
     pub apps: Vec<AppConfig>,
@@ -891,6 +914,9 @@ impl Config {
                 memory: s.history_max_bytes,
                 channels: s.history_max_channels,
             },
+            recovery_window: Duration::from_secs(s.recovery_window),
+            recovery_max_sessions: s.recovery_max_sessions,
+            recovery_trail: s.recovery_trail,
             apps,
             builtin_app,
         })
@@ -1057,6 +1083,9 @@ mod tests {
             ("history_ttl_seconds", "7", |c| c.history.ttl == secs(7)),
             ("history_max_bytes", "7", |c| c.history.memory == 7),
             ("history_max_channels", "7", |c| c.history.channels == 7),
+            ("recovery_window", "7", |c| c.recovery_window == secs(7)),
+            ("recovery_max_sessions", "7", |c| c.recovery_max_sessions == 7),
+            ("recovery_trail", "7", |c| c.recovery_trail == 7),
         ];
         let command = Settings::command();
         let settings: Vec<&clap::Arg> = command

@@ -60,6 +60,7 @@ pub mod outbox;
 pub mod presence;
 pub mod pusher;
 pub mod readmostly;
+pub mod recovery;
 pub mod resp;
 pub mod server;
 pub mod sharded;

@@ -121,6 +121,22 @@ pub static AUTH_BUSY: Counter = Counter::new();
 /// Engine.IO handshakes refused: too many sessions had not sent their CONNECT yet.
 pub static SOCKETIO_HANDSHAKES_REFUSED: Counter = Counter::new();
 
+/// socket.io sessions recovered (connection state recovery).
+pub static SOCKETIO_RECOVERED: Counter = Counter::new();
+/// socket.io recoveries refused: the client's offset (or a channel's history) no longer
+/// reaches back to what it missed.
+pub static SOCKETIO_RECOVERY_TOO_OLD: Counter = Counter::new();
+/// socket.io recoveries refused: the session's window was over.
+pub static SOCKETIO_RECOVERY_WINDOW_OVER: Counter = Counter::new();
+/// socket.io recoveries refused: no session kept under that private id.
+pub static SOCKETIO_RECOVERY_UNKNOWN_PID: Counter = Counter::new();
+/// Events replayed to recovered socket.io sessions.
+pub static SOCKETIO_REPLAYED: Counter = Counter::new();
+/// socket.io sessions that dropped uncleanly but could not be kept (--recovery-max-sessions).
+pub static SOCKETIO_RECOVERY_NOT_KEPT: Counter = Counter::new();
+/// socket.io sessions kept for recovery now.
+pub static SOCKETIO_RECOVERY_SESSIONS: Gauge = Gauge::new();
+
 /// Prometheus text exposition of the counters above, then of `extra` (counters that
 /// belong to one server's state, such as its broker's).
 pub fn render(extra: &[(&str, &str, u64)]) -> String {
@@ -206,9 +222,47 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             SOCKETIO_HANDSHAKES_REFUSED.get(),
         ),
     ];
+    let recovery = [
+        (
+            "herald_socketio_recovered_total",
+            "counter",
+            SOCKETIO_RECOVERED.get(),
+        ),
+        (
+            "herald_socketio_replayed_total",
+            "counter",
+            SOCKETIO_REPLAYED.get(),
+        ),
+        (
+            "herald_socketio_recovery_sessions",
+            "gauge",
+            SOCKETIO_RECOVERY_SESSIONS.get(),
+        ),
+        (
+            "herald_socketio_recovery_sessions_not_kept_total",
+            "counter",
+            SOCKETIO_RECOVERY_NOT_KEPT.get(),
+        ),
+    ];
     let mut s = String::new();
-    for &(name, kind, v) in rows.iter().chain(&auth_shield).chain(extra) {
+    for &(name, kind, v) in rows
+        .iter()
+        .chain(&auth_shield)
+        .chain(&recovery)
+        .chain(extra)
+    {
         s.push_str(&format!("# TYPE {name} {kind}\n{name} {v}\n"));
+    }
+    s.push_str("# TYPE herald_socketio_recoveries_refused_total counter\n");
+    for (reason, n) in [
+        ("too_old", &SOCKETIO_RECOVERY_TOO_OLD),
+        ("window_over", &SOCKETIO_RECOVERY_WINDOW_OVER),
+        ("unknown_pid", &SOCKETIO_RECOVERY_UNKNOWN_PID),
+    ] {
+        s.push_str(&format!(
+            "herald_socketio_recoveries_refused_total{{reason=\"{reason}\"}} {}\n",
+            n.get()
+        ));
     }
     s
 }

@@ -13,7 +13,7 @@
 //! the joiner's list starts with the user who joined last, as laravel-echo-server's did.
 
 use super::engine::Session;
-use super::packet::{self, json_str, Packet};
+use super::packet::{self, json_str, Eio, Packet};
 use super::rooms::Frames;
 use super::Edge;
 use crate::auth_callback::Refused;
@@ -42,6 +42,9 @@ pub struct SocketState {
     auth: PerConnection,
     /// Client events in the current one-second window.
     rate: Option<RateWindow>,
+    /// The private session id under which an unclean close keeps the session for
+    /// recovery (v4 with `--recovery-window`).
+    pub pid: Option<Box<str>>,
 }
 
 #[derive(Deserialize)]
@@ -59,16 +62,22 @@ struct ClientEvent<'a> {
     data: Option<&'a RawValue>,
 }
 
-/// Accept the main-namespace CONNECT; its auth headers are read here, once.
+/// Accept the main-namespace CONNECT as a new socket.
 pub fn connect(edge: &Edge, s: &Session, auth: Option<&RawValue>) {
-    let headers = edge.auth.from_connect(auth);
-    {
-        let mut st = s.lock();
-        st.unconnected = None;
-        st.io.auth.set_connect_headers(headers);
+    accept(edge, s, auth);
+    if s.eio == Eio::V4 {
+        s.socket.set_id(super::engine::new_id());
     }
     s.socket.connected.store(true, Ordering::Relaxed);
-    s.socket.send(packet::connected(s.eio, &s.socket.id));
+    s.socket.send(packet::connected(s.eio, s.socket.id()));
+}
+
+/// What every main-namespace CONNECT does first: its auth headers are read here, once.
+pub fn accept(edge: &Edge, s: &Session, auth: Option<&RawValue>) {
+    let headers = edge.auth.from_connect(auth);
+    let mut st = s.lock();
+    st.unconnected = None;
+    st.io.auth.set_connect_headers(headers);
 }
 
 /// One Socket.IO packet from the client.
@@ -81,6 +90,13 @@ pub fn on_packet(edge: &Arc<Edge>, s: &Arc<Session>, text: &str) -> Result<(), &
         tracing::debug!(sid = %s.sid, "malformed socket.io packet: {why}");
         "parse error"
     })? {
+        Packet::Connect { nsp: "/", auth }
+            if s.eio == Eio::V4 && edge.recovery.is_some() && !s.socket.is_connected() =>
+        {
+            // With recovery on: a new session with a private id, or a recovered one.
+            accept(edge, s, auth);
+            super::recovery::connect(edge, s, auth);
+        }
         Packet::Connect { nsp: "/", auth } => connect(edge, s, auth),
         Packet::Connect { nsp, .. } => {
             s.socket.send(packet::invalid_namespace(s.eio, nsp));
@@ -216,7 +232,7 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
         let presence = kind == ChannelKind::Presence;
         let answer = edge
             .auth
-            .authorize(&channel, &s.socket.id, headers, presence)
+            .authorize(&channel, s.socket.id(), headers, presence)
             .await;
         let still_wanted = {
             let mut st = s.lock();
@@ -271,7 +287,7 @@ fn join(edge: &Arc<Edge>, s: &Session, channel: &str, user: Option<PresenceMembe
     // The joiner's list and the others' `joining` go out within the channel's turn, so a
     // departure decided after this join reaches the joiner after its list.
     let turn = edge.presence.turn(channel);
-    let Ok(joined) = turn.join(s.socket.key, Arc::new(member), 0) else {
+    let Ok(joined) = turn.join(s.socket.key(), Arc::new(member), 0) else {
         unreachable!("socket.io presence channels have no member limit")
     };
     let new = edge.rooms.join(channel, &s.socket);
@@ -280,7 +296,7 @@ fn join(edge: &Arc<Edge>, s: &Session, channel: &str, user: Option<PresenceMembe
         &[&chan, &members_json(&joined.members)],
     ));
     if joined.first {
-        edge.rooms.deliver(channel, Some(&s.socket.id), &joining);
+        edge.rooms.deliver(channel, Some(s.socket.id()), &joining);
     }
     drop(turn);
     if new {
@@ -343,25 +359,41 @@ fn unsubscribe(edge: &Edge, s: &Session, channel: &str) {
 /// last socket there. Every way out (unsubscribe, disconnect, close, a slow consumer
 /// dropped) comes here.
 fn leave(edge: &Edge, s: &Session, channel: &str) {
+    let key = s.socket.key();
     if ChannelKind::of(channel) != ChannelKind::Presence {
-        if edge.rooms.leave(channel, s.socket.key) {
+        if edge.rooms.leave(channel, key) {
             edge.unfollow(channel);
         }
         return;
     }
     let turn = edge.presence.turn(channel);
-    let last = turn.leave(s.socket.key);
-    let left = edge.rooms.leave(channel, s.socket.key);
+    let last = turn.leave(key);
+    let left = edge.rooms.leave(channel, key);
+    announce_leaving(edge, channel, last);
+    drop(turn);
+    if left {
+        edge.unfollow(channel);
+    }
+}
+
+/// A kept session ended without coming back: the socket `key`, out of its channels'
+/// rooms already, leaves their presence (telling the others if it was the user's last).
+pub fn forget_member(edge: &Edge, channel: &str, key: u64) {
+    if ChannelKind::of(channel) == ChannelKind::Presence {
+        let turn = edge.presence.turn(channel);
+        announce_leaving(edge, channel, turn.leave(key));
+    }
+}
+
+/// `presence:leaving` to the channel, when a user's last socket left it. Called within
+/// the channel's turn.
+fn announce_leaving(edge: &Edge, channel: &str, last: Option<Arc<PresenceMember>>) {
     if let Some(member) = last {
         let f = Frames::new(packet::event(
             "presence:leaving",
             &[&json_str(channel), &member_json(&member)],
         ));
         edge.rooms.deliver(channel, None, &f);
-    }
-    drop(turn);
-    if left {
-        edge.unfollow(channel);
     }
 }
 
@@ -383,7 +415,7 @@ fn whisper(edge: &Edge, s: &Session, ev: ClientEvent<'_>) {
     let verdict = {
         let mut st = s.lock();
         let subscribed = st.io.channels.iter().any(|c| **c == *ev.channel)
-            && edge.rooms.is_member(&ev.channel, s.socket.key);
+            && edge.rooms.is_member(&ev.channel, s.socket.key());
         let now = Instant::now();
         let window = st.io.rate.get_or_insert_with(|| RateWindow::new(now));
         let seen = edge_policy::ClientEvent {
@@ -406,7 +438,7 @@ fn whisper(edge: &Edge, s: &Session, ev: ClientEvent<'_>) {
     }
     // To the channel's other clients on both edges, through the broker like any
     // publication; never to RESP.
-    let payload = Envelope::from_client(&ev.event, ev.data, &s.socket.id, None);
+    let payload = Envelope::from_client(&ev.event, ev.data, s.socket.id(), None);
     let channel = Bytes::copy_from_slice(ev.channel.as_bytes());
     let whisper = Publication::new(Namespace::Default, channel, payload).from_client();
     edge.state.broker.publish(whisper);

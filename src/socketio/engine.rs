@@ -102,18 +102,16 @@ impl Session {
     /// A new session on `transport`; not yet registered.
     pub fn new(edge: &Edge, eio: Eio, transport: Transport, handshake: Handshake) -> Arc<Session> {
         let sid = new_id();
-        // Socket.IO v2 names the main-namespace socket after the Engine.IO session;
-        // v3+ give it an id of its own.
-        let socket_id = match eio {
-            Eio::V3 => sid.clone(),
-            Eio::V4 => new_id(),
-        };
         let socket = Arc::new(Socket::new(
             crate::broker::next_subscriber_id(),
-            socket_id,
             Arc::new(Outbox::new(edge.config().outbox)),
             transport == Transport::WebSocket,
         ));
+        // Socket.IO v2 names the main-namespace socket after the Engine.IO session;
+        // v3+ give it an id of its own when it connects (a recovered one, its old id).
+        if eio == Eio::V3 {
+            socket.set_id(sid.clone());
+        }
         let now = Instant::now();
         let c = edge.config();
         let ping_due = match eio {

@@ -19,11 +19,12 @@ mod engine;
 pub mod packet;
 mod polling;
 pub use polling::jsonp_data;
+mod recovery;
 mod rooms;
 mod websocket;
 
 use crate::auth_shield::AuthShield;
-use crate::broker::{Namespace, Publication, StreamSubscriber, SubscriberId};
+use crate::broker::{Namespace, Offset, Publication, StreamSubscriber, SubscriberId};
 use crate::config::Config;
 use crate::laravel::{self, ChannelKind, Envelope};
 use crate::outbox::Closed;
@@ -56,6 +57,8 @@ pub struct Edge {
     presence: Scope,
     sessions: Sessions,
     auth: AuthShield,
+    /// Connection state recovery; None with `--recovery-window 0`.
+    recovery: Option<recovery::Recovery>,
 }
 
 impl Edge {
@@ -73,6 +76,12 @@ impl Edge {
                 .broker
                 .stream_psubscribe(&Namespace::Default, b"*", edge.clone());
         }
+        if edge.recovery.is_some() {
+            tokio::spawn(recovery::sweep(
+                Arc::downgrade(&edge),
+                state.shutdown.clone(),
+            ));
+        }
         Some(edge)
     }
 
@@ -84,6 +93,7 @@ impl Edge {
             presence: Scope::new(state.presence.clone(), PRESENCE_NAMESPACE),
             sessions: Sessions::default(),
             auth: AuthShield::new(c),
+            recovery: recovery::Recovery::new(c),
             state,
         }
     }
@@ -95,7 +105,7 @@ impl Edge {
     /// End a session: leave its channels (announcing presence departures), forget it,
     /// and close its outbox so its transport finishes.
     fn close(&self, s: &Session, reason: &'static str) {
-        let channels = {
+        let (channels, pid) = {
             let mut st = s.lock();
             if st.closed {
                 return;
@@ -105,21 +115,34 @@ impl Edge {
             if st.transport != engine::Transport::WebSocket {
                 crate::metrics::SOCKETIO_POLLING_SESSIONS.dec();
             }
-            std::mem::take(&mut st.io.channels)
+            (std::mem::take(&mut st.io.channels), st.io.pid.take())
         };
         tracing::debug!(sid = %s.sid, "socket.io session closed: {reason}");
         self.sessions.remove(&s.sid);
-        s.socket
+        let connected = s
+            .socket
             .connected
-            .store(false, std::sync::atomic::Ordering::Relaxed);
-        echo::leave_all(self, s, channels);
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        match pid {
+            Some(pid) if connected && recovery::recoverable(reason) => {
+                recovery::detach(self, s, pid, channels)
+            }
+            _ => echo::leave_all(self, s, channels),
+        }
         s.socket.outbox.close(Closed::Server(reason));
     }
 
     /// One more socket in `channel`: the broker counts it. Called with no lock held.
     fn follow(self: &Arc<Self>, channel: &str) {
         let me: Arc<dyn StreamSubscriber> = self.clone();
-        (self.state.broker).stream_subscribe(&Namespace::Default, channel.as_bytes(), me);
+        let broker = &self.state.broker;
+        broker.stream_subscribe(&Namespace::Default, channel.as_bytes(), me);
+        if self.recovery.is_some() {
+            // Where the room stands until its first delivery (see `recovery::detach`).
+            if let Some(p) = broker.position(&Namespace::Default, channel.as_bytes()) {
+                self.rooms.start_at(channel, p);
+            }
+        }
     }
 
     /// One socket fewer in `channel`. Called with no lock held.
@@ -129,21 +152,41 @@ impl Edge {
 
     /// Send one broadcast to the channel's sockets, and with `--socketio-broadcast-public`
     /// a public one to every connected socket too.
-    fn broadcast(&self, name: &str, env: &Envelope) -> usize {
+    fn broadcast(&self, name: &str, env: &Envelope, offset: Option<Offset>) -> usize {
         let except = env.socket.as_deref();
         let data = env.json_data();
-        let f = Frames::new(packet::event(&env.event, &[&packet::json_str(name), &data]));
+        let f = self.event_frames(name, env, &data, offset);
         let mut n = self.rooms.deliver(name, except, &f);
         if self.config().socketio_broadcast_public && ChannelKind::of(name) == ChannelKind::Public {
             // The classic tutorial: io.emit(channel + ':' + event, data) to everyone.
             let f = Frames::new(packet::event(&format!("{name}:{}", env.event), &[&data]));
             self.sessions.for_each_connected(|m| {
-                if except != Some(&*m.id) && m.deliver(&f) {
+                if except != Some(m.id()) && m.deliver(&f) {
                     n += 1;
                 }
             });
         }
         n
+    }
+
+    /// A publication's `42["event","channel",data]`, and with recovery on its offset as
+    /// the last argument (socket.io-client keeps an event's last string argument as
+    /// the offset to recover from).
+    fn event_frames(
+        &self,
+        name: &str,
+        env: &Envelope,
+        data: &str,
+        offset: Option<Offset>,
+    ) -> Frames {
+        let channel = packet::json_str(name);
+        match offset.filter(|_| self.recovery.is_some()) {
+            Some(o) => {
+                let o = packet::json_str(&o.to_string());
+                Frames::at(packet::event(&env.event, &[&channel, data, &o]), offset)
+            }
+            None => Frames::new(packet::event(&env.event, &[&channel, data])),
+        }
     }
 }
 
@@ -153,7 +196,7 @@ impl StreamSubscriber for Edge {
     }
 
     fn deliver(&self, p: &Publication) -> usize {
-        laravel::broadcast(p, |name, env| self.broadcast(name, env))
+        laravel::broadcast(p, |name, env| self.broadcast(name, env, p.offset))
     }
 }
 

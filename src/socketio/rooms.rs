@@ -5,39 +5,68 @@
 //! WebSocket, the bare packet for sockets on long-polling (the polling response joins
 //! them). Who is present on a presence channel is not kept here but in the shared
 //! [`crate::presence`], which counts users rather than sockets.
+//!
+//! For connection state recovery, each room remembers the offset of the last
+//! publication delivered to it, and each socket the offsets written to it
+//! ([`crate::recovery::trail`]); a recovering socket's live frames can be held back
+//! while its replay is read ([`crate::recovery::gate`]).
 
+use crate::broker::{Epoch, Offset};
 use crate::outbox::Outbox;
+use crate::recovery::gate::Held;
+use crate::recovery::trail::Trail;
 use crate::sharded::Sharded;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// One socket as publishers see it.
 pub struct Socket {
-    pub key: u64,
-    /// The Socket.IO socket id (what Echo sends as `X-Socket-ID`).
-    pub id: Box<str>,
+    /// Its key in rooms and presence; a recovered session takes its old one back
+    /// before it joins anything.
+    key: AtomicU64,
+    /// The Socket.IO socket id (what Echo sends as `X-Socket-ID`), set when the socket
+    /// connects (a recovered session's is its old one).
+    id: OnceLock<Box<str>>,
     pub outbox: Arc<Outbox>,
     /// Connected to the main namespace (receives `--socketio-broadcast-public` emits).
     pub connected: AtomicBool,
-    /// True once the socket speaks WebSocket; the lock orders the switch against pushes.
-    websocket: Mutex<bool>,
+    /// How frames are written; the lock orders pushes, the transport switch, the trail
+    /// and the hold.
+    line: Mutex<Line>,
+}
+
+struct Line {
+    /// True once the socket speaks WebSocket.
+    websocket: bool,
+    /// The offsets written, when the session can be recovered.
+    trail: Option<Trail>,
+    /// Frames held back while a replay is read.
+    held: Option<Held<Bytes>>,
 }
 
 /// One outgoing Socket.IO packet, encoded once per transport form.
 pub struct Frames {
     packet: Bytes,
     ws: OnceCell<Bytes>,
+    /// The publication's offset, when the packet carries one.
+    offset: Option<Offset>,
 }
 
 impl Frames {
     pub fn new(packet: Bytes) -> Self {
+        Self::at(packet, None)
+    }
+
+    /// A publication's packet, with its offset (recorded in each socket's trail).
+    pub fn at(packet: Bytes, offset: Option<Offset>) -> Self {
         Frames {
             packet,
             ws: OnceCell::new(),
+            offset,
         }
     }
 
@@ -47,24 +76,107 @@ impl Frames {
 }
 
 impl Socket {
-    pub fn new(key: u64, id: Box<str>, outbox: Arc<Outbox>, websocket: bool) -> Self {
+    pub fn new(key: u64, outbox: Arc<Outbox>, websocket: bool) -> Self {
         Socket {
-            key,
-            id,
+            key: AtomicU64::new(key),
+            id: OnceLock::new(),
             outbox,
             connected: AtomicBool::new(false),
-            websocket: Mutex::new(websocket),
+            line: Mutex::new(Line {
+                websocket,
+                trail: None,
+                held: None,
+            }),
         }
+    }
+
+    pub fn key(&self) -> u64 {
+        self.key.load(Ordering::Relaxed)
+    }
+
+    /// The socket id; empty until set.
+    pub fn id(&self) -> &str {
+        self.id.get().map_or("", |id| id)
+    }
+
+    /// Name the socket (once); false if it already had a name.
+    pub fn set_id(&self, id: Box<str>) -> bool {
+        self.id.set(id).is_ok()
+    }
+
+    /// Take a recovered session's key, before the socket joins any room.
+    pub fn rekey(&self, key: u64) {
+        self.key.store(key, Ordering::Relaxed);
     }
 
     /// Queue a shared frame in this socket's transport form. False if the outbox closed.
     pub fn deliver(&self, f: &Frames) -> bool {
-        let ws = self.websocket.lock();
-        self.outbox.push(if *ws {
-            f.ws().clone()
-        } else {
-            f.packet.clone()
-        })
+        let mut line = self.line.lock();
+        let frame = line.form(f).clone();
+        if let Some(held) = &mut line.held {
+            held.hold(f.offset, frame);
+            return true;
+        }
+        if let (Some(trail), Some(o)) = (&mut line.trail, f.offset) {
+            trail.record(o);
+        }
+        self.outbox.push(frame)
+    }
+
+    /// Start recording what is written, from `trail` on (a recovered session's own).
+    pub fn keep_trail(&self, trail: Trail) {
+        self.line.lock().trail = Some(trail);
+    }
+
+    /// The trail, for the session to be kept; none is recorded from now on.
+    pub fn take_trail(&self) -> Option<Trail> {
+        self.line.lock().trail.take()
+    }
+
+    /// Queue `f` and record `mark` (a [`Trail::mark`]) with it, as one step.
+    pub fn send_marked(&self, f: &Frames, mark: Offset) -> bool {
+        let mut line = self.line.lock();
+        if let Some(trail) = &mut line.trail {
+            trail.record(mark);
+        }
+        let frame = line.form(f).clone();
+        self.outbox.push(frame)
+    }
+
+    /// Hold back what is delivered from now on, until [`release`](Self::release).
+    pub fn hold(&self) {
+        self.line.lock().held = Some(Held::default());
+    }
+
+    /// Stop holding back, dropping what was held (a recovery that failed).
+    pub fn unhold(&self) {
+        self.line.lock().held = None;
+    }
+
+    /// Write `replay` then `then` (e.g. the CONNECT reply), then the held frames the
+    /// replay did not cover (`replayed`: where it stopped on each channel), as one
+    /// step, and deliver normally again. Returns how many held frames were dropped.
+    pub fn release(&self, replay: &[Frames], then: &[Frames], replayed: &[Offset]) -> usize {
+        let mut line = self.line.lock();
+        let held = line.held.take().unwrap_or_default();
+        let before = held.len();
+        let mut out = Vec::with_capacity(replay.len() + then.len() + before);
+        for f in replay.iter().chain(then) {
+            out.push(line.form(f).clone());
+            if let (Some(trail), Some(o)) = (&mut line.trail, f.offset) {
+                trail.record(o);
+            }
+        }
+        let mut kept = 0;
+        for (offset, frame) in held.release(replayed) {
+            if let (Some(trail), Some(o)) = (&mut line.trail, offset) {
+                trail.record(o);
+            }
+            out.push(frame);
+            kept += 1;
+        }
+        self.outbox.push_all(&out);
+        before - kept
     }
 
     /// Queue a packet meant for this socket alone.
@@ -79,13 +191,26 @@ impl Socket {
     /// The polling → WebSocket upgrade finished: frame what is still queued and
     /// send everything from now on as WebSocket frames.
     pub fn switch_to_websocket(&self) {
-        let mut ws = self.websocket.lock();
+        let mut line = self.line.lock();
         let mut queued = Vec::new();
         if self.outbox.take_now(&mut queued).is_ok() {
             let framed: Vec<Bytes> = queued.iter().map(|p| crate::ws::frame::text(p)).collect();
             self.outbox.push_all(&framed);
         }
-        *ws = true;
+        if let Some(held) = &mut line.held {
+            held.map_frames(|p| crate::ws::frame::text(p));
+        }
+        line.websocket = true;
+    }
+}
+
+impl Line {
+    fn form<'f>(&self, f: &'f Frames) -> &'f Bytes {
+        if self.websocket {
+            f.ws()
+        } else {
+            &f.packet
+        }
     }
 }
 
@@ -93,6 +218,29 @@ impl Socket {
 struct Room {
     /// The sockets in the room, by key.
     members: HashMap<u64, Arc<Socket>>,
+    /// The offset of the last publication delivered to the room, or where its stream
+    /// stood when the room was made ([`Rooms::start_at`]). Written by deliveries (one
+    /// channel's are serialized by the broker's stream lock) under the shard's read
+    /// lock, read under its write lock: the two words are always read as one.
+    last_epoch: AtomicU64,
+    last_seq: AtomicU64,
+}
+
+impl Room {
+    fn last(&self) -> Option<Offset> {
+        match self.last_epoch.load(Ordering::Relaxed) {
+            0 => None,
+            epoch => Some(Offset {
+                epoch: Epoch(epoch),
+                seq: self.last_seq.load(Ordering::Relaxed),
+            }),
+        }
+    }
+
+    fn set_last(&self, o: Offset) {
+        self.last_seq.store(o.seq, Ordering::Relaxed);
+        self.last_epoch.store(o.epoch.0, Ordering::Relaxed);
+    }
 }
 
 const SHARDS: usize = 32;
@@ -118,21 +266,39 @@ impl Rooms {
             .entry(channel.into())
             .or_default()
             .members
-            .insert(socket.key, socket.clone())
+            .insert(socket.key(), socket.clone())
             .is_none()
     }
 
     /// Take socket `key` out of `channel`; false if it was not in it.
     pub fn leave(&self, channel: &str, key: u64) -> bool {
+        self.detach(channel, key).0
+    }
+
+    /// [`leave`](Self::leave), also saying the room's last offset at that moment:
+    /// nothing published after it reached the socket.
+    pub fn detach(&self, channel: &str, key: u64) -> (bool, Option<Offset>) {
         let mut shard = self.map.write(channel);
         let Some(room) = shard.get_mut(channel) else {
-            return false;
+            return (false, None);
         };
         let left = room.members.remove(&key).is_some();
+        let last = room.last();
         if room.members.is_empty() {
             shard.remove(channel);
         }
-        left
+        (left, last)
+    }
+
+    /// The channel's stream stood at `position` when the edge subscribed to it: where
+    /// a room that has had no delivery yet stands.
+    pub fn start_at(&self, channel: &str, position: Offset) {
+        let shard = self.map.write(channel);
+        if let Some(room) = shard.get(channel) {
+            if room.last().is_none() {
+                room.set_last(position);
+            }
+        }
     }
 
     /// Send to every member but `except` (a socket id); returns how many got it.
@@ -141,9 +307,12 @@ impl Rooms {
             let Some(room) = room else {
                 return 0;
             };
+            if let Some(o) = f.offset {
+                room.set_last(o);
+            }
             let mut n = 0;
             for m in room.members.values() {
-                if except == Some(&*m.id) {
+                if except == Some(m.id()) {
                     continue;
                 }
                 if m.deliver(f) {
@@ -166,12 +335,13 @@ mod tests {
     use crate::outbox::OutboxLimits;
 
     fn socket(key: u64, ws: bool) -> Arc<Socket> {
-        Arc::new(Socket::new(
+        let s = Arc::new(Socket::new(
             key,
-            format!("s{key}").into(),
             Arc::new(Outbox::new(OutboxLimits::default())),
             ws,
-        ))
+        ));
+        s.set_id(format!("s{key}").into());
+        s
     }
 
     fn taken(m: &Socket) -> Vec<Bytes> {
@@ -213,6 +383,55 @@ mod tests {
         rooms.leave("r", 2);
         rooms.leave("r", 2);
         assert!(rooms.map.is_empty());
+    }
+
+    #[test]
+    fn a_recovering_socket_gets_its_replay_first_and_each_event_once() {
+        use crate::broker::Epoch;
+        let at = |seq| {
+            Some(Offset {
+                epoch: Epoch(7),
+                seq,
+            })
+        };
+        let frame = |seq: u64| Frames::at(Bytes::from(format!("e{seq}")), at(seq));
+        let rooms = Rooms::default();
+        let m = socket(1, false);
+        m.keep_trail(Trail::new(8));
+        m.hold();
+        rooms.join("a", &m);
+        // Live while the replay is read: 3 (the replay has it too), 4, and a presence frame.
+        for f in [
+            frame(3),
+            Frames::new(Bytes::from_static(b"joining")),
+            frame(4),
+        ] {
+            rooms.deliver("a", None, &f);
+        }
+        assert!(taken(&m).is_empty(), "held back");
+        let dropped = m.release(
+            &[frame(2), frame(3)],
+            &[Frames::new(Bytes::from_static(b"40"))],
+            &[at(3).unwrap()],
+        );
+        assert_eq!(dropped, 1);
+        let got: Vec<Bytes> = taken(&m);
+        let want: Vec<Bytes> = ["e2", "e3", "40", "joining", "e4"]
+            .iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        rooms.deliver("a", None, &frame(5));
+        assert_eq!(taken(&m), [Bytes::from_static(b"e5")], "live again");
+        // Everything written is in the trail, in the order written.
+        let trail = m.take_trail().unwrap();
+        assert_eq!(
+            trail.positions(at(4).unwrap(), &[at(5)]),
+            Some(vec![at(4).unwrap()])
+        );
+        let (left, last) = rooms.detach("a", 1);
+        assert!(left);
+        assert_eq!(last, at(5), "the room's last offset when the socket left");
     }
 
     #[test]

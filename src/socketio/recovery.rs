@@ -1,0 +1,300 @@
+//! socket.io's connection state recovery (socket.io-client >= 4.6), on herald's offsets.
+//!
+//! The wire, as the reference server speaks it: the CONNECT reply carries a private
+//! session id, `40{"sid":"…","pid":"…"}`; every publication's event carries its offset as
+//! its last argument, `42["App\\Events\\Paid","orders.1",{…},"<offset>"]` (one encoding
+//! per publication: the offset is the channel stream's, [`crate::broker::Offset`], the
+//! same for every socket). A client that lost its connection uncleanly reconnects with
+//! `40{"pid":"…","offset":"<last offset it received>",…auth}`; the server writes every
+//! event it missed, with its offset, then the CONNECT reply with its old `sid` and `pid`,
+//! and the client sets `socket.recovered`. Otherwise a new session (`recovered` false),
+//! never part of what was missed.
+//!
+//! herald's side:
+//! - A close for a transport reason ([`recoverable`]) keeps the session for
+//!   `--recovery-window` ([`detach`]): its rooms are left (each saying where it stood) but
+//!   its presence is kept, so nobody sees it leave unless the window ends first
+//!   ([`sweep`]). A client `disconnect()` (packet 41) ends the session at once.
+//! - [`connect`] resumes it: the socket's trail ([`crate::recovery::trail`]) turns the one
+//!   offset the client reports into a position on each channel; the socket takes its old
+//!   id and key, rejoins its rooms (no new auth, Echo's re-`subscribe` is then a no-op)
+//!   with its live frames held back, reads each channel's history after its position,
+//!   and writes the replay, the CONNECT reply, then the held frames the replay did not
+//!   cover ([`crate::recovery::gate`]). Events the socket was left out of (`toOthers`,
+//!   its own whispers) are left out again.
+//! - A client that has received no event yet has an offset too: right after a new
+//!   CONNECT reply herald sends `42["herald:offset","<mark>"]`, an event Echo ignores.
+//! - Engine.IO v3 (socket.io-client 2) has no recovery: nothing of this applies.
+
+use super::engine::{new_id, Session};
+use super::packet::{self, json_str};
+use super::rooms::Frames;
+use super::{echo, Edge};
+use crate::broker::{Namespace, Offset};
+use crate::config::Config;
+use crate::laravel::Envelope;
+use crate::metrics;
+use crate::recovery::store::{MemoryStore, SessionStore, Taken};
+use crate::recovery::trail::Trail;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The edge's recovery settings and kept sessions.
+pub struct Recovery {
+    store: Box<dyn SessionStore<Detached>>,
+    window: Duration,
+    trail: usize,
+}
+
+impl Recovery {
+    /// None with `--recovery-window 0`.
+    pub fn new(c: &Config) -> Option<Recovery> {
+        (!c.recovery_window.is_zero()).then(|| Recovery {
+            store: Box::new(MemoryStore::new(c.recovery_window, c.recovery_max_sessions)),
+            window: c.recovery_window,
+            trail: c.recovery_trail,
+        })
+    }
+}
+
+/// A session kept for its client to come back to.
+pub struct Detached {
+    sid: Box<str>,
+    /// Its socket's key in rooms and presence (its presence memberships are kept).
+    key: u64,
+    /// Its channels, each with its room's last offset when the session left it.
+    channels: Vec<(Box<str>, Option<Offset>)>,
+    trail: Trail,
+}
+
+/// Why a session was not recovered (the metric's `reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    /// The client's offset is not in the session's trail, or a channel's history no
+    /// longer reaches back to its position.
+    TooOld,
+    WindowOver,
+    UnknownPid,
+}
+
+/// The disconnect reasons after which the reference server keeps a session (its
+/// `RECOVERABLE_DISCONNECT_REASONS`), as herald names them.
+pub fn recoverable(reason: &str) -> bool {
+    matches!(
+        reason,
+        "transport close"
+            | "transport error"
+            | "ping timeout"
+            | "server shutdown"
+            | "poll connection closed prematurely"
+    )
+}
+
+/// What socket.io-client adds to its CONNECT to resume (other auth keys are the app's).
+#[derive(Deserialize)]
+struct Resume {
+    pid: Option<String>,
+    offset: Option<String>,
+}
+
+/// The main-namespace CONNECT of a v4 socket with recovery on: resume the session the
+/// client names, or start a new one.
+pub fn connect(edge: &Arc<Edge>, s: &Arc<Session>, auth: Option<&RawValue>) {
+    let resume = auth.and_then(|a| serde_json::from_str::<Resume>(a.get()).ok());
+    if let Some(Resume {
+        pid: Some(pid),
+        offset,
+    }) = resume
+    {
+        match restore(edge, s, &pid, offset.as_deref()) {
+            Ok(replayed) => {
+                metrics::SOCKETIO_RECOVERED.inc();
+                metrics::SOCKETIO_REPLAYED.add(replayed as u64);
+                tracing::debug!(sid = %s.sid, replayed, "socket.io session recovered");
+                return;
+            }
+            Err(why) => {
+                let counter = match why {
+                    Refused::TooOld => &metrics::SOCKETIO_RECOVERY_TOO_OLD,
+                    Refused::WindowOver => &metrics::SOCKETIO_RECOVERY_WINDOW_OVER,
+                    Refused::UnknownPid => &metrics::SOCKETIO_RECOVERY_UNKNOWN_PID,
+                };
+                counter.inc();
+                tracing::info!(sid = %s.sid, reason = ?why, "socket.io session not recovered: a new session");
+            }
+        }
+    }
+    fresh(edge, s);
+}
+
+/// A new session: a new socket id (unless a failed recovery gave it its old one), a
+/// new private id, and an offset the client holds from the start.
+fn fresh(edge: &Edge, s: &Session) {
+    let Some(r) = &edge.recovery else {
+        return;
+    };
+    s.socket.set_id(new_id());
+    let pid = new_id();
+    s.socket.keep_trail(Trail::new(r.trail));
+    s.lock().io.pid = Some(pid.clone());
+    s.socket.connected.store(true, Ordering::Relaxed);
+    s.socket.send(connected(s.socket.id(), &pid));
+    let mark = Trail::mark();
+    let herald_offset = packet::event("herald:offset", &[&json_str(&mark.to_string())]);
+    s.socket.send_marked(&Frames::new(herald_offset), mark);
+}
+
+/// `40{"sid":…,"pid":…}`: both ids are base64url, nothing to escape.
+fn connected(sid: &str, pid: &str) -> bytes::Bytes {
+    bytes::Bytes::from(format!(r#"40{{"sid":"{sid}","pid":"{pid}"}}"#))
+}
+
+/// Resume the session kept under `pid` on `s`; returns how many events were replayed.
+fn restore(
+    edge: &Arc<Edge>,
+    s: &Arc<Session>,
+    pid: &str,
+    offset: Option<&str>,
+) -> Result<usize, Refused> {
+    let Some(r) = &edge.recovery else {
+        return Err(Refused::UnknownPid);
+    };
+    let d = match r.store.take(pid, Instant::now()) {
+        Taken::Kept(d) => d,
+        Taken::WindowOver => return Err(Refused::WindowOver),
+        Taken::Unknown => return Err(Refused::UnknownPid),
+    };
+    metrics::SOCKETIO_RECOVERY_SESSIONS.dec();
+    let at_leave: Vec<Option<Offset>> = d.channels.iter().map(|(_, o)| *o).collect();
+    let positions = offset
+        .and_then(|o| o.parse::<Offset>().ok())
+        .and_then(|last| d.trail.positions(last, &at_leave));
+    let Some(positions) = positions else {
+        end(edge, d);
+        return Err(Refused::TooOld);
+    };
+    // Take the old identity, then rejoin with live frames held back.
+    let socket = &s.socket;
+    if !socket.set_id(d.sid.clone()) {
+        end(edge, d);
+        return Err(Refused::UnknownPid);
+    }
+    socket.rekey(d.key);
+    socket.keep_trail(d.trail);
+    socket.hold();
+    let names: Vec<Box<str>> = d.channels.into_iter().map(|(c, _)| c).collect();
+    s.lock().io.channels = names.clone();
+    for c in &names {
+        if edge.rooms.join(c, socket) {
+            edge.follow(c);
+        }
+    }
+    // What each channel published after the client's position, as it was sent.
+    let mut replay = Vec::new();
+    let mut upto = Vec::with_capacity(names.len());
+    for (c, pos) in names.iter().zip(positions) {
+        let Ok(missed) = edge
+            .state
+            .broker
+            .since(&Namespace::Default, c.as_bytes(), pos)
+        else {
+            // A normal new session: the rooms and presence it had are left.
+            socket.unhold();
+            let channels = std::mem::take(&mut s.lock().io.channels);
+            echo::leave_all(edge, s, channels);
+            return Err(Refused::TooOld);
+        };
+        upto.push(missed.last().and_then(|p| p.offset).unwrap_or(pos));
+        for p in &missed {
+            let Some(env) = Envelope::decode(&p.payload) else {
+                continue;
+            };
+            if env.socket.as_deref() == Some(socket.id()) {
+                continue;
+            }
+            replay.push(edge.event_frames(c, &env, &env.json_data(), p.offset));
+        }
+    }
+    s.lock().io.pid = Some(pid.into());
+    socket.connected.store(true, Ordering::Relaxed);
+    let reply = Frames::new(connected(socket.id(), pid));
+    socket.release(&replay, std::slice::from_ref(&reply), &upto);
+    Ok(replay.len())
+}
+
+/// Keep a session that closed uncleanly for its client to come back to: out of its
+/// rooms (each saying where it stood then), still in presence.
+pub fn detach(edge: &Edge, s: &Session, pid: Box<str>, channels: Vec<Box<str>>) {
+    let Some(r) = &edge.recovery else {
+        return echo::leave_all(edge, s, channels);
+    };
+    let key = s.socket.key();
+    let channels: Vec<_> = channels
+        .into_iter()
+        .map(|c| {
+            let (left, last) = edge.rooms.detach(&c, key);
+            if left {
+                edge.unfollow(&c);
+            }
+            (c, last)
+        })
+        .collect();
+    let d = Detached {
+        sid: s.socket.id().into(),
+        key,
+        channels,
+        trail: s.socket.take_trail().unwrap_or_else(|| Trail::new(r.trail)),
+    };
+    match r.store.keep(&pid, d, Instant::now()) {
+        Ok(()) => metrics::SOCKETIO_RECOVERY_SESSIONS.inc(),
+        Err(d) => {
+            metrics::SOCKETIO_RECOVERY_NOT_KEPT.inc();
+            tracing::warn!(
+                sid = %s.sid,
+                "socket.io session not kept for recovery: --recovery-max-sessions reached"
+            );
+            end(edge, d);
+        }
+    }
+}
+
+/// A kept session that will not come back: its presence ends now.
+fn end(edge: &Edge, d: Detached) {
+    for (c, _) in &d.channels {
+        echo::forget_member(edge, c, d.key);
+    }
+}
+
+/// End the sessions whose window closed, a few times per window, until shutdown.
+pub async fn sweep(edge: Weak<Edge>, shutdown: CancellationToken) {
+    let every = match edge
+        .upgrade()
+        .and_then(|e| e.recovery.as_ref().map(|r| r.window))
+    {
+        Some(w) => (w / 8).clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let Some(edge) = edge.upgrade() else {
+            return;
+        };
+        let Some(r) = &edge.recovery else {
+            return;
+        };
+        for d in r.store.expire(Instant::now()) {
+            metrics::SOCKETIO_RECOVERY_SESSIONS.dec();
+            tracing::debug!(sid = %d.sid, "socket.io session not recovered within the window");
+            end(&edge, d);
+        }
+    }
+}
