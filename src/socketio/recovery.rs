@@ -36,12 +36,12 @@ use crate::laravel::Envelope;
 use crate::metrics;
 use crate::recovery::store::{MemoryStore, SessionStore, Taken};
 use crate::recovery::trail::Trail;
+use crate::shutdown::Shutdown;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// The edge's recovery settings and kept sessions.
 pub struct Recovery {
@@ -270,7 +270,7 @@ fn end(edge: &Edge, d: Detached) {
 }
 
 /// End the sessions whose window closed, a few times per window, until shutdown.
-pub async fn sweep(edge: Weak<Edge>, shutdown: CancellationToken) {
+pub async fn sweep(edge: Weak<Edge>, shutdown: Shutdown) {
     let every = match edge
         .upgrade()
         .and_then(|e| e.recovery.as_ref().map(|r| r.window))

@@ -240,7 +240,8 @@ test('CORS: allowed origins are echoed with credentials, others refused on both 
 test('the upgrade by hand: 2probe/3probe, noop to the pending poll, 5, then WebSocket only', async () => {
   const s = await pollingSession();
   assert.equal(await (await fetch(s.url, { method: 'POST', body: '40' })).text(), 'ok');
-  assert.match(await (await fetch(s.url)).text(), /^40\{"sid":"[\w-]{20}"\}$/);
+  // The CONNECT reply with the recovery session id, then herald's first offset.
+  assert.match(await (await fetch(s.url)).text(), /^40\{"sid":"[\w-]{20}","pid":"[\w-]+"\}\x1e42\["herald:offset","[^"]+"\]$/);
   // The noop is queued at the probe: a poll waiting then, or arriving after it, gets it.
   const pending = fetch(s.url).then((r) => r.text());
   const { ws } = await rawUpgrade(h.httpPort, `/socket.io/?EIO=4&transport=websocket&sid=${s.sid}`);
