@@ -387,6 +387,24 @@ pub struct Settings {
     )]
     pub history_max_channels: usize,
 
+    /// Seconds an uncleanly closed connection can be resumed within (socket.io's
+    /// connection state recovery; a Pusher app with `recovery = true`, which the default
+    /// app has); 0 turns recovery off.
+    #[arg(long, env = "HERALD_RECOVERY_WINDOW", default_value_t = 120)]
+    pub recovery_window: u64,
+
+    /// Closed Pusher connections kept for resuming, all apps together; past it the
+    /// oldest is forgotten (counted on herald_pusher_resume_evicted_total, logged) and
+    /// its client is told `window_over` if it comes back.
+    #[arg(long, env = "HERALD_PUSHER_RESUME_SESSIONS", default_value_t = 100_000)]
+    pub pusher_resume_sessions: usize,
+
+    /// Most publications one Pusher HTTP API history read answers
+    /// (`GET /apps/{id}/channels/{channel}/events?after=…&limit=…`): the default and
+    /// the ceiling of its `limit`.
+    #[arg(long, env = "HERALD_PUSHER_HISTORY_LIMIT", default_value_t = 100)]
+    pub pusher_history_limit: usize,
+
     /// More Pusher apps: the file's `[[apps]]` tables (no flag).
     #[arg(skip)]
     pub apps: Vec<AppConfig>,
@@ -463,6 +481,35 @@ pub struct AppConfig {
     /// How long a cache channel keeps its last event: server-wide (`--cache-ttl-seconds`).
     #[serde(skip, default = "default_cache_ttl")]
     pub cache_ttl: Duration,
+    /// Pusher clients running herald's recovery snippet may resume after an unclean
+    /// disconnect (`herald:resume`); on for the default app.
+    #[serde(default)]
+    pub recovery: bool,
+    /// Server-wide (`--recovery-window`, `--pusher-resume-sessions`,
+    /// `--pusher-history-limit`).
+    #[serde(skip)]
+    pub recovery_limits: RecoveryLimits,
+}
+
+/// How much Pusher recovery keeps and answers, server-wide.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecoveryLimits {
+    /// How long a closed connection can be resumed; zero: never.
+    pub window: Duration,
+    /// Closed connections kept, all apps together.
+    pub sessions: usize,
+    /// Most publications one HTTP API history read answers.
+    pub history_read: usize,
+}
+
+impl Default for RecoveryLimits {
+    fn default() -> Self {
+        RecoveryLimits {
+            window: Duration::from_secs(120),
+            sessions: 100_000,
+            history_read: 100,
+        }
+    }
 }
 
 /// One webhook URL of an app (Soketi's shape): `event_types` empty means all of them.
@@ -574,6 +621,8 @@ impl AppConfig {
             webhooks: Vec::new(),
             subscription_count: false,
             cache_ttl: default_cache_ttl(),
+            recovery: false,
+            recovery_limits: RecoveryLimits::default(),
         }
     }
 
@@ -661,6 +710,8 @@ pub struct Config {
     pub webhook_limits: WebhookLimits,
     /// What each channel keeps for recovery, and all of them together.
     pub history: HistoryLimits,
+    /// Pusher recovery's window and bounds (also in each `AppConfig`).
+    pub recovery_limits: RecoveryLimits,
     /// The configured Pusher apps; [`Config::pusher_apps`] says which are served. The
     /// first served app is the default one: RESP publications go to its clients.
     pub apps: Vec<AppConfig>,
@@ -782,6 +833,7 @@ impl Config {
             &s.app_secret.unwrap_or(dev_secret),
         )];
         apps[0].subscription_count = s.app_subscription_count;
+        apps[0].recovery = true;
         if let Some(url) = s.app_webhook {
             apps[0].webhooks.push(WebhookConfig {
                 url,
@@ -812,8 +864,14 @@ impl Config {
             queue: s.webhook_queue,
             occupancy_delay: Duration::from_millis(s.webhook_occupancy_delay_ms),
         };
+        let recovery_limits = RecoveryLimits {
+            window: Duration::from_secs(s.recovery_window),
+            sessions: s.pusher_resume_sessions,
+            history_read: s.pusher_history_limit,
+        };
         for app in &mut apps {
             app.cache_ttl = cache_ttl;
+            app.recovery_limits = recovery_limits;
             for hook in &mut app.webhooks {
                 hook.limits = webhook_limits;
             }
@@ -883,6 +941,7 @@ impl Config {
                 memory: s.history_max_bytes,
                 channels: s.history_max_channels,
             },
+            recovery_limits,
             apps,
             builtin_app,
         })
@@ -1048,6 +1107,9 @@ mod tests {
             ("history_ttl_seconds", "7", |c| c.history.ttl == secs(7)),
             ("history_max_bytes", "7", |c| c.history.memory == 7),
             ("history_max_channels", "7", |c| c.history.channels == 7),
+            ("recovery_window", "7", |c| [c.recovery_limits.window, c.apps[0].recovery_limits.window] == [secs(7); 2]),
+            ("pusher_resume_sessions", "7", |c| c.recovery_limits.sessions == 7),
+            ("pusher_history_limit", "7", |c| c.recovery_limits.history_read == 7),
         ];
         let command = Settings::command();
         let settings: Vec<&clap::Arg> = command
