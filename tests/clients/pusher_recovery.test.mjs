@@ -150,7 +150,7 @@ describe('pusher-js 8 with the recovery snippet', () => {
   });
 });
 
-describe('Echo 2.5 reverb connector with the recovery snippet', () => {
+for (const broadcaster of ['reverb', 'pusher']) describe(`Echo 2.5 ${broadcaster} connector with the recovery snippet`, () => {
   let h, proxy, auth;
   const echos = [];
   before(async () => {
@@ -162,7 +162,7 @@ describe('Echo 2.5 reverb connector with the recovery snippet', () => {
 
   test('private and presence channels resume; a presence member comes back', async () => {
     const echo = new Echo({
-      broadcaster: 'reverb', Pusher, key: APP.key, wsHost: '127.0.0.1', wsPort: proxy.port,
+      broadcaster, Pusher, key: APP.key, cluster: 'mt1', wsHost: '127.0.0.1', wsPort: proxy.port,
       forceTLS: false, enabledTransports: ['ws'], authEndpoint: auth.endpoint,
     });
     echos.push(echo);
@@ -198,6 +198,45 @@ describe('Echo 2.5 reverb connector with the recovery snippet', () => {
     assert.deepEqual(failed.items, []);
     await here.count(2, 'here() again after the re-subscription');
     assert.deepEqual(here.items[1].map((m) => m.name), ['Grace']);
+  });
+});
+
+describe('cache channels', () => {
+  test('the event sent on subscribing counts; a resumed cache channel gets no second copy', async () => {
+    const h = await startHerald();
+    const proxy = await startProxy(h.httpPort);
+    const client = pusherClient(h, { wsPort: proxy.port });
+    try {
+      const { resumed, failed } = recovering(client);
+      const api = sdk(h);
+      await api.trigger('cache-price', 'Price', { n: 1 }); // kept with no subscriber
+      const got = inbox();
+      const ch = client.subscribe('cache-price');
+      ch.bind('Price', got.add);
+      await got.count(1, 'the cached event on subscribing');
+      await api.trigger('cache-price', 'Price', { n: 2 });
+      await got.count(2, 'a live one');
+      proxy.cut();
+      await until(async () => value(await metrics(h), 'herald_pusher_resume_sessions') === 1, 'the closed connection kept');
+      await api.trigger('cache-price', 'Price', { n: 3 });
+      await api.trigger('cache-price', 'Price', { n: 4 });
+      proxy.release();
+      const [r] = await resumed.count(1, 'resumed');
+      assert.deepEqual(r, { channel: 'cache-price', replayed: 2 });
+      await api.trigger('cache-price', 'Price', { n: 5 });
+      await got.count(5, 'five events');
+      assert.deepEqual(numbers(got), upTo(5));
+      assert.deepEqual(failed.items, []);
+      // A new subscriber still gets the last event, as Pusher defines cache channels.
+      const other = pusherClient(h);
+      try {
+        const last = inbox();
+        other.subscribe('cache-price').bind('Price', last.add);
+        assert.deepEqual(await last.count(1, 'the cached event'), [{ n: 5 }]);
+      } finally { other.disconnect(); }
+    } finally {
+      client.disconnect(); await proxy.close(); await h.stop();
+    }
   });
 });
 
