@@ -148,6 +148,36 @@ describe('pusher-js 8 with the recovery snippet', () => {
     assert.deepEqual(numbers(got), upTo(n));
     assert.deepEqual(failed.items, []);
   });
+
+  test('drops while a publisher never pauses: still exactly once, in order', async () => {
+    const client = pusherClient(h, { wsPort: proxy.port });
+    clients.push(client);
+    const { resumed, failed } = recovering(client);
+    const got = inbox();
+    (await subscribed(client, 'private-busy')).bind('Tick', got.add);
+    const api = sdk(h);
+    let n = 0;
+    let running = true;
+    const publisher = (async () => {
+      while (running) {
+        n += 1;
+        await api.trigger('private-busy', 'Tick', { n });
+        await sleep(2); // pacing only: an outage's worth must fit --history-size (1,000)
+      }
+    })();
+    for (let round = 1; round <= 3; round++) {
+      await got.count(got.items.length + 5, 'events flowing');
+      proxy.cut();
+      proxy.release();
+      await until(() => resumed.items.length === round || failed.items.length, `resume ${round}`);
+      assert.deepEqual(failed.items, []);
+    }
+    running = false;
+    await publisher;
+    await got.count(n, `all ${n} events`);
+    assert.deepEqual(numbers(got), upTo(n));
+    assert.deepEqual(failed.items, []);
+  });
 });
 
 for (const broadcaster of ['reverb', 'pusher']) describe(`Echo 2.5 ${broadcaster} connector with the recovery snippet`, () => {
