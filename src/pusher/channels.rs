@@ -669,6 +669,28 @@ mod tests {
     }
 
     #[test]
+    fn a_joining_connection_learns_the_last_offset_handed_out() {
+        let ch = Channels::default();
+        let at = |seq| {
+            Some(Offset {
+                epoch: Epoch(9),
+                seq,
+            })
+        };
+        let (a, b) = (conn(1), conn(2));
+        assert_eq!(ch.subscribe("orders", &a, None, 0).ok().unwrap().seen, None);
+        let f = protocol::event("E", Some("orders"), "{}");
+        ch.publish("orders", &f, None, at(1));
+        ch.relay("orders", &f, Some("1.1"), at(2)); // a client event, a left out
+        ch.relay("orders", &f, None, None); // a presence announcement: not numbered
+        let joined = ch.subscribe("orders", &b, None, 0).ok().unwrap();
+        assert_eq!(joined.seen, at(2), "b receives what comes after 2");
+        ch.publish("cache-x", &f, None, at(5));
+        let joined = ch.subscribe("cache-x", &b, None, 0).ok().unwrap();
+        assert_eq!((joined.seen, joined.cached_at), (at(5), at(5)));
+    }
+
+    #[test]
     fn client_events_are_never_cached() {
         let ch = Channels::default();
         let (a, b) = (conn(1), conn(2));
