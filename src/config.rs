@@ -393,11 +393,11 @@ pub struct Settings {
     )]
     pub history_max_channels: usize,
 
-    /// Seconds a socket.io session that dropped uncleanly (transport error or close,
-    /// ping timeout, server shutdown) is kept so its client can recover it: rooms kept
-    /// without new auth, presence kept, missed events replayed (socket.io-client >= 4.6's
-    /// connection state recovery; socket.io's 2 minutes); 0 turns recovery off (no `pid`,
-    /// no offsets on events).
+    /// Seconds a connection that dropped uncleanly (transport error or close, ping
+    /// timeout, server shutdown) can be recovered within: socket.io-client >= 4.6's
+    /// connection state recovery (rooms and presence kept, missed events replayed;
+    /// socket.io's 2 minutes) and the Pusher resume of apps with `recovery = true` (the
+    /// default app has it); 0 turns recovery off (no `pid`, no offsets on events).
     #[arg(long, env = "HERALD_RECOVERY_WINDOW", default_value_t = 120)]
     pub recovery_window: u64,
 
@@ -411,6 +411,18 @@ pub struct Settings {
     /// frames back is not recovered (a new session, counted as too old).
     #[arg(long, env = "HERALD_RECOVERY_TRAIL", default_value_t = 256)]
     pub recovery_trail: usize,
+
+    /// Closed Pusher connections kept for resuming, all apps together; past it the
+    /// oldest is forgotten (counted on herald_pusher_resume_evicted_total, logged) and
+    /// its client is told `window_over` if it comes back.
+    #[arg(long, env = "HERALD_PUSHER_RESUME_SESSIONS", default_value_t = 100_000)]
+    pub pusher_resume_sessions: usize,
+
+    /// Most publications one Pusher HTTP API history read answers
+    /// (`GET /apps/{id}/channels/{channel}/events?after=…&limit=…`): the default and
+    /// the ceiling of its `limit`.
+    #[arg(long, env = "HERALD_PUSHER_HISTORY_LIMIT", default_value_t = 100)]
+    pub pusher_history_limit: usize,
 
     /// More Pusher apps: the file's `[[apps]]` tables (no flag).
     #[arg(skip)]
@@ -488,6 +500,35 @@ pub struct AppConfig {
     /// How long a cache channel keeps its last event: server-wide (`--cache-ttl-seconds`).
     #[serde(skip, default = "default_cache_ttl")]
     pub cache_ttl: Duration,
+    /// Pusher clients running herald's recovery snippet may resume after an unclean
+    /// disconnect (`herald:resume`); on for the default app.
+    #[serde(default)]
+    pub recovery: bool,
+    /// Server-wide (`--recovery-window`, `--pusher-resume-sessions`,
+    /// `--pusher-history-limit`).
+    #[serde(skip)]
+    pub recovery_limits: RecoveryLimits,
+}
+
+/// How much Pusher recovery keeps and answers, server-wide.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecoveryLimits {
+    /// How long a closed connection can be resumed; zero: never.
+    pub window: Duration,
+    /// Closed connections kept, all apps together.
+    pub sessions: usize,
+    /// Most publications one HTTP API history read answers.
+    pub history_read: usize,
+}
+
+impl Default for RecoveryLimits {
+    fn default() -> Self {
+        RecoveryLimits {
+            window: Duration::from_secs(120),
+            sessions: 100_000,
+            history_read: 100,
+        }
+    }
 }
 
 /// One webhook URL of an app (Soketi's shape): `event_types` empty means all of them.
@@ -599,6 +640,8 @@ impl AppConfig {
             webhooks: Vec::new(),
             subscription_count: false,
             cache_ttl: default_cache_ttl(),
+            recovery: false,
+            recovery_limits: RecoveryLimits::default(),
         }
     }
 
@@ -687,8 +730,10 @@ pub struct Config {
     pub webhook_limits: WebhookLimits,
     /// What each channel keeps for recovery, and all of them together.
     pub history: HistoryLimits,
-    /// socket.io connection state recovery; zero: off.
-    pub recovery_window: Duration,
+    /// Recovery's window (both protocols) and the Pusher resume's bounds (also in each
+    /// `AppConfig`).
+    pub recovery_limits: RecoveryLimits,
+    /// socket.io recovery's bounds.
     pub recovery_max_sessions: usize,
     pub recovery_trail: usize,
     /// The configured Pusher apps; [`Config::pusher_apps`] says which are served. The
@@ -812,6 +857,7 @@ impl Config {
             &s.app_secret.unwrap_or(dev_secret),
         )];
         apps[0].subscription_count = s.app_subscription_count;
+        apps[0].recovery = true;
         if let Some(url) = s.app_webhook {
             apps[0].webhooks.push(WebhookConfig {
                 url,
@@ -842,8 +888,14 @@ impl Config {
             queue: s.webhook_queue,
             occupancy_delay: Duration::from_millis(s.webhook_occupancy_delay_ms),
         };
+        let recovery_limits = RecoveryLimits {
+            window: Duration::from_secs(s.recovery_window),
+            sessions: s.pusher_resume_sessions,
+            history_read: s.pusher_history_limit,
+        };
         for app in &mut apps {
             app.cache_ttl = cache_ttl;
+            app.recovery_limits = recovery_limits;
             for hook in &mut app.webhooks {
                 hook.limits = webhook_limits;
             }
@@ -914,7 +966,7 @@ impl Config {
                 memory: s.history_max_bytes,
                 channels: s.history_max_channels,
             },
-            recovery_window: Duration::from_secs(s.recovery_window),
+            recovery_limits,
             recovery_max_sessions: s.recovery_max_sessions,
             recovery_trail: s.recovery_trail,
             apps,
@@ -1083,9 +1135,11 @@ mod tests {
             ("history_ttl_seconds", "7", |c| c.history.ttl == secs(7)),
             ("history_max_bytes", "7", |c| c.history.memory == 7),
             ("history_max_channels", "7", |c| c.history.channels == 7),
-            ("recovery_window", "7", |c| c.recovery_window == secs(7)),
+            ("recovery_window", "7", |c| [c.recovery_limits.window, c.apps[0].recovery_limits.window] == [secs(7); 2]),
             ("recovery_max_sessions", "7", |c| c.recovery_max_sessions == 7),
             ("recovery_trail", "7", |c| c.recovery_trail == 7),
+            ("pusher_resume_sessions", "7", |c| c.recovery_limits.sessions == 7),
+            ("pusher_history_limit", "7", |c| c.recovery_limits.history_read == 7),
         ];
         let command = Settings::command();
         let settings: Vec<&clap::Arg> = command

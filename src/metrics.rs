@@ -136,6 +136,21 @@ pub static SOCKETIO_REPLAYED: Counter = Counter::new();
 pub static SOCKETIO_RECOVERY_NOT_KEPT: Counter = Counter::new();
 /// socket.io sessions kept for recovery now.
 pub static SOCKETIO_RECOVERY_SESSIONS: Gauge = Gauge::new();
+/// Pusher channels resumed after an unclean disconnect (`herald:resumed`).
+pub static PUSHER_RESUMED: Counter = Counter::new();
+/// Events replayed to resumed Pusher channels.
+pub static PUSHER_REPLAYED: Counter = Counter::new();
+/// Why a Pusher channel resumption is refused (`herald:resume_failed`'s `reason`, the
+/// label of `herald_pusher_resume_refused_total`), in `pusher::resume::Reason`'s order.
+pub const PUSHER_RESUME_REASONS: [&str; 5] =
+    ["too_old", "window_over", "unknown", "late", "disabled"];
+/// Pusher channel resumptions refused, by reason ([`PUSHER_RESUME_REASONS`]).
+pub static PUSHER_RESUME_REFUSED: [Counter; 5] = [const { Counter::new() }; 5];
+/// Closed Pusher connections forgotten before their window ended, at
+/// `--pusher-resume-sessions`.
+pub static PUSHER_RESUME_EVICTED: Counter = Counter::new();
+/// Closed Pusher connections kept for resuming now.
+pub static PUSHER_RESUME_KEPT: Gauge = Gauge::new();
 
 /// Prometheus text exposition of the counters above, then of `extra` (counters that
 /// belong to one server's state, such as its broker's).
@@ -243,6 +258,26 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             "counter",
             SOCKETIO_RECOVERY_NOT_KEPT.get(),
         ),
+        (
+            "herald_pusher_resumed_total",
+            "counter",
+            PUSHER_RESUMED.get(),
+        ),
+        (
+            "herald_pusher_replayed_total",
+            "counter",
+            PUSHER_REPLAYED.get(),
+        ),
+        (
+            "herald_pusher_resume_evicted_total",
+            "counter",
+            PUSHER_RESUME_EVICTED.get(),
+        ),
+        (
+            "herald_pusher_resume_sessions",
+            "gauge",
+            PUSHER_RESUME_KEPT.get(),
+        ),
     ];
     let mut s = String::new();
     for &(name, kind, v) in rows
@@ -262,6 +297,13 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
         s.push_str(&format!(
             "herald_socketio_recoveries_refused_total{{reason=\"{reason}\"}} {}\n",
             n.get()
+        ));
+    }
+    s.push_str("# TYPE herald_pusher_resume_refused_total counter\n");
+    for (reason, n) in PUSHER_RESUME_REASONS.iter().zip(&PUSHER_RESUME_REFUSED) {
+        let n = n.get();
+        s.push_str(&format!(
+            "herald_pusher_resume_refused_total{{reason=\"{reason}\"}} {n}\n"
         ));
     }
     s

@@ -11,6 +11,7 @@
 
 use super::channels::{Channels, Connection, COUNT_INTERVAL};
 use super::protocol;
+use super::resume::Trails;
 use super::webhooks::Webhooks;
 use crate::broker::{Namespace, SubscriberId};
 use crate::config::AppConfig;
@@ -34,6 +35,9 @@ pub struct App {
     connections: AtomicUsize,
     /// Signed-in users' connections and their watchers (`pusher:signin`).
     users: Mutex<Users>,
+    /// With `recovery = true` and a recovery window: the connections that may be
+    /// resumed (one store for all apps).
+    pub trails: Option<Arc<Trails>>,
 }
 
 /// Whom to tell about signed-in users; whether they are online is the presence's.
@@ -77,6 +81,7 @@ impl App {
             config,
             connections: AtomicUsize::new(0),
             users: Mutex::default(),
+            trails: None,
         }
     }
 
@@ -225,16 +230,22 @@ impl Apps {
             }
             c
         };
+        let trails = configs.first().map(|c| {
+            let limits = c.recovery_limits;
+            Trails::new(limits.window, limits.sessions)
+        });
         let apps: Vec<Arc<App>> = configs
             .iter()
             .cloned()
             .map(with_origins)
             .enumerate()
             .map(|(i, c)| {
+                let resumes = c.recovery && !c.recovery_limits.window.is_zero();
                 let mut app = App::new(c, ca_file, presence.clone());
                 if i == 0 {
                     app.namespace = Namespace::Default;
                 }
+                app.trails = trails.clone().filter(|_| resumes);
                 Arc::new(app)
             })
             .collect();

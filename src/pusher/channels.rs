@@ -23,10 +23,16 @@
 //! is marked and [`Channels::flush_counts`] (the app's timer) sends the count then, so
 //! a thousand subscribers arriving together cost a few counts, not a thousand times a
 //! thousand frames.
+//!
+//! For recovery ([`super::resume`]) each channel remembers the offset of the last
+//! numbered publication it handed out ([`Subscribed::seen`]): a connection that joins
+//! receives exactly the publications after it. It is written during the delivery
+//! (under the broker's stream lock, so in offset order) and read under the shard's write
+//! lock when a connection joins, which is what makes the boundary exact.
 
 use super::protocol;
 use super::webhooks::{Event, Webhooks};
-use crate::broker::SubscriberId;
+use crate::broker::{Epoch, Offset, SubscriberId};
 use crate::laravel::{ChannelKind, PresenceMember};
 use crate::outbox::Outbox;
 use crate::presence::{MemoryPresence, Scope};
@@ -36,7 +42,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,10 +70,40 @@ impl Connection {
 #[derive(Default)]
 struct Channel {
     subscribers: Vec<Arc<Connection>>,
-    /// Cache channels only: the last event's frame, and when it was published.
-    last: Option<(Bytes, Instant)>,
+    /// Cache channels only: the last event's frame, when it was published, and its
+    /// offset (None: published while the channel had no stream).
+    last: Option<(Bytes, Instant, Option<Offset>)>,
     /// When the subscribers were last told the subscription count.
     counted: Option<Instant>,
+    seen: Seen,
+}
+
+/// The offset of the last numbered publication a channel handed out: two atomics, as
+/// deliveries hold only the shard's read lock (one channel's deliveries never overlap:
+/// the broker's stream lock orders them); seq 0 is "none yet".
+#[derive(Default)]
+struct Seen {
+    epoch: AtomicU64,
+    seq: AtomicU64,
+}
+
+impl Seen {
+    fn set(&self, offset: Option<Offset>) {
+        if let Some(o) = offset {
+            self.epoch.store(o.epoch.0, Ordering::Relaxed);
+            self.seq.store(o.seq, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self) -> Option<Offset> {
+        match self.seq.load(Ordering::Relaxed) {
+            0 => None,
+            seq => Some(Offset {
+                epoch: Epoch(self.epoch.load(Ordering::Relaxed)),
+                seq,
+            }),
+        }
+    }
 }
 
 /// What a new subscriber is owed once subscribed.
@@ -76,6 +112,18 @@ pub struct Subscribed {
     pub succeeded: String,
     /// Cache channels: the last event, or None for `pusher:cache_miss`.
     pub cached: Option<Option<Bytes>>,
+    /// The offset of the cached event, when it has one.
+    pub cached_at: Option<Offset>,
+    /// The last numbered publication the channel handed out before this connection
+    /// joined: it receives every one after it (None: none yet in the channel's life).
+    pub seen: Option<Offset>,
+}
+
+/// What [`Channels::add`] found.
+struct Added {
+    cached: Option<Option<Bytes>>,
+    cached_at: Option<Offset>,
+    seen: Option<Offset>,
 }
 
 /// Why a subscription was refused.
@@ -186,20 +234,20 @@ impl Channels {
         max_members: usize,
     ) -> Result<Subscribed, Refused> {
         let Some(member) = member else {
-            let cached = self.add(name, conn);
-            return Ok(self.subscribed(name, "{}".into(), cached));
+            let added = self.add(name, conn);
+            return Ok(self.subscribed(name, "{}".into(), added));
         };
         let member = Arc::new(member);
         let turn = self.presence.turn(name);
         let joined = turn
             .join(conn.id, member.clone(), max_members)
             .map_err(|_| Refused::TooManyMembers)?;
-        let cached = self.add(name, conn);
+        let added = self.add(name, conn);
         if joined.first {
             self.hooks.emit(Event::member_added(name, &member.key));
             let data = member_json(&member.key, member.info.as_deref());
             let added = protocol::event("pusher_internal:member_added", Some(name), &data);
-            self.relay(name, &added, Some(&conn.socket_id));
+            self.relay(name, &added, Some(&conn.socket_id), None);
         }
         let body = PresenceBody {
             ids: joined.members.iter().map(|m| &*m.key).collect(),
@@ -211,27 +259,27 @@ impl Channels {
             count: joined.members.len(),
         };
         let data = serde_json::to_string(&PresenceData { presence: body }).expect("serializes");
-        let subscribed = self.subscribed(name, data, cached);
+        let subscribed = self.subscribed(name, data, added);
         drop(turn);
         Ok(subscribed)
     }
 
     /// What a subscription is answered with (and the cache miss it may make known).
-    fn subscribed(
-        &self,
-        name: &str,
-        succeeded: String,
-        cached: Option<Option<Bytes>>,
-    ) -> Subscribed {
-        if cached == Some(None) {
+    fn subscribed(&self, name: &str, succeeded: String, added: Added) -> Subscribed {
+        if added.cached == Some(None) {
             self.hooks.emit(Event::cache_miss(name));
         }
-        Subscribed { succeeded, cached }
+        Subscribed {
+            succeeded,
+            cached: added.cached,
+            cached_at: added.cached_at,
+            seen: added.seen,
+        }
     }
 
     /// Put `conn` among `name`'s subscribers (once); for cache channels, the last event
-    /// (None: a miss).
-    fn add(&self, name: &str, conn: &Arc<Connection>) -> Option<Option<Bytes>> {
+    /// (None: a miss); and where the channel stood.
+    fn add(&self, name: &str, conn: &Arc<Connection>) -> Added {
         let mut shard = self.map.write(name);
         let ch = shard.entry(name.into()).or_default();
         let already = ch.subscribers.iter().any(|c| c.id == conn.id);
@@ -242,14 +290,23 @@ impl Channels {
             ch.subscribers.push(conn.clone());
             self.count_changed(name, ch);
         }
+        let seen = ch.seen.get();
         if !is_cache(name) {
-            return None;
+            return Added {
+                cached: None,
+                cached_at: None,
+                seen,
+            };
         }
-        let expired = |(_, at): &(Bytes, Instant)| at.elapsed() >= self.cache_ttl;
+        let expired = |(_, at, _): &(Bytes, Instant, _)| at.elapsed() >= self.cache_ttl;
         if ch.last.as_ref().is_some_and(expired) {
             ch.last = None;
         }
-        Some(ch.last.as_ref().map(|(frame, _)| frame.clone()))
+        Added {
+            cached: Some(ch.last.as_ref().map(|(frame, _, _)| frame.clone())),
+            cached_at: ch.last.as_ref().and_then(|(_, _, at)| *at),
+            seen,
+        }
     }
 
     /// Take `conn` out of `name`. On a presence channel, when this was its user's last
@@ -262,7 +319,7 @@ impl Channels {
         if let Some(member) = turn.leave(conn.id) {
             let data = member_json(&member.key, None);
             let removed = protocol::event("pusher_internal:member_removed", Some(name), &data);
-            self.relay(name, &removed, Some(&conn.socket_id));
+            self.relay(name, &removed, Some(&conn.socket_id), None);
             self.hooks.emit(Event::member_removed(name, &member.key));
         }
         self.remove(name, conn.id);
@@ -290,31 +347,50 @@ impl Channels {
         }
     }
 
-    /// Push one encoded server event to every subscriber of `name` but `except` (a
-    /// socket id); cache channels remember it. Returns how many connections it reached.
-    pub fn publish(&self, name: &str, frame: &Bytes, except: Option<&str>) -> usize {
+    /// Push one encoded server event (the publication at `offset`, if numbered) to every
+    /// subscriber of `name` but `except` (a socket id); cache channels remember it.
+    /// Returns how many connections it reached.
+    pub fn publish(
+        &self,
+        name: &str,
+        frame: &Bytes,
+        except: Option<&str>,
+        offset: Option<Offset>,
+    ) -> usize {
         if !is_cache(name) {
-            return self.relay(name, frame, except);
+            return self.relay(name, frame, except, offset);
         }
         let now = Instant::now();
         let n = {
             let mut shard = self.map.write(name);
             let ch = shard.entry(name.into()).or_default();
-            if ch.last.replace((frame.clone(), now)).is_none() {
+            if ch.last.replace((frame.clone(), now, offset)).is_none() {
                 self.expiring
                     .lock()
                     .push_back((now + self.cache_ttl, name.into()));
             }
+            ch.seen.set(offset);
             send(ch, frame, except)
         };
         self.sweep(now);
         n
     }
 
-    /// Push a client event to every subscriber of `name` but its sender: never cached.
-    pub fn relay(&self, name: &str, frame: &Bytes, except: Option<&str>) -> usize {
-        self.map
-            .with(name, |ch| ch.map_or(0, |ch| send(ch, frame, except)))
+    /// Push a frame to every subscriber of `name` but `except`: a client event (never
+    /// cached), a presence announcement (no offset), a non-cache server event.
+    pub fn relay(
+        &self,
+        name: &str,
+        frame: &Bytes,
+        except: Option<&str>,
+        offset: Option<Offset>,
+    ) -> usize {
+        self.map.with(name, |ch| {
+            ch.map_or(0, |ch| {
+                ch.seen.set(offset);
+                send(ch, frame, except)
+            })
+        })
     }
 
     /// Forget the cache channels' events that expired by `now`, and the channels nobody
@@ -333,7 +409,7 @@ impl Channels {
                 continue;
             };
             match ch.last {
-                Some((_, at)) if at + self.cache_ttl > now => {
+                Some((_, at, _)) if at + self.cache_ttl > now => {
                     // Replaced since: due again when the new event expires.
                     self.expiring.lock().push_back((at + self.cache_ttl, name));
                 }
@@ -547,7 +623,7 @@ mod tests {
         ch.subscribe("c", &a, None, 0).ok().unwrap();
         ch.subscribe("c", &b, None, 0).ok().unwrap();
         let f = protocol::event("E", Some("c"), "{}");
-        assert_eq!(ch.publish("c", &f, None), 2);
+        assert_eq!(ch.publish("c", &f, None, None), 2);
         let (mut qa, mut qb) = (Vec::new(), Vec::new());
         a.outbox.take_now(&mut qa).unwrap();
         b.outbox.take_now(&mut qb).unwrap();
@@ -562,10 +638,10 @@ mod tests {
         ch.subscribe("orders", &a, None, 0).ok().unwrap();
         ch.subscribe("orders", &b, None, 0).ok().unwrap();
         let f = protocol::event("E", Some("orders"), "{}");
-        assert_eq!(ch.publish("orders", &f, Some("1.1")), 1);
+        assert_eq!(ch.publish("orders", &f, Some("1.1"), None), 1);
         assert!(queued(&a).is_empty());
         assert_eq!(queued(&b).len(), 1);
-        assert_eq!(ch.publish("cache-x", &f, None), 0);
+        assert_eq!(ch.publish("cache-x", &f, None, None), 0);
         let j = ch.subscribe("cache-x", &a, None, 0).ok().unwrap();
         assert_eq!(j.cached, Some(Some(f)));
         let j = ch.subscribe("cache-y", &a, None, 0).ok().unwrap();
@@ -578,8 +654,8 @@ mod tests {
         let ttl = Duration::from_millis(200);
         let ch = Channels::new(Webhooks::default(), false, ttl, scope());
         let f = protocol::event("E", Some("cache-x"), "{}");
-        ch.publish("cache-x", &f, None);
-        ch.publish("cache-gone", &f, None);
+        ch.publish("cache-x", &f, None, None);
+        ch.publish("cache-gone", &f, None, None);
         let j = ch.subscribe("cache-x", &conn(1), None, 0).ok().unwrap();
         assert_eq!(j.cached, Some(Some(f.clone())));
         std::thread::sleep(ttl + Duration::from_millis(50)); // time is what is tested
@@ -587,9 +663,31 @@ mod tests {
         assert_eq!(j.cached, Some(None), "expired");
         // The next cache publication sweeps the expired channel nobody subscribes to.
         assert!(ch.map.with("cache-gone", |c| c.is_some()));
-        ch.publish("cache-y", &f, None);
+        ch.publish("cache-y", &f, None, None);
         assert!(ch.map.with("cache-gone", |c| c.is_none()));
         assert!(ch.map.with("cache-x", |c| c.is_some()), "still subscribed");
+    }
+
+    #[test]
+    fn a_joining_connection_learns_the_last_offset_handed_out() {
+        let ch = Channels::default();
+        let at = |seq| {
+            Some(Offset {
+                epoch: Epoch(9),
+                seq,
+            })
+        };
+        let (a, b) = (conn(1), conn(2));
+        assert_eq!(ch.subscribe("orders", &a, None, 0).ok().unwrap().seen, None);
+        let f = protocol::event("E", Some("orders"), "{}");
+        ch.publish("orders", &f, None, at(1));
+        ch.relay("orders", &f, Some("1.1"), at(2)); // a client event, a left out
+        ch.relay("orders", &f, None, None); // a presence announcement: not numbered
+        let joined = ch.subscribe("orders", &b, None, 0).ok().unwrap();
+        assert_eq!(joined.seen, at(2), "b receives what comes after 2");
+        ch.publish("cache-x", &f, None, at(5));
+        let joined = ch.subscribe("cache-x", &b, None, 0).ok().unwrap();
+        assert_eq!((joined.seen, joined.cached_at), (at(5), at(5)));
     }
 
     #[test]
@@ -598,7 +696,7 @@ mod tests {
         let (a, b) = (conn(1), conn(2));
         ch.subscribe("private-cache-x", &a, None, 0).ok().unwrap();
         let f = protocol::event("client-typing", Some("private-cache-x"), "{}");
-        assert_eq!(ch.relay("private-cache-x", &f, Some("1.1")), 0);
+        assert_eq!(ch.relay("private-cache-x", &f, Some("1.1"), None), 0);
         let j = ch.subscribe("private-cache-x", &b, None, 0).ok().unwrap();
         assert_eq!(j.cached, Some(None));
     }

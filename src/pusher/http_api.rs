@@ -7,11 +7,22 @@
 //! decoded, `k=v` joined with `&`). Failures answer as Pusher does: 401 for a bad
 //! signature, key or timestamp, 403 for a disabled app, 404 for an unknown app, 400
 //! for a bad request and 413 for a payload over the app's limit.
+//!
+//! herald adds one read: `GET /apps/{id}/channels/{channel}/events?after=<offset>&limit=<n>`
+//! answers the channel's publications after `after` (herald's offset, `<epoch hex>-<seq>`)
+//! from its history, oldest first, at most `limit` (default and ceiling
+//! `--pusher-history-limit`): `{"events":[{"offset","event","channel","data","socket_id"?}],
+//! "more":bool,"position":"<offset>"|null}` (`data` as Pusher sends it, a string; `more`:
+//! ask again after the last offset; `position`: the channel's latest offset, null when
+//! herald keeps no stream of it). Without `after` it answers no events and the position,
+//! where an audit can start. When the history no longer holds everything after `after`
+//! (another epoch, expired, evicted, or no history of that channel) it answers 410 Gone
+//! with the reason, never part of it.
 
 use super::apps::{App, Apps};
 use super::protocol;
 use super::signature;
-use crate::broker::{Broker, Namespace, Publication};
+use crate::broker::{Broker, Namespace, Offset, Origin, Publication};
 use crate::edge_policy::valid_channel_name;
 use crate::laravel::{ChannelKind, Envelope};
 use bytes::Bytes;
@@ -265,6 +276,7 @@ fn route(
                 .collect();
             Ok(json!({ "users": users }))
         }
+        (&Method::GET, ["channels", name, "events"]) => history(app, broker, &decode(name), params),
         (&Method::POST, ["users", user, "terminate_connections"]) => {
             let user = decode(user);
             let frames = [protocol::error(4009, "You got disconnected by the app.")];
@@ -275,6 +287,63 @@ fn route(
         }
         _ => Err(fail(StatusCode::NOT_FOUND, "Not found")),
     }
+}
+
+/// The channel's publications after `after`, at most `limit`: see the module doc.
+fn history(app: &App, broker: &dyn Broker, name: &str, params: &Params) -> Result<Value, Failure> {
+    let bad = |m: String| fail(StatusCode::BAD_REQUEST, m);
+    if !valid_channel_name(name) {
+        return Err(bad(format!("Invalid channel name {name:?}")));
+    }
+    let after: Option<Offset> = match param(params, "after") {
+        None => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|_| bad(format!("Invalid after {a:?}: expected <epoch hex>-<seq>")))?,
+        ),
+    };
+    let most = app.config.recovery_limits.history_read;
+    let limit = match param(params, "limit").map(str::parse::<usize>) {
+        None => most,
+        Some(Ok(n)) if (1..=most).contains(&n) => n,
+        Some(_) => return Err(bad(format!("Invalid limit: from 1 to {most}"))),
+    };
+    let position = broker.position(&app.namespace, name.as_bytes());
+    let position = position.map(|p| p.to_string());
+    let Some(after) = after else {
+        return Ok(json!({ "events": [], "more": false, "position": position }));
+    };
+    let Ok(missed) = broker.since(&app.namespace, name.as_bytes(), after) else {
+        return Err(fail(
+            StatusCode::GONE,
+            format!("History of {name} does not reach back to {after}: it expired, was evicted, or is of another epoch"),
+        ));
+    };
+    let more = missed.len() > limit;
+    let events: Vec<Value> = missed
+        .iter()
+        .take(limit)
+        .filter_map(|p| {
+            let env = Envelope::decode(&p.payload)?;
+            let data = match p.origin {
+                Origin::Server => env.pusher_data().to_owned(),
+                Origin::Client => env
+                    .client_data()
+                    .map_or_else(|| "null".into(), |d| d.get().into()),
+            };
+            let mut o = json!({
+                "offset": p.offset?.to_string(),
+                "event": env.event,
+                "channel": name,
+                "data": data,
+            });
+            if let Some(socket) = env.socket {
+                o["socket_id"] = socket.into();
+            }
+            Some(o)
+        })
+        .collect();
+    Ok(json!({ "events": events, "more": more, "position": position }))
 }
 
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Failure> {

@@ -14,17 +14,20 @@
 //! - [`websocket`]: one connection's session.
 //! - [`http_api`]: events, batches, channel and user queries, terminations.
 //! - [`webhooks`]: signed POSTs to the app about channels, members and client events.
+//! - [`resume`]: recovery after an unclean disconnect (`herald:resume`), without a byte
+//!   added to any frame.
 
 pub mod apps;
 pub mod channels;
 pub mod http_api;
 pub mod protocol;
+pub mod resume;
 pub mod signature;
 pub mod webhooks;
 pub mod websocket;
 
 use crate::broker::{Origin, Publication, StreamSubscriber, SubscriberId};
-use crate::laravel;
+use crate::laravel::{self, Envelope};
 use crate::state::State;
 use apps::Apps;
 use bytes::{Buf, Bytes, BytesMut};
@@ -49,19 +52,23 @@ impl StreamSubscriber for apps::App {
     fn deliver(&self, p: &Publication) -> usize {
         laravel::broadcast(p, |name, env| {
             let except = env.socket.as_deref();
+            let frame = frame(p.origin, name, env);
             match p.origin {
-                Origin::Server => {
-                    let frame = protocol::event(&env.event, Some(name), env.pusher_data());
-                    self.channels.publish(name, &frame, except)
-                }
-                Origin::Client => {
-                    let user_id = env.user_id.as_deref();
-                    let frame =
-                        protocol::client_event(&env.event, name, env.client_data(), user_id);
-                    self.channels.relay(name, &frame, except)
-                }
+                Origin::Server => self.channels.publish(name, &frame, except, p.offset),
+                Origin::Client => self.channels.relay(name, &frame, except, p.offset),
             }
         })
+    }
+}
+
+/// The frame a publication on channel `name` is sent as, live or replayed.
+fn frame(origin: Origin, name: &str, env: &Envelope) -> Bytes {
+    match origin {
+        Origin::Server => protocol::event(&env.event, Some(name), env.pusher_data()),
+        Origin::Client => {
+            let user_id = env.user_id.as_deref();
+            protocol::client_event(&env.event, name, env.client_data(), user_id)
+        }
     }
 }
 
@@ -93,6 +100,14 @@ pub fn start(state: &State) -> Option<Arc<Apps>> {
         c.auth_ca_file.as_deref(),
         state.presence.clone(),
     ));
+    let resuming = apps.iter().filter(|a| a.trails.is_some()).count();
+    if resuming > 0 {
+        tracing::info!(
+            apps = resuming,
+            window_seconds = c.recovery_limits.window.as_secs(),
+            "Pusher recovery on (herald:resume, examples/pusher-recovery)"
+        );
+    }
     for app in apps.iter() {
         for prefix in channels::CACHE_PREFIXES {
             let pattern = format!("{prefix}*");

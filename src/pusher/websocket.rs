@@ -5,13 +5,19 @@
 //! to `out`, and keeps only what it must between messages: its channels, its user,
 //! and two instants for the heartbeat. Publications reach it through its outbox; its
 //! client events go out through the broker, like every publication.
+//!
+//! On an app with recovery, each subscription leaves a [`Mark`] in the connection's
+//! [`Trail`], and `herald:resume` (see [`super::resume`]) is answered when the listed
+//! channels' subscriptions succeed: the replay goes into `out` right after
+//! `subscription_succeeded`, so it is written before anything the outbox holds.
 
 use super::apps::{App, MAX_WATCHLIST};
 use super::channels::{Connection, Refused};
 use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
+use super::resume::{self, Cached, Mark, Reason, Trail};
 use super::signature;
 use super::webhooks::Event;
-use crate::broker::{Broker, Publication, StreamSubscriber};
+use crate::broker::{Broker, Offset, Publication, StreamSubscriber};
 use crate::edge_policy::{self, BadChannelName, ClientEvent, ClientEvents, RateWindow};
 use crate::laravel::{ChannelKind, Envelope, PresenceMember};
 use crate::outbox::Outbox;
@@ -21,6 +27,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +98,8 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
     let now = Instant::now();
     let (app_client_events, app_max_message) =
         (app.config.client_events, app.config.max_message_size());
+    let socket: Arc<str> = Arc::from(&*conn.socket_id);
+    let trail = (app.trails.as_ref()).map(|t| t.open(&socket, app.subscriber_id, &conn));
     let session = Session {
         app,
         broker: state.broker.clone(),
@@ -108,6 +117,11 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         },
         window: RateWindow::new(now.into_std()),
         max_channels: state.config.max_channels_per_connection,
+        socket,
+        trail,
+        pending: Vec::new(),
+        asked: false,
+        refused: false,
     };
     crate::metrics::WS_CONNECTIONS.inc();
     ws::drive(io, outbox, session, max_frame, state.shutdown.clone()).await;
@@ -133,6 +147,40 @@ struct Session {
     /// The client-event policy, and this connection's current one-second window.
     client_events: ClientEvents,
     window: RateWindow,
+    /// The socket id, shared by this connection's marks.
+    socket: Arc<str>,
+    /// Recovery apps: what this connection was sent, for resuming it.
+    trail: Option<Arc<Trail>>,
+    /// Channels `herald:resume` asked for whose subscription has not succeeded yet.
+    pending: Vec<(Box<str>, Pending)>,
+    /// Whether `herald:resume` was asked (once per connection).
+    asked: bool,
+    /// Whether the session itself closed the connection (a refusal: not resumable).
+    refused: bool,
+}
+
+/// A channel to resume once subscribed: the old connection's mark, and what its client
+/// says it received.
+struct Pending {
+    mark: Mark,
+    received: u64,
+    resumed: bool,
+    from: Arc<str>,
+}
+
+/// `herald:resume`'s data: the previous socket id and, per channel, how many events the
+/// client received there and whether it saw `herald:resumed` (counting from it since).
+#[derive(Deserialize)]
+struct ResumeRequest {
+    socket_id: String,
+    channels: HashMap<String, Received>,
+}
+
+#[derive(Deserialize)]
+struct Received {
+    received: u64,
+    #[serde(default)]
+    resumed: bool,
 }
 
 #[derive(Deserialize)]
@@ -181,6 +229,10 @@ impl Session {
             },
             "pusher:signin" => match msg.data_as::<Signin>() {
                 Some(s) => return self.signin(s, out),
+                None => out.push(protocol::error(4200, "Invalid message format")),
+            },
+            "herald:resume" => match msg.data_as::<ResumeRequest>() {
+                Some(r) => self.resume(r, out),
                 None => out.push(protocol::error(4200, "Invalid message format")),
             },
             e if e.starts_with("client-") => self.client_event(&msg, out),
@@ -284,15 +336,28 @@ impl Session {
                 self.app.channels.unsubscribe(name, &self.conn);
                 self.subscriptions.retain(|(c, _)| &**c != name);
                 self.unfollow(name);
+                self.forget_mark(name);
             }
         }
         let key = member.as_ref().map(|m| m.key.clone());
+        // Followed before joining: from the join on, the app hears every publication of
+        // the channel, so the channel's last one at the join is this connection's start.
+        let new = self.subscribed(name).is_none();
+        let before = if new {
+            self.follow(name);
+            (self.broker).position(&self.app.namespace, name.as_bytes())
+        } else {
+            None
+        };
         match self
             .app
             .channels
             .subscribe(name, &self.conn, member, cfg.max_presence_members)
         {
             Err(Refused::TooManyMembers) => {
+                if new {
+                    self.unfollow(name);
+                }
                 out.push(protocol::subscription_error(
                     name,
                     "LimitReached",
@@ -301,21 +366,141 @@ impl Session {
                 ));
             }
             Ok(joined) => {
-                if self.subscribed(name).is_none() {
+                let start = match (joined.seen, before) {
+                    (Some(seen), Some(b)) if seen.epoch == b.epoch => Some(seen),
+                    (_, b) => b,
+                };
+                if new {
                     self.subscriptions.push((name.into(), key));
-                    self.follow(name);
+                } else {
+                    // Already subscribed: the client counts afresh from this
+                    // subscription_succeeded, behind frames still queued.
+                    self.forget_mark(name);
                 }
-                out.push(protocol::event(
+                let succeeded = protocol::event(
                     "pusher_internal:subscription_succeeded",
                     Some(name),
                     &joined.succeeded,
-                ));
-                match joined.cached {
-                    Some(Some(last)) => out.push(last),
-                    Some(None) => out.push(protocol::bare("pusher:cache_miss", Some(name))),
-                    None => {}
+                );
+                let pending = match self.pending.iter().position(|(c, _)| &**c == name) {
+                    Some(i) => Some(self.pending.swap_remove(i).1),
+                    None => None,
+                };
+                if let (Some(p), Some(start), true) = (&pending, start, new) {
+                    if self.replay(name, p, start, &succeeded, out) {
+                        return;
+                    }
+                }
+                out.push(succeeded);
+                let cached = match joined.cached {
+                    Some(Some(last)) => {
+                        out.push(last);
+                        Some(joined.cached_at.map_or(Cached::Unnumbered, Cached::At))
+                    }
+                    Some(None) => {
+                        out.push(protocol::bare("pusher:cache_miss", Some(name)));
+                        None
+                    }
+                    None => None,
+                };
+                if let (Some(trail), Some(start), true) = (&self.trail, start, new) {
+                    trail.set(name, Mark::subscribed(cached, start, &self.socket));
                 }
             }
+        }
+    }
+
+    /// Answer a resumed subscription to `name` whose own start is `start`: the
+    /// subscription, what its client missed, `herald:resumed`; true if done. On a
+    /// refusal `herald:resume_failed` goes first, and false: subscribe as usual.
+    fn replay(
+        &mut self,
+        name: &str,
+        p: &Pending,
+        start: Offset,
+        succeeded: &Bytes,
+        out: &mut Vec<Bytes>,
+    ) -> bool {
+        let ns = &self.app.namespace;
+        let owed = resume::owed(
+            &*self.broker,
+            ns,
+            name,
+            &p.mark,
+            p.received,
+            p.resumed,
+            start,
+        );
+        match owed {
+            Ok(frames) => {
+                let n = frames.len();
+                out.push(succeeded.clone());
+                out.extend(frames);
+                out.push(resume::resumed_frame(name, n));
+                crate::metrics::PUSHER_RESUMED.inc();
+                crate::metrics::PUSHER_REPLAYED.add(n as u64);
+                if let Some(trail) = &self.trail {
+                    let mark = resume::resumed_mark(&p.mark, p.resumed, start, &self.socket);
+                    trail.set(name, mark);
+                }
+                true
+            }
+            Err(reason) => {
+                out.push(resume::failed_frame(name, reason, &p.from));
+                false
+            }
+        }
+    }
+
+    /// `herald:resume`: take the previous connection's marks for the listed channels;
+    /// each is answered when its subscription succeeds, or refused now.
+    fn resume(&mut self, req: ResumeRequest, out: &mut Vec<Bytes>) {
+        let from: Arc<str> = req.socket_id.as_str().into();
+        let marks = match (&self.app.trails, self.asked) {
+            (None, _) => Err(Reason::Disabled),
+            (Some(_), true) => Err(Reason::Unknown),
+            (Some(trails), false) => {
+                let now = std::time::Instant::now();
+                trails.take(&req.socket_id, self.app.subscriber_id, now)
+            }
+        };
+        self.asked = true;
+        let mut marks = match marks {
+            Ok(marks) => marks,
+            Err(reason) => {
+                for channel in req.channels.keys() {
+                    out.push(resume::failed_frame(channel, reason, &from));
+                }
+                return;
+            }
+        };
+        for (channel, got) in req.channels {
+            let found = marks.iter().position(|(c, _)| **c == *channel);
+            let refusal = match found {
+                _ if self.subscribed(&channel).is_some() => Reason::Late,
+                None => Reason::Unknown,
+                Some(i) => {
+                    let (_, mark) = marks.swap_remove(i);
+                    if let Some(trail) = &self.trail {
+                        trail.set(&channel, resume::pending_mark(&mark, got.resumed));
+                    }
+                    let pending = Pending {
+                        mark,
+                        received: got.received,
+                        resumed: got.resumed,
+                        from: from.clone(),
+                    };
+                    self.pending.push((channel.into(), pending));
+                    continue;
+                }
+            };
+            out.push(resume::failed_frame(&channel, refusal, &from));
+        }
+    }
+
+    fn forget_mark(&self, name: &str) {
+        if let Some(trail) = &self.trail {
+            trail.remove(name);
         }
     }
 
@@ -324,6 +509,7 @@ impl Session {
             let (channel, _) = self.subscriptions.swap_remove(pos);
             self.app.channels.unsubscribe(&channel, &self.conn);
             self.unfollow(&channel);
+            self.forget_mark(&channel);
         }
     }
 
@@ -359,7 +545,8 @@ impl Session {
         }
     }
 
-    fn refuse(&self, out: &mut Vec<Bytes>, code: u16, message: &'static str) -> Flow {
+    fn refuse(&mut self, out: &mut Vec<Bytes>, code: u16, message: &'static str) -> Flow {
+        self.refused = true;
         out.push(protocol::error(code, message));
         Flow::Close(code, Cow::Borrowed(message))
     }
@@ -454,7 +641,17 @@ impl Handler for Session {
         }
     }
 
-    fn on_close(&mut self, _why: &str) {
+    fn on_close(&mut self, why: &str) {
+        if let (Some(trails), Some(trail)) = (&self.app.trails, &self.trail) {
+            // Resumable unless the client said goodbye (a close frame: `why` is empty),
+            // herald refused it, the app terminated it, or herald is shutting down.
+            let resumable = !why.is_empty()
+                && !self.refused
+                && !self.conn.terminated.load(Ordering::Relaxed)
+                && !why.starts_with("server shutdown");
+            let now = std::time::Instant::now();
+            trails.close(&self.socket, trail, resumable, now);
+        }
         for (channel, _) in std::mem::take(&mut self.subscriptions) {
             self.app.channels.unsubscribe(&channel, &self.conn);
             self.unfollow(&channel);

@@ -53,9 +53,12 @@ pub struct Recovery {
 impl Recovery {
     /// None with `--recovery-window 0`.
     pub fn new(c: &Config) -> Option<Recovery> {
-        (!c.recovery_window.is_zero()).then(|| Recovery {
-            store: Box::new(MemoryStore::new(c.recovery_window, c.recovery_max_sessions)),
-            window: c.recovery_window,
+        (!c.recovery_limits.window.is_zero()).then(|| Recovery {
+            store: Box::new(MemoryStore::new(
+                c.recovery_limits.window,
+                c.recovery_max_sessions,
+            )),
+            window: c.recovery_limits.window,
             trail: c.recovery_trail,
         })
     }

@@ -1,0 +1,590 @@
+//! Pusher recovery: a client whose connection dropped uncleanly asks, on its new
+//! connection, for what it missed on each channel, and herald replays it exactly as it
+//! was first sent, before anything live, with no gap and no duplicate.
+//!
+//! Pusher's protocol has no offsets and pusher-js hands the application only `event`,
+//! `channel`, `data` and `user_id`, so nothing is added to any frame: payloads stay
+//! byte-identical to what Pusher sends. Instead herald remembers, for each connection
+//! of an app with `recovery = true` and for the recovery window after it closed
+//! uncleanly, a [`Mark`] per channel: the broker offset after which it received every
+//! publication of the channel ([`super::channels::Subscribed::seen`], exact), the cache
+//! channel's event sent on subscribing, and its socket id (the publications naming it,
+//! `toOthers()` and its own client events, were never sent to it). That is the ordered
+//! list of what it was sent. The client-side snippet (`examples/pusher-recovery/`)
+//! counts the events each channel received and sends, as soon as the new connection is
+//! established and before pusher-js re-subscribes, `herald:resume` with its previous
+//! socket id and those counts. When the new connection's subscription to a listed
+//! channel succeeds (private and presence channels re-authorised as always: the
+//! subscription is the authorisation), herald reads the channel's history after the
+//! mark ([`crate::broker::Broker::since`]), skips what the client counted, and writes
+//! the rest, then `herald:resumed`, in the same write as `subscription_succeeded` and
+//! before any live frame of the channel: live frames reach the connection through its
+//! outbox, which its task drains only after the session's own replies are written, and
+//! the replay stops at the new subscription's own mark, after which the outbox holds
+//! every publication. So no frame has to be held back.
+//!
+//! What cannot be replayed whole is refused, never replayed in part: the history no
+//! longer reaches back (`too_old`), herald keeps no closed connection under that socket
+//! id in this app (`window_over`: never known, expired, forgotten at the bound), the
+//! channel was not among its subscriptions or the count does not fit (`unknown`), the
+//! channel was subscribed on the new connection before the request (`late`), the app
+//! has recovery off (`disabled`). Each is counted and logged; the app reloads its state.
+//!
+//! A resumed subscription's mark is the old one, up to where the replay stopped, then
+//! its own: a client that drops again before it saw `herald:resumed` counts on from the
+//! old count, one that saw it starts again from zero and says so.
+//!
+//! The kept marks live in [`Trails`], one store for all apps, bounded by
+//! `--pusher-resume-sessions` (the oldest closed connection is forgotten first). A
+//! cluster (issue 13) keeps the same small records in Redis under the socket id with the
+//! window as their TTL; the history read is already the broker's.
+
+use super::channels::Connection;
+use super::protocol;
+use crate::broker::{Broker, Namespace, Offset, Origin, SubscriberId};
+use crate::laravel::Envelope;
+use crate::metrics;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Why a channel was not resumed: the `reason` of `herald:resume_failed`, named by
+/// [`metrics::PUSHER_RESUME_REASONS`] in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    TooOld,
+    WindowOver,
+    Unknown,
+    Late,
+    Disabled,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        metrics::PUSHER_RESUME_REASONS[self as usize]
+    }
+}
+
+/// The cache channel's event a connection was sent on subscribing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cached {
+    At(Offset),
+    /// Published while the channel had no stream: not in the history.
+    Unnumbered,
+}
+
+/// One stretch of what a connection was sent on a channel: the cached event, if any,
+/// then every publication after `after` (up to `until`) not naming `except`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub cached: Option<Cached>,
+    pub after: Offset,
+    pub until: Option<Offset>,
+    pub except: Arc<str>,
+}
+
+/// What a connection's client was sent on one channel, in order: the segments; those
+/// from `live_from` on are the connection's own subscription (those before it, the
+/// replay a resume owed it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub segments: Vec<Segment>,
+    pub live_from: usize,
+}
+
+impl Mark {
+    /// A plain subscription: sent the cached event, if any, then everything after `after`.
+    pub fn subscribed(cached: Option<Cached>, after: Offset, socket: &Arc<str>) -> Mark {
+        Mark {
+            segments: vec![Segment {
+                cached,
+                after,
+                until: None,
+                except: socket.clone(),
+            }],
+            live_from: 0,
+        }
+    }
+
+    /// What the client counted from: everything, or (`resumed`: it saw `herald:resumed`
+    /// and started again from zero) the live part only.
+    fn counted_from(&self, resumed: bool) -> &[Segment] {
+        if resumed {
+            &self.segments[self.live_from.min(self.segments.len())..]
+        } else {
+            &self.segments
+        }
+    }
+}
+
+/// One connection's marks, while it is open and for the window after it closed.
+pub struct Trail {
+    app: SubscriberId,
+    conn: Weak<Connection>,
+    state: Mutex<TrailState>,
+}
+
+#[derive(Default)]
+struct TrailState {
+    channels: Vec<(Box<str>, Mark)>,
+    closed: Option<Instant>,
+    taken: bool,
+}
+
+impl Trail {
+    pub fn set(&self, channel: &str, mark: Mark) {
+        let mut s = self.state.lock();
+        match s.channels.iter_mut().find(|(c, _)| &**c == channel) {
+            Some((_, m)) => *m = mark,
+            None => s.channels.push((channel.into(), mark)),
+        }
+    }
+
+    pub fn remove(&self, channel: &str) {
+        self.state.lock().channels.retain(|(c, _)| &**c != channel);
+    }
+}
+
+/// The trails of every recovery app's connections, open ones and those closed within
+/// the window, found by socket id.
+pub struct Trails {
+    window: Duration,
+    /// Closed connections kept (the close queue's length bound).
+    max: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_socket: HashMap<Arc<str>, Arc<Trail>>,
+    /// Closed connections, oldest first (taken ones stay until they reach the front).
+    closed: VecDeque<(Instant, Arc<str>)>,
+}
+
+impl Trails {
+    pub fn new(window: Duration, max: usize) -> Arc<Trails> {
+        Arc::new(Trails {
+            window,
+            max,
+            inner: Mutex::default(),
+        })
+    }
+
+    /// A new connection of app `app`.
+    pub fn open(&self, socket: &Arc<str>, app: SubscriberId, conn: &Arc<Connection>) -> Arc<Trail> {
+        let trail = Arc::new(Trail {
+            app,
+            conn: Arc::downgrade(conn),
+            state: Mutex::default(),
+        });
+        (self.inner.lock().by_socket).insert(socket.clone(), trail.clone());
+        trail
+    }
+
+    /// The connection closed; kept for the window if `resumable` (an unclean close) and
+    /// it has channels to resume, else forgotten.
+    pub fn close(&self, socket: &Arc<str>, trail: &Arc<Trail>, resumable: bool, now: Instant) {
+        let keep = {
+            let mut s = trail.state.lock();
+            if s.taken {
+                return;
+            }
+            s.closed = Some(now);
+            resumable && !s.channels.is_empty() && self.max > 0
+        };
+        let mut inner = self.inner.lock();
+        if !keep {
+            inner.by_socket.remove(socket);
+            return;
+        }
+        inner.closed.push_back((now, socket.clone()));
+        metrics::PUSHER_RESUME_KEPT.inc();
+        let mut evicted = 0;
+        while inner.closed.len() > self.max {
+            let (_, socket) = inner.closed.pop_front().expect("longer than max >= 0");
+            if inner.forget(&socket) {
+                evicted += 1;
+            }
+        }
+        inner.expire(now, self.window);
+        drop(inner);
+        if evicted > 0 {
+            metrics::PUSHER_RESUME_EVICTED.add(evicted);
+            let total = metrics::PUSHER_RESUME_EVICTED.get();
+            if total.is_power_of_two() || total.is_multiple_of(1000) {
+                tracing::warn!(
+                    evicted_total = total,
+                    max = self.max,
+                    "Pusher recovery: closed connections over --pusher-resume-sessions; \
+                     the oldest are forgotten (their clients will be told window_over)"
+                );
+            }
+        }
+    }
+
+    /// Take the trail of `socket` for app `app`'s resuming connection: its marks. An
+    /// open connection (herald has not yet seen it die) is closed: its client is back
+    /// on another one.
+    pub fn take(
+        &self,
+        socket: &str,
+        app: SubscriberId,
+        now: Instant,
+    ) -> Result<Vec<(Box<str>, Mark)>, Reason> {
+        let trail = {
+            let mut inner = self.inner.lock();
+            inner.expire(now, self.window);
+            let trail = inner.by_socket.get(socket).cloned();
+            let trail = trail.filter(|t| t.app == app).ok_or(Reason::WindowOver)?;
+            inner.by_socket.remove(socket);
+            trail
+        };
+        let mut s = trail.state.lock();
+        s.taken = true;
+        match s.closed {
+            Some(_) => metrics::PUSHER_RESUME_KEPT.dec(),
+            None => {
+                if let Some(conn) = trail.conn.upgrade() {
+                    let goodbye = "Resumed on another connection";
+                    conn.terminate(&[protocol::error(4200, goodbye)]);
+                }
+            }
+        }
+        Ok(std::mem::take(&mut s.channels))
+    }
+}
+
+impl Inner {
+    /// Drop `socket`'s trail if it is a kept closed one; whether it was.
+    fn forget(&mut self, socket: &str) -> bool {
+        let closed = (self.by_socket.get(socket)).is_some_and(|t| t.state.lock().closed.is_some());
+        if closed {
+            self.by_socket.remove(socket);
+            metrics::PUSHER_RESUME_KEPT.dec();
+        }
+        closed
+    }
+
+    fn expire(&mut self, now: Instant, window: Duration) {
+        while let Some((at, _)) = self.closed.front() {
+            if now.saturating_duration_since(*at) < window {
+                return;
+            }
+            let (_, socket) = self.closed.pop_front().expect("has a front");
+            self.forget(&socket);
+        }
+    }
+}
+
+/// One publication of the history, as the connection was sent it.
+struct Sent {
+    offset: Offset,
+    origin: Origin,
+    envelope: Envelope,
+}
+
+/// What was sent and now is owed.
+enum Item<'a> {
+    Sent(&'a Sent),
+    /// An unnumbered cached event: not in the history.
+    Unnumbered,
+}
+
+/// The frames `mark`'s client has not received on `channel` of `namespace`, given that
+/// it counted `received` events (from the live part, if `resumed`), up to `upto` (the
+/// new subscription's mark: what follows reaches it live). The frames are built as the
+/// edge builds them ([`super::frame`]), so they are the bytes first sent.
+pub fn owed(
+    broker: &dyn Broker,
+    namespace: &Namespace,
+    channel: &str,
+    mark: &Mark,
+    received: u64,
+    resumed: bool,
+    upto: Offset,
+) -> Result<Vec<Bytes>, Reason> {
+    let segments = mark.counted_from(resumed);
+    let same_epoch = |o: &Offset| o.epoch == upto.epoch;
+    let cached_at = |s: &Segment| match s.cached {
+        Some(Cached::At(o)) => Some(o),
+        _ => None,
+    };
+    for s in segments {
+        let all = [Some(s.after), s.until, cached_at(s)];
+        if !all.iter().flatten().all(same_epoch) {
+            return Err(Reason::TooOld);
+        }
+    }
+    let from = segments
+        .iter()
+        .flat_map(|s| {
+            [
+                Some(s.after),
+                cached_at(s).map(|c| Offset {
+                    seq: c.seq - 1,
+                    ..c
+                }),
+            ]
+        })
+        .flatten()
+        .min_by_key(|o| o.seq)
+        .ok_or(Reason::Unknown)?;
+    let history: Vec<Sent> = broker
+        .since(namespace, channel.as_bytes(), from)
+        .map_err(|_| Reason::TooOld)?
+        .into_iter()
+        .filter_map(|p| {
+            Some(Sent {
+                offset: p.offset?,
+                origin: p.origin,
+                envelope: Envelope::decode(&p.payload)?,
+            })
+        })
+        .collect();
+    let mut sequence = Vec::new();
+    for s in segments {
+        match s.cached {
+            Some(Cached::At(o)) => match history.iter().find(|h| h.offset == o) {
+                Some(h) => sequence.push(Item::Sent(h)),
+                None => return Err(Reason::TooOld),
+            },
+            Some(Cached::Unnumbered) => sequence.push(Item::Unnumbered),
+            None => {}
+        }
+        let until = s.until.map_or(upto.seq, |u| u.seq.min(upto.seq));
+        sequence.extend(
+            history
+                .iter()
+                .filter(|h| h.offset.seq > s.after.seq && h.offset.seq <= until)
+                .filter(|h| h.envelope.socket.as_deref() != Some(&*s.except))
+                .map(Item::Sent),
+        );
+    }
+    let received = usize::try_from(received).map_err(|_| Reason::Unknown)?;
+    let rest = sequence.get(received..).ok_or(Reason::Unknown)?;
+    rest.iter()
+        .map(|item| match item {
+            Item::Sent(h) => Ok(super::frame(h.origin, channel, &h.envelope)),
+            Item::Unnumbered => Err(Reason::TooOld),
+        })
+        .collect()
+}
+
+/// The mark of a resumed subscription: the segments counted from, up to `upto`, then
+/// its own from `upto` on (`socket`: the new connection's).
+pub fn resumed_mark(mark: &Mark, resumed: bool, upto: Offset, socket: &Arc<str>) -> Mark {
+    let mut segments: Vec<Segment> = mark.counted_from(resumed).to_vec();
+    for s in &mut segments {
+        s.until = Some(
+            s.until
+                .map_or(upto, |u| if u.seq < upto.seq { u } else { upto }),
+        );
+    }
+    let live_from = segments.len();
+    segments.push(Segment {
+        cached: None,
+        after: upto,
+        until: None,
+        except: socket.clone(),
+    });
+    Mark {
+        segments,
+        live_from,
+    }
+}
+
+/// The mark a resuming connection keeps for a channel it has not re-subscribed yet: what
+/// the client counted from, so that a second drop before the subscription still resumes.
+pub fn pending_mark(mark: &Mark, resumed: bool) -> Mark {
+    Mark {
+        segments: mark.counted_from(resumed).to_vec(),
+        live_from: 0,
+    }
+}
+
+/// `herald:resumed` for `channel`, after `replayed` frames.
+pub fn resumed_frame(channel: &str, replayed: usize) -> Bytes {
+    let data = serde_json::json!({ "channel": channel, "replayed": replayed }).to_string();
+    protocol::event("herald:resumed", None, &data)
+}
+
+/// `herald:resume_failed` for `channel`, counted and logged.
+pub fn failed_frame(channel: &str, reason: Reason, socket: &str) -> Bytes {
+    metrics::PUSHER_RESUME_REFUSED[reason as usize].inc();
+    tracing::info!(
+        channel,
+        previous_socket_id = socket,
+        reason = reason.as_str(),
+        "Pusher resume refused"
+    );
+    let data = serde_json::json!({ "channel": channel, "reason": reason.as_str() }).to_string();
+    protocol::event("herald:resume_failed", None, &data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{Epoch, MemoryBroker, Publication, StreamSubscriber};
+    use crate::outbox::{Outbox, OutboxLimits};
+    use std::sync::atomic::AtomicBool;
+
+    fn conn(socket: &str) -> Arc<Connection> {
+        Arc::new(Connection {
+            id: crate::broker::next_subscriber_id(),
+            socket_id: socket.into(),
+            outbox: Arc::new(Outbox::new(OutboxLimits::default())),
+            terminated: AtomicBool::new(false),
+        })
+    }
+
+    fn at(seq: u64) -> Offset {
+        Offset {
+            epoch: Epoch(7),
+            seq,
+        }
+    }
+
+    fn mark(socket: &str) -> Mark {
+        Mark::subscribed(None, at(0), &Arc::from(socket))
+    }
+
+    #[test]
+    fn kept_closed_connections_are_bounded_oldest_first() {
+        let trails = Trails::new(Duration::from_secs(60), 2);
+        let now = Instant::now();
+        let evicted = metrics::PUSHER_RESUME_EVICTED.get();
+        let sockets: Vec<Arc<str>> = (1..=3).map(|n| Arc::from(format!("1.{n}"))).collect();
+        let conns: Vec<_> = sockets.iter().map(|s| conn(s)).collect();
+        for (s, c) in sockets.iter().zip(&conns) {
+            let t = trails.open(s, 1, c);
+            t.set("orders", mark(s));
+            trails.close(s, &t, true, now);
+        }
+        assert!(metrics::PUSHER_RESUME_EVICTED.get() > evicted);
+        assert_eq!(trails.take("1.1", 1, now).unwrap_err(), Reason::WindowOver);
+        assert_eq!(
+            trails.take("1.3", 2, now).unwrap_err(),
+            Reason::WindowOver,
+            "another app"
+        );
+        assert_eq!(trails.take("1.3", 1, now).unwrap().len(), 1);
+        assert_eq!(
+            trails.take("1.3", 1, now).unwrap_err(),
+            Reason::WindowOver,
+            "taken once"
+        );
+        let later = now + Duration::from_secs(61);
+        assert_eq!(
+            trails.take("1.2", 1, later).unwrap_err(),
+            Reason::WindowOver
+        );
+    }
+
+    #[test]
+    fn clean_closes_and_empty_connections_are_not_kept() {
+        let trails = Trails::new(Duration::from_secs(60), 10);
+        let now = Instant::now();
+        let (a, b): (Arc<str>, Arc<str>) = ("1.1".into(), "1.2".into());
+        let (ca, cb) = (conn(&a), conn(&b));
+        let ta = trails.open(&a, 1, &ca);
+        ta.set("orders", mark(&a));
+        trails.close(&a, &ta, false, now);
+        let tb = trails.open(&b, 1, &cb);
+        trails.close(&b, &tb, true, now);
+        assert!(trails.take("1.1", 1, now).is_err());
+        assert!(trails.take("1.2", 1, now).is_err());
+    }
+
+    #[test]
+    fn an_open_connection_taken_is_terminated() {
+        let trails = Trails::new(Duration::from_secs(60), 10);
+        let s: Arc<str> = "1.1".into();
+        let c = conn(&s);
+        let t = trails.open(&s, 1, &c);
+        t.set("orders", mark(&s));
+        assert_eq!(trails.take("1.1", 1, Instant::now()).unwrap().len(), 1);
+        assert!(c.terminated.load(std::sync::atomic::Ordering::Relaxed));
+        trails.close(&s, &t, true, Instant::now());
+        assert!(trails.take("1.1", 1, Instant::now()).is_err());
+    }
+
+    struct Nobody;
+    impl StreamSubscriber for Nobody {
+        fn id(&self) -> SubscriberId {
+            0
+        }
+        fn deliver(&self, _: &Publication) -> usize {
+            0
+        }
+    }
+
+    fn publish(b: &MemoryBroker, n: u32, socket: Option<&str>) -> Offset {
+        let socket = socket.map_or(String::new(), |s| format!(r#","socket":"{s}""#));
+        let payload = format!(r#"{{"event":"E","data":{{"n":{n}}}{socket}}}"#);
+        let p = Publication::new(
+            Namespace::Default,
+            Bytes::from_static(b"orders"),
+            payload.into(),
+        );
+        b.publish(p);
+        b.position(&Namespace::Default, b"orders").unwrap()
+    }
+
+    #[test]
+    fn owed_skips_what_was_counted_and_what_was_never_sent() {
+        let b = MemoryBroker::default();
+        b.stream_subscribe(&Namespace::Default, b"orders", Arc::new(Nobody));
+        let start = b.position(&Namespace::Default, b"orders").unwrap();
+        let old: Arc<str> = "1.1".into();
+        let m = Mark::subscribed(None, start, &old);
+        publish(&b, 1, None);
+        publish(&b, 2, Some("1.1")); // toOthers from the old connection: never sent to it
+        publish(&b, 3, None);
+        let upto = publish(&b, 4, None);
+        publish(&b, 5, None); // after the new subscription's mark: reaches it live
+        let ns = Namespace::Default;
+        let frames = owed(&b, &ns, "orders", &m, 1, false, upto).unwrap();
+        let text: Vec<String> = frames
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f[2..]).into_owned())
+            .collect();
+        assert_eq!(
+            text,
+            [
+                r#"{"event":"E","channel":"orders","data":"{\"n\":3}"}"#,
+                r#"{"event":"E","channel":"orders","data":"{\"n\":4}"}"#
+            ]
+        );
+        assert_eq!(
+            owed(&b, &ns, "orders", &m, 4, false, upto),
+            Err(Reason::Unknown)
+        );
+        // Resumed, then dropped again: counted from the old mark, or from the live part.
+        let new: Arc<str> = "1.2".into();
+        let r = resumed_mark(&m, false, upto, &new);
+        let later = publish(&b, 6, Some("1.2"));
+        let later = Offset {
+            seq: later.seq + 1,
+            ..later
+        };
+        publish(&b, 7, None);
+        assert_eq!(
+            owed(&b, &ns, "orders", &r, 3, false, later).unwrap().len(),
+            2
+        );
+        assert_eq!(
+            owed(&b, &ns, "orders", &r, 0, true, later).unwrap().len(),
+            2
+        );
+        let other = Offset {
+            epoch: Epoch(1),
+            seq: 1,
+        };
+        assert_eq!(
+            owed(&b, &ns, "orders", &m, 0, false, other),
+            Err(Reason::TooOld)
+        );
+    }
+}
