@@ -24,6 +24,7 @@
 // channels count `pusher:subscription_succeeded`. The page itself is untouched.
 import { test, before, after, afterEach, describe } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -32,7 +33,9 @@ import { until, DEADLINE_MS } from './lib/wait.mjs';
 import { startCutProxy } from './lib/cut-proxy.mjs';
 import { startLaravelAuthApp } from './fixtures/laravel-auth-app.mjs';
 
-const paymentApp = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../php/payment-app');
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const paymentApp = path.join(root, 'tests/php/payment-app');
+const recoverySnippet = path.join(root, 'examples/pusher-recovery/herald-recovery.js');
 const ANN = 1; // the buyer of orders 1 to 4 (tests/php/payment-app/seed.php)
 
 let browser;
@@ -96,7 +99,7 @@ async function pageUntil(page, fn, arg, what) {
   } catch (e) {
     if (!/Timeout/.test(e.message)) throw e;
     throw new Error(`timed out after ${DEADLINE_MS} ms waiting for ${what}; the page: ${JSON.stringify(await seen(page))}`
-      + (page.errors.length ? `\npage errors:\n${page.errors.join('\n')}` : ''));
+      + (page.console.length ? `\nthe page's console:\n${page.console.join('\n')}` : ''));
   }
 }
 
@@ -164,13 +167,17 @@ for (const [connector, setup] of Object.entries(CONNECTORS)) {
       contexts.push(context);
       await context.addInitScript(instrument);
       const page = await context.newPage();
-      page.errors = [];
-      page.on('pageerror', (e) => page.errors.push(String(e)));
-      page.on('console', (m) => { if (m.type() === 'error') page.errors.push(m.text()); });
+      page.console = [];
+      page.on('pageerror', (e) => page.console.push(String(e)));
+      page.on('console', (m) => { if (['error', 'warning'].includes(m.type())) page.console.push(m.text()); });
       await page.goto(`${app.url}/login/${ANN}`);
       const query = new URLSearchParams({ connector, herald: `127.0.0.1:${proxy.port}` });
       await page.goto(`${app.url}/orders/${order}?${query}`);
       await subscribedTimes(page, `private-orders.${order}`, 1, `the page to subscribe to private-orders.${order}`);
+      if (connector === 'reverb' && fs.existsSync(recoverySnippet)) {
+        const failed = page.console.filter((line) => line.includes('herald-recovery.js not loaded'));
+        assert.deepEqual(failed, [], `${recoverySnippet} exists, so the page must load it`);
+      }
       return page;
     }
 
