@@ -15,8 +15,8 @@
 //     then the proxy lets the page reconnect, and once it has subscribed again the app
 //     broadcasts OrderShipped, the ordered marker. The page must show "paid" exactly once, before
 //     "shipped": herald recovered what the page missed (socket.io connection state recovery; the
-//     Pusher resume), without a duplicate. Without recovery, OrderPaid is lost: the test fails
-//     with "OrderPaid never arrived".
+//     Pusher resume), without a duplicate; over socket.io, `socket.recovered` is true. Without
+//     recovery, OrderPaid is lost: the test fails with "OrderPaid never arrived".
 //
 // When the page is subscribed is read from the page, by an init script (instrument() below) that
 // wraps the browser builds as the page loads them: socket.io `subscribe` packets carry an ack id,
@@ -149,6 +149,7 @@ for (const [connector, setup] of Object.entries(CONNECTORS)) {
       proxy = await startCutProxy(h.httpPort);
     });
     afterEach(async () => {
+      proxy.release(); // a failed cut test may have left it holding
       for (const context of contexts) await context.close();
       contexts = [];
     });
