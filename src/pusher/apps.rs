@@ -11,7 +11,7 @@
 
 use super::channels::{Channels, Connection, COUNT_INTERVAL};
 use super::protocol;
-use super::resume::Trails;
+use super::resume::KeptMarks;
 use super::webhooks::Webhooks;
 use crate::broker::{Namespace, SubscriberId};
 use crate::config::AppConfig;
@@ -37,7 +37,7 @@ pub struct App {
     users: Mutex<Users>,
     /// With `recovery = true` and a recovery window: the connections that may be
     /// resumed (one store for all apps).
-    pub trails: Option<Arc<Trails>>,
+    pub kept_marks: Option<Arc<KeptMarks>>,
 }
 
 /// Whom to tell about signed-in users; whether they are online is the presence's.
@@ -81,7 +81,7 @@ impl App {
             config,
             connections: AtomicUsize::new(0),
             users: Mutex::default(),
-            trails: None,
+            kept_marks: None,
         }
     }
 
@@ -230,9 +230,9 @@ impl Apps {
             }
             c
         };
-        let trails = configs.first().map(|c| {
+        let kept_marks = configs.first().map(|c| {
             let limits = c.recovery_limits;
-            Trails::new(limits.window, limits.sessions)
+            KeptMarks::new(limits.window, limits.sessions)
         });
         let apps: Vec<Arc<App>> = configs
             .iter()
@@ -245,7 +245,7 @@ impl Apps {
                 if i == 0 {
                     app.namespace = Namespace::Default;
                 }
-                app.trails = trails.clone().filter(|_| resumes);
+                app.kept_marks = kept_marks.clone().filter(|_| resumes);
                 Arc::new(app)
             })
             .collect();

@@ -100,7 +100,7 @@ pub fn start(state: &State) -> Option<Arc<Apps>> {
         c.auth_ca_file.as_deref(),
         state.presence.clone(),
     ));
-    let resuming = apps.iter().filter(|a| a.trails.is_some()).count();
+    let resuming = apps.iter().filter(|a| a.kept_marks.is_some()).count();
     if resuming > 0 {
         tracing::info!(
             apps = resuming,

@@ -34,7 +34,7 @@
 //! its own: a client that drops again before it saw `herald:resumed` counts on from the
 //! old count, one that saw it starts again from zero and says so.
 //!
-//! The kept marks live in [`Trails`], one store for all apps, bounded by
+//! The kept marks live in [`KeptMarks`], one store for all apps, bounded by
 //! `--pusher-resume-sessions` (the oldest closed connection is forgotten first). A
 //! cluster (issue 13) keeps the same small records in Redis under the socket id with the
 //! window as their TTL; the history read is already the broker's.
@@ -120,20 +120,20 @@ impl Mark {
 }
 
 /// One connection's marks, while it is open and for the window after it closed.
-pub struct Trail {
+pub struct Marks {
     app: SubscriberId,
     conn: Weak<Connection>,
-    state: Mutex<TrailState>,
+    state: Mutex<MarksState>,
 }
 
 #[derive(Default)]
-struct TrailState {
+struct MarksState {
     channels: Vec<(Box<str>, Mark)>,
     closed: Option<Instant>,
     taken: bool,
 }
 
-impl Trail {
+impl Marks {
     pub fn set(&self, channel: &str, mark: Mark) {
         let mut s = self.state.lock();
         match s.channels.iter_mut().find(|(c, _)| &**c == channel) {
@@ -147,9 +147,9 @@ impl Trail {
     }
 }
 
-/// The trails of every recovery app's connections, open ones and those closed within
+/// The marks of every recovery app's connections, open ones and those closed within
 /// the window, found by socket id.
-pub struct Trails {
+pub struct KeptMarks {
     window: Duration,
     /// Closed connections kept (the close queue's length bound).
     max: usize,
@@ -158,14 +158,14 @@ pub struct Trails {
 
 #[derive(Default)]
 struct Inner {
-    by_socket: HashMap<Arc<str>, Arc<Trail>>,
+    by_socket: HashMap<Arc<str>, Arc<Marks>>,
     /// Closed connections, oldest first (taken ones stay until they reach the front).
     closed: VecDeque<(Instant, Arc<str>)>,
 }
 
-impl Trails {
-    pub fn new(window: Duration, max: usize) -> Arc<Trails> {
-        Arc::new(Trails {
+impl KeptMarks {
+    pub fn new(window: Duration, max: usize) -> Arc<KeptMarks> {
+        Arc::new(KeptMarks {
             window,
             max,
             inner: Mutex::default(),
@@ -173,21 +173,21 @@ impl Trails {
     }
 
     /// A new connection of app `app`.
-    pub fn open(&self, socket: &Arc<str>, app: SubscriberId, conn: &Arc<Connection>) -> Arc<Trail> {
-        let trail = Arc::new(Trail {
+    pub fn open(&self, socket: &Arc<str>, app: SubscriberId, conn: &Arc<Connection>) -> Arc<Marks> {
+        let marks = Arc::new(Marks {
             app,
             conn: Arc::downgrade(conn),
             state: Mutex::default(),
         });
-        (self.inner.lock().by_socket).insert(socket.clone(), trail.clone());
-        trail
+        (self.inner.lock().by_socket).insert(socket.clone(), marks.clone());
+        marks
     }
 
     /// The connection closed; kept for the window if `resumable` (an unclean close) and
     /// it has channels to resume, else forgotten.
-    pub fn close(&self, socket: &Arc<str>, trail: &Arc<Trail>, resumable: bool, now: Instant) {
+    pub fn close(&self, socket: &Arc<str>, marks: &Arc<Marks>, resumable: bool, now: Instant) {
         let keep = {
-            let mut s = trail.state.lock();
+            let mut s = marks.state.lock();
             if s.taken {
                 return;
             }
@@ -224,7 +224,7 @@ impl Trails {
         }
     }
 
-    /// Take the trail of `socket` for app `app`'s resuming connection: its marks. An
+    /// Take the marks of `socket` for app `app`'s resuming connection: its marks. An
     /// open connection (herald has not yet seen it die) is closed: its client is back
     /// on another one.
     pub fn take(
@@ -233,20 +233,20 @@ impl Trails {
         app: SubscriberId,
         now: Instant,
     ) -> Result<Vec<(Box<str>, Mark)>, Reason> {
-        let trail = {
+        let marks = {
             let mut inner = self.inner.lock();
             inner.expire(now, self.window);
-            let trail = inner.by_socket.get(socket).cloned();
-            let trail = trail.filter(|t| t.app == app).ok_or(Reason::WindowOver)?;
+            let marks = inner.by_socket.get(socket).cloned();
+            let marks = marks.filter(|t| t.app == app).ok_or(Reason::WindowOver)?;
             inner.by_socket.remove(socket);
-            trail
+            marks
         };
-        let mut s = trail.state.lock();
+        let mut s = marks.state.lock();
         s.taken = true;
         match s.closed {
             Some(_) => metrics::PUSHER_RESUME_KEPT.dec(),
             None => {
-                if let Some(conn) = trail.conn.upgrade() {
+                if let Some(conn) = marks.conn.upgrade() {
                     let goodbye = "Resumed on another connection";
                     conn.terminate(&[protocol::error(4200, goodbye)]);
                 }
@@ -257,7 +257,7 @@ impl Trails {
 }
 
 impl Inner {
-    /// Drop `socket`'s trail if it is a kept closed one; whether it was.
+    /// Drop `socket`'s marks if it is a kept closed one; whether it was.
     fn forget(&mut self, socket: &str) -> bool {
         let closed = (self.by_socket.get(socket)).is_some_and(|t| t.state.lock().closed.is_some());
         if closed {
@@ -452,62 +452,65 @@ mod tests {
 
     #[test]
     fn kept_closed_connections_are_bounded_oldest_first() {
-        let trails = Trails::new(Duration::from_secs(60), 2);
+        let kept_marks = KeptMarks::new(Duration::from_secs(60), 2);
         let now = Instant::now();
         let evicted = metrics::PUSHER_RESUME_EVICTED.get();
         let sockets: Vec<Arc<str>> = (1..=3).map(|n| Arc::from(format!("1.{n}"))).collect();
         let conns: Vec<_> = sockets.iter().map(|s| conn(s)).collect();
         for (s, c) in sockets.iter().zip(&conns) {
-            let t = trails.open(s, 1, c);
+            let t = kept_marks.open(s, 1, c);
             t.set("orders", mark(s));
-            trails.close(s, &t, true, now);
+            kept_marks.close(s, &t, true, now);
         }
         assert!(metrics::PUSHER_RESUME_EVICTED.get() > evicted);
-        assert_eq!(trails.take("1.1", 1, now).unwrap_err(), Reason::WindowOver);
         assert_eq!(
-            trails.take("1.3", 2, now).unwrap_err(),
+            kept_marks.take("1.1", 1, now).unwrap_err(),
+            Reason::WindowOver
+        );
+        assert_eq!(
+            kept_marks.take("1.3", 2, now).unwrap_err(),
             Reason::WindowOver,
             "another app"
         );
-        assert_eq!(trails.take("1.3", 1, now).unwrap().len(), 1);
+        assert_eq!(kept_marks.take("1.3", 1, now).unwrap().len(), 1);
         assert_eq!(
-            trails.take("1.3", 1, now).unwrap_err(),
+            kept_marks.take("1.3", 1, now).unwrap_err(),
             Reason::WindowOver,
             "taken once"
         );
         let later = now + Duration::from_secs(61);
         assert_eq!(
-            trails.take("1.2", 1, later).unwrap_err(),
+            kept_marks.take("1.2", 1, later).unwrap_err(),
             Reason::WindowOver
         );
     }
 
     #[test]
     fn clean_closes_and_empty_connections_are_not_kept() {
-        let trails = Trails::new(Duration::from_secs(60), 10);
+        let kept_marks = KeptMarks::new(Duration::from_secs(60), 10);
         let now = Instant::now();
         let (a, b): (Arc<str>, Arc<str>) = ("1.1".into(), "1.2".into());
         let (ca, cb) = (conn(&a), conn(&b));
-        let ta = trails.open(&a, 1, &ca);
+        let ta = kept_marks.open(&a, 1, &ca);
         ta.set("orders", mark(&a));
-        trails.close(&a, &ta, false, now);
-        let tb = trails.open(&b, 1, &cb);
-        trails.close(&b, &tb, true, now);
-        assert!(trails.take("1.1", 1, now).is_err());
-        assert!(trails.take("1.2", 1, now).is_err());
+        kept_marks.close(&a, &ta, false, now);
+        let tb = kept_marks.open(&b, 1, &cb);
+        kept_marks.close(&b, &tb, true, now);
+        assert!(kept_marks.take("1.1", 1, now).is_err());
+        assert!(kept_marks.take("1.2", 1, now).is_err());
     }
 
     #[test]
     fn an_open_connection_taken_is_terminated() {
-        let trails = Trails::new(Duration::from_secs(60), 10);
+        let kept_marks = KeptMarks::new(Duration::from_secs(60), 10);
         let s: Arc<str> = "1.1".into();
         let c = conn(&s);
-        let t = trails.open(&s, 1, &c);
+        let t = kept_marks.open(&s, 1, &c);
         t.set("orders", mark(&s));
-        assert_eq!(trails.take("1.1", 1, Instant::now()).unwrap().len(), 1);
+        assert_eq!(kept_marks.take("1.1", 1, Instant::now()).unwrap().len(), 1);
         assert!(c.terminated.load(std::sync::atomic::Ordering::Relaxed));
-        trails.close(&s, &t, true, Instant::now());
-        assert!(trails.take("1.1", 1, Instant::now()).is_err());
+        kept_marks.close(&s, &t, true, Instant::now());
+        assert!(kept_marks.take("1.1", 1, Instant::now()).is_err());
     }
 
     struct Nobody;

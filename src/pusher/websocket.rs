@@ -7,14 +7,14 @@
 //! client events go out through the broker, like every publication.
 //!
 //! On an app with recovery, each subscription leaves a [`Mark`] in the connection's
-//! [`Trail`], and `herald:resume` (see [`super::resume`]) is answered when the listed
+//! [`Marks`], and `herald:resume` (see [`super::resume`]) is answered when the listed
 //! channels' subscriptions succeed: the replay goes into `out` right after
 //! `subscription_succeeded`, so it is written before anything the outbox holds.
 
 use super::apps::{App, MAX_WATCHLIST};
 use super::channels::{Connection, Refused};
 use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
-use super::resume::{self, Cached, Mark, Reason, Trail};
+use super::resume::{self, Cached, Mark, Marks, Reason};
 use super::signature;
 use super::webhooks::Event;
 use crate::broker::{Broker, Offset, Publication, StreamSubscriber};
@@ -99,7 +99,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
     let (app_client_events, app_max_message) =
         (app.config.client_events, app.config.max_message_size());
     let socket: Arc<str> = Arc::from(&*conn.socket_id);
-    let trail = (app.trails.as_ref()).map(|t| t.open(&socket, app.subscriber_id, &conn));
+    let marks = (app.kept_marks.as_ref()).map(|t| t.open(&socket, app.subscriber_id, &conn));
     let session = Session {
         app,
         broker: state.broker.clone(),
@@ -118,7 +118,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         window: RateWindow::new(now.into_std()),
         max_channels: state.config.max_channels_per_connection,
         socket,
-        trail,
+        marks,
         pending: Vec::new(),
         asked: false,
         refused: false,
@@ -150,7 +150,7 @@ struct Session {
     /// The socket id, shared by this connection's marks.
     socket: Arc<str>,
     /// Recovery apps: what this connection was sent, for resuming it.
-    trail: Option<Arc<Trail>>,
+    marks: Option<Arc<Marks>>,
     /// Channels `herald:resume` asked for whose subscription has not succeeded yet.
     pending: Vec<(Box<str>, Pending)>,
     /// Whether `herald:resume` was asked (once per connection).
@@ -403,8 +403,8 @@ impl Session {
                     }
                     None => None,
                 };
-                if let (Some(trail), Some(start), true) = (&self.trail, start, new) {
-                    trail.set(name, Mark::subscribed(cached, start, &self.socket));
+                if let (Some(marks), Some(start), true) = (&self.marks, start, new) {
+                    marks.set(name, Mark::subscribed(cached, start, &self.socket));
                 }
             }
         }
@@ -439,9 +439,9 @@ impl Session {
                 out.push(resume::resumed_frame(name, n));
                 crate::metrics::PUSHER_RESUMED.inc();
                 crate::metrics::PUSHER_REPLAYED.add(n as u64);
-                if let Some(trail) = &self.trail {
+                if let Some(marks) = &self.marks {
                     let mark = resume::resumed_mark(&p.mark, p.resumed, start, &self.socket);
-                    trail.set(name, mark);
+                    marks.set(name, mark);
                 }
                 true
             }
@@ -456,12 +456,12 @@ impl Session {
     /// each is answered when its subscription succeeds, or refused now.
     fn resume(&mut self, req: ResumeRequest, out: &mut Vec<Bytes>) {
         let from: Arc<str> = req.socket_id.as_str().into();
-        let marks = match (&self.app.trails, self.asked) {
+        let marks = match (&self.app.kept_marks, self.asked) {
             (None, _) => Err(Reason::Disabled),
             (Some(_), true) => Err(Reason::Unknown),
-            (Some(trails), false) => {
+            (Some(kept_marks), false) => {
                 let now = std::time::Instant::now();
-                trails.take(&req.socket_id, self.app.subscriber_id, now)
+                kept_marks.take(&req.socket_id, self.app.subscriber_id, now)
             }
         };
         self.asked = true;
@@ -481,8 +481,8 @@ impl Session {
                 None => Reason::Unknown,
                 Some(i) => {
                     let (_, mark) = marks.swap_remove(i);
-                    if let Some(trail) = &self.trail {
-                        trail.set(&channel, resume::pending_mark(&mark, got.resumed));
+                    if let Some(marks) = &self.marks {
+                        marks.set(&channel, resume::pending_mark(&mark, got.resumed));
                     }
                     let pending = Pending {
                         mark,
@@ -499,8 +499,8 @@ impl Session {
     }
 
     fn forget_mark(&self, name: &str) {
-        if let Some(trail) = &self.trail {
-            trail.remove(name);
+        if let Some(marks) = &self.marks {
+            marks.remove(name);
         }
     }
 
@@ -642,7 +642,7 @@ impl Handler for Session {
     }
 
     fn on_close(&mut self, why: &str) {
-        if let (Some(trails), Some(trail)) = (&self.app.trails, &self.trail) {
+        if let (Some(kept_marks), Some(marks)) = (&self.app.kept_marks, &self.marks) {
             // Resumable unless the client said goodbye (a close frame: `why` is empty),
             // herald refused it, the app terminated it, or herald is shutting down.
             let resumable = !why.is_empty()
@@ -650,7 +650,7 @@ impl Handler for Session {
                 && !self.conn.terminated.load(Ordering::Relaxed)
                 && !why.starts_with("server shutdown");
             let now = std::time::Instant::now();
-            trails.close(&self.socket, trail, resumable, now);
+            kept_marks.close(&self.socket, marks, resumable, now);
         }
         for (channel, _) in std::mem::take(&mut self.subscriptions) {
             self.app.channels.unsubscribe(&channel, &self.conn);
