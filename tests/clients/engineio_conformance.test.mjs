@@ -1,8 +1,9 @@
 // Three Engine.IO behaviours as the reference engine.io server has them, which socket.io's own
 // conformance suites check (scripts/protocol-suites.sh runs those): a handshake without a usable
 // `EIO` is refused, a client's close over polling ends its pending poll with a noop, and a second
-// WebSocket for a session that is upgrading or upgraded is accepted and closed. Raw fetch for
-// HTTP and a raw WebSocket over `net`, so the bytes are herald's own.
+// WebSocket for a session that is upgrading or upgraded is accepted and closed. And the suite's
+// three invalid-format closes, which there share a set-up with a ping left unanswered. Raw fetch
+// for HTTP and a raw WebSocket over `net`, so the bytes are herald's own.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHerald } from './lib/herald.mjs';
@@ -128,4 +129,17 @@ test('a WebSocket upgrade naming the polling transport is accepted and closed', 
   const post = await fetch(s.url, { method: 'POST', body: '40' });
   assert.equal(await post.text(), 'ok');
   assert.match(await (await fetch(s.url)).text(), /^40\{"sid":"/);
+});
+
+test('the socket.io suite\'s invalid formats close the connection at once', async () => {
+  // Default heartbeats (a 25 s ping interval): a close within the deadline is the packet's doing.
+  for (const bad of ['4abc', '42{}', '42abc["message-with-ack",1,"2",{"3":[false]}]']) {
+    const { ws } = await rawUpgrade(h.httpPort, '/socket.io/?EIO=4&transport=websocket');
+    assert.match(await ws.next(), /^0\{"sid":/);
+    ws.send('40');
+    assert.match(await ws.next(), /^40\{"sid":"/);
+    ws.send(bad);
+    assert.equal(await ws.next(), null, `${bad}: closed with nothing sent`);
+    await ws.closedWithin();
+  }
 });
