@@ -1,8 +1,10 @@
 //! The HTTP listener's routes: health, metrics, and the WebSocket/HTTP edges.
 
+use crate::health::Health;
 use crate::pusher::apps::Apps;
 use crate::socketio;
 use crate::state::State;
+use http::StatusCode;
 use std::sync::Arc;
 use warp::filters::BoxedFilter;
 use warp::reply::Reply;
@@ -14,10 +16,11 @@ pub fn routes(
     socketio: Option<Arc<socketio::Edge>>,
     pusher: Option<Arc<Apps>>,
 ) -> BoxedFilter<(warp::reply::Response,)> {
+    let health = state.clone();
     let healthz = warp::path("healthz")
         .and(warp::path::end())
         .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+        .map(move || healthz(&health.health));
     let broker = state.broker.clone();
     let metrics = warp::path("metrics")
         .and(warp::path::end())
@@ -46,4 +49,20 @@ pub fn routes(
         .or(crate::pusher::routes(state, pusher))
         .unify()
         .boxed()
+}
+
+/// 200 `{"status":"ok"}`, or 503 `{"status":"degraded","problems":{part: problem}}`
+/// naming each degraded part (see [`crate::health`]).
+fn healthz(health: &Health) -> warp::reply::Response {
+    let problems = health.problems();
+    if problems.is_empty() {
+        return warp::reply::json(&serde_json::json!({"status": "ok"})).into_response();
+    }
+    let problems: serde_json::Map<String, serde_json::Value> = problems
+        .into_iter()
+        .map(|(part, problem)| (part.to_string(), problem.into()))
+        .collect();
+    let body = serde_json::json!({"status": "degraded", "problems": problems});
+    warp::reply::with_status(warp::reply::json(&body), StatusCode::SERVICE_UNAVAILABLE)
+        .into_response()
 }

@@ -150,6 +150,16 @@ fn raise_open_file_limit() -> u64 {
 pub async fn serve(listener: TcpListener, state: State, routes: BoxedFilter<(Response,)>) {
     let limits = Limits::from_state(&state);
     let admission = Arc::new(Admission::new(limits));
+    let health = {
+        let admission = admission.clone();
+        crate::health::Listener::new("--max-connections", move || {
+            (
+                admission.open.load(Ordering::Acquire),
+                limits.max_connections,
+            )
+        })
+    };
+    state.health.register("http", health.clone());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
@@ -159,9 +169,13 @@ pub async fn serve(listener: TcpListener, state: State, routes: BoxedFilter<(Res
         let (tcp, peer) = tokio::select! {
             _ = state.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    health.accepted();
+                    pair
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
+                    health.accept_failed(&e);
                     tracing::warn!("HTTP accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;

@@ -41,6 +41,7 @@
 //! - [`ws`]: WebSocket upgrade and framing, lean enough for 10,000s of idle sockets.
 //! - [`http`]: the warp routes that join the HTTP edges, health and metrics.
 //! - [`http_server`]: the HTTP listener: connection caps, header and write deadlines.
+//! - [`health`]: what `/healthz` reports: listeners not accepting (and later the backplane).
 //! - [`metrics`]: process-wide counters.
 //! - [`logging`]: tracing set-up (pretty or JSON).
 
@@ -50,6 +51,7 @@ pub mod auth_shield;
 pub mod broker;
 pub mod config;
 pub mod edge_policy;
+pub mod health;
 pub mod http;
 pub mod http_server;
 pub mod laravel;

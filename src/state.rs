@@ -7,6 +7,7 @@
 
 use crate::broker::{Broker, MemoryBroker};
 use crate::config::Config;
+use crate::health::Health;
 use crate::laravel::Prefixes;
 use crate::presence::{MemoryPresence, Presence};
 use crate::shutdown::Shutdown;
@@ -30,6 +31,8 @@ pub struct Shared {
     /// session's): spawned here, so that shutdown can wait for them to say goodbye.
     pub connections: TaskTracker,
     pub started: Instant,
+    /// The parts `/healthz` asks whether they are degraded (each listener registers one).
+    pub health: Health,
 }
 
 pub type State = Arc<Shared>;
@@ -45,6 +48,7 @@ impl Shared {
             presence: Arc::new(MemoryPresence::default()),
             connections: TaskTracker::new(),
             started: Instant::now(),
+            health: Health::default(),
         })
     }
 }

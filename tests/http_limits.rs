@@ -251,7 +251,16 @@ async fn connections_past_the_cap_are_refused_at_once_and_resp_still_accepts() {
     let mut a = TcpStream::connect(r.http_addr).await.unwrap();
     healthz(&mut a).await;
     let mut b = TcpStream::connect(r.http_addr).await.unwrap();
-    healthz(&mut b).await;
+    // The last place taken: /healthz says the listener is full (src/health.rs).
+    b.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let res = response(&mut b).await;
+    assert!(res.starts_with("HTTP/1.1 503"), "{res}");
+    assert!(
+        res.contains("at its connection cap (3 of 3, --max-connections)"),
+        "{res}"
+    );
     let mut fourth = TcpStream::connect(r.http_addr).await.unwrap();
     is_refused(&mut fourth).await;
     assert_eq!(refused(), before + 1);

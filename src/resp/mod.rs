@@ -58,17 +58,26 @@ impl Server {
 pub async fn serve(listener: TcpListener, state: State) {
     let addr = listener.local_addr().unwrap_or(state.config.redis_bind);
     let server = Arc::new(Server::new(state.clone(), addr));
+    let health = {
+        let (server, max) = (Arc::downgrade(&server), state.config.maxclients);
+        crate::health::Listener::new("--maxclients", move || {
+            (server.upgrade().map_or(0, |s| s.clients.count()), max)
+        })
+    };
+    state.health.register("resp", health.clone());
     loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, addr)) => {
+                    health.accepted();
                     metrics::RESP_CONNECTIONS_TOTAL.inc();
                     let _ = stream.set_nodelay(true);
                     state.connections.spawn(session::run(stream, addr, server.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
+                    health.accept_failed(&e);
                     tracing::warn!("RESP accept failed: {e}");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }

@@ -28,6 +28,9 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Why a session ends when its client sends the close packet (`1`).
+pub const CLIENT_CLOSE: &str = "transport close";
+
 /// Which transport carries the session now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -205,7 +208,7 @@ impl Session {
     /// One text Engine.IO packet from the client.
     pub fn on_text(self: &Arc<Self>, edge: &Arc<Edge>, text: &str) -> Result<(), &'static str> {
         match packet::parse_engine(text).map_err(|_| "parse error")? {
-            EnginePacket::Close => Err("transport close"),
+            EnginePacket::Close => Err(CLIENT_CLOSE),
             EnginePacket::Ping(data) => {
                 if self.eio == Eio::V4 {
                     return Err("invalid heartbeat direction");

@@ -369,11 +369,20 @@ where
         if !upgrading && on_websocket != websocket {
             return fail(EngineError::BadRequest);
         }
-        return match (upgrade, websocket) {
-            (Some(up), true) if current == Transport::Polling => {
-                Ok(websocket::upgrade_session(edge, s, up))
+        if !upgrading && !on_websocket {
+            // A request that comes after the session's heartbeat deadline finds it gone,
+            // even if the session's task has not woken to close it yet.
+            if let Err(why) = s.tick(&edge) {
+                edge.close(&s, why);
+                return fail(EngineError::UnknownSid);
             }
-            (Some(_), _) => fail(EngineError::BadRequest),
+        }
+        return match (upgrade, websocket) {
+            // One that is upgrading or has upgraded turns a second WebSocket away there.
+            (Some(up), true) => Ok(websocket::upgrade_session(edge, s, up)),
+            // As engine.io: a WebSocket for a session, but not for the WebSocket
+            // transport, is accepted and closed (polling takes no upgrades).
+            (Some(up), false) => Ok(websocket::turn_away(up)),
             (None, _) => Ok(match req.method {
                 Method::GET => polling::poll(edge, s, req.q("j")).await,
                 Method::POST => polling::data(edge, s, &req, body).await,
@@ -387,14 +396,13 @@ where
     if websocket != upgrading {
         return fail(EngineError::BadRequest);
     }
-    let eio = if req.q("EIO") == Some("4") {
-        Eio::V4
-    } else {
-        Eio::V3
+    // engine.io takes a missing or unknown `EIO` for 3, which it refuses by default
+    // (allowEIO3); herald refuses it whether or not it accepts v3.
+    let eio = match req.q("EIO") {
+        Some("4") => Eio::V4,
+        Some("3") if edge.config().socketio_eio3 => Eio::V3,
+        _ => return fail(EngineError::UnsupportedProtocolVersion),
     };
-    if eio == Eio::V3 && !edge.config().socketio_eio3 {
-        return fail(EngineError::UnsupportedProtocolVersion);
-    }
     let slot = match eio {
         Eio::V3 => None,
         Eio::V4 => {

@@ -11,7 +11,7 @@
 //! heartbeat and watches the outbox, so a client that stops polling is dropped by the
 //! same output-buffer limits as a WebSocket one.
 
-use super::engine::{Handshake, Session, Transport};
+use super::engine::{Handshake, Session, Transport, CLIENT_CLOSE};
 use super::packet::{self, Eio, V3Item};
 use super::{Edge, Request};
 use crate::outbox::Closed;
@@ -173,14 +173,21 @@ pub async fn poll(edge: Arc<Edge>, s: Arc<Session>, jsonp: Option<&str>) -> Resp
             out.push(Bytes::from_static(b"6"));
             Ok(())
         }
-        _ = edge.state.shutdown.cancelled() => Err(crate::outbox::Closed::Server("server shutdown")),
+        _ = edge.state.shutdown.cancelled() => Err(Closed::Server("server shutdown")),
         r = s.socket.outbox.drain(&mut out) => r,
     };
     active.answered = true;
-    if drained.is_err() {
+    if let Err(closed) = drained {
         // Counted by the heartbeat task if it was for being too slow a reader.
         edge.close(&s, "closed");
-        out = vec![Bytes::from_static(b"1")];
+        // The client's own close (a POST of `1`) ends its pending poll with a noop, as
+        // engine.io does; herald closing the session ends it with the close packet.
+        let last: &'static [u8] = if closed == Closed::Server(CLIENT_CLOSE) {
+            b"6"
+        } else {
+            b"1"
+        };
+        out = vec![Bytes::from_static(last)];
     }
     payload_response(s.eio, &out, jsonp)
 }

@@ -40,7 +40,21 @@ pub fn handshake(edge: Arc<Edge>, eio: Eio, up: Upgrade, handshake: Handshake) -
     .into_response()
 }
 
-/// Probe a polling session's WebSocket and move the session onto it.
+/// Accept a WebSocket herald will not use and close it at once, as engine.io does with
+/// one for a session that is upgrading or has upgraded, or for the polling transport.
+pub fn turn_away(up: Upgrade) -> Response {
+    up.reply(|mut io| async move { close(&mut io).await })
+        .into_response()
+}
+
+/// A close frame, then the connection ends.
+async fn close(io: &mut WsStream) {
+    let mut bye = vec![frame::close(1000, "")];
+    let _ = crate::net_write::write_all(io, &mut bye).await;
+}
+
+/// Probe a polling session's WebSocket and move the session onto it; a WebSocket for a
+/// session that is already upgrading or upgraded is turned away.
 pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Response {
     up.reply(move |mut io| async move {
         // Claimed once the WebSocket exists, so a handshake that never completes cannot
@@ -54,9 +68,7 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
             free
         };
         if !claimed {
-            let mut bye = vec![frame::close(1000, "")];
-            let _ = crate::net_write::write_all(&mut io, &mut bye).await;
-            return;
+            return close(&mut io).await;
         }
         let mut rbuf = BytesMut::new();
         let mut decoder = Decoder::default();
@@ -80,9 +92,7 @@ pub fn upgrade_session(edge: Arc<Edge>, s: Arc<Session>, up: Upgrade) -> Respons
             }
         };
         if !moved {
-            let mut bye = vec![frame::close(1000, "")];
-            let _ = crate::net_write::write_all(&mut io, &mut bye).await;
-            return;
+            return close(&mut io).await;
         }
         // Release a long-poll still waiting (clients normally pause polling first),
         // then reframe what is queued for the WebSocket.
