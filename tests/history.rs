@@ -19,11 +19,13 @@ use herald::server::Running;
 mod common;
 use common::{cmd, next_text, socketio_socket, wait_until, Raw, Ws};
 
-/// herald started in-process from these command-line flags, on free loopback ports.
+/// herald started in-process from these command-line flags, on free loopback ports
+/// (socket.io recovery off, as `common::config` has it: these tests read the broker's
+/// history directly).
 async fn start(flags: &[&str]) -> Running {
     let args = ["herald", "--redis-bind", "127.0.0.1:0"]
         .into_iter()
-        .chain(["--http-bind", "127.0.0.1:0"])
+        .chain(["--http-bind", "127.0.0.1:0", "--recovery-window", "0"])
         .chain(flags.iter().copied());
     common::start_with(Config::from_args(args).expect("the flags parse")).await
 }

@@ -236,11 +236,13 @@ async fn a_write_that_makes_no_progress_for_the_write_timeout_drops_the_client()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_shutdown_a_blocked_write_gets_a_short_final_bound_and_the_others_their_goodbye() {
+async fn at_shutdown_a_blocked_write_is_cut_when_the_grace_period_ends_and_the_others_get_their_goodbye(
+) {
     let _serial = SERIAL.lock().await;
     let r = start(|c| {
         c.outbox = limits(0, 0, 0);
         c.write_timeout = Duration::from_secs(120);
+        c.shutdown_grace = Duration::from_secs(1);
     })
     .await;
     let mut slow = socketio(&r, "news", true).await;
@@ -249,9 +251,11 @@ async fn at_shutdown_a_blocked_write_gets_a_short_final_bound_and_the_others_the
     r.shutdown();
     // The reader that keeps up is told goodbye (1001, going away) ...
     assert_eq!(fast.expect_closed(raw_ws::WAIT).await, Some(1001));
-    // ... and the one that does not read is cut off when the final write's bound (2 s)
-    // is up: read after that, its stream ends mid-frame, with no goodbye after it.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // ... and the one that does not read is cut off when the grace period (1 s) ends:
+    // read once herald has stopped, its stream ends mid-frame, with no goodbye after it.
+    tokio::time::timeout(raw_ws::WAIT, r.stopped())
+        .await
+        .expect("herald stops once the grace period ends");
     assert_eq!(slow.expect_closed(raw_ws::WAIT).await, None);
 }
 

@@ -41,13 +41,24 @@ after(async () => {
 const laravel = (event, data) => JSON.stringify({ event, data, socket: null });
 
 // A socket.io-client socket (Echo's protocol, user 1's bearer token) in `channel`; everything
-// herald emits to it lands in `got` as [event, channel, data].
+// herald emits to it lands in `got` as [event, channel, data]. The recovery offset herald
+// appends to each event (the channel's `<epoch>-<seq>`) is checked and left out: one epoch per
+// channel, sequence strictly increasing (an event out of offset order lands as 'OUT OF ORDER');
+// the `herald:offset` sent after CONNECT is left out.
 async function socketio(channel) {
   const socket = io(h.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
   open.push(socket);
   await once(socket, 'connect');
   const got = inbox();
-  socket.onAny((...args) => got.add(args));
+  const last = new Map();
+  socket.onAny((event, ...args) => {
+    if (event === 'herald:offset') return;
+    const [epoch, seq] = args.pop().split('-');
+    const prev = last.get(args[0]);
+    if (prev && (prev.epoch !== epoch || Number(seq) <= prev.seq)) got.add(['OUT OF ORDER', event, ...args]);
+    last.set(args[0], { epoch, seq: Number(seq) });
+    got.add([event, ...args]);
+  });
   await subscribe(socket, channel, { auth: { headers: { Authorization: 'Bearer 1' } } });
   return { socket, got };
 }

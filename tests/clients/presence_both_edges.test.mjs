@@ -52,7 +52,10 @@ let h, auth, resp;
 let open = [];
 before(async () => {
   auth = await startAuth();
+  // socket.io recovery off: with it on, a socket.io tab that drops uncleanly stays a member
+  // until the recovery window ends (socketio_recovery.test.mjs covers that).
   h = await startHerald([
+    '--recovery-window', '0',
     '--auth-endpoint', auth.endpoint,
     '--outbox-hard-limit', String(256 * 1024), '--outbox-soft-limit', '0',
     '--write-timeout-ms', '120000',

@@ -14,7 +14,10 @@ let h, app;
 const open = [];
 before(async () => {
   app = await startAuthApp();
+  // socket.io recovery off: with it on, a tab dropped as a slow consumer stays a presence
+  // member until the recovery window ends (socketio_recovery.test.mjs covers the window).
   h = await startHerald([
+    '--recovery-window', '0',
     '--auth-endpoint', app.endpoint,
     '--outbox-hard-limit', String(256 * 1024), '--outbox-soft-limit', '0',
     '--write-timeout-ms', '120000',

@@ -59,12 +59,22 @@ impl Deadline {
     }
 }
 
-/// The defaults, on free loopback ports.
+/// The defaults on free loopback ports, but with socket.io recovery off: on (the
+/// default) it adds a `pid` to the CONNECT reply, a `herald:offset` event after it and an
+/// offset to every event, and keeps an uncleanly dropped socket's rooms and presence for
+/// the window, which the tests of everything else would each have to allow for. The
+/// recovery tests (`tests/clients/socketio_recovery.test.mjs`, `socketio.test.mjs`,
+/// `payment_recovery.test.mjs`) run with it on.
 pub fn config() -> Config {
+    let defaults = Config::default();
     Config {
         redis_bind: "127.0.0.1:0".parse().unwrap(),
         http_bind: "127.0.0.1:0".parse().unwrap(),
-        ..Default::default()
+        recovery_limits: herald::config::RecoveryLimits {
+            window: Duration::ZERO,
+            ..defaults.recovery_limits
+        },
+        ..defaults
     }
 }
 
