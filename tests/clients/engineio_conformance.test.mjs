@@ -10,9 +10,10 @@ import { startHerald } from './lib/herald.mjs';
 import { rawUpgrade } from './lib/rawws.mjs';
 import { within } from './lib/wait.mjs';
 
-// Default heartbeats (25 s / 20 s): no ping answers a long-poll under test.
+// Default heartbeats (25 s / 20 s): no ping answers a long-poll under test. socket.io recovery
+// off: the suites expect a server without it (no pid in CONNECT, no herald:offset after it).
 let h;
-before(async () => { h = await startHerald(); });
+before(async () => { h = await startHerald(['--recovery-window', '0']); });
 after(async () => { await h.stop(); });
 
 const eio = (q) => `${h.url}/socket.io/?${q}`;
