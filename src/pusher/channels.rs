@@ -28,7 +28,10 @@
 //! numbered publication it handed out ([`Subscribed::seen`]): a connection that joins
 //! receives exactly the publications after it. It is written during the delivery
 //! (under the broker's stream lock, so in offset order) and read under the shard's write
-//! lock when a connection joins, which is what makes the boundary exact.
+//! lock when a connection joins, which is what makes the boundary exact. Each
+//! subscription also counts the numbered frames it was sent ([`Channels::sent`]), so a
+//! resume knows how many events precede the channel's last offset without a history
+//! reaching back to the subscription.
 
 use super::protocol;
 use super::webhooks::{Event, Webhooks};
@@ -67,9 +70,16 @@ impl Connection {
     }
 }
 
+/// A connection subscribed to a channel, and how many numbered frames it was sent
+/// there (written during deliveries, which one channel's stream lock orders).
+struct Subscriber {
+    conn: Arc<Connection>,
+    sent: AtomicU64,
+}
+
 #[derive(Default)]
 struct Channel {
-    subscribers: Vec<Arc<Connection>>,
+    subscribers: Vec<Subscriber>,
     /// Cache channels only: the last event's frame, when it was published, and its
     /// offset (None: published while the channel had no stream).
     last: Option<(Bytes, Instant, Option<Offset>)>,
@@ -282,12 +292,15 @@ impl Channels {
     fn add(&self, name: &str, conn: &Arc<Connection>) -> Added {
         let mut shard = self.map.write(name);
         let ch = shard.entry(name.into()).or_default();
-        let already = ch.subscribers.iter().any(|c| c.id == conn.id);
+        let already = ch.subscribers.iter().any(|s| s.conn.id == conn.id);
         if ch.subscribers.is_empty() && !is_internal(name) {
             self.hooks.emit(Event::channel_occupied(name));
         }
         if !already {
-            ch.subscribers.push(conn.clone());
+            ch.subscribers.push(Subscriber {
+                conn: conn.clone(),
+                sent: AtomicU64::new(0),
+            });
             self.count_changed(name, ch);
         }
         let seen = ch.seen.get();
@@ -332,7 +345,7 @@ impl Channels {
             return;
         };
         let before = ch.subscribers.len();
-        ch.subscribers.retain(|c| c.id != conn);
+        ch.subscribers.retain(|s| s.conn.id != conn);
         if ch.subscribers.len() != before {
             if ch.subscribers.is_empty() {
                 if !is_internal(name) {
@@ -370,7 +383,7 @@ impl Channels {
                     .push_back((now + self.cache_ttl, name.into()));
             }
             ch.seen.set(offset);
-            send(ch, frame, except)
+            send(ch, frame, except, offset.is_some())
         };
         self.sweep(now);
         n
@@ -388,7 +401,7 @@ impl Channels {
         self.map.with(name, |ch| {
             ch.map_or(0, |ch| {
                 ch.seen.set(offset);
-                send(ch, frame, except)
+                send(ch, frame, except, offset.is_some())
             })
         })
     }
@@ -444,8 +457,8 @@ impl Channels {
         let count = ch.subscribers.len();
         let data = format!("{{\"subscription_count\":{count}}}");
         let frame = protocol::event("pusher_internal:subscription_count", Some(name), &data);
-        for c in &ch.subscribers {
-            c.outbox.push(frame.clone());
+        for s in &ch.subscribers {
+            s.conn.outbox.push(frame.clone());
         }
         self.hooks.emit(Event::subscription_count(name, count));
     }
@@ -476,6 +489,17 @@ impl Channels {
             subscriptions,
             users: self.user_count(name),
         }
+    }
+
+    /// How many numbered frames `conn` was sent on `name` since it joined, and the
+    /// channel's last numbered publication then ([`Subscribed::seen`]'s counterpart):
+    /// read under the write lock, so no delivery stands between the two. None when
+    /// `conn` is not subscribed or nothing was numbered yet.
+    pub fn sent(&self, name: &str, conn: SubscriberId) -> Option<(u64, Offset)> {
+        let mut shard = self.map.write(name);
+        let ch = shard.get_mut(name)?;
+        let s = ch.subscribers.iter().find(|s| s.conn.id == conn)?;
+        Some((s.sent.load(Ordering::Relaxed), ch.seen.get()?))
     }
 
     /// Occupied channels whose names start with `prefix`, sorted by name.
@@ -518,12 +542,16 @@ impl Channels {
     }
 }
 
-/// Push `frame` to every subscriber of `ch` but `except`; how many it reached.
-fn send(ch: &Channel, frame: &Bytes, except: Option<&str>) -> usize {
+/// Push `frame` to every subscriber of `ch` but `except`, counting it as sent if it is
+/// `numbered`; how many it reached.
+fn send(ch: &Channel, frame: &Bytes, except: Option<&str>, numbered: bool) -> usize {
     let mut n = 0;
-    for c in &ch.subscribers {
-        if except != Some(&*c.socket_id) {
-            c.outbox.push(frame.clone());
+    for s in &ch.subscribers {
+        if except != Some(&*s.conn.socket_id) {
+            s.conn.outbox.push(frame.clone());
+            if numbered {
+                s.sent.fetch_add(1, Ordering::Relaxed);
+            }
             n += 1;
         }
     }

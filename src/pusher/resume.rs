@@ -17,8 +17,12 @@
 //! channel succeeds (private and presence channels re-authorised as always: the
 //! subscription is the authorisation), herald reads the channel's history after the
 //! mark ([`crate::broker::Broker::since`]), skips what the client counted, and writes
-//! the rest, then `herald:resumed`, in the same write as `subscription_succeeded` and
-//! before any live frame of the channel: live frames reach the connection through its
+//! the rest. Each subscription also counts what it was sent ([`Counted`], read when the
+//! connection closes or is resumed while herald still holds it open), so the history
+//! need reach back only to where the client stopped: after the count when the client
+//! received all of it, back from the count's offset when some frames were lost in
+//! flight. It then writes the rest, then `herald:resumed`, in the same write as
+//! `subscription_succeeded` and before any live frame of the channel: live frames reach the connection through its
 //! outbox, which its task drains only after the session's own replies are written, and
 //! the replay stops at the new subscription's own mark, after which the outbox holds
 //! every publication. So no frame has to be held back.
@@ -76,13 +80,25 @@ pub enum Cached {
 }
 
 /// One stretch of what a connection was sent on a channel: the cached event, if any,
-/// then every publication after `after` (up to `until`) not naming `except`.
+/// then every publication after `after` (up to `until`) not naming `except`; and, once
+/// known, how many of those there were up to an offset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub cached: Option<Cached>,
     pub after: Offset,
     pub until: Option<Offset>,
     pub except: Arc<str>,
+    pub counted: Option<Counted>,
+}
+
+/// `items` of a segment (its cached event included) were at or before `through`: taken
+/// from the subscription's count of what it was sent ([`super::channels::Channels::sent`])
+/// when its connection closed or was resumed, so a resume reads the history back to
+/// where the client stopped, not to where it subscribed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted {
+    pub items: usize,
+    pub through: Offset,
 }
 
 /// What a connection's client was sent on one channel, in order: the segments; those
@@ -103,8 +119,22 @@ impl Mark {
                 after,
                 until: None,
                 except: socket.clone(),
+                counted: None,
             }],
             live_from: 0,
+        }
+    }
+
+    /// Its own subscription (the last segment, when it has one) was `sent` numbered
+    /// frames up to `through`.
+    pub fn count(&mut self, sent: u64, through: Offset) {
+        if self.live_from < self.segments.len() {
+            let live = self.segments.last_mut().expect("live_from < len");
+            let items = usize::try_from(sent).unwrap_or(usize::MAX);
+            live.counted = Some(Counted {
+                items: items.saturating_add(usize::from(live.cached.is_some())),
+                through,
+            });
         }
     }
 
@@ -144,6 +174,14 @@ impl Marks {
 
     pub fn remove(&self, channel: &str) {
         self.state.lock().channels.retain(|(c, _)| &**c != channel);
+    }
+
+    /// The subscription to `channel` was `sent` numbered frames up to `through`.
+    pub fn count(&self, channel: &str, sent: u64, through: Offset) {
+        let mut s = self.state.lock();
+        if let Some((_, mark)) = s.channels.iter_mut().find(|(c, _)| &**c == channel) {
+            mark.count(sent, through);
+        }
     }
 }
 
@@ -226,12 +264,13 @@ impl KeptMarks {
 
     /// Take the marks of `socket` for app `app`'s resuming connection: its marks. An
     /// open connection (herald has not yet seen it die) is closed: its client is back
-    /// on another one.
+    /// on another one; `sent` gives what it was sent on each channel (see [`Marks::count`]).
     pub fn take(
         &self,
         socket: &str,
         app: SubscriberId,
         now: Instant,
+        sent: impl Fn(&str, SubscriberId) -> Option<(u64, Offset)>,
     ) -> Result<Vec<(Box<str>, Mark)>, Reason> {
         let marks = {
             let mut inner = self.inner.lock();
@@ -241,18 +280,27 @@ impl KeptMarks {
             inner.by_socket.remove(socket);
             marks
         };
-        let mut s = marks.state.lock();
-        s.taken = true;
-        match s.closed {
-            Some(_) => metrics::PUSHER_RESUME_KEPT.dec(),
-            None => {
-                if let Some(conn) = marks.conn.upgrade() {
-                    let goodbye = "Resumed on another connection";
-                    conn.terminate(&[protocol::error(4200, goodbye)]);
+        let (mut channels, open) = {
+            let mut s = marks.state.lock();
+            s.taken = true;
+            let open = match s.closed {
+                Some(_) => {
+                    metrics::PUSHER_RESUME_KEPT.dec();
+                    None
+                }
+                None => marks.conn.upgrade(),
+            };
+            (std::mem::take(&mut s.channels), open)
+        };
+        if let Some(conn) = open {
+            conn.terminate(&[protocol::error(4200, "Resumed on another connection")]);
+            for (channel, mark) in &mut channels {
+                if let Some((n, through)) = sent(channel, conn.id) {
+                    mark.count(n, through);
                 }
             }
         }
-        Ok(std::mem::take(&mut s.channels))
+        Ok(channels)
     }
 }
 
@@ -286,8 +334,8 @@ struct Sent {
 }
 
 /// What was sent and now is owed.
-enum Item<'a> {
-    Sent(&'a Sent),
+enum Item {
+    Sent(Sent),
     /// An unnumbered cached event: not in the history.
     Unnumbered,
 }
@@ -307,69 +355,176 @@ pub fn owed(
 ) -> Result<Vec<Bytes>, Reason> {
     let segments = mark.counted_from(resumed);
     let same_epoch = |o: &Offset| o.epoch == upto.epoch;
-    let cached_at = |s: &Segment| match s.cached {
-        Some(Cached::At(o)) => Some(o),
-        _ => None,
-    };
     for s in segments {
-        let all = [Some(s.after), s.until, cached_at(s)];
+        let all = [Some(s.after), s.until, s.cached_at()];
         if !all.iter().flatten().all(same_epoch) {
             return Err(Reason::TooOld);
         }
     }
-    let from = segments
-        .iter()
-        .flat_map(|s| {
-            [
-                Some(s.after),
-                cached_at(s).map(|c| Offset {
-                    seq: c.seq - 1,
-                    ..c
-                }),
-            ]
-        })
-        .flatten()
-        .min_by_key(|o| o.seq)
-        .ok_or(Reason::Unknown)?;
-    let history: Vec<Sent> = broker
-        .since(namespace, channel.as_bytes(), from)
-        .map_err(|_| Reason::TooOld)?
-        .into_iter()
-        .filter_map(|p| {
-            Some(Sent {
-                offset: p.offset?,
-                origin: p.origin,
-                envelope: Envelope::decode(&p.payload)?,
-            })
-        })
-        .collect();
-    let mut sequence = Vec::new();
+    let history = History {
+        broker,
+        namespace,
+        channel,
+    };
+    let mut skip = usize::try_from(received).map_err(|_| Reason::Unknown)?;
+    let mut owed = Vec::new();
     for s in segments {
-        match s.cached {
-            Some(Cached::At(o)) => match history.iter().find(|h| h.offset == o) {
-                Some(h) => sequence.push(Item::Sent(h)),
-                None => return Err(Reason::TooOld),
-            },
-            Some(Cached::Unnumbered) => sequence.push(Item::Unnumbered),
-            None => {}
-        }
         let until = s.until.map_or(upto.seq, |u| u.seq.min(upto.seq));
-        sequence.extend(
-            history
-                .iter()
-                .filter(|h| h.offset.seq > s.after.seq && h.offset.seq <= until)
-                .filter(|h| h.envelope.socket.as_deref() != Some(&*s.except))
-                .map(Item::Sent),
-        );
+        owed.extend(s.unreceived(&history, &mut skip, until)?);
     }
-    let received = usize::try_from(received).map_err(|_| Reason::Unknown)?;
-    let rest = sequence.get(received..).ok_or(Reason::Unknown)?;
-    rest.iter()
+    if skip > 0 {
+        return Err(Reason::Unknown);
+    }
+    owed.into_iter()
         .map(|item| match item {
             Item::Sent(h) => Ok(super::frame(h.origin, channel, &h.envelope)),
             Item::Unnumbered => Err(Reason::TooOld),
         })
         .collect()
+}
+
+/// One channel's history, as a resume reads it.
+struct History<'a> {
+    broker: &'a dyn Broker,
+    namespace: &'a Namespace,
+    channel: &'a str,
+}
+
+impl History<'_> {
+    /// The Laravel publications after `after`, or TooOld when the history no longer
+    /// holds all of them.
+    fn since(&self, after: Offset) -> Result<Vec<Sent>, Reason> {
+        let all = (self.broker)
+            .since(self.namespace, self.channel.as_bytes(), after)
+            .map_err(|_| Reason::TooOld)?;
+        Ok(all
+            .into_iter()
+            .filter_map(|p| {
+                Some(Sent {
+                    offset: p.offset?,
+                    origin: p.origin,
+                    envelope: Envelope::decode(&p.payload)?,
+                })
+            })
+            .collect())
+    }
+}
+
+impl Segment {
+    fn cached_at(&self) -> Option<Offset> {
+        match self.cached {
+            Some(Cached::At(o)) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// Whether the history's `h` was sent in this segment (up to `until`).
+    fn sent(&self, h: &Sent, until: u64) -> bool {
+        h.offset.seq > self.after.seq
+            && h.offset.seq <= until
+            && h.envelope.socket.as_deref() != Some(&*self.except)
+    }
+
+    /// What this segment sent (up to `until`) that the client did not receive, `skip`
+    /// being what it received and this segment has not accounted for yet (taken from it).
+    /// Read from the history after the segment's count when the client received all it
+    /// counts (the history need only reach back to the count), back from there when it
+    /// missed some of it, and from the segment's start otherwise.
+    fn unreceived(
+        &self,
+        history: &History,
+        skip: &mut usize,
+        until: u64,
+    ) -> Result<Vec<Item>, Reason> {
+        let counted = self.counted.filter(|c| c.through.seq <= until);
+        let sequence = match counted {
+            Some(c) if *skip >= c.items => {
+                *skip -= c.items;
+                let after = history.since(c.through)?;
+                self.items(after, until, None)
+            }
+            Some(c) => {
+                let missed = c.items - std::mem::take(skip);
+                self.back_from(history, c, missed, until)?
+            }
+            None => self.whole(history, until)?,
+        };
+        let kept = (*skip).min(sequence.len());
+        *skip -= kept;
+        Ok(sequence.into_iter().skip(kept).collect())
+    }
+
+    /// The history's publications sent in this segment (up to `until`), after `cached`.
+    fn items(&self, history: Vec<Sent>, until: u64, cached: Option<Item>) -> Vec<Item> {
+        let sent = history.into_iter().filter(|h| self.sent(h, until));
+        cached.into_iter().chain(sent.map(Item::Sent)).collect()
+    }
+
+    /// Everything this segment sent (up to `until`), from its start.
+    fn whole(&self, history: &History, until: u64) -> Result<Vec<Item>, Reason> {
+        let cached_before = self.cached_at().map(|c| Offset {
+            seq: c.seq - 1,
+            ..c
+        });
+        let from = cached_before.map_or(self.after, |c| {
+            if c.seq < self.after.seq {
+                c
+            } else {
+                self.after
+            }
+        });
+        let mut all = history.since(from)?;
+        let cached = match self.cached {
+            None => None,
+            Some(Cached::Unnumbered) => Some(Item::Unnumbered),
+            Some(Cached::At(o)) => {
+                let i = all.iter().position(|h| h.offset == o);
+                Some(Item::Sent(all.remove(i.ok_or(Reason::TooOld)?)))
+            }
+        };
+        Ok(self.items(all, until, cached))
+    }
+
+    /// The last `missed` of what the count covers, then what this segment sent after
+    /// it (up to `until`): the history is read back from the count's offset, each time
+    /// as much further as it was short of `missed` (so never further back than it must),
+    /// until it holds `missed` of them or reaches the segment's start.
+    fn back_from(
+        &self,
+        history: &History,
+        c: Counted,
+        missed: usize,
+        until: u64,
+    ) -> Result<Vec<Item>, Reason> {
+        let mut reach = missed as u64;
+        loop {
+            let from = c.through.seq.saturating_sub(reach);
+            if from <= self.after.seq {
+                // The count only says what the whole segment says: from its start.
+                let all = self.whole(history, c.through.seq)?;
+                let later = history.since(c.through)?;
+                let tail = all.into_iter().skip(c.items.saturating_sub(missed));
+                return Ok(tail.chain(self.items(later, until, None)).collect());
+            }
+            let all = history.since(Offset {
+                seq: from,
+                ..c.through
+            })?;
+            let (counted, later): (Vec<Sent>, Vec<Sent>) =
+                all.into_iter().partition(|h| h.offset.seq <= c.through.seq);
+            let counted: Vec<Sent> = counted
+                .into_iter()
+                .filter(|h| self.sent(h, until))
+                .collect();
+            match counted.len().checked_sub(missed) {
+                Some(received) => {
+                    let tail = counted.into_iter().skip(received).map(Item::Sent);
+                    return Ok(tail.chain(self.items(later, until, None)).collect());
+                }
+                None => reach += (missed - counted.len()) as u64,
+            }
+        }
+    }
 }
 
 /// The mark of a resumed subscription: the segments counted from, up to `upto`, then
@@ -388,6 +543,7 @@ pub fn resumed_mark(mark: &Mark, resumed: bool, upto: Offset, socket: &Arc<str>)
         after: upto,
         until: None,
         except: socket.clone(),
+        counted: None,
     });
     Mark {
         segments,
@@ -464,23 +620,26 @@ mod tests {
         }
         assert!(metrics::PUSHER_RESUME_EVICTED.get() > evicted);
         assert_eq!(
-            kept_marks.take("1.1", 1, now).unwrap_err(),
+            kept_marks.take("1.1", 1, now, |_, _| None).unwrap_err(),
             Reason::WindowOver
         );
         assert_eq!(
-            kept_marks.take("1.3", 2, now).unwrap_err(),
+            kept_marks.take("1.3", 2, now, |_, _| None).unwrap_err(),
             Reason::WindowOver,
             "another app"
         );
-        assert_eq!(kept_marks.take("1.3", 1, now).unwrap().len(), 1);
         assert_eq!(
-            kept_marks.take("1.3", 1, now).unwrap_err(),
+            kept_marks.take("1.3", 1, now, |_, _| None).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            kept_marks.take("1.3", 1, now, |_, _| None).unwrap_err(),
             Reason::WindowOver,
             "taken once"
         );
         let later = now + Duration::from_secs(61);
         assert_eq!(
-            kept_marks.take("1.2", 1, later).unwrap_err(),
+            kept_marks.take("1.2", 1, later, |_, _| None).unwrap_err(),
             Reason::WindowOver
         );
     }
@@ -496,8 +655,8 @@ mod tests {
         kept_marks.close(&a, &ta, false, now);
         let tb = kept_marks.open(&b, 1, &cb);
         kept_marks.close(&b, &tb, true, now);
-        assert!(kept_marks.take("1.1", 1, now).is_err());
-        assert!(kept_marks.take("1.2", 1, now).is_err());
+        assert!(kept_marks.take("1.1", 1, now, |_, _| None).is_err());
+        assert!(kept_marks.take("1.2", 1, now, |_, _| None).is_err());
     }
 
     #[test]
@@ -507,10 +666,18 @@ mod tests {
         let c = conn(&s);
         let t = kept_marks.open(&s, 1, &c);
         t.set("orders", mark(&s));
-        assert_eq!(kept_marks.take("1.1", 1, Instant::now()).unwrap().len(), 1);
+        assert_eq!(
+            kept_marks
+                .take("1.1", 1, Instant::now(), |_, _| None)
+                .unwrap()
+                .len(),
+            1
+        );
         assert!(c.terminated.load(std::sync::atomic::Ordering::Relaxed));
         kept_marks.close(&s, &t, true, Instant::now());
-        assert!(kept_marks.take("1.1", 1, Instant::now()).is_err());
+        assert!(kept_marks
+            .take("1.1", 1, Instant::now(), |_, _| None)
+            .is_err());
     }
 
     struct Nobody;
@@ -588,6 +755,78 @@ mod tests {
         assert_eq!(
             owed(&b, &ns, "orders", &m, 0, false, other),
             Err(Reason::TooOld)
+        );
+    }
+
+    fn texts(frames: &[Bytes]) -> Vec<String> {
+        let n = |f: &Bytes| {
+            let v: serde_json::Value = serde_json::from_slice(&f[2..]).unwrap();
+            let data: serde_json::Value =
+                serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+            data["n"].to_string()
+        };
+        frames.iter().map(n).collect()
+    }
+
+    #[test]
+    fn a_counted_subscription_needs_the_history_only_back_to_where_its_client_stopped() {
+        let b = MemoryBroker::with_history(crate::broker::history::HistoryLimits {
+            size: 4,
+            ..Default::default()
+        });
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"orders", Arc::new(Nobody));
+        let start = b.position(&ns, b"orders").unwrap();
+        let old: Arc<str> = "1.1".into();
+        let mut m = Mark::subscribed(None, start, &old);
+        for n in 1..=8 {
+            publish(&b, n, None);
+        }
+        let mine = publish(&b, 9, Some("1.1")); // never sent to it
+                                                // Sent 8 numbered frames up to 9; the history holds 7 to 10.
+        let upto = publish(&b, 10, None);
+        assert_eq!(
+            owed(&b, &ns, "orders", &m, 8, false, upto),
+            Err(Reason::TooOld)
+        );
+        m.count(8, mine);
+        // It received all 8: owed 10 only.
+        let all = owed(&b, &ns, "orders", &m, 8, false, upto).unwrap();
+        assert_eq!(texts(&all), ["10"]);
+        // It received 6: 7 and 8 are read back from the count, then 10.
+        let back = owed(&b, &ns, "orders", &m, 6, false, upto).unwrap();
+        assert_eq!(texts(&back), ["7", "8", "10"]);
+        // It received 4: 5 is gone from the history.
+        assert_eq!(
+            owed(&b, &ns, "orders", &m, 4, false, upto),
+            Err(Reason::TooOld)
+        );
+        assert_eq!(
+            owed(&b, &ns, "orders", &m, 10, false, upto),
+            Err(Reason::Unknown)
+        );
+        // Resumed (upto), counted again on the new connection, dropped again.
+        let new: Arc<str> = "1.2".into();
+        let mut r = resumed_mark(&m, false, upto, &new);
+        let last = publish(&b, 11, None);
+        r.count(1, last);
+        let later = publish(&b, 12, None);
+        assert_eq!(
+            texts(&owed(&b, &ns, "orders", &r, 1, true, later).unwrap()),
+            ["12"]
+        );
+        assert_eq!(
+            texts(&owed(&b, &ns, "orders", &r, 0, true, later).unwrap()),
+            ["11", "12"]
+        );
+        // Not seen herald:resumed: 6 received before, the replay of 3, then 11.
+        assert_eq!(
+            texts(&owed(&b, &ns, "orders", &r, 10, false, later).unwrap()),
+            ["12"]
+        );
+        assert_eq!(
+            texts(&owed(&b, &ns, "orders", &r, 8, false, later).unwrap()),
+            ["10", "11", "12"]
         );
     }
 }

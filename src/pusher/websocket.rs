@@ -461,7 +461,10 @@ impl Session {
             (Some(_), true) => Err(Reason::Unknown),
             (Some(kept_marks), false) => {
                 let now = std::time::Instant::now();
-                kept_marks.take(&req.socket_id, self.app.subscriber_id, now)
+                let channels = &self.app.channels;
+                kept_marks.take(&req.socket_id, self.app.subscriber_id, now, |c, conn| {
+                    channels.sent(c, conn)
+                })
             }
         };
         self.asked = true;
@@ -649,6 +652,11 @@ impl Handler for Session {
                 && !self.refused
                 && !self.conn.terminated.load(Ordering::Relaxed)
                 && !why.starts_with("server shutdown");
+            for (channel, _) in &self.subscriptions {
+                if let Some((sent, through)) = self.app.channels.sent(channel, self.conn.id) {
+                    marks.count(channel, sent, through);
+                }
+            }
             let now = std::time::Instant::now();
             kept_marks.close(&self.socket, marks, resumable, now);
         }

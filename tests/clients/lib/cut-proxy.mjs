@@ -12,6 +12,8 @@
 //   proxy.open                      connections carried now
 //   proxy.accepted                  connections accepted so far (held ones included)
 //   proxy.cut({ hold: true })       resets every carried connection; returns how many
+//   proxy.cut({ silent: true })     resets only the client's side: herald's stays open, unread
+//                                   and never told (a phone that left the network), until close()
 //   proxy.held                      connections waiting for release()
 //   proxy.release()                 connects the held ones (and later ones) to herald
 //   await proxy.close()             stops listening and resets whatever is left
@@ -20,6 +22,7 @@ import net from 'node:net';
 export async function startCutProxy(targetPort, targetHost = '127.0.0.1') {
   const pairs = new Set(); // [client, upstream] carried now
   let waiting = []; // clients accepted while holding
+  const abandoned = []; // herald's side of silently cut connections
   let holding = false;
   let accepted = 0;
 
@@ -63,13 +66,20 @@ export async function startCutProxy(targetPort, targetHost = '127.0.0.1') {
     get open() { return pairs.size; },
     get accepted() { return accepted; },
     get held() { return waiting.length; },
-    cut({ hold = false } = {}) {
+    cut({ hold = false, silent = false } = {}) {
       holding = hold;
       const cut = [...pairs];
       pairs.clear();
       for (const [client, upstream] of cut) {
+        if (silent) {
+          client.unpipe(upstream);
+          upstream.unpipe(client);
+          upstream.pause();
+          abandoned.push(upstream);
+        } else {
+          reset(upstream);
+        }
         reset(client);
-        reset(upstream);
       }
       return cut.length;
     },
@@ -88,6 +98,7 @@ export async function startCutProxy(targetPort, targetHost = '127.0.0.1') {
       this.cut();
       for (const client of waiting) reset(client);
       waiting = [];
+      for (const upstream of abandoned.splice(0)) reset(upstream);
       return closed;
     },
   };
