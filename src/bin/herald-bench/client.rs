@@ -175,6 +175,13 @@ impl Conn {
         }
     }
 
+    /// Drop the connection abruptly, as a network failure does: a TCP reset (SO_LINGER
+    /// 0), no WebSocket close frame, no FIN.
+    pub fn reset(self) {
+        let _ = socket2::SockRef::from(&self.io).set_linger(Some(Duration::ZERO));
+    }
+
+    /// The next text frame's payload (cancel-safe: what was read stays buffered).
     pub async fn next_text(&mut self) -> Result<BytesMut, String> {
         loop {
             let (op, payload) = self.next_frame().await?;
@@ -343,7 +350,7 @@ fn warm_marker(p: &[u8]) -> Option<bool> {
 }
 
 /// The integer after `"key":` (or `\"key\":` inside a JSON-encoded string).
-fn number_after(p: &[u8], key: &[u8]) -> Option<u64> {
+pub fn number_after(p: &[u8], key: &[u8]) -> Option<u64> {
     let mut pat = Vec::with_capacity(key.len() + 2);
     pat.push(b'"');
     pat.extend_from_slice(key);

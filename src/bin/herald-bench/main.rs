@@ -6,12 +6,14 @@
 //! every connection is subscribed, publishes at a fixed rate (over RESP or Pusher's
 //! HTTP API) with a warm-up that is not counted, collects each process's result and prints a human summary and
 //! one JSON line. `subscribe` is the subscriber role on its own (what `run` spawns);
-//! `publish` is the publisher role on its own.
+//! `publish` is the publisher role on its own. `recover` counts the events lost or
+//! duplicated when clients' connections are reset and they recover ([`recovery`]).
 
 mod client;
 mod net;
 mod polling;
 mod publisher;
+mod recovery;
 mod stats;
 
 use base64::Engine;
@@ -159,6 +161,10 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         channels: usize,
     },
+    /// Recovery under forced reconnects: N clients, M connection resets under a steady
+    /// rate (1,000/s by default), events lost and duplicated counted per client.
+    #[command(mut_arg("rate", |a| a.default_value("1000")))]
+    Recover(recovery::RecoverArgs),
 }
 
 fn main() {
@@ -194,6 +200,7 @@ fn main() {
             }
         }
         Cmd::Run(run) => rt.block_on(coordinate(run)),
+        Cmd::Recover(args) => rt.block_on(recovery::run(args)),
     }
 }
 
