@@ -2,8 +2,9 @@
 //! under a steady publication rate, and they recover as real clients do?
 //!
 //! N clients subscribe (client i to `bench.{i mod C}`), the publisher publishes at a
-//! fixed rate, and the bench resets M client connections (a TCP RST: no close frame, no
-//! FIN, as a network failure), spread over the run. Each dropped client waits as its
+//! fixed rate, and the bench drops M client connections, spread over the run: a TCP
+//! reset (no close frame, no FIN), or with `--drop silent` nothing at all (the client
+//! walks away from a connection the server still holds, as a phone changing networks). Each dropped client waits as its
 //! library would (socket.io-client's reconnection delay, randomised ±50%), reconnects and
 //! recovers:
 //! - `sio4`: socket.io-client ≥ 4.6's connection state recovery. The client keeps the
@@ -56,12 +57,25 @@ pub struct RecoverArgs {
     /// socket.io-client's `reconnectionDelay` (1000) and `randomizationFactor` (0.5).
     #[arg(long, default_value_t = 1000)]
     reconnect_delay_ms: u64,
+    /// How a connection is dropped.
+    #[arg(long, value_enum, default_value = "rst")]
+    drop: Cut,
     /// PIDs of the server process(es), for CPU and RSS.
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
     /// Label for the report.
     #[arg(long, default_value = "server")]
     label: String,
+}
+
+/// How the bench drops a client's connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cut {
+    /// A TCP reset: the server learns at once that the connection broke.
+    Rst,
+    /// The client walks away and the server is told nothing (a phone that changed
+    /// networks): the old connection stays open, unread, until the run ends.
+    Silent,
 }
 
 /// What one client received of its channel, by sequence number.
@@ -409,6 +423,9 @@ struct Ctx {
     source: IpAddr,
     reconnect_delay: Duration,
     drop: Arc<Notify>,
+    how: Cut,
+    /// Connections dropped silently, kept open until the run ends.
+    abandoned: Arc<parking_lot::Mutex<Vec<Conn>>>,
     stop: CancellationToken,
 }
 
@@ -470,7 +487,10 @@ async fn client<P: Recovering>(
                 biased;
                 _ = ctx.stop.cancelled() => return out,
                 _ = ctx.drop.notified() => {
-                    conn.reset();
+                    match ctx.how {
+                        Cut::Rst => conn.reset(),
+                        Cut::Silent => ctx.abandoned.lock().push(conn),
+                    }
                     out.drops += 1;
                     break;
                 }
@@ -558,9 +578,11 @@ pub async fn run(a: RecoverArgs) {
         app,
         forced_reconnects,
         reconnect_delay_ms,
+        drop: how,
         server_pids,
         label,
     } = a;
+    let abandoned = Arc::new(parking_lot::Mutex::new(Vec::new()));
     let reconnect_delay = Duration::from_millis(reconnect_delay_ms);
     let duration = Duration::from_secs(publish.duration);
     // The last reset leaves time for the slowest reconnection (1.5 × the delay) and its
@@ -597,6 +619,8 @@ pub async fn run(a: RecoverArgs) {
             )),
             reconnect_delay,
             drop: Arc::new(Notify::new()),
+            how,
+            abandoned: abandoned.clone(),
             stop: stop.clone(),
         };
         drops.push(ctx.drop.clone());
@@ -675,6 +699,7 @@ pub async fn run(a: RecoverArgs) {
     }
     history_stop.cancel();
     let history_max = history.await.ok().flatten();
+    drop(abandoned);
     let after = metrics(sub.server).await.unwrap_or_default();
     for e in &sent.errors {
         eprintln!("[{label}] publish error: {e}");
@@ -685,6 +710,7 @@ pub async fn run(a: RecoverArgs) {
         publish: &publish,
         forced_reconnects,
         reconnect_delay_ms,
+        how,
         sent: &sent,
         outcomes: &outcomes,
         connected,
@@ -728,6 +754,7 @@ struct Report<'a> {
     publish: &'a PubArgs,
     forced_reconnects: usize,
     reconnect_delay_ms: u64,
+    how: Cut,
     sent: &'a Sent,
     outcomes: &'a [Outcome],
     connected: u64,
@@ -800,9 +827,8 @@ fn report(r: Report<'_>) {
         r.history.0,
         r.history.1,
     );
-    println!(
-        "{}",
-        serde_json::json!({
+    // Two objects: one json! of them all is past the macro's recursion limit.
+    let mut line = serde_json::json!({
             "label": r.label,
             "bench": "recover",
             "protocol": r.sub.protocol.name(),
@@ -817,6 +843,7 @@ fn report(r: Report<'_>) {
             "publish_failed": r.sent.failed,
             "forced_reconnects": r.forced_reconnects,
             "reconnect_delay_ms": r.reconnect_delay_ms,
+            "drop": format!("{:?}", r.how).to_lowercase(),
             "resets": drops,
             "recovered": recovered,
             "refused": refused_total,
@@ -829,6 +856,8 @@ fn report(r: Report<'_>) {
             "duplicated": duplicated,
             "out_of_order": out_of_order,
             "replayed": replayed,
+    });
+    let figures = serde_json::json!({
             "deliveries_per_s": received as f64 / secs,
             "p50_ms": q(&live, 0.5), "p90_ms": q(&live, 0.9), "p99_ms": q(&live, 0.99),
             "p999_ms": q(&live, 0.999), "max_ms": live.max() as f64 / 1000.0,
@@ -840,8 +869,11 @@ fn report(r: Report<'_>) {
             "server_cpu_ms": r.server_cpu_ms,
             "server_rss_kib_start": r.rss.0,
             "server_rss_kib_end": r.rss.1,
-        })
-    );
+    });
+    if let (Some(l), serde_json::Value::Object(f)) = (line.as_object_mut(), figures) {
+        l.extend(f);
+    }
+    println!("{line}");
 }
 
 #[cfg(test)]
