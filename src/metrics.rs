@@ -132,6 +132,9 @@ pub static SOCKETIO_RECOVERY_WINDOW_OVER: Counter = Counter::new();
 pub static SOCKETIO_RECOVERY_UNKNOWN_PID: Counter = Counter::new();
 /// Events replayed to recovered socket.io sessions.
 pub static SOCKETIO_REPLAYED: Counter = Counter::new();
+/// Open socket.io sessions closed because their client came back on a new connection
+/// with their private id (then recovered like any kept session).
+pub static SOCKETIO_RECOVERY_TAKEN_OVER: Counter = Counter::new();
 /// socket.io sessions that dropped uncleanly but could not be kept (--recovery-max-sessions).
 pub static SOCKETIO_RECOVERY_NOT_KEPT: Counter = Counter::new();
 /// socket.io sessions kept for recovery now.
@@ -151,6 +154,8 @@ pub static PUSHER_RESUME_REFUSED: [Counter; 5] = [const { Counter::new() }; 5];
 pub static PUSHER_RESUME_EVICTED: Counter = Counter::new();
 /// Closed Pusher connections kept for resuming now.
 pub static PUSHER_RESUME_KEPT: Gauge = Gauge::new();
+/// Open Pusher connections closed because their client resumed on a new one.
+pub static PUSHER_RESUME_TAKEN_OVER: Counter = Counter::new();
 
 /// Prometheus text exposition of the counters above, then of `extra` (counters that
 /// belong to one server's state, such as its broker's).
@@ -259,6 +264,11 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             SOCKETIO_RECOVERY_NOT_KEPT.get(),
         ),
         (
+            "herald_socketio_recovery_taken_over_total",
+            "counter",
+            SOCKETIO_RECOVERY_TAKEN_OVER.get(),
+        ),
+        (
             "herald_pusher_resumed_total",
             "counter",
             PUSHER_RESUMED.get(),
@@ -277,6 +287,11 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             "herald_pusher_resume_sessions",
             "gauge",
             PUSHER_RESUME_KEPT.get(),
+        ),
+        (
+            "herald_pusher_resume_taken_over_total",
+            "counter",
+            PUSHER_RESUME_TAKEN_OVER.get(),
         ),
     ];
     let mut s = String::new();

@@ -294,6 +294,7 @@ impl KeptMarks {
         };
         if let Some(conn) = open {
             conn.terminate(&[protocol::error(4200, "Resumed on another connection")]);
+            metrics::PUSHER_RESUME_TAKEN_OVER.inc();
             for (channel, mark) in &mut channels {
                 if let Some((n, through)) = sent(channel, conn.id) {
                     mark.count(n, through);

@@ -119,6 +119,9 @@ impl Edge {
         };
         tracing::debug!(sid = %s.sid, "socket.io session closed: {reason}");
         self.sessions.remove(&s.sid);
+        if let (Some(r), Some(pid)) = (&self.recovery, &pid) {
+            r.closed(pid);
+        }
         let connected = s
             .socket
             .connected

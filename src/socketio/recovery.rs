@@ -22,6 +22,12 @@
 //!   and writes the replay, the CONNECT reply, then the held frames the replay did not
 //!   cover ([`crate::recovery::gate`]). Events the socket was left out of (`toOthers`,
 //!   its own whispers) are left out again.
+//! - A client back while herald still holds its old connection (a half-open TCP
+//!   connection: a phone that changed networks is not heard from until the ping
+//!   timeout) names a session that is open, not kept. The private id proves it is that
+//!   session's client (only it was sent the pid), so herald closes the old connection as
+//!   a transport close, which keeps the session, and resumes it at once. The reference
+//!   server answers this with a new session; herald recovers it.
 //! - A client that has received no event yet has an offset too: right after a new
 //!   CONNECT reply herald sends `42["herald:offset","<mark>"]`, an event Echo ignores.
 //! - Engine.IO v3 (socket.io-client 2) has no recovery: nothing of this applies.
@@ -37,8 +43,10 @@ use crate::metrics;
 use crate::recovery::store::{MemoryStore, SessionStore, Taken};
 use crate::recovery::trail::Trail;
 use crate::shutdown::Shutdown;
+use parking_lot::Mutex;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -46,6 +54,8 @@ use std::time::{Duration, Instant};
 /// The edge's recovery settings and kept sessions.
 pub struct Recovery {
     store: Box<dyn SessionStore<Detached>>,
+    /// Open sessions: private id → Engine.IO session id.
+    open: Mutex<HashMap<Box<str>, Box<str>>>,
     window: Duration,
     trail: usize,
 }
@@ -58,9 +68,15 @@ impl Recovery {
                 c.recovery_limits.window,
                 c.recovery_max_sessions,
             )),
+            open: Mutex::default(),
             window: c.recovery_limits.window,
             trail: c.recovery_trail,
         })
+    }
+
+    /// The session with private id `pid` closed (kept or ended): no longer open.
+    pub fn closed(&self, pid: &str) {
+        self.open.lock().remove(pid);
     }
 }
 
@@ -84,8 +100,11 @@ enum Refused {
     UnknownPid,
 }
 
+/// Why herald closes an open session whose client came back on a new connection.
+const TAKEN_OVER: &str = "transport close (its client is back on a new connection)";
+
 /// The disconnect reasons after which the reference server keeps a session (its
-/// `RECOVERABLE_DISCONNECT_REASONS`), as herald names them.
+/// `RECOVERABLE_DISCONNECT_REASONS`), as herald names them, and herald's take-over.
 pub fn recoverable(reason: &str) -> bool {
     matches!(
         reason,
@@ -94,6 +113,7 @@ pub fn recoverable(reason: &str) -> bool {
             | "ping timeout"
             | "server shutdown"
             | "poll connection closed prematurely"
+            | TAKEN_OVER
     )
 }
 
@@ -144,6 +164,7 @@ fn fresh(edge: &Edge, s: &Session) {
     let pid = new_id();
     s.socket.keep_trail(Trail::new(r.trail));
     s.lock().io.pid = Some(pid.clone());
+    r.open.lock().insert(pid.clone(), s.sid.clone());
     s.socket.connected.store(true, Ordering::Relaxed);
     s.socket.send(connected(s.socket.id(), &pid));
     let mark = Trail::mark();
@@ -166,7 +187,17 @@ fn restore(
     let Some(r) = &edge.recovery else {
         return Err(Refused::UnknownPid);
     };
-    let d = match r.store.take(pid, Instant::now()) {
+    let mut taken = r.store.take(pid, Instant::now());
+    if matches!(taken, Taken::Unknown) {
+        let old = r.open.lock().get(pid).cloned();
+        let old = old.filter(|sid| *sid != s.sid);
+        if let Some(old) = old.and_then(|sid| edge.sessions.get(&sid)) {
+            edge.close(&old, TAKEN_OVER);
+            metrics::SOCKETIO_RECOVERY_TAKEN_OVER.inc();
+            taken = r.store.take(pid, Instant::now());
+        }
+    }
+    let d = match taken {
         Taken::Kept(d) => d,
         Taken::WindowOver => return Err(Refused::WindowOver),
         Taken::Unknown => return Err(Refused::UnknownPid),
@@ -223,6 +254,7 @@ fn restore(
         }
     }
     s.lock().io.pid = Some(pid.into());
+    r.open.lock().insert(pid.into(), s.sid.clone());
     socket.connected.store(true, Ordering::Relaxed);
     let reply = Frames::new(connected(socket.id(), pid));
     socket.release(&replay, std::slice::from_ref(&reply), &upto);

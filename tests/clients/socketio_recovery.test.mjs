@@ -15,6 +15,7 @@ import Echo215 from 'laravel-echo-2.1.5';
 import { startHerald, laravelPayload, once, sleep } from './lib/herald.mjs';
 import { inbox, until, within, subscribe, ackSubscribes, acked } from './lib/wait.mjs';
 import { startAuthApp } from './fixtures/laravel-auth.mjs';
+import { startCutProxy } from './lib/cut-proxy.mjs';
 
 let app;
 const heralds = [];
@@ -97,6 +98,41 @@ test('raw socket.io-client 4.8: cut while publishing, recovered, every event onc
   assert.equal(await counter(h, 'herald_socketio_recovered_total'), 1);
   assert.ok(await counter(h, 'herald_socketio_replayed_total') > 0, 'events were replayed');
   s.disconnect();
+});
+
+// A phone that changed networks: herald is told nothing and still holds the old connection
+// (the proxy resets only the client's side) when the client is back with its pid. The reference
+// server starts a new session here; herald closes the old connection and recovers it.
+test('back while herald still holds the old connection: taken over and recovered', async () => {
+  const h = await herald();
+  const proxy = await startCutProxy(h.httpPort);
+  const s = io(`http://127.0.0.1:${proxy.port}`, fast);
+  try {
+    const got = recorder(s);
+    await once(s, 'connect');
+    const sid = s.id;
+    await subscribe(s, 'orders.7');
+    h.publish('orders.7', 'Tick', { n: 1 });
+    await got.waitFor(([e, , d]) => e === 'Tick' && d.n === 1, 'the first tick');
+    proxy.cut({ hold: true, silent: true });
+    await until(() => !s.connected, 'the client to see its connection gone');
+    // Written to the old connection, which herald still holds: the client never gets them.
+    for (let n = 2; n <= 4; n++) h.publish('orders.7', 'Tick', { n });
+    assert.equal(await counter(h, 'herald_socketio_recovery_sessions'), 0, 'nothing kept yet: the old connection is open');
+    const reconnected = once(s, 'connect');
+    proxy.release();
+    await reconnected;
+    assert.equal(s.recovered, true, 'socket.recovered');
+    assert.equal(s.id, sid);
+    h.publish('orders.7', 'Tick', { n: 5 });
+    await got.waitFor(([e, , d]) => e === 'Tick' && d.n === 5, 'a live tick after the recovery');
+    assert.deepEqual(got.items.filter(([e]) => e === 'Tick').map(([, , d]) => d.n), [1, 2, 3, 4, 5]);
+    assert.equal(await counter(h, 'herald_socketio_recovery_taken_over_total'), 1);
+    assert.equal(await counter(h, 'herald_socketio_recovered_total'), 1);
+  } finally {
+    s.disconnect();
+    await proxy.close();
+  }
 });
 
 // Engine.IO v4 by hand over `ws`, to compare bytes.
