@@ -29,7 +29,8 @@ use tokio::task::JoinSet;
 pub enum Stopped {
     /// Each finished on its own within the grace period (its goodbye written).
     Drained,
-    /// Some were still open when the grace period ended, and were closed.
+    /// Some had not finished their last writes when the grace period ended, and were
+    /// closed (by their own deadline or by the server's wait).
     Cut,
 }
 
@@ -130,7 +131,8 @@ impl Running {
         };
         let grace = self.state.shutdown.grace();
         let stopped = match tokio::time::timeout(grace, all).await {
-            Ok(()) => Stopped::Drained,
+            Ok(()) if !self.state.shutdown.any_cut() => Stopped::Drained,
+            Ok(()) => Stopped::Cut,
             Err(_) => {
                 tracing::warn!("connections still open after {grace:?}; closing them");
                 Stopped::Cut

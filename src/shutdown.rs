@@ -7,6 +7,8 @@
 //! bound of its own.
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -15,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Shutdown {
     token: CancellationToken,
     grace: Duration,
+    /// Set when a connection's last write was given up at the end of its grace period.
+    cut: Arc<AtomicBool>,
 }
 
 impl Shutdown {
@@ -22,6 +26,7 @@ impl Shutdown {
         Shutdown {
             token: CancellationToken::new(),
             grace,
+            cut: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -33,6 +38,18 @@ impl Shutdown {
     /// The latest a connection that sees shutdown now may finish its last write.
     pub fn deadline(&self) -> Instant {
         Instant::now() + self.grace
+    }
+
+    /// A connection's last write did not finish by its deadline and was given up: the
+    /// connection was cut, not drained (its task may still end inside the server's own
+    /// wait, which starts a moment later).
+    pub fn cut_one(&self) {
+        self.cut.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether any connection was cut at its deadline.
+    pub fn any_cut(&self) -> bool {
+        self.cut.load(Ordering::Relaxed)
     }
 }
 

@@ -219,10 +219,14 @@ impl Session {
                 .closed()
                 .map_or("outbox closed", |c| self.dropped(c))),
             _ = &mut stop => {
-                let by = self.server.state.shutdown.deadline();
-                match tokio::time::timeout_at(by, &mut write).await {
+                let shutdown = &self.server.state.shutdown;
+                match tokio::time::timeout_at(shutdown.deadline(), &mut write).await {
                     Ok(Ok(())) => Ok(()),
-                    _ => Err("server shutdown; client too slow to take its last replies"),
+                    Ok(Err(_)) => Err("write failed"),
+                    Err(_) => {
+                        shutdown.cut_one();
+                        Err("server shutdown; client too slow to take its last replies")
+                    }
                 }
             }
         }

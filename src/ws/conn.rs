@@ -128,7 +128,7 @@ async fn run<H: Handler>(
                     return dropped(closed);
                 }
             },
-            _ = &mut cancelled => return goodbye(io, handler, shutdown.deadline()).await,
+            _ = &mut cancelled => return goodbye(io, handler, shutdown.deadline(), shutdown).await,
             read = io.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => return "client went away".into(),
                 Ok(_) => {
@@ -150,9 +150,9 @@ async fn run<H: Handler>(
         if out.is_empty() {
             continue;
         }
-        match write(io, &mut out, outbox, cancelled.as_mut(), shutdown.grace()).await {
+        match write(io, &mut out, outbox, cancelled.as_mut(), shutdown).await {
             Ok(()) => {}
-            Err(Interrupted::Shutdown(by)) => return goodbye(io, handler, by).await,
+            Err(Interrupted::Shutdown(by)) => return goodbye(io, handler, by, shutdown).await,
             Err(Interrupted::Gone(why)) => return why,
         }
     }
@@ -168,7 +168,7 @@ async fn write(
     frames: &mut Vec<Bytes>,
     outbox: &Outbox,
     cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
-    grace: Duration,
+    shutdown: &Shutdown,
 ) -> Result<(), Interrupted> {
     let write = write_all(io, frames);
     tokio::pin!(write);
@@ -179,20 +179,34 @@ async fn write(
         written = &mut write => written.map_err(|e| Interrupted::Gone(write_failed(e))),
         closed = outbox.closing() => Err(Interrupted::Gone(dropped(closed))),
         _ = cancelled => {
-            let by = Instant::now() + grace;
+            let by = shutdown.deadline();
             match tokio::time::timeout_at(by, &mut write).await {
                 Ok(Ok(())) => Err(Interrupted::Shutdown(by)),
+                Ok(Err(_)) => Err(Interrupted::Gone("write failed".into())),
                 // A frame was cut: nothing more may follow it.
-                _ => Err(Interrupted::Gone("server shutdown; client too slow".into())),
+                Err(_) => {
+                    shutdown.cut_one();
+                    Err(Interrupted::Gone("server shutdown; client too slow".into()))
+                }
             }
         }
     }
 }
 
 /// Send the protocol's goodbye at shutdown, giving up at `by`.
-async fn goodbye<H: Handler>(io: &mut WsStream, handler: &H, by: Instant) -> Cow<'static, str> {
+async fn goodbye<H: Handler>(
+    io: &mut WsStream,
+    handler: &H,
+    by: Instant,
+    shutdown: &Shutdown,
+) -> Cow<'static, str> {
     let mut last = handler.shutdown_frames();
-    let _ = tokio::time::timeout_at(by, write_all(io, &mut last)).await;
+    if tokio::time::timeout_at(by, write_all(io, &mut last))
+        .await
+        .is_err()
+    {
+        shutdown.cut_one();
+    }
     "server shutdown".into()
 }
 
