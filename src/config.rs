@@ -67,6 +67,13 @@ pub struct Settings {
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE_SECONDS", default_value_t = 3)]
     pub shutdown_grace_seconds: u64,
 
+    /// Join the herald nodes that share this Redis (or Valkey) as one server:
+    /// `redis://[user:password@]host:port[/db]`. Every publication, whichever node it
+    /// enters, is published there once and delivered by every node to its own clients.
+    /// Unset: one node, no Redis needed.
+    #[arg(long, env = "HERALD_CLUSTER")]
+    pub cluster: Option<String>,
+
     /// Log output: `pretty` for people, `json` for collectors.
     #[arg(
         long,
@@ -670,6 +677,8 @@ pub struct Config {
     pub redis_bind: SocketAddr,
     pub http_bind: SocketAddr,
     pub shutdown_grace: Duration,
+    /// The backplane's Redis URL, checked; None: a single node.
+    pub cluster: Option<String>,
     pub log_format: LogFormat,
     pub log: String,
     /// Users allowed to AUTH; empty means no authentication is required.
@@ -755,6 +764,21 @@ fn positive_ms(name: &str, ms: u64) -> Result<Duration, String> {
     match ms {
         0 => Err(format!("{name} must be at least 1")),
         ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
+/// A `--cluster` URL, as the Redis client reads it: `redis://` only (no TLS yet).
+fn cluster_url(url: String) -> Result<String, String> {
+    if url.starts_with("rediss://") {
+        return Err(format!(
+            "cluster {url:?}: rediss:// (TLS to Redis) is not supported yet; use redis://"
+        ));
+    }
+    match redis::Client::open(url.as_str()) {
+        Ok(_) if url.starts_with("redis://") => Ok(url),
+        _ => Err(format!(
+            "cluster {url:?} is not redis://[user:password@]host:port[/db]"
+        )),
     }
 }
 
@@ -888,6 +912,10 @@ impl Config {
             queue: s.webhook_queue,
             occupancy_delay: Duration::from_millis(s.webhook_occupancy_delay_ms),
         };
+        let cluster = match s.cluster {
+            Some(url) => Some(cluster_url(url)?),
+            None => None,
+        };
         let recovery_limits = RecoveryLimits {
             window: Duration::from_secs(s.recovery_window),
             sessions: s.pusher_resume_sessions,
@@ -904,6 +932,7 @@ impl Config {
             redis_bind: s.redis_bind,
             http_bind: s.http_bind,
             shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
+            cluster,
             log_format,
             log: s.log,
             users,
@@ -1079,6 +1108,7 @@ mod tests {
             ("redis_bind", "127.0.0.1:7001", |c| c.redis_bind.port() == 7001),
             ("http_bind", "127.0.0.1:7002", |c| c.http_bind.port() == 7002),
             ("shutdown_grace_seconds", "7", |c| c.shutdown_grace == secs(7)),
+            ("cluster", "redis://127.0.0.1:7003/2", |c| c.cluster.as_deref() == Some("redis://127.0.0.1:7003/2")),
             ("log_format", "json", |c| c.log_format == LogFormat::Json),
             ("log", "debug", |c| c.log == "debug"),
             ("requirepass", "pw", |c| users(c) == ["default:pw"]),

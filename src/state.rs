@@ -5,7 +5,7 @@
 //! A leaf: it imports the parts it holds and nothing imports it back except to read
 //! them, so the edges and `server` (which starts them) never form a cycle through it.
 
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::config::Config;
 use crate::health::Health;
 use crate::laravel::Prefixes;
@@ -39,16 +39,29 @@ pub type State = Arc<Shared>;
 
 impl Shared {
     /// The shared state of a server that has not started listening yet.
+    /// With `--cluster`, the broker joins the other nodes through Redis (its tasks are
+    /// spawned here, so this runs inside the runtime) and `/healthz` watches it.
     pub fn new(config: Config) -> State {
+        let shutdown = Shutdown::new(config.shutdown_grace);
+        let health = Health::default();
+        let local = MemoryBroker::with_history(config.history);
+        let broker: Arc<dyn Broker> = match &config.cluster {
+            Some(url) => {
+                let broker = RedisBroker::start(url, local, (*shutdown).clone());
+                health.register("backplane", broker.health());
+                broker
+            }
+            None => Arc::new(local),
+        };
         Arc::new(Shared {
-            broker: Arc::new(MemoryBroker::with_history(config.history)),
+            broker,
             prefixes: Prefixes::new(&config.redis_prefixes),
-            shutdown: Shutdown::new(config.shutdown_grace),
+            shutdown,
             config,
             presence: Arc::new(MemoryPresence::default()),
             connections: TaskTracker::new(),
             started: Instant::now(),
-            health: Health::default(),
+            health,
         })
     }
 }

@@ -24,9 +24,9 @@
 //! one (`streams.rs` says exactly when a stream goes). [`Broker::sweep`], run every few
 //! seconds by the server, frees what expired.
 //!
-//! [`MemoryBroker`] is the in-process implementation; a Redis one will sit beside it
-//! behind the same trait, as centrifuge keeps `broker_memory.go` beside
-//! `broker_redis.go`.
+//! [`MemoryBroker`] is the in-process implementation; [`RedisBroker`] (`--cluster`) sits
+//! in front of one to join several herald nodes through Redis, as centrifuge keeps
+//! `broker_memory.go` beside `broker_redis.go`.
 //!
 //! Locks: a stream's publications are numbered, appended to its history and handed to
 //! its subscribers under its registry shard's write lock, so one channel's deliveries
@@ -40,12 +40,14 @@ pub mod glob;
 pub mod history;
 mod memory;
 pub mod offset;
+mod redis;
 mod registry;
 mod starts;
 mod streams;
 
 pub use memory::MemoryBroker;
 pub use offset::{Epoch, Offset};
+pub use redis::RedisBroker;
 
 use crate::metrics::Counter;
 use bytes::Bytes;

@@ -6,13 +6,12 @@
 // Absence is proved with an ordered marker, published after everything that must not arrive.
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { io } from 'socket.io-client';
 import { startHerald, redisCli, once, metric } from './lib/herald.mjs';
+import { redisCliSubscriber } from './lib/redis-cli.mjs';
 import { inbox, subscribe, until } from './lib/wait.mjs';
 import { startAuthApp } from './fixtures/laravel-auth.mjs';
 import { APP, sdk, pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
@@ -77,20 +76,8 @@ async function pusher(channel, app = APP) {
 // redis-cli SUBSCRIBE (or PSUBSCRIBE) as a real RESP subscriber; its deliveries land in `got`
 // as [channel, payload].
 async function resp(verb, ...names) {
-  const proc = spawn('redis-cli', ['-p', String(h.redisPort), verb, ...names], { stdio: ['ignore', 'pipe', 'inherit'] });
-  open.push({ close: () => proc.kill() });
   const got = inbox();
-  const confirmed = inbox();
-  const per = verb === 'PSUBSCRIBE' ? 4 : 3;
-  let reply = [];
-  readline.createInterface({ input: proc.stdout }).on('line', (line) => {
-    reply.push(line);
-    if (reply.length < per && !(reply.length === 3 && reply[0].endsWith('subscribe'))) return;
-    if (reply[0].endsWith('subscribe')) confirmed.add(reply[1]);
-    else got.add(reply.slice(per - 2));
-    reply = [];
-  });
-  await confirmed.count(names.length, `redis-cli to ${verb} ${names}`);
+  open.push(await redisCliSubscriber(h.redisPort, verb, names, got.add));
   return { got };
 }
 

@@ -1,0 +1,628 @@
+//! The [`Broker`] of a herald node joined to others through Redis (`--cluster`): every
+//! publication, whichever node it enters by, is published on Redis once, and every node
+//! hands what Redis sends it to its own clients.
+//!
+//! Each node keeps a [`MemoryBroker`] for its own subscribers (RESP registries, streams,
+//! history), exactly as a single node does; this broker sits in front of it:
+//! - [`Broker::publish`] queues the publication for the publisher task, which sends it
+//!   with `PUBLISH` on its channel's backplane channel ([`wire`]), pipelining what has
+//!   queued up in one round trip on one connection, so the order publications entered a
+//!   node is the order Redis, and so every node, sees them.
+//! - A few subscriber connections ([`CONNECTIONS`]) take what the node needs: the
+//!   channels its edges have clients on, the stream patterns they hold, every channel
+//!   of the default namespace while it has RESP subscribers ([`subscriptions`]). What
+//!   arrives is decoded and published into the local broker, which numbers it in the
+//!   node's own stream and delivers it. The wanted subscriptions follow the local
+//!   broker's [`Broker::interest`]: every (un)subscribe wakes a planner task that
+//!   recomputes them and hands each connection its share.
+//!
+//! So a node's own publications reach its own clients the way everybody else's do:
+//! back from Redis, in Redis's order.
+//!
+//! # When Redis cannot be reached
+//! A node keeps delivering what enters it to its own clients: a publication that cannot
+//! be queued for Redis (the publisher is disconnected, or behind by [`QUEUE`]) is
+//! delivered locally at once, and one whose channel's subscriber connection is down is
+//! delivered locally as well as sent. Publications made on other nodes while this node's
+//! subscriber connections were down never reach its clients: each loss of a connection
+//! is counted (`herald_cluster_outages_total`) and logged with that consequence,
+//! `/healthz` names the backplane while any connection is down, and every connection
+//! reconnects with backoff and subscribes again to what the node needs then.
+//!
+//! Not here yet (issue 13): history and recovery across nodes (each node numbers what
+//! it delivers in its own streams, so a client recovers only on the node it left),
+//! cluster-wide presence, occupancy, HTTP API channel queries and webhooks (each node
+//! answers for its own clients), and `PUBLISH`'s count of receivers (0: they are
+//! reached when Redis hands the publication back, on every node).
+
+mod subscriptions;
+mod wire;
+
+use super::{
+    Broker, BrokerStats, Interest, MemoryBroker, Namespace, Offset, Publication, StreamSubscriber,
+    Subscriber, SubscriberId, TooOld,
+};
+use crate::health::Check;
+use crate::metrics::Counter;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use subscriptions::{changes, connection_of, wanted, Wanted};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+use wire::Stamp;
+
+/// Subscriber connections per node: channels are spread over them by hash.
+pub const CONNECTIONS: usize = 4;
+/// Publications waiting for the publisher task at most; past it, they are delivered
+/// on this node only (counted, logged).
+pub const QUEUE: usize = 65_536;
+/// Publications sent to Redis in one round trip at most.
+const BATCH: usize = 512;
+/// How long a command to Redis may take before the connection counts as lost.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// A publication on its way to Redis: its backplane channel, and whether it was
+/// delivered on this node already (its channel's subscriber connection was down).
+struct Outgoing {
+    key: Bytes,
+    publication: Publication,
+    delivered: bool,
+}
+
+/// The broker of a node in a cluster. See the module doc.
+pub struct RedisBroker {
+    local: Arc<MemoryBroker>,
+    links: Arc<Links>,
+    outgoing: mpsc::Sender<Outgoing>,
+    /// Woken by every (un)subscribe: the planner recomputes what the node needs.
+    interest_changed: Arc<Notify>,
+}
+
+/// The state of the node's connections to Redis, and what passed through them.
+struct Links {
+    /// Where Redis is, without any password, for logs and `/healthz`.
+    address: String,
+    publisher_up: AtomicBool,
+    subscribers_up: [AtomicBool; CONNECTIONS],
+    last_error: Mutex<String>,
+    published: Counter,
+    received: Counter,
+    local_only: Counter,
+    outages: Counter,
+    malformed: Counter,
+    /// Set once the current outage's local-only delivery was logged.
+    local_only_said: AtomicBool,
+}
+
+impl Links {
+    fn all_up(&self) -> bool {
+        self.publisher_up.load(Ordering::Relaxed)
+            && self
+                .subscribers_up
+                .iter()
+                .all(|u| u.load(Ordering::Relaxed))
+    }
+
+    /// A connection (`what`) went down, or could not be made.
+    fn down(&self, up: &AtomicBool, what: &str, error: &str) {
+        *self.last_error.lock() = error.to_string();
+        if up.swap(false, Ordering::Relaxed) {
+            self.outages.inc();
+            tracing::warn!(
+                redis = %self.address, error, connection = what,
+                "backplane connection lost: publications made on other nodes do not reach this \
+                 node's clients until it is back; this node's own are delivered here meanwhile"
+            );
+        }
+    }
+
+    fn up(&self, up: &AtomicBool, what: &str) {
+        up.store(true, Ordering::Relaxed);
+        if self.all_up() {
+            self.local_only_said.store(false, Ordering::Relaxed);
+        }
+        tracing::info!(redis = %self.address, connection = what, "backplane connected");
+    }
+
+    fn delivered_locally_only(&self) {
+        self.local_only.inc();
+        if !self.local_only_said.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                redis = %self.address,
+                "publications are delivered on this node only: the backplane is unreachable \
+                 or behind (herald_cluster_local_only_total counts them)"
+            );
+        }
+    }
+}
+
+impl Check for Links {
+    fn problem(&self) -> Option<String> {
+        (!self.all_up()).then(|| {
+            format!(
+                "unreachable at {}: {}",
+                self.address,
+                self.last_error.lock()
+            )
+        })
+    }
+}
+
+/// `url` without its user and password.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+impl RedisBroker {
+    /// Join the cluster on the Redis at `url` (checked by the configuration), with
+    /// `local` for this node's subscribers; its tasks run until `stop`.
+    pub fn start(url: &str, local: MemoryBroker, stop: CancellationToken) -> Arc<RedisBroker> {
+        let client = redis::Client::open(url).expect("the configuration checked the URL");
+        let links = Arc::new(Links {
+            address: without_credentials(url),
+            publisher_up: AtomicBool::new(false),
+            subscribers_up: Default::default(),
+            last_error: Mutex::new("not connected yet".into()),
+            published: Counter::new(),
+            received: Counter::new(),
+            local_only: Counter::new(),
+            outages: Counter::new(),
+            malformed: Counter::new(),
+            local_only_said: AtomicBool::new(false),
+        });
+        let local = Arc::new(local);
+        let (outgoing, queue) = mpsc::channel(QUEUE);
+        let interest_changed = Arc::new(Notify::new());
+        let node = rand::random::<u64>();
+        tokio::spawn(publisher(
+            client.clone(),
+            queue,
+            local.clone(),
+            links.clone(),
+            node,
+            stop.clone(),
+        ));
+        let mut shares = Vec::with_capacity(CONNECTIONS);
+        for i in 0..CONNECTIONS {
+            let (share, wanted) = watch::channel(Wanted::default());
+            shares.push(share);
+            tokio::spawn(subscriber(
+                i,
+                client.clone(),
+                wanted,
+                local.clone(),
+                links.clone(),
+                stop.clone(),
+            ));
+        }
+        tokio::spawn(planner(
+            local.clone(),
+            interest_changed.clone(),
+            shares,
+            stop,
+        ));
+        Arc::new(RedisBroker {
+            local,
+            links,
+            outgoing,
+            interest_changed,
+        })
+    }
+
+    /// What `/healthz` asks: whether every backplane connection is up.
+    pub fn health(&self) -> Arc<dyn Check> {
+        self.links.clone()
+    }
+
+    /// What the node needs may have changed: wake the planner.
+    fn changed(&self) {
+        self.interest_changed.notify_one();
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish(&self, p: Publication) -> usize {
+        let key = wire::key_of(&p);
+        let carried =
+            self.links.subscribers_up[connection_of(&key, CONNECTIONS)].load(Ordering::Relaxed);
+        let sent = self.links.publisher_up.load(Ordering::Relaxed)
+            && self
+                .outgoing
+                .try_send(Outgoing {
+                    key,
+                    publication: p.clone(),
+                    delivered: !carried,
+                })
+                .is_ok();
+        if !sent {
+            self.links.delivered_locally_only();
+        }
+        if !sent || !carried {
+            return self.local.publish(p);
+        }
+        0
+    }
+
+    fn stream_subscribe(
+        &self,
+        namespace: &Namespace,
+        channel: &[u8],
+        sub: Arc<dyn StreamSubscriber>,
+    ) {
+        self.local.stream_subscribe(namespace, channel, sub);
+        self.changed()
+    }
+
+    fn stream_unsubscribe(&self, namespace: &Namespace, channel: &[u8], id: SubscriberId) {
+        self.local.stream_unsubscribe(namespace, channel, id);
+        self.changed()
+    }
+
+    fn stream_psubscribe(
+        &self,
+        namespace: &Namespace,
+        pattern: &[u8],
+        sub: Arc<dyn StreamSubscriber>,
+    ) -> bool {
+        let changed = self.local.stream_psubscribe(namespace, pattern, sub);
+        self.changed();
+        changed
+    }
+
+    fn stream_punsubscribe(&self, namespace: &Namespace, pattern: &[u8], id: SubscriberId) -> bool {
+        let changed = self.local.stream_punsubscribe(namespace, pattern, id);
+        self.changed();
+        changed
+    }
+
+    fn since(
+        &self,
+        namespace: &Namespace,
+        channel: &[u8],
+        offset: Offset,
+    ) -> Result<Vec<Publication>, TooOld> {
+        self.local.since(namespace, channel, offset)
+    }
+
+    fn position(&self, namespace: &Namespace, channel: &[u8]) -> Option<Offset> {
+        self.local.position(namespace, channel)
+    }
+
+    fn interest(&self) -> Interest {
+        self.local.interest()
+    }
+
+    fn sweep(&self, now: Instant) {
+        self.local.sweep(now)
+    }
+
+    fn subscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
+        let changed = self.local.subscribe(channel, sub);
+        self.changed();
+        changed
+    }
+
+    fn unsubscribe(&self, channel: &[u8], id: SubscriberId) -> bool {
+        let changed = self.local.unsubscribe(channel, id);
+        self.changed();
+        changed
+    }
+
+    fn psubscribe(&self, pattern: Bytes, sub: Arc<dyn Subscriber>) -> bool {
+        let changed = self.local.psubscribe(pattern, sub);
+        self.changed();
+        changed
+    }
+
+    fn punsubscribe(&self, pattern: &[u8], id: SubscriberId) -> bool {
+        let changed = self.local.punsubscribe(pattern, id);
+        self.changed();
+        changed
+    }
+
+    fn ssubscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
+        let changed = self.local.ssubscribe(channel, sub);
+        self.changed();
+        changed
+    }
+
+    fn sunsubscribe(&self, channel: &[u8], id: SubscriberId) -> bool {
+        let changed = self.local.sunsubscribe(channel, id);
+        self.changed();
+        changed
+    }
+
+    fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        self.local.channels(pattern)
+    }
+
+    fn shard_channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        self.local.shard_channels(pattern)
+    }
+
+    fn numsub(&self, channel: &[u8]) -> usize {
+        self.local.numsub(channel)
+    }
+
+    fn shard_numsub(&self, channel: &[u8]) -> usize {
+        self.local.shard_numsub(channel)
+    }
+
+    fn numpat(&self) -> usize {
+        self.local.numpat()
+    }
+
+    fn sizes(&self) -> (usize, usize, usize) {
+        self.local.sizes()
+    }
+
+    fn stats(&self) -> &BrokerStats {
+        self.local.stats()
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let l = &self.links;
+        let mut rows = self.local.metrics();
+        rows.extend([
+            (
+                "herald_cluster_published_total",
+                "counter",
+                l.published.get(),
+            ),
+            ("herald_cluster_received_total", "counter", l.received.get()),
+            (
+                "herald_cluster_local_only_total",
+                "counter",
+                l.local_only.get(),
+            ),
+            ("herald_cluster_outages_total", "counter", l.outages.get()),
+            (
+                "herald_cluster_malformed_total",
+                "counter",
+                l.malformed.get(),
+            ),
+            ("herald_cluster_up", "gauge", l.all_up() as u64),
+        ]);
+        rows
+    }
+}
+
+/// Wait `backoff` (or until `stop`), then double it up to the maximum. False on `stop`.
+async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(wait) => true,
+    }
+}
+
+/// Send queued publications to Redis, in the order they were queued, stamped with this
+/// node and their number.
+async fn publisher(
+    client: redis::Client,
+    mut queue: mpsc::Receiver<Outgoing>,
+    local: Arc<MemoryBroker>,
+    links: Arc<Links>,
+    node: u64,
+    stop: CancellationToken,
+) {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(RESPONSE_TIMEOUT)
+        .set_response_timeout(RESPONSE_TIMEOUT);
+    let mut seq = 0u64;
+    let mut backoff = BACKOFF_FIRST;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let connecting = client.get_multiplexed_async_connection_with_config(&config);
+        let mut con = tokio::select! {
+            _ = stop.cancelled() => return,
+            con = connecting => match con {
+                Ok(con) => con,
+                Err(e) => {
+                    links.down(&links.publisher_up, "publisher", &e.to_string());
+                    if !back_off(&mut backoff, &stop).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        links.up(&links.publisher_up, "publisher");
+        backoff = BACKOFF_FIRST;
+        loop {
+            let n = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = queue.recv_many(&mut batch, BATCH) => n,
+            };
+            if n == 0 {
+                return;
+            }
+            let mut pipe = redis::pipe();
+            for out in &batch {
+                seq += 1;
+                let message = wire::encode(&out.publication, Stamp { node, seq });
+                pipe.cmd("PUBLISH")
+                    .arg(&out.key[..])
+                    .arg(&message[..])
+                    .ignore();
+            }
+            match pipe.query_async::<()>(&mut con).await {
+                Ok(()) => {
+                    links.published.add(n as u64);
+                    batch.clear();
+                }
+                Err(e) => {
+                    links.down(&links.publisher_up, "publisher", &e.to_string());
+                    // Whether Redis took any of them is unknown: this node's clients get
+                    // each once, here.
+                    for out in batch.drain(..) {
+                        links.delivered_locally_only();
+                        if !out.delivered {
+                            local.publish(out.publication);
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Recompute what the node needs from Redis whenever its interest changes, and hand
+/// each subscriber connection its share.
+async fn planner(
+    local: Arc<MemoryBroker>,
+    changed: Arc<Notify>,
+    shares: Vec<watch::Sender<Wanted>>,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = changed.notified() => {}
+        }
+        for (share, now) in shares.iter().zip(wanted(&local.interest(), CONNECTIONS)) {
+            share.send_if_modified(|held| {
+                let modified = *held != now;
+                *held = now;
+                modified
+            });
+        }
+    }
+}
+
+/// Subscriber connection `i`: subscribe to its share of what the node needs, publish
+/// what arrives into the local broker.
+async fn subscriber(
+    i: usize,
+    client: redis::Client,
+    mut wanted: watch::Receiver<Wanted>,
+    local: Arc<MemoryBroker>,
+    links: Arc<Links>,
+    stop: CancellationToken,
+) {
+    let what = format!("subscriber {i}");
+    let up = &links.subscribers_up[i];
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        let pubsub = tokio::select! {
+            _ = stop.cancelled() => return,
+            pubsub = client.get_async_pubsub() => pubsub,
+        };
+        let (mut sink, mut stream) = match pubsub {
+            Ok(pubsub) => pubsub.split(),
+            Err(e) => {
+                links.down(up, &what, &e.to_string());
+                if !back_off(&mut backoff, &stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        let mut held = Wanted::default();
+        let mut last: Option<Stamp> = None;
+        let lost = loop {
+            let now = wanted.borrow_and_update().clone();
+            if let Err(e) = apply(&mut sink, &held, &now).await {
+                break e.to_string();
+            }
+            held = now;
+            if !up.load(Ordering::Relaxed) {
+                links.up(up, &what);
+                backoff = BACKOFF_FIRST;
+            }
+            let lost = loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = wanted.changed() => match changed {
+                        Ok(()) => break None,
+                        Err(_) => return,
+                    },
+                    message = stream.next() => match message {
+                        Some(message) => receive(i, message, &mut last, &local, &links),
+                        None => break Some("connection closed".to_string()),
+                    },
+                }
+            };
+            if let Some(lost) = lost {
+                break lost;
+            }
+        };
+        links.down(up, &what, &lost);
+        if !back_off(&mut backoff, &stop).await {
+            return;
+        }
+    }
+}
+
+/// Subscribe and unsubscribe what turns `from` into `to`.
+async fn apply(
+    sink: &mut redis::aio::PubSubSink,
+    from: &Wanted,
+    to: &Wanted,
+) -> redis::RedisResult<()> {
+    let [subscribe, unsubscribe, psubscribe, punsubscribe] = changes(from, to);
+    let args = |keys: &[Bytes]| keys.iter().map(|k| k.to_vec()).collect::<Vec<_>>();
+    if !subscribe.is_empty() {
+        sink.subscribe(args(&subscribe)).await?;
+    }
+    if !psubscribe.is_empty() {
+        sink.psubscribe(args(&psubscribe)).await?;
+    }
+    if !unsubscribe.is_empty() {
+        sink.unsubscribe(args(&unsubscribe)).await?;
+    }
+    if !punsubscribe.is_empty() {
+        sink.punsubscribe(args(&punsubscribe)).await?;
+    }
+    Ok(())
+}
+
+/// One message from Redis on connection `i`: publish it into the local broker, unless
+/// a pattern brought it for a channel another connection carries, or it is the second
+/// copy of the publication just delivered (Redis sends a connection one copy per
+/// subscription that matches, one after the other).
+fn receive(
+    i: usize,
+    message: redis::Msg,
+    last: &mut Option<Stamp>,
+    local: &MemoryBroker,
+    links: &Links,
+) {
+    if message.from_pattern() {
+        let channel: Vec<u8> = message.get_channel().unwrap_or_default();
+        if connection_of(&channel, CONNECTIONS) != i {
+            return;
+        }
+    }
+    match wire::decode(Bytes::copy_from_slice(message.get_payload_bytes())) {
+        Ok((stamp, publication)) => {
+            if *last == Some(stamp) {
+                return;
+            }
+            *last = Some(stamp);
+            links.received.inc();
+            local.publish(publication);
+        }
+        Err(wire::Malformed) => {
+            links.malformed.inc();
+            tracing::warn!(
+                channel = message.get_channel_name(),
+                "a backplane message herald cannot read (another herald version?): dropped"
+            );
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! What herald nodes say to each other through Redis: the pub/sub channel a publication
+//! travels on, and the publication's bytes.
+//!
+//! A publication travels on its stream's channel, so a node that has clients on a
+//! channel subscribes to exactly that: `herald:d:<channel>` in the default namespace
+//! (RESP, socket.io and the default Pusher app), `herald:a<len>:<app id>:<channel>` in
+//! another Pusher app's (the length keeps an app id with a `:` from reading as part of
+//! the channel). `SPUBLISH` publications, which no stream sees, travel on
+//! `herald:shard:<name>`.
+//!
+//! The message is the whole [`Publication`] (the name RESP sees, where its channel
+//! starts, who sees it, who made it, the payload) behind the publishing node's id and
+//! its count of publications: the pair tells two copies of one publication (a node
+//! subscribed to its channel and to a pattern matching it gets both, one after the
+//! other) from two publications that happen to have the same bytes.
+
+use super::super::{Namespace, Origin, Publication, ToResp};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+const DEFAULT: &[u8] = b"herald:d:";
+const SHARD: &[u8] = b"herald:shard:";
+/// The message layout's version, its first byte.
+const VERSION: u8 = 1;
+
+/// The pub/sub channel of `channel` in `namespace`.
+pub fn stream_key(namespace: &Namespace, channel: &[u8]) -> Bytes {
+    let mut key = namespace_prefix(namespace);
+    key.extend_from_slice(channel);
+    key.freeze()
+}
+
+/// The pub/sub pattern for the glob `pattern` over the channels of `namespace`.
+pub fn stream_pattern(namespace: &Namespace, pattern: &[u8]) -> Bytes {
+    let mut key = BytesMut::new();
+    for &b in namespace_prefix(namespace).iter() {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
+            key.put_u8(b'\\');
+        }
+        key.put_u8(b);
+    }
+    key.extend_from_slice(pattern);
+    key.freeze()
+}
+
+/// The pub/sub channel of an `SPUBLISH` shard channel.
+pub fn shard_key(name: &[u8]) -> Bytes {
+    [SHARD, name].concat().into()
+}
+
+/// The pub/sub channel `p` travels on.
+pub fn key_of(p: &Publication) -> Bytes {
+    match p.resp {
+        ToResp::Shard => shard_key(p.name()),
+        _ => stream_key(&p.namespace, p.channel()),
+    }
+}
+
+fn namespace_prefix(namespace: &Namespace) -> BytesMut {
+    match namespace {
+        Namespace::Default => BytesMut::from(DEFAULT),
+        Namespace::App(id) => {
+            let mut key = BytesMut::from(format!("herald:a{}:", id.len()).as_bytes());
+            key.extend_from_slice(id.as_bytes());
+            key.put_u8(b':');
+            key
+        }
+    }
+}
+
+/// Which publication a message carries: the node that published it and its number there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    pub node: u64,
+    pub seq: u64,
+}
+
+/// `p` as the message for the backplane, stamped.
+pub fn encode(p: &Publication, stamp: Stamp) -> Bytes {
+    let name = p.name();
+    let app = match &p.namespace {
+        Namespace::Default => &b""[..],
+        Namespace::App(id) => id.as_bytes(),
+    };
+    let mut m = BytesMut::with_capacity(32 + name.len() + app.len() + p.payload.len());
+    m.put_u8(VERSION);
+    m.put_u64(stamp.node);
+    m.put_u64(stamp.seq);
+    m.put_u8(match p.resp {
+        ToResp::Hidden => 0,
+        ToResp::Channel => 1,
+        ToResp::Shard => 2,
+    });
+    m.put_u8(match p.origin {
+        Origin::Server => 0,
+        Origin::Client => 1,
+    });
+    m.put_u8(matches!(p.namespace, Namespace::App(_)) as u8);
+    m.put_u32(app.len() as u32);
+    m.extend_from_slice(app);
+    m.put_u32(p.channel_at);
+    m.put_u32(name.len() as u32);
+    m.extend_from_slice(name);
+    m.extend_from_slice(&p.payload);
+    m.freeze()
+}
+
+/// A message that is not one [`encode`] makes (another version, cut short).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Malformed;
+
+/// The stamp and the publication (not numbered yet: the receiving node's stream does
+/// that) in a message.
+pub fn decode(message: Bytes) -> Result<(Stamp, Publication), Malformed> {
+    let mut m = message;
+    let take_u32 = |m: &mut Bytes| (m.remaining() >= 4).then(|| m.get_u32() as usize);
+    if m.remaining() < 1 + 16 + 3 || m.get_u8() != VERSION {
+        return Err(Malformed);
+    }
+    let stamp = Stamp {
+        node: m.get_u64(),
+        seq: m.get_u64(),
+    };
+    let resp = match m.get_u8() {
+        0 => ToResp::Hidden,
+        1 => ToResp::Channel,
+        2 => ToResp::Shard,
+        _ => return Err(Malformed),
+    };
+    let origin = match m.get_u8() {
+        0 => Origin::Server,
+        1 => Origin::Client,
+        _ => return Err(Malformed),
+    };
+    let in_app = m.get_u8() == 1;
+    let app_len = take_u32(&mut m).ok_or(Malformed)?;
+    if m.remaining() < app_len {
+        return Err(Malformed);
+    }
+    let app = m.split_to(app_len);
+    let namespace = if in_app {
+        Namespace::App(std::str::from_utf8(&app).map_err(|_| Malformed)?.into())
+    } else {
+        Namespace::Default
+    };
+    let channel_at = take_u32(&mut m).ok_or(Malformed)?;
+    let name_len = take_u32(&mut m).ok_or(Malformed)?;
+    if m.remaining() < name_len || channel_at > name_len {
+        return Err(Malformed);
+    }
+    let name = m.split_to(name_len);
+    Ok((
+        stamp,
+        Publication {
+            namespace,
+            name,
+            channel_at: channel_at as u32,
+            resp,
+            origin,
+            payload: m,
+            offset: None,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publication_comes_back_whole_with_its_stamp() {
+        let stamp = Stamp { node: 7, seq: 42 };
+        let cases = [
+            Publication::published_as(
+                Bytes::from_static(b"laravel_database_orders.1"),
+                17,
+                Bytes::from_static(br#"{"event":"Paid","data":{},"socket":null}"#),
+            ),
+            Publication::new(
+                Namespace::App("a:1".into()),
+                Bytes::from_static(b"private-chat"),
+                Bytes::from_static(b"{}"),
+            )
+            .from_client(),
+            Publication::shard(Bytes::from_static(b"s1"), Bytes::new()),
+        ];
+        for p in cases {
+            let (back_stamp, back) = decode(encode(&p, stamp)).unwrap();
+            assert_eq!((back_stamp, &back), (stamp, &p));
+            assert_eq!(back.channel(), p.channel());
+        }
+    }
+
+    #[test]
+    fn a_message_cut_short_or_of_another_version_is_malformed() {
+        let p = Publication::published_as(
+            Bytes::from_static(b"prefix_orders"),
+            7,
+            Bytes::from_static(b"x"),
+        );
+        let whole = encode(&p, Stamp { node: 1, seq: 1 });
+        let payload_at = whole.len() - 1;
+        for cut in 0..payload_at {
+            assert_eq!(decode(whole.slice(..cut)), Err(Malformed), "cut at {cut}");
+        }
+        let mut other = whole.to_vec();
+        other[0] = 2;
+        assert_eq!(decode(other.into()), Err(Malformed));
+    }
+
+    #[test]
+    fn keys_keep_namespaces_apart_and_patterns_escape_the_app_id() {
+        assert_eq!(
+            &stream_key(&Namespace::Default, b"orders")[..],
+            b"herald:d:orders"
+        );
+        let app = Namespace::App("x:y".into());
+        assert_eq!(&stream_key(&app, b"z")[..], b"herald:a3:x:y:z");
+        assert_eq!(
+            &stream_pattern(&app, b"cache-*")[..],
+            b"herald:a3:x:y:cache-*"
+        );
+        let globby = Namespace::App("a*[".into());
+        let pattern = stream_pattern(&globby, b"*");
+        assert_eq!(&pattern[..], br"herald:a3:a\*\[:*");
+        assert!(crate::broker::glob::matches(
+            &pattern,
+            &stream_key(&globby, b"c")
+        ));
+        assert!(!crate::broker::glob::matches(
+            &pattern,
+            &stream_key(&Namespace::App("abc".into()), b"c")
+        ));
+        assert_eq!(&shard_key(b"s")[..], b"herald:shard:s");
+    }
+}
