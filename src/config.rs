@@ -70,7 +70,8 @@ pub struct Settings {
     /// Join the herald nodes that share this Redis (or Valkey) as one server:
     /// `redis://[user:password@]host:port[/db]`. Every publication, whichever node it
     /// enters, is published there once and delivered by every node to its own clients.
-    /// Unset: one node, no Redis needed.
+    /// Its listeners then take SO_REUSEPORT, so several processes of one machine can
+    /// share its HTTP and RESP ports. Unset: one node, no Redis needed.
     #[arg(long, env = "HERALD_CLUSTER")]
     pub cluster: Option<String>,
 

@@ -67,8 +67,9 @@ const WEBHOOK_GRACE: Duration = Duration::from_secs(5);
 /// Bind both listeners and serve. Ports of 0 pick free ones; the bound addresses are
 /// logged and returned.
 pub async fn start(config: Config) -> std::io::Result<Running> {
-    let redis = TcpListener::bind(config.redis_bind).await?;
-    let http = TcpListener::bind(config.http_bind).await?;
+    let shared_ports = config.cluster.is_some();
+    let redis = listen(config.redis_bind, shared_ports)?;
+    let http = listen(config.http_bind, shared_ports)?;
     let (redis_addr, http_addr) = (redis.local_addr()?, http.local_addr()?);
     let state = Shared::new(config);
     let edges = Edges::start(&state);
@@ -90,6 +91,25 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
         edges,
         tasks,
     })
+}
+
+/// A listener on `addr`. `shared`: with SO_REUSEPORT, so the other herald processes of a
+/// cluster on this machine may listen on the same port (the kernel spreads connections
+/// over them); a single node does not share, so a second one on its port fails to start.
+fn listen(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if shared {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// How often the sweep runs: a quarter of the history TTL, between 250 ms and 5 s. A

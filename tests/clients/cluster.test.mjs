@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import Echo from 'laravel-echo';
 import { io } from 'socket.io-client';
-import { startHerald, laravelPayload, metric, once, sleep } from './lib/herald.mjs';
+import { startHerald, laravelPayload, metric, once, sleep, redisCli } from './lib/herald.mjs';
 import { redisCliSubscriber } from './lib/redis-cli.mjs';
 import { inbox, until, within, ackSubscribes, acked, DEADLINE_MS } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
@@ -358,4 +358,46 @@ test('Redis killed mid-stream and back on the same port: /healthz, local deliver
     assert.ok(seqs.every((x, i) => i === 0 || x > seqs[i - 1]), `${who}: no duplicates, in order: ${seqs}`);
   }
   assert.ok(await metric(n1, 'herald_cluster_outages_total') >= 1);
+});
+
+// A free loopback port (the kernel's pick, released at once for a herald to bind).
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+test('two processes of the cluster share one HTTP port and one RESP port (SO_REUSEPORT): both take connections, every client gets every event', async () => {
+  const binds = ['--http-bind', `127.0.0.1:${await freePort()}`, '--redis-bind', `127.0.0.1:${await freePort()}`];
+  const args = ['--cluster', redis.url, '--auth-endpoint', auth.endpoint, ...binds];
+  const first = await startHerald(args);
+  let second;
+  try {
+    second = await startHerald(args);
+    assert.deepEqual([second.httpPort, second.redisPort], [first.httpPort, first.redisPort], 'the same ports');
+    // New RESP connections to the shared port land on both processes: INFO's process_id says which.
+    const pids = new Set();
+    for (let i = 0; i < 64 && pids.size < 2; i++) {
+      pids.add(Number(/process_id:(\d+)/.exec(await redisCli(first.redisPort, 'INFO', 'server'))[1]));
+    }
+    assert.deepEqual([...pids].sort(), [first.proc.pid, second.proc.pid].sort(), 'both processes accept on the shared RESP port');
+
+    const channel = 'orders.cluster-g';
+    const clients = [];
+    for (let i = 0; i < 8; i++) clients.push(await pusherIn(first, channel));
+    const publish = await laravelPublisher(first);
+    await crossReady(() => publish(channel, 'Probe'), clients, 'probes on every client of the shared port');
+    await Promise.all(range(1, 50).map((n) => publish(channel, 'Seq', { n })));
+    await publish(channel, 'Marker');
+    for (const [i, r] of clients.entries()) {
+      assert.deepEqual(await beforeMarker(r, `the marker at client ${i}`), range(1, 50), `client ${i}: 1..50 once each, in order`);
+    }
+  } finally {
+    for (const c of open) c.close();
+    open = [];
+    await second?.stop();
+    await first.stop();
+  }
 });
