@@ -401,3 +401,56 @@ test('two processes of the cluster share one HTTP port and one RESP port (SO_REU
     await first.stop();
   }
 });
+
+test('a node SIGKILLed mid-stream: its clients reconnect to the process still on the shared port and get what follows; other nodes miss nothing', async () => {
+  const binds = ['--http-bind', `127.0.0.1:${await freePort()}`, '--redis-bind', `127.0.0.1:${await freePort()}`];
+  const args = ['--cluster', redis.url, '--auth-endpoint', auth.endpoint, ...binds];
+  const doomed = await startHerald(args);
+  let survivor;
+  try {
+    const channel = 'orders.cluster-h';
+    // Connected while `doomed` is the only process on the port: every one of them is on it.
+    const orphans = [];
+    for (let i = 0; i < 4; i++) orphans.push(await pusherIn(doomed, channel));
+    const ids = orphans.map((o) => o.client.connection.socket_id);
+    survivor = await startHerald(args);
+    const bystander = await echoIn(n2, channel);
+    const publish = await laravelPublisher(n1);
+    await crossReady(() => publish(channel, 'Probe'), [...orphans, bystander], 'node 1\'s probes everywhere');
+
+    let sent = 0;
+    let streaming = true;
+    const stream = (async () => {
+      while (streaming) {
+        await publish(channel, 'Seq', { n: ++sent });
+        await sleep(20); // the pace of the stream, not a wait for an outcome
+      }
+    })();
+    try {
+      await until(() => bystander.got.items.some((x) => typeof x === 'number'), 'the stream on node 2');
+      doomed.proc.kill('SIGKILL');
+      const killedAt = sent;
+      for (const [i, o] of orphans.entries()) {
+        await until(() => o.client.connection.state === 'connected' && o.client.connection.socket_id !== ids[i],
+          `client ${i} to reconnect to the surviving process`, 20000);
+        await until(() => o.got.items.some((x) => typeof x === 'number' && x > killedAt),
+          `client ${i} to get the stream again`, 20000);
+      }
+    } finally {
+      streaming = false;
+    }
+    await within(stream, 'node 1 to answer the last PUBLISH of the stream');
+    await publish(channel, 'Marker');
+    assert.deepEqual(await beforeMarker(bystander, 'the marker on node 2'), range(1, sent), 'node 2: every event once, in order');
+    for (const [i, o] of orphans.entries()) {
+      const seqs = (await beforeMarker(o, `the marker at client ${i}`)).filter((x) => typeof x === 'number');
+      assert.ok(seqs.every((x, k) => k === 0 || x > seqs[k - 1]), `client ${i}: no duplicates, in order: ${seqs}`);
+      assert.equal(seqs.at(-1), sent, `client ${i}: the last event`);
+    }
+  } finally {
+    for (const c of open) c.close();
+    open = [];
+    await survivor?.stop();
+    await doomed.stop();
+  }
+});

@@ -40,7 +40,7 @@ export async function startHerald(args = [], env = {}) {
     proc, logs, redisPort, httpPort,
     url: `http://127.0.0.1:${httpPort}`,
     async stop() {
-      if (proc.exitCode !== null) return proc.exitCode;
+      if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode; // exited, or killed
       const done = new Promise((r) => proc.once('exit', (code) => r(code)));
       proc.kill('SIGTERM');
       return done;
