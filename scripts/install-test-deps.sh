@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what herald's tests need, and only what is missing, so running it twice costs nothing:
-# Debian packages (redis-cli/redis-benchmark, a reference redis-server, php with phpredis, predis
-# and Laravel 8 for the real broadcaster, SQLite for the users of the channel-authorization app,
-# chromium for the browser test), then the Node test suite's pinned npm packages. The Rust
+# Debian packages (redis-cli/redis-benchmark, a reference redis-server and openssl for its TLS
+# certificates, php with phpredis, predis and Laravel 8 for the real broadcaster, SQLite for the
+# users of the channel-authorization app, chromium for the browser test), then the Node test
+# suite's pinned npm packages. The Rust
 # toolchain (cargo, rustfmt, clippy) must already be there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(redis-tools redis-server php-cli php-redis php-predis php-laravel-framework php-sqlite3 chromium)
+APT_PACKAGES=(redis-tools redis-server openssl php-cli php-redis php-predis php-laravel-framework php-sqlite3 chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

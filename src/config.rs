@@ -68,7 +68,9 @@ pub struct Settings {
     pub shutdown_grace_seconds: u64,
 
     /// Join the herald nodes that share this Redis (or Valkey) as one server:
-    /// `redis://[user:password@]host:port[/db]`. Every publication, whichever node it
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (the system's and
+    /// the webpki roots are trusted; a URL ending in `#insecure` skips the certificate
+    /// check, for tests only). Every publication, whichever node it
     /// enters, is published there once and delivered by every node to its own clients.
     /// Its listeners then take SO_REUSEPORT, so several processes of one machine can
     /// share its HTTP and RESP ports. Unset: one node, no Redis needed.
@@ -768,17 +770,13 @@ fn positive_ms(name: &str, ms: u64) -> Result<Duration, String> {
     }
 }
 
-/// A `--cluster` URL, as the Redis client reads it: `redis://` only (no TLS yet).
+/// A `--cluster` URL, as the Redis client reads it: `redis://` or `rediss://` (TLS).
 fn cluster_url(url: String) -> Result<String, String> {
-    if url.starts_with("rediss://") {
-        return Err(format!(
-            "cluster {url:?}: rediss:// (TLS to Redis) is not supported yet; use redis://"
-        ));
-    }
+    let scheme = url.starts_with("redis://") || url.starts_with("rediss://");
     match redis::Client::open(url.as_str()) {
-        Ok(_) if url.starts_with("redis://") => Ok(url),
+        Ok(_) if scheme => Ok(url),
         _ => Err(format!(
-            "cluster {url:?} is not redis://[user:password@]host:port[/db]"
+            "cluster {url:?} is not redis[s]://[user:password@]host:port[/db]"
         )),
     }
 }
@@ -1219,6 +1217,23 @@ mod tests {
                 took(&layered(&[], &line).unwrap()),
                 "{key} by `{line}` in the file"
             );
+        }
+    }
+
+    #[test]
+    fn a_cluster_url_is_redis_or_rediss() {
+        for good in [
+            "redis://127.0.0.1:6379",
+            "rediss://:pw@cache.example:6380/2",
+        ] {
+            assert_eq!(
+                parse(&["--cluster", good], "").unwrap().cluster.as_deref(),
+                Some(good)
+            );
+        }
+        for bad in ["http://127.0.0.1:6379", "127.0.0.1:6379", "redis://"] {
+            let e = parse(&["--cluster", bad], "").unwrap_err();
+            assert!(e.contains("is not redis[s]://"), "{bad}: {e}");
         }
     }
 

@@ -454,3 +454,33 @@ test('a node SIGKILLed mid-stream: its clients reconnect to the process still on
     await doomed.stop();
   }
 });
+
+test('rediss://: nodes meet over TLS; a certificate nothing vouches for is refused unless the URL says #insecure', async () => {
+  const secure = await startRedisServer({ tls: true });
+  const nodes = [];
+  try {
+    for (const url of [`${secure.url}/#insecure`, `${secure.url}/#insecure`, secure.url]) {
+      nodes.push(await startHerald(['--cluster', url, '--auth-endpoint', auth.endpoint]));
+    }
+    const [a, b, strict] = nodes;
+    // The self-signed certificate is not trusted: that node's backplane stays down, and says why.
+    let last;
+    await until(async () => { last = await healthz(strict); return last[0] === 503 && /backplane/.test(last[1]) && /certificate|UnknownIssuer|tls/i.test(last[1]); },
+      'the strict node to say its backplane is unreachable for the certificate').catch((e) => { e.message += `; last: ${last}`; throw e; });
+    assert.equal(await metric(strict, 'herald_cluster_up'), 0);
+
+    const channel = 'orders.cluster-tls';
+    const far = await pusherIn(b, channel);
+    const publish = await laravelPublisher(a);
+    await crossReady(() => publish(channel, 'Probe'), [far], 'node a\'s probes on node b, over TLS');
+    await Promise.all(range(1, 20).map((n) => publish(channel, 'Seq', { n })));
+    await publish(channel, 'Marker');
+    assert.deepEqual(await beforeMarker(far, 'the marker on node b'), range(1, 20));
+    assert.equal(await metric(a, 'herald_cluster_up'), 1);
+  } finally {
+    for (const c of open) c.close();
+    open = [];
+    for (const h of nodes) await h.stop();
+    await secure.stop();
+  }
+});

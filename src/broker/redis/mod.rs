@@ -34,6 +34,8 @@
 //! cluster-wide presence, occupancy, HTTP API channel queries and webhooks (each node
 //! answers for its own clients), and `PUBLISH`'s count of receivers (0: they are
 //! reached when Redis hands the publication back, on every node).
+//!
+//! `rediss://` URLs connect with TLS (rustls; the system's and the webpki roots).
 
 mod subscriptions;
 mod wire;
@@ -109,7 +111,9 @@ impl Links {
                 .all(|u| u.load(Ordering::Relaxed))
     }
 
-    /// A connection (`what`) went down, or could not be made.
+    /// A connection (`what`) went down, or could not be made. Said once per loss, and for
+    /// the publisher at every failed attempt to connect (at most one per backoff period),
+    /// so a node that never reached Redis says so too.
     fn down(&self, up: &AtomicBool, what: &str, error: &str) {
         *self.last_error.lock() = error.to_string();
         if up.swap(false, Ordering::Relaxed) {
@@ -118,6 +122,11 @@ impl Links {
                 redis = %self.address, error, connection = what,
                 "backplane connection lost: publications made on other nodes do not reach this \
                  node's clients until it is back; this node's own are delivered here meanwhile"
+            );
+        } else if std::ptr::eq(up, &self.publisher_up) {
+            tracing::warn!(
+                redis = %self.address, error,
+                "cannot reach the backplane (retrying): this node delivers only its own publications"
             );
         }
     }

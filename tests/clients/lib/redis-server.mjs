@@ -5,7 +5,8 @@
 // real thing (Debian's /usr/bin/redis-server, installed by scripts/install-test-deps.sh) to
 // show what happens when it answers, and when it dies and comes back. It runs on a free
 // loopback port, in a temp dir of its own, with no persistence (`--save '' --appendonly no`),
-// and is ready once it answers PING.
+// and is ready once it answers PING. With `{ tls: true }` it serves TLS only, with a certificate
+// for 127.0.0.1 it signs itself (openssl), which nothing trusts: `url` is then `rediss://…`.
 //
 //   const redis = await startRedisServer();   // { port, url, logs }
 //   await redis.crash();                      // kill -9, as a crash or an OOM kill does
@@ -13,12 +14,13 @@
 //   await redis.restart();                    // crash() then start()
 //   await redis.stop();                       // SIGTERM, for `after`
 //   redis.running                             // false after crash() or stop()
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import tls from 'node:tls';
 import { DEADLINE_MS } from './wait.mjs';
 
 export const redisServerBin = process.env.REDIS_SERVER_BIN || '/usr/bin/redis-server';
@@ -35,15 +37,17 @@ function freePort() {
   });
 }
 
-// True once a RESP connection to `port` answers PING with +PONG.
-function pong(port) {
+// True once a RESP connection to `port` (over TLS if `secure`) answers PING with +PONG.
+function pong(port, secure) {
   return new Promise((resolve) => {
-    const sock = net.connect(port, '127.0.0.1');
+    const sock = secure
+      ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false })
+      : net.connect(port, '127.0.0.1');
     let reply = '';
     const done = (ok) => { sock.destroy(); resolve(ok); };
     sock.setTimeout(1000, () => done(false));
     sock.on('error', () => done(false));
-    sock.on('connect', () => sock.write('PING\r\n'));
+    sock.on(secure ? 'secureConnect' : 'connect', () => sock.write('PING\r\n'));
     sock.on('data', (d) => {
       reply += d;
       if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
@@ -55,8 +59,24 @@ const exited = (proc) => (proc.exitCode !== null || proc.signalCode !== null
   ? Promise.resolve()
   : new Promise((r) => proc.once('exit', () => r())));
 
-export async function startRedisServer({ port } = {}) {
+// A self-signed certificate for 127.0.0.1 in `dir`: [cert, key] paths.
+function selfSigned(dir) {
+  const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+    '-keyout', key, '-out', cert, '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
+  { stdio: 'ignore' });
+  return [cert, key];
+}
+
+export async function startRedisServer({ port, tls: secure = false } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-redis-'));
+  const listen = secure
+    ? (() => {
+      const [cert, key] = selfSigned(dir);
+      return (p) => ['--port', '0', '--tls-port', String(p), '--tls-cert-file', cert, '--tls-key-file', key,
+        '--tls-ca-cert-file', cert, '--tls-auth-clients', 'no'];
+    })()
+    : (p) => ['--port', String(p)];
   const logs = [];
   let proc = null;
   // The port is fixed after the first start, so that restart() comes back where herald looks.
@@ -65,7 +85,7 @@ export async function startRedisServer({ port } = {}) {
   async function start() {
     if (proc && proc.exitCode === null && proc.signalCode === null) throw new Error('redis-server is already running');
     proc = spawn(redisServerBin, [
-      '--port', String(port), '--bind', '127.0.0.1', '--dir', dir,
+      ...listen(port), '--bind', '127.0.0.1', '--dir', dir,
       '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'notice',
     ], { stdio: ['ignore', 'pipe', 'pipe'] });
     const me = proc;
@@ -76,7 +96,7 @@ export async function startRedisServer({ port } = {}) {
       });
     }
     const end = Date.now() + DEADLINE_MS;
-    while (!(await pong(port))) {
+    while (!(await pong(port, secure))) {
       if (me.exitCode !== null || me.signalCode !== null) {
         throw new Error(`redis-server exited (${me.exitCode ?? me.signalCode}) on port ${port}:\n${logs.join('\n')}`);
       }
@@ -95,7 +115,7 @@ export async function startRedisServer({ port } = {}) {
   await start();
   return {
     port,
-    url: `redis://127.0.0.1:${port}`,
+    url: `${secure ? 'rediss' : 'redis'}://127.0.0.1:${port}`,
     logs,
     get pid() { return proc && proc.pid; },
     get running() { return !!proc && proc.exitCode === null && proc.signalCode === null; },
