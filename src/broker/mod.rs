@@ -253,8 +253,44 @@ pub struct BrokerStats {
     pub delivered: Counter,
 }
 
+/// Answers, on this node, the questions any node asks the cluster ([`Cluster::ask`]).
+pub trait Answerer: Send + Sync {
+    /// The answer to `question`, from this node's own clients: quick, never waiting.
+    fn answer(&self, question: &[u8]) -> Bytes;
+}
+
+/// What every node of a cluster answered to one question.
+#[derive(Debug, Default)]
+pub struct Answers {
+    /// One per node that answered in time, this node's included.
+    pub answers: Vec<Bytes>,
+    /// Nodes that took the question but did not answer in time.
+    pub missing: usize,
+}
+
+/// The question could not be asked: the backplane is unreachable.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unreachable;
+
+/// A future [`Cluster::ask`] returns.
+pub type Asking<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Answers, Unreachable>> + Send + 'a>>;
+
+/// What the nodes of a cluster ask one another: questions about their clients.
+pub trait Cluster: Send + Sync {
+    /// Ask every node (this one included) `question`, and wait (boundedly) for the answers.
+    fn ask(&self, question: Bytes) -> Asking<'_>;
+    /// Who answers the questions on this node (the first call wins).
+    fn answer_with(&self, answerer: Arc<dyn Answerer>);
+}
+
 /// The broker: publish, subscribe and unsubscribe interest, read history.
 pub trait Broker: Send + Sync {
+    /// The cluster this node belongs to, if any: a single node answers for itself.
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
+    }
+
     /// Number `publication` in its stream and deliver it. Returns the receivers it
     /// reached (RESP subscriptions as Redis counts them, plus WebSocket connections).
     fn publish(&self, publication: Publication) -> usize;

@@ -161,13 +161,6 @@ fn is_internal(name: &str) -> bool {
     name.starts_with('#')
 }
 
-/// Occupancy of one channel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Occupancy {
-    pub subscriptions: usize,
-    pub users: usize,
-}
-
 #[derive(Serialize)]
 struct PresenceData<'a> {
     presence: PresenceBody<'a>,
@@ -479,16 +472,10 @@ impl Channels {
         }
     }
 
-    /// Subscriptions to `name`, and on a presence channel its users (asked of the
-    /// presence once the shard is let go).
-    pub fn occupancy(&self, name: &str) -> Occupancy {
-        let subscriptions = self
-            .map
-            .with(name, |ch| ch.map_or(0, |ch| ch.subscribers.len()));
-        Occupancy {
-            subscriptions,
-            users: self.user_count(name),
-        }
+    /// Subscriptions to `name` on this node.
+    pub fn subscriptions(&self, name: &str) -> usize {
+        self.map
+            .with(name, |ch| ch.map_or(0, |ch| ch.subscribers.len()))
     }
 
     /// How many numbered frames `conn` was sent on `name` since it joined, and the
@@ -502,34 +489,17 @@ impl Channels {
         Some((s.sent.load(Ordering::Relaxed), ch.seen.get()?))
     }
 
-    /// Occupied channels whose names start with `prefix`, sorted by name.
-    pub fn list(&self, prefix: &str) -> Vec<(String, Occupancy)> {
+    /// Channels with subscribers on this node whose names start with `prefix`.
+    pub fn occupied(&self, prefix: &str) -> Vec<String> {
         let mut out = Vec::new();
         for shard in self.map.shards() {
             for (name, ch) in shard.iter() {
                 if name.starts_with(prefix) && !ch.subscribers.is_empty() {
-                    let occupancy = Occupancy {
-                        subscriptions: ch.subscribers.len(),
-                        users: 0,
-                    };
-                    out.push((name.to_string(), occupancy));
+                    out.push(name.to_string());
                 }
             }
         }
-        for (name, occupancy) in &mut out {
-            occupancy.users = self.user_count(name);
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
         out
-    }
-
-    /// Users present on `name` (0 unless it is a presence channel).
-    fn user_count(&self, name: &str) -> usize {
-        if ChannelKind::of(name) == ChannelKind::Presence {
-            self.presence.user_count(name)
-        } else {
-            0
-        }
     }
 
     /// The user ids present on a presence channel.
@@ -626,13 +596,8 @@ mod tests {
             queued(&b).is_empty(),
             "no member_added for a's second connection"
         );
-        assert_eq!(
-            ch.occupancy("presence-r"),
-            Occupancy {
-                subscriptions: 3,
-                users: 2
-            }
-        );
+        assert_eq!(ch.subscriptions("presence-r"), 3);
+        assert_eq!(ch.users("presence-r").len(), 2);
         ch.unsubscribe("presence-r", &a1);
         assert!(queued(&b).is_empty());
         ch.unsubscribe("presence-r", &a2);
@@ -674,7 +639,7 @@ mod tests {
         assert_eq!(j.cached, Some(Some(f)));
         let j = ch.subscribe("cache-y", &a, None, 0).ok().unwrap();
         assert_eq!(j.cached, Some(None));
-        assert_eq!(ch.list("cache-").len(), 2);
+        assert_eq!(ch.occupied("cache-").len(), 2);
     }
 
     #[test]

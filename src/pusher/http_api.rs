@@ -1,5 +1,6 @@
 //! Pusher's HTTP API on the HTTP port: trigger events, query channels and users,
-//! terminate a user's connections. Requests are signed as Pusher signs them.
+//! terminate a user's connections. Requests are signed as Pusher signs them. Queries
+//! and terminations speak for every node of a cluster ([`super::census`]).
 //!
 //! Verification: `auth_key` is the app's key, `auth_timestamp` within 600 s of now,
 //! `auth_version` 1.0, `body_md5` the MD5 of a non-empty body, and `auth_signature`
@@ -20,7 +21,7 @@
 //! with the reason, never part of it.
 
 use super::apps::{App, Apps};
-use super::protocol;
+use super::census::{self, Census, Question};
 use super::signature;
 use crate::broker::{Broker, Namespace, Offset, Origin, Publication};
 use crate::edge_policy::valid_channel_name;
@@ -75,8 +76,10 @@ fn apps_max_message(apps: &Apps) -> usize {
 }
 
 /// Serve one API request for app `app_id`; `rest` is the path after `/apps/{id}`.
-/// Events are published on `broker`.
-pub fn handle(
+/// Events are published on `broker`; queries about clients are asked of every node
+/// ([`census`]), and a reply some node did not answer for in time says how many in
+/// `X-Herald-Nodes-Missing`.
+pub async fn handle(
     apps: &Apps,
     broker: &dyn Broker,
     app_id: &str,
@@ -89,11 +92,32 @@ pub fn handle(
             format!("Unknown app id {app_id}"),
         ));
     };
-    let result = authenticate(app, &req).and_then(|params| route(app, broker, rest, &req, &params));
+    let result = match authenticate(app, &req) {
+        Ok(params) => route(app, broker, rest, &req, &params).await,
+        Err(f) => Err(f),
+    };
     match result {
-        Ok(v) => warp::reply::json(&v).into_response(),
+        Ok((v, 0)) => warp::reply::json(&v).into_response(),
+        Ok((v, missing)) => {
+            warp::reply::with_header(warp::reply::json(&v), "X-Herald-Nodes-Missing", missing)
+                .into_response()
+        }
         Err(f) => reply_error(f),
     }
+}
+
+/// What a route answers: the JSON, and how many nodes did not answer for it in time.
+type Answer = (Value, usize);
+
+/// Ask every node `question` ([`census::ask`]): 503 when the cluster cannot be asked.
+async fn ask(
+    app: &App,
+    broker: &dyn Broker,
+    question: Question,
+) -> Result<(Census, usize), Failure> {
+    census::ask(broker, app, question)
+        .await
+        .map_err(|e| fail(StatusCode::SERVICE_UNAVAILABLE, e))
 }
 
 /// The decoded query parameters, in order of appearance.
@@ -175,25 +199,33 @@ fn decode(segment: &str) -> String {
         .into_owned()
 }
 
-fn route(
+async fn route(
     app: &App,
     broker: &dyn Broker,
     rest: &[&str],
     req: &Request<'_>,
     params: &Params,
-) -> Result<Value, Failure> {
+) -> Result<Answer, Failure> {
     let info = || param(params, "info").unwrap_or("");
+    let named = |names: Vec<String>| Question::Named {
+        app: app.config.id.clone(),
+        names,
+    };
     match (req.method, rest) {
         (&Method::POST, ["events"]) => {
             let ev: EventBody = parse_body(req.body)?;
             let channels = ev.channels(MAX_CHANNELS)?;
             let info = ev.info.as_deref().unwrap_or("");
+            check_info(&channels, info)?;
             trigger(app, broker, &ev, &channels)?;
             let mut out = Map::new();
+            let mut missing = 0;
             if !info.is_empty() {
-                out.insert("channels".into(), channels_info(app, &channels, info)?);
+                let (census, m) = ask(app, broker, named(channels.clone())).await?;
+                missing = m;
+                out.insert("channels".into(), channels_info(&census, &channels, info));
             }
-            Ok(Value::Object(out))
+            Ok((Value::Object(out), missing))
         }
         (&Method::POST, ["batch_events"]) => {
             let batch: BatchBody = parse_body(req.body)?;
@@ -207,25 +239,36 @@ fn route(
             for ev in &batch.batch {
                 let channels = ev.channels(1)?;
                 ev.check(app)?;
+                check_info(&channels, ev.info.as_deref().unwrap_or(""))?;
                 all.push(channels);
             }
-            let mut infos = Vec::new();
             for (ev, channels) in batch.batch.iter().zip(&all) {
                 trigger(app, broker, ev, channels)?;
-                let info = ev.info.as_deref().unwrap_or("");
-                infos.push(match info {
+            }
+            if batch.batch.iter().all(|e| e.info.is_none()) {
+                return Ok((json!({}), 0));
+            }
+            let asked: Vec<String> = batch
+                .batch
+                .iter()
+                .zip(&all)
+                .filter(|(ev, _)| ev.info.as_deref().is_some_and(|i| !i.is_empty()))
+                .map(|(_, channels)| channels[0].clone())
+                .collect();
+            let (census, missing) = ask(app, broker, named(asked)).await?;
+            let infos: Vec<Value> = batch
+                .batch
+                .iter()
+                .zip(&all)
+                .map(|(ev, channels)| match ev.info.as_deref().unwrap_or("") {
                     "" => json!({}),
-                    i => channels_info(app, channels, i)?
+                    i => channels_info(&census, channels, i)
                         .get(&channels[0])
                         .cloned()
                         .unwrap_or(json!({})),
-                });
-            }
-            Ok(if batch.batch.iter().any(|e| e.info.is_some()) {
-                json!({ "batch": infos })
-            } else {
-                json!({})
-            })
+                })
+                .collect();
+            Ok((json!({ "batch": infos }), missing))
         }
         (&Method::GET, ["channels"]) => {
             let prefix = param(params, "filter_by_prefix").unwrap_or("");
@@ -233,32 +276,43 @@ fn route(
             if wants_users && !prefix.starts_with("presence-") {
                 return Err(fail(StatusCode::BAD_REQUEST, "user_count may only be requested for presence channels (filter_by_prefix=presence-)"));
             }
+            let question = Question::Channels {
+                app: app.config.id.clone(),
+                prefix: prefix.to_string(),
+            };
+            let (census, missing) = ask(app, broker, question).await?;
             let mut channels = Map::new();
-            for (name, occ) in app.channels.list(prefix) {
+            for (name, counted) in census.channels.iter().filter(|(_, c)| c.subscriptions > 0) {
                 let mut o = Map::new();
                 for i in info().split(',') {
                     match i {
-                        "user_count" => o.insert("user_count".into(), occ.users.into()),
+                        "user_count" => o.insert("user_count".into(), counted.users.len().into()),
                         "subscription_count" => {
-                            o.insert("subscription_count".into(), occ.subscriptions.into())
+                            o.insert("subscription_count".into(), counted.subscriptions.into())
                         }
                         _ => None,
                     };
                 }
-                channels.insert(name, Value::Object(o));
+                channels.insert(name.clone(), Value::Object(o));
             }
-            Ok(json!({ "channels": channels }))
+            Ok((json!({ "channels": channels }), missing))
         }
         (&Method::GET, ["channels", name]) => {
             let name = decode(name);
-            let v = channels_info(app, std::slice::from_ref(&name), info())?;
-            let occ = app.channels.occupancy(&name);
+            let names = std::slice::from_ref(&name);
+            check_info(names, info())?;
+            let (census, missing) = ask(app, broker, named(names.to_vec())).await?;
+            let v = channels_info(&census, names, info());
             let mut o = match v.get(&name) {
                 Some(Value::Object(o)) => o.clone(),
                 _ => Map::new(),
             };
-            o.insert("occupied".into(), (occ.subscriptions > 0).into());
-            Ok(Value::Object(o))
+            let occupied = census
+                .channels
+                .get(&name)
+                .is_some_and(|c| c.subscriptions > 0);
+            o.insert("occupied".into(), occupied.into());
+            Ok((Value::Object(o), missing))
         }
         (&Method::GET, ["channels", name, "users"]) => {
             let name = decode(name);
@@ -268,22 +322,26 @@ fn route(
                     "Users may only be listed for presence channels",
                 ));
             }
-            let users: Vec<Value> = app
+            let (census, missing) = ask(app, broker, named(vec![name.clone()])).await?;
+            let users: Vec<Value> = census
                 .channels
-                .users(&name)
+                .get(&name)
                 .into_iter()
+                .flat_map(|c| &c.users)
                 .map(|id| json!({ "id": id }))
                 .collect();
-            Ok(json!({ "users": users }))
+            Ok((json!({ "users": users }), missing))
         }
-        (&Method::GET, ["channels", name, "events"]) => history(app, broker, &decode(name), params),
+        (&Method::GET, ["channels", name, "events"]) => {
+            Ok((history(app, broker, &decode(name), params)?, 0))
+        }
         (&Method::POST, ["users", user, "terminate_connections"]) => {
-            let user = decode(user);
-            let frames = [protocol::error(4009, "You got disconnected by the app.")];
-            for conn in app.connections_of(&user) {
-                conn.terminate(&frames);
-            }
-            Ok(json!({}))
+            let question = Question::Terminate {
+                app: app.config.id.clone(),
+                user: decode(user),
+            };
+            let (_, missing) = ask(app, broker, question).await?;
+            Ok((json!({}), missing))
         }
         _ => Err(fail(StatusCode::NOT_FOUND, "Not found")),
     }
@@ -461,37 +519,53 @@ fn trigger(
     Ok(())
 }
 
-/// `{"channel": {"user_count":..,"subscription_count":..}}` for the attributes asked in `info`.
-fn channels_info(app: &App, channels: &[String], info: &str) -> Result<Value, Failure> {
-    let mut out = Map::new();
-    for name in channels {
-        let occ = app.channels.occupancy(name);
-        let mut o = Map::new();
-        for attr in info.split(',').filter(|a| !a.is_empty()) {
-            match attr {
-                "user_count" => {
-                    if ChannelKind::of(name) != ChannelKind::Presence {
-                        return Err(fail(
-                            StatusCode::BAD_REQUEST,
-                            "user_count is only available for presence channels",
-                        ));
-                    }
-                    o.insert("user_count".into(), occ.users.into());
-                }
-                "subscription_count" => {
-                    o.insert("subscription_count".into(), occ.subscriptions.into());
-                }
-                other => {
+/// Refuse what `info` may not ask of `channels`: an unknown attribute, or `user_count`
+/// of a channel that is not a presence channel.
+fn check_info(channels: &[String], info: &str) -> Result<(), Failure> {
+    for attr in info.split(',').filter(|a| !a.is_empty()) {
+        match attr {
+            "user_count" => {
+                if channels
+                    .iter()
+                    .any(|n| ChannelKind::of(n) != ChannelKind::Presence)
+                {
                     return Err(fail(
                         StatusCode::BAD_REQUEST,
-                        format!("Unknown info attribute {other:?}"),
-                    ))
+                        "user_count is only available for presence channels",
+                    ));
                 }
             }
+            "subscription_count" => {}
+            other => {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("Unknown info attribute {other:?}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `{"channel": {"user_count":..,"subscription_count":..}}` for the attributes asked in
+/// `info` (checked by [`check_info`]), from the census.
+fn channels_info(census: &Census, channels: &[String], info: &str) -> Value {
+    let mut out = Map::new();
+    for name in channels {
+        let counted = census.channels.get(name).cloned().unwrap_or_default();
+        let mut o = Map::new();
+        for attr in info.split(',') {
+            match attr {
+                "user_count" => o.insert("user_count".into(), counted.users.len().into()),
+                "subscription_count" => {
+                    o.insert("subscription_count".into(), counted.subscriptions.into())
+                }
+                _ => None,
+            };
         }
         out.insert(name.clone(), Value::Object(o));
     }
-    Ok(Value::Object(out))
+    Value::Object(out)
 }
 
 #[cfg(test)]

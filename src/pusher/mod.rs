@@ -18,6 +18,7 @@
 //!   added to any frame.
 
 pub mod apps;
+mod census;
 pub mod channels;
 pub mod http_api;
 pub mod protocol;
@@ -107,6 +108,10 @@ pub fn start(state: &State) -> Option<Arc<Apps>> {
             window_seconds = c.recovery_limits.window.as_secs(),
             "Pusher recovery on (herald:resume, examples/pusher-recovery)"
         );
+    }
+    if let Some(cluster) = state.broker.cluster() {
+        // The HTTP API's channel and user queries ask every node; this one answers here.
+        cluster.answer_with(apps.clone());
     }
     for app in apps.iter() {
         for prefix in channels::CACHE_PREFIXES {
@@ -227,7 +232,7 @@ pub fn routes(state: State, apps: Option<Arc<Apps>>) -> BoxedFilter<(Response,)>
                         query: &query,
                         body: &body,
                     };
-                    Ok(http_api::handle(&apps, &*state.broker, &id, &rest, req))
+                    Ok(http_api::handle(&apps, &*state.broker, &id, &rest, req).await)
                 }
             },
         );

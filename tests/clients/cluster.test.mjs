@@ -23,7 +23,7 @@ import { redisCliSubscriber } from './lib/redis-cli.mjs';
 import { inbox, until, within, ackSubscribes, acked, DEADLINE_MS } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
 import { startAuthApp } from './fixtures/laravel-auth.mjs';
-import { sdk, pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
+import { sdk, pusherClient, connected, subscribed, signedIn } from './pusher_fixtures.mjs';
 
 let redis, auth, n1, n2, n3;
 let open = [];
@@ -483,4 +483,41 @@ test('rediss://: nodes meet over TLS; a certificate nothing vouches for is refus
     for (const h of nodes) await h.stop();
     await secure.stop();
   }
+});
+
+test('the HTTP API answers for every node: channels and users counted once across nodes, terminate_connections everywhere', async () => {
+  const channel = 'presence-cluster-i';
+  // A pusher-js client of `user` on node `h`, signed in and on the presence channel; it
+  // records the pusher:error codes it is sent.
+  const member = async (h, user) => {
+    const client = await connected(pusherClient(h, { user: { user_id: user, user_info: {} } }));
+    open.push({ close: () => client.disconnect() });
+    const errors = inbox();
+    client.connection.bind('error', (e) => errors.add(e.data && e.data.code));
+    await signedIn(client);
+    await subscribed(client, channel);
+    return { client, errors };
+  };
+  const adaOn1 = await member(n1, 'ada');
+  const adaOn3 = await member(n3, 'ada');
+  const bobOn2 = await member(n2, 'bob');
+  const api = sdk(n2);
+  const get = async (path, params) => (await api.get({ path, params })).json();
+
+  assert.deepEqual(await get(`/channels/${channel}`, { info: 'user_count,subscription_count' }),
+    { occupied: true, user_count: 2, subscription_count: 3 }, 'three connections, two users, on three nodes');
+  assert.deepEqual(await get('/channels', { filter_by_prefix: channel, info: 'user_count,subscription_count' }),
+    { channels: { [channel]: { user_count: 2, subscription_count: 3 } } });
+  assert.deepEqual((await get(`/channels/${channel}/users`)).users.map((u) => u.id).sort(), ['ada', 'bob']);
+  assert.deepEqual(await get('/channels/presence-cluster-nobody'), { occupied: false });
+
+  // Ada's connections are on nodes 1 and 3; the request goes to node 2.
+  await api.terminateUserConnections('ada');
+  for (const [who, c] of [['on node 1', adaOn1], ['on node 3', adaOn3]]) {
+    await c.errors.waitFor((code) => code === 4009, `ada ${who} to be told 4009`);
+  }
+  await until(async () => (await get(`/channels/${channel}`, { info: 'subscription_count' })).subscription_count === 1,
+    'only bob left on the channel');
+  assert.deepEqual(bobOn2.errors.items, [], 'bob is left alone');
+  assert.equal(bobOn2.client.connection.state, 'connected');
 });

@@ -37,15 +37,17 @@
 //!
 //! `rediss://` URLs connect with TLS (rustls; the system's and the webpki roots).
 
+mod ask;
 mod subscriptions;
 mod wire;
 
 use super::{
-    Broker, BrokerStats, Interest, MemoryBroker, Namespace, Offset, Publication, StreamSubscriber,
-    Subscriber, SubscriberId, TooOld,
+    Answerer, Answers, Asking, Broker, BrokerStats, Cluster, Interest, MemoryBroker, Namespace,
+    Offset, Publication, StreamSubscriber, Subscriber, SubscriberId, TooOld, Unreachable,
 };
 use crate::health::Check;
 use crate::metrics::Counter;
+use ask::Questions;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
@@ -53,7 +55,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subscriptions::{changes, connection_of, wanted, Wanted};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use wire::Stamp;
 
@@ -69,18 +71,28 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// A publication on its way to Redis: its backplane channel, and whether it was
-/// delivered on this node already (its channel's subscriber connection was down).
-struct Outgoing {
-    key: Bytes,
-    publication: Publication,
-    delivered: bool,
+/// What the publisher task sends to Redis, in order.
+enum Outgoing {
+    /// A publication, on its backplane channel; `delivered`: on this node already (its
+    /// channel's subscriber connection was down).
+    Publication {
+        key: Bytes,
+        publication: Publication,
+        delivered: bool,
+    },
+    /// A question or an answer ([`ask`]), with where to say how many nodes took it.
+    Message {
+        channel: Bytes,
+        message: Bytes,
+        taken: Option<oneshot::Sender<usize>>,
+    },
 }
 
 /// The broker of a node in a cluster. See the module doc.
 pub struct RedisBroker {
     local: Arc<MemoryBroker>,
     links: Arc<Links>,
+    questions: Arc<Questions>,
     outgoing: mpsc::Sender<Outgoing>,
     /// Woken by every (un)subscribe: the planner recomputes what the node needs.
     interest_changed: Arc<Notify>,
@@ -98,6 +110,8 @@ struct Links {
     local_only: Counter,
     outages: Counter,
     malformed: Counter,
+    /// Answers to this node's questions that did not come in time.
+    unanswered: Counter,
     /// Set once the current outage's local-only delivery was logged.
     local_only_said: AtomicBool,
 }
@@ -189,12 +203,14 @@ impl RedisBroker {
             local_only: Counter::new(),
             outages: Counter::new(),
             malformed: Counter::new(),
+            unanswered: Counter::new(),
             local_only_said: AtomicBool::new(false),
         });
         let local = Arc::new(local);
         let (outgoing, queue) = mpsc::channel(QUEUE);
         let interest_changed = Arc::new(Notify::new());
         let node = rand::random::<u64>();
+        let questions = Arc::new(Questions::new(node));
         tokio::spawn(publisher(
             client.clone(),
             queue,
@@ -211,20 +227,28 @@ impl RedisBroker {
                 i,
                 client.clone(),
                 wanted,
-                local.clone(),
-                links.clone(),
+                Receiver {
+                    local: local.clone(),
+                    links: links.clone(),
+                    questions: questions.clone(),
+                    outgoing: outgoing.clone(),
+                },
                 stop.clone(),
             ));
         }
         tokio::spawn(planner(
             local.clone(),
+            questions.channels(),
             interest_changed.clone(),
             shares,
             stop,
         ));
+        // The first plan holds the question channels, whatever the interest.
+        interest_changed.notify_one();
         Arc::new(RedisBroker {
             local,
             links,
+            questions,
             outgoing,
             interest_changed,
         })
@@ -241,7 +265,56 @@ impl RedisBroker {
     }
 }
 
+impl Cluster for RedisBroker {
+    fn ask(&self, question: Bytes) -> Asking<'_> {
+        Box::pin(async move {
+            let (id, message, mut answers) = self.questions.open(&question);
+            let (taken, nodes) = oneshot::channel();
+            let sent = self.outgoing.try_send(Outgoing::Message {
+                channel: Bytes::from_static(ask::ASK.as_bytes()),
+                message,
+                taken: Some(taken),
+            });
+            let asked = async {
+                sent.map_err(|_| Unreachable)?;
+                let nodes = nodes.await.map_err(|_| Unreachable)?;
+                let mut got = Answers::default();
+                let collect = async {
+                    while got.answers.len() < nodes {
+                        match answers.recv().await {
+                            Some(answer) => got.answers.push(answer),
+                            None => break,
+                        }
+                    }
+                };
+                let _ = tokio::time::timeout(ask::DEADLINE, collect).await;
+                got.missing = nodes.saturating_sub(got.answers.len());
+                Ok(got)
+            };
+            let got = tokio::time::timeout(ask::DEADLINE * 2, asked)
+                .await
+                .unwrap_or(Err(Unreachable));
+            self.questions.close(id);
+            if let Ok(Answers { missing, .. }) = &got {
+                if *missing > 0 {
+                    self.links.unanswered.add(*missing as u64);
+                    tracing::warn!(missing, "nodes that took a question did not answer in time");
+                }
+            }
+            got
+        })
+    }
+
+    fn answer_with(&self, answerer: Arc<dyn Answerer>) {
+        self.questions.answer_with(answerer);
+    }
+}
+
 impl Broker for RedisBroker {
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        Some(self)
+    }
+
     fn publish(&self, p: Publication) -> usize {
         let key = wire::key_of(&p);
         let carried =
@@ -249,7 +322,7 @@ impl Broker for RedisBroker {
         let sent = self.links.publisher_up.load(Ordering::Relaxed)
             && self
                 .outgoing
-                .try_send(Outgoing {
+                .try_send(Outgoing::Publication {
                     key,
                     publication: p.clone(),
                     delivered: !carried,
@@ -402,6 +475,11 @@ impl Broker for RedisBroker {
                 "counter",
                 l.malformed.get(),
             ),
+            (
+                "herald_cluster_unanswered_total",
+                "counter",
+                l.unanswered.get(),
+            ),
             ("herald_cluster_up", "gauge", l.all_up() as u64),
         ]);
         rows
@@ -460,27 +538,56 @@ async fn publisher(
                 return;
             }
             let mut pipe = redis::pipe();
+            let mut publications = 0;
             for out in &batch {
-                seq += 1;
-                let message = wire::encode(&out.publication, Stamp { node, seq });
-                pipe.cmd("PUBLISH")
-                    .arg(&out.key[..])
-                    .arg(&message[..])
-                    .ignore();
+                let (channel, message, counted) = match out {
+                    Outgoing::Publication {
+                        key, publication, ..
+                    } => {
+                        seq += 1;
+                        publications += 1;
+                        (key, wire::encode(publication, Stamp { node, seq }), false)
+                    }
+                    Outgoing::Message {
+                        channel,
+                        message,
+                        taken,
+                    } => (channel, message.clone(), taken.is_some()),
+                };
+                let publish = pipe.cmd("PUBLISH").arg(&channel[..]).arg(&message[..]);
+                if !counted {
+                    publish.ignore();
+                }
             }
-            match pipe.query_async::<()>(&mut con).await {
-                Ok(()) => {
-                    links.published.add(n as u64);
-                    batch.clear();
+            match pipe.query_async::<Vec<usize>>(&mut con).await {
+                Ok(taken) => {
+                    links.published.add(publications);
+                    let mut taken = taken.into_iter();
+                    for out in batch.drain(..) {
+                        if let Outgoing::Message {
+                            taken: Some(tell), ..
+                        } = out
+                        {
+                            let _ = tell.send(taken.next().unwrap_or(0));
+                        }
+                    }
                 }
                 Err(e) => {
                     links.down(&links.publisher_up, "publisher", &e.to_string());
                     // Whether Redis took any of them is unknown: this node's clients get
-                    // each once, here.
+                    // each once, here. Questions and answers are dropped (the asker
+                    // counts the answers missing, or the question unasked).
                     for out in batch.drain(..) {
-                        links.delivered_locally_only();
-                        if !out.delivered {
-                            local.publish(out.publication);
+                        if let Outgoing::Publication {
+                            publication,
+                            delivered,
+                            ..
+                        } = out
+                        {
+                            links.delivered_locally_only();
+                            if !delivered {
+                                local.publish(publication);
+                            }
                         }
                     }
                     break;
@@ -494,6 +601,7 @@ async fn publisher(
 /// each subscriber connection its share.
 async fn planner(
     local: Arc<MemoryBroker>,
+    questions: [Bytes; 2],
     changed: Arc<Notify>,
     shares: Vec<watch::Sender<Wanted>>,
     stop: CancellationToken,
@@ -503,7 +611,9 @@ async fn planner(
             _ = stop.cancelled() => return,
             _ = changed.notified() => {}
         }
-        for (share, now) in shares.iter().zip(wanted(&local.interest(), CONNECTIONS)) {
+        let mut plan = wanted(&local.interest(), CONNECTIONS);
+        plan[0].channels.extend(questions.iter().cloned());
+        for (share, now) in shares.iter().zip(plan) {
             share.send_if_modified(|held| {
                 let modified = *held != now;
                 *held = now;
@@ -519,11 +629,11 @@ async fn subscriber(
     i: usize,
     client: redis::Client,
     mut wanted: watch::Receiver<Wanted>,
-    local: Arc<MemoryBroker>,
-    links: Arc<Links>,
+    receiver: Receiver,
     stop: CancellationToken,
 ) {
     let what = format!("subscriber {i}");
+    let links = receiver.links.clone();
     let up = &links.subscribers_up[i];
     let mut backoff = BACKOFF_FIRST;
     loop {
@@ -561,7 +671,7 @@ async fn subscriber(
                         Err(_) => return,
                     },
                     message = stream.next() => match message {
-                        Some(message) => receive(i, message, &mut last, &local, &links),
+                        Some(message) => receiver.receive(i, message, &mut last),
                         None => break Some("connection closed".to_string()),
                     },
                 }
@@ -600,38 +710,59 @@ async fn apply(
     Ok(())
 }
 
-/// One message from Redis on connection `i`: publish it into the local broker, unless
-/// a pattern brought it for a channel another connection carries, or it is the second
-/// copy of the publication just delivered (Redis sends a connection one copy per
-/// subscription that matches, one after the other).
-fn receive(
-    i: usize,
-    message: redis::Msg,
-    last: &mut Option<Stamp>,
-    local: &MemoryBroker,
-    links: &Links,
-) {
-    if message.from_pattern() {
-        let channel: Vec<u8> = message.get_channel().unwrap_or_default();
-        if connection_of(&channel, CONNECTIONS) != i {
-            return;
-        }
-    }
-    match wire::decode(Bytes::copy_from_slice(message.get_payload_bytes())) {
-        Ok((stamp, publication)) => {
-            if *last == Some(stamp) {
+/// What a subscriber connection hands what arrives to.
+struct Receiver {
+    local: Arc<MemoryBroker>,
+    links: Arc<Links>,
+    questions: Arc<Questions>,
+    /// Where answers to other nodes' questions go out.
+    outgoing: mpsc::Sender<Outgoing>,
+}
+
+impl Receiver {
+    /// One message from Redis on connection `i`: a question (answered) or an answer to
+    /// one of this node's, or a publication, published into the local broker unless a
+    /// pattern brought it for a channel another connection carries, or it is the second
+    /// copy of the publication just delivered (Redis sends a connection one copy per
+    /// subscription that matches, one after the other).
+    fn receive(&self, i: usize, message: redis::Msg, last: &mut Option<Stamp>) {
+        if message.from_pattern() {
+            let channel: Vec<u8> = message.get_channel().unwrap_or_default();
+            if connection_of(&channel, CONNECTIONS) != i {
                 return;
             }
-            *last = Some(stamp);
-            links.received.inc();
-            local.publish(publication);
+        } else if let Some(answer) = self
+            .questions
+            .receive(message.get_channel_name(), message.get_payload_bytes())
+        {
+            if let Some((channel, message)) = answer {
+                let out = Outgoing::Message {
+                    channel,
+                    message,
+                    taken: None,
+                };
+                if self.outgoing.try_send(out).is_err() {
+                    tracing::warn!("an answer to another node's question was dropped: the backplane is behind or away");
+                }
+            }
+            return;
         }
-        Err(wire::Malformed) => {
-            links.malformed.inc();
-            tracing::warn!(
-                channel = message.get_channel_name(),
-                "a backplane message herald cannot read (another herald version?): dropped"
-            );
+        match wire::decode(Bytes::copy_from_slice(message.get_payload_bytes())) {
+            Ok((stamp, publication)) => {
+                if *last == Some(stamp) {
+                    return;
+                }
+                *last = Some(stamp);
+                self.links.received.inc();
+                self.local.publish(publication);
+            }
+            Err(wire::Malformed) => {
+                self.links.malformed.inc();
+                tracing::warn!(
+                    channel = message.get_channel_name(),
+                    "a backplane message herald cannot read (another herald version?): dropped"
+                );
+            }
         }
     }
 }

@@ -1,0 +1,151 @@
+//! Questions one node asks every node of the cluster (itself included), and their answers:
+//! how a query about clients (the Pusher HTTP API's channels, users and
+//! `terminate_connections`) speaks for the whole cluster, as socket.io's Redis adapter
+//! asks its peers (`fetchSockets`, `serverSideEmit`).
+//!
+//! A question is published on [`ASK`], which every node's first subscriber connection
+//! holds, so `PUBLISH`'s reply says how many nodes took it: that many answers are
+//! awaited, each published by its node on the asker's own answer channel
+//! (`herald:answer:<node>`), for at most [`DEADLINE`]; those that do not come (a node that
+//! died meanwhile) are counted as missing, never made up. Each node answers at once, from
+//! its own registries ([`Answerer`]).
+//!
+//! Messages: a question is the asker's node id, the question's number and its body; an
+//! answer is the number and its body.
+
+use super::super::Answerer;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The channel questions are asked on.
+pub const ASK: &str = "herald:ask";
+/// How long an asker waits for the answers.
+pub const DEADLINE: Duration = Duration::from_secs(2);
+
+/// This node's open questions and whoever answers the others'.
+pub struct Questions {
+    node: u64,
+    /// Where the answers to this node's questions come: `herald:answer:<node>`.
+    answers_to: String,
+    open: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+    next: AtomicU64,
+    answerer: OnceLock<Arc<dyn Answerer>>,
+}
+
+/// What to publish in answer to a question: (channel, message).
+pub type Answer = (Bytes, Bytes);
+
+impl Questions {
+    pub fn new(node: u64) -> Questions {
+        Questions {
+            node,
+            answers_to: format!("herald:answer:{node:x}"),
+            open: Mutex::default(),
+            next: AtomicU64::new(1),
+            answerer: OnceLock::new(),
+        }
+    }
+
+    /// The channels the node's first connection holds for questions and answers.
+    pub fn channels(&self) -> [Bytes; 2] {
+        [
+            Bytes::from_static(ASK.as_bytes()),
+            Bytes::copy_from_slice(self.answers_to.as_bytes()),
+        ]
+    }
+
+    /// Who answers the cluster's questions on this node; the first call wins.
+    pub fn answer_with(&self, answerer: Arc<dyn Answerer>) {
+        let _ = self.answerer.set(answerer);
+    }
+
+    /// A question numbered `id` with `body`, as published; and where its answers will
+    /// arrive (until [`Questions::close`]).
+    pub fn open(&self, body: &[u8]) -> (u64, Bytes, mpsc::UnboundedReceiver<Bytes>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.open.lock().insert(id, tx);
+        let mut m = BytesMut::with_capacity(16 + body.len());
+        m.put_u64(self.node);
+        m.put_u64(id);
+        m.extend_from_slice(body);
+        (id, m.freeze(), rx)
+    }
+
+    /// No more answers to question `id` are awaited.
+    pub fn close(&self, id: u64) {
+        self.open.lock().remove(&id);
+    }
+
+    /// A message on `channel`, if it is a question or an answer: a question is answered
+    /// (what to publish is returned), an answer handed to its asker. None for anything
+    /// else, and for what cannot be read.
+    pub fn receive(&self, channel: &str, payload: &[u8]) -> Option<Option<Answer>> {
+        if channel == ASK {
+            let mut m = payload;
+            if m.remaining() < 16 {
+                return Some(None);
+            }
+            let (asker, id) = (m.get_u64(), m.get_u64());
+            let answer = self.answerer.get().map_or_else(Bytes::new, |a| a.answer(m));
+            let mut reply = BytesMut::with_capacity(8 + answer.len());
+            reply.put_u64(id);
+            reply.extend_from_slice(&answer);
+            let to = Bytes::from(format!("herald:answer:{asker:x}"));
+            return Some(Some((to, reply.freeze())));
+        }
+        if channel == self.answers_to {
+            let mut m = payload;
+            if m.remaining() >= 8 {
+                let id = m.get_u64();
+                if let Some(asker) = self.open.lock().get(&id) {
+                    let _ = asker.send(Bytes::copy_from_slice(m));
+                }
+            }
+            return Some(None);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+    impl Answerer for Echo {
+        fn answer(&self, question: &[u8]) -> Bytes {
+            [b"re: ", question].concat().into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_question_is_answered_on_the_askers_channel_and_reaches_it_once_open() {
+        let asker = Questions::new(0xa);
+        let other = Questions::new(0xb);
+        other.answer_with(Arc::new(Echo));
+        let (id, question, mut answers) = asker.open(b"who?");
+
+        let (to, reply) = other.receive(ASK, &question).unwrap().unwrap();
+        assert_eq!(&to[..], b"herald:answer:a");
+        assert_eq!(asker.receive("herald:answer:a", &reply), Some(None));
+        assert_eq!(&answers.recv().await.unwrap()[..], b"re: who?");
+
+        asker.close(id);
+        asker.receive("herald:answer:a", &reply);
+        assert!(
+            answers.recv().await.is_none(),
+            "closed: nothing more arrives"
+        );
+        assert_eq!(
+            asker.receive("herald:d:orders", b"x"),
+            None,
+            "not a question"
+        );
+    }
+}
