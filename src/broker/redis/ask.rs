@@ -11,7 +11,8 @@
 //! its own registries ([`Answerer`]).
 //!
 //! Messages: a question is the asker's node id, the question's number and its body; an
-//! answer is the number and its body.
+//! answer is the number, the answering node's id and its body. A question published
+//! twice (its first reply lost) is answered twice: the asker keeps one answer per node.
 
 use super::super::Answerer;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -32,7 +33,7 @@ pub struct Questions {
     node: u64,
     /// Where the answers to this node's questions come: `herald:answer:<node>`.
     answers_to: String,
-    open: Mutex<HashMap<u64, mpsc::UnboundedSender<Bytes>>>,
+    open: Mutex<HashMap<u64, mpsc::UnboundedSender<(u64, Bytes)>>>,
     next: AtomicU64,
     answerer: OnceLock<Arc<dyn Answerer>>,
 }
@@ -65,8 +66,8 @@ impl Questions {
     }
 
     /// A question numbered `id` with `body`, as published; and where its answers will
-    /// arrive (until [`Questions::close`]).
-    pub fn open(&self, body: &[u8]) -> (u64, Bytes, mpsc::UnboundedReceiver<Bytes>) {
+    /// arrive, each with its node's id (until [`Questions::close`]).
+    pub fn open(&self, body: &[u8]) -> (u64, Bytes, mpsc::UnboundedReceiver<(u64, Bytes)>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.open.lock().insert(id, tx);
@@ -93,18 +94,19 @@ impl Questions {
             }
             let (asker, id) = (m.get_u64(), m.get_u64());
             let answer = self.answerer.get().map_or_else(Bytes::new, |a| a.answer(m));
-            let mut reply = BytesMut::with_capacity(8 + answer.len());
+            let mut reply = BytesMut::with_capacity(16 + answer.len());
             reply.put_u64(id);
+            reply.put_u64(self.node);
             reply.extend_from_slice(&answer);
             let to = Bytes::from(format!("herald:answer:{asker:x}"));
             return Some(Some((to, reply.freeze())));
         }
         if channel == self.answers_to {
             let mut m = payload;
-            if m.remaining() >= 8 {
-                let id = m.get_u64();
+            if m.remaining() >= 16 {
+                let (id, node) = (m.get_u64(), m.get_u64());
                 if let Some(asker) = self.open.lock().get(&id) {
-                    let _ = asker.send(Bytes::copy_from_slice(m));
+                    let _ = asker.send((node, Bytes::copy_from_slice(m)));
                 }
             }
             return Some(None);
@@ -134,7 +136,8 @@ mod tests {
         let (to, reply) = other.receive(ASK, &question).unwrap().unwrap();
         assert_eq!(&to[..], b"herald:answer:a");
         assert_eq!(asker.receive("herald:answer:a", &reply), Some(None));
-        assert_eq!(&answers.recv().await.unwrap()[..], b"re: who?");
+        let (node, answer) = answers.recv().await.unwrap();
+        assert_eq!((node, &answer[..]), (0xb, &b"re: who?"[..]));
 
         asker.close(id);
         asker.receive("herald:answer:a", &reply);

@@ -54,13 +54,11 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subscriptions::{changes, connection_of, wanted, Wanted};
+use subscriptions::{changes, wanted, Wanted};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
-use wire::Stamp;
+use wire::{connection_of, Stamp, CONNECTIONS};
 
-/// Subscriber connections per node: channels are spread over them by hash.
-pub const CONNECTIONS: usize = 4;
 /// Publications waiting for the publisher task at most; past it, they are delivered
 /// on this node only (counted, logged).
 pub const QUEUE: usize = 65_536;
@@ -278,18 +276,22 @@ impl Cluster for RedisBroker {
             let asked = async {
                 sent.map_err(|_| Unreachable)?;
                 let nodes = nodes.await.map_err(|_| Unreachable)?;
-                let mut got = Answers::default();
+                let mut by_node = std::collections::HashMap::new();
                 let collect = async {
-                    while got.answers.len() < nodes {
+                    while by_node.len() < nodes {
                         match answers.recv().await {
-                            Some(answer) => got.answers.push(answer),
+                            Some((node, answer)) => {
+                                by_node.insert(node, answer);
+                            }
                             None => break,
                         }
                     }
                 };
                 let _ = tokio::time::timeout(ask::DEADLINE, collect).await;
-                got.missing = nodes.saturating_sub(got.answers.len());
-                Ok(got)
+                Ok(Answers {
+                    missing: nodes.saturating_sub(by_node.len()),
+                    answers: by_node.into_values().collect(),
+                })
             };
             let got = tokio::time::timeout(ask::DEADLINE * 2, asked)
                 .await
@@ -317,8 +319,7 @@ impl Broker for RedisBroker {
 
     fn publish(&self, p: Publication) -> usize {
         let key = wire::key_of(&p);
-        let carried =
-            self.links.subscribers_up[connection_of(&key, CONNECTIONS)].load(Ordering::Relaxed);
+        let carried = self.links.subscribers_up[connection_of(&key)].load(Ordering::Relaxed);
         let sent = self.links.publisher_up.load(Ordering::Relaxed)
             && self
                 .outgoing
@@ -559,7 +560,19 @@ async fn publisher(
                     publish.ignore();
                 }
             }
-            match pipe.query_async::<Vec<usize>>(&mut con).await {
+            let mut sent = pipe.query_async::<Vec<usize>>(&mut con).await;
+            if sent.is_err() {
+                // The connection may have died while it was idle (Redis restarted): the
+                // batch gets one more try on a new one before it is given up. Should
+                // Redis have taken it the first time, receivers drop the second copy
+                // (a node's stamps only grow).
+                let again = client.get_multiplexed_async_connection_with_config(&config);
+                if let Ok(Ok(fresh)) = tokio::time::timeout(RESPONSE_TIMEOUT, again).await {
+                    con = fresh;
+                    sent = pipe.query_async::<Vec<usize>>(&mut con).await;
+                }
+            }
+            match sent {
                 Ok(taken) => {
                     links.published.add(publications);
                     let mut taken = taken.into_iter();
@@ -611,7 +624,7 @@ async fn planner(
             _ = stop.cancelled() => return,
             _ = changed.notified() => {}
         }
-        let mut plan = wanted(&local.interest(), CONNECTIONS);
+        let mut plan = wanted(&local.interest());
         plan[0].channels.extend(questions.iter().cloned());
         for (share, now) in shares.iter().zip(plan) {
             share.send_if_modified(|held| {
@@ -652,7 +665,7 @@ async fn subscriber(
             }
         };
         let mut held = Wanted::default();
-        let mut last: Option<Stamp> = None;
+        let mut last = Latest::default();
         let lost = loop {
             let now = wanted.borrow_and_update().clone();
             if let Err(e) = apply(&mut sink, &held, &now).await {
@@ -671,7 +684,7 @@ async fn subscriber(
                         Err(_) => return,
                     },
                     message = stream.next() => match message {
-                        Some(message) => receiver.receive(i, message, &mut last),
+                        Some(message) => receiver.receive(message, &mut last),
                         None => break Some("connection closed".to_string()),
                     },
                 }
@@ -710,6 +723,22 @@ async fn apply(
     Ok(())
 }
 
+/// The latest stamp a subscriber connection delivered, per publishing node. A node
+/// numbers its publications in the order it sends them and Redis keeps that order on
+/// each connection, so a stamp not past its node's latest is a copy.
+#[derive(Default)]
+struct Latest(std::collections::HashMap<u64, u64>);
+
+impl Latest {
+    /// Whether `stamp` is past its node's latest (then it becomes the latest).
+    fn newer(&mut self, stamp: Stamp) -> bool {
+        let seen = self.0.entry(stamp.node).or_insert(0);
+        let newer = stamp.seq > *seen;
+        *seen = (*seen).max(stamp.seq);
+        newer
+    }
+}
+
 /// What a subscriber connection hands what arrives to.
 struct Receiver {
     local: Arc<MemoryBroker>,
@@ -720,21 +749,18 @@ struct Receiver {
 }
 
 impl Receiver {
-    /// One message from Redis on connection `i`: a question (answered) or an answer to
-    /// one of this node's, or a publication, published into the local broker unless a
-    /// pattern brought it for a channel another connection carries, or it is the second
-    /// copy of the publication just delivered (Redis sends a connection one copy per
-    /// subscription that matches, one after the other).
-    fn receive(&self, i: usize, message: redis::Msg, last: &mut Option<Stamp>) {
-        if message.from_pattern() {
-            let channel: Vec<u8> = message.get_channel().unwrap_or_default();
-            if connection_of(&channel, CONNECTIONS) != i {
-                return;
-            }
-        } else if let Some(answer) = self
-            .questions
-            .receive(message.get_channel_name(), message.get_payload_bytes())
-        {
+    /// One message from Redis: a question (answered) or an answer to one of this
+    /// node's, or a publication, published into the local broker unless this connection
+    /// already had it (two patterns of a connection that match one channel each bring a
+    /// copy; a batch sent again after a lost reply brings another).
+    fn receive(&self, message: redis::Msg, last: &mut Latest) {
+        let asked = (!message.from_pattern())
+            .then(|| {
+                self.questions
+                    .receive(message.get_channel_name(), message.get_payload_bytes())
+            })
+            .flatten();
+        if let Some(answer) = asked {
             if let Some((channel, message)) = answer {
                 let out = Outgoing::Message {
                     channel,
@@ -742,17 +768,18 @@ impl Receiver {
                     taken: None,
                 };
                 if self.outgoing.try_send(out).is_err() {
-                    tracing::warn!("an answer to another node's question was dropped: the backplane is behind or away");
+                    tracing::warn!(
+                        "an answer to another node's question was dropped: the backplane is behind or away"
+                    );
                 }
             }
             return;
         }
         match wire::decode(Bytes::copy_from_slice(message.get_payload_bytes())) {
             Ok((stamp, publication)) => {
-                if *last == Some(stamp) {
+                if !last.newer(stamp) {
                     return;
                 }
-                *last = Some(stamp);
                 self.links.received.inc();
                 self.local.publish(publication);
             }
@@ -764,5 +791,22 @@ impl Receiver {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_dropped_by_its_stamp_whichever_copy_and_whenever() {
+        let mut latest = Latest::default();
+        let s = |node, seq| Stamp { node, seq };
+        assert!(latest.newer(s(1, 1)));
+        assert!(!latest.newer(s(1, 1)), "the second copy, right after");
+        assert!(latest.newer(s(2, 1)), "another node counts for itself");
+        assert!(latest.newer(s(1, 2)));
+        assert!(!latest.newer(s(1, 1)), "a batch sent again, later");
+        assert!(latest.newer(s(1, 3)));
     }
 }

@@ -5,19 +5,18 @@
 //! stream pattern an edge holds (a Pusher app's cache channels, socket.io's every public
 //! channel). RESP subscribers match names the publisher chose, prefix and all, so any RESP
 //! subscription (exact or pattern) makes the node take every publication of the default
-//! namespace (`herald:d:*`) and match them itself, as a single node does. A channel a
-//! pattern already brings is not subscribed to on its own.
+//! namespace and match them itself, as a single node does. A channel a pattern already
+//! brings is not subscribed to on its own.
 //!
-//! Channels are spread over the connections by a hash of their name, so one channel's
-//! messages always come in order on one connection; patterns go to every connection,
-//! and each connection delivers a pattern's message only for the channels hashed to it,
-//! so every publication is delivered by exactly one connection.
+//! Each channel's name says which connection carries it ([`wire`]), so one channel's
+//! messages always come in order on one connection; a pattern is held on every
+//! connection, each copy for that connection's channels, so each publication comes to
+//! the node once.
 
 use super::super::{glob, Interest, Namespace};
-use super::wire;
+use super::wire::{self, connection_of, CONNECTIONS};
 use bytes::Bytes;
 use std::collections::BTreeSet;
-use std::hash::BuildHasher;
 
 /// What one connection subscribes to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -26,38 +25,34 @@ pub struct Wanted {
     pub patterns: BTreeSet<Bytes>,
 }
 
-/// The connection (of `connections`) that carries `key`'s messages.
-pub fn connection_of(key: &[u8], connections: usize) -> usize {
-    let hash = foldhash::fast::FixedState::with_seed(0x6865_7261_6c64).hash_one(key);
-    (hash % connections as u64) as usize
-}
-
-/// What each of `connections` connections subscribes to for `interest`.
-pub fn wanted(interest: &Interest, connections: usize) -> Vec<Wanted> {
-    let mut patterns: BTreeSet<Bytes> = interest
+/// What each of the [`CONNECTIONS`] subscribes to for `interest`.
+pub fn wanted(interest: &Interest) -> Vec<Wanted> {
+    let mut globs: Vec<(&Namespace, &[u8])> = interest
         .stream_patterns
         .iter()
-        .map(|(ns, pattern)| wire::stream_pattern(ns, pattern))
+        .map(|(ns, pattern)| (ns, &pattern[..]))
         .collect();
     if !interest.channels.is_empty() || !interest.patterns.is_empty() {
-        patterns.insert(wire::stream_pattern(&Namespace::Default, b"*"));
+        globs.push((&Namespace::Default, b"*"));
     }
-    let mut out = vec![
-        Wanted {
+    let mut out: Vec<Wanted> = (0..CONNECTIONS)
+        .map(|c| Wanted {
             channels: BTreeSet::new(),
-            patterns: patterns.clone(),
-        };
-        connections
-    ];
-    let covered = |key: &[u8]| patterns.iter().any(|p| glob::matches(p, key));
+            patterns: globs
+                .iter()
+                .map(|(ns, glob)| wire::stream_pattern(c, ns, glob))
+                .collect(),
+        })
+        .collect();
     let streams = interest
         .streams
         .iter()
         .map(|(ns, channel)| wire::stream_key(ns, channel));
     let shards = interest.shard_channels.iter().map(|n| wire::shard_key(n));
     for key in streams.chain(shards) {
-        if !covered(&key) {
-            out[connection_of(&key, connections)].channels.insert(key);
+        let on = &mut out[connection_of(&key)];
+        if !on.patterns.iter().any(|p| glob::matches(p, &key)) {
+            on.channels.insert(key);
         }
     }
     out
@@ -83,7 +78,7 @@ mod tests {
     }
 
     #[test]
-    fn streams_are_spread_and_each_connection_holds_every_pattern() {
+    fn streams_are_spread_and_each_connection_holds_every_pattern_for_its_channels() {
         let app = Namespace::App("1".into());
         let interest = Interest {
             streams: (0..100)
@@ -94,19 +89,19 @@ mod tests {
             shard_channels: vec![b("s1")],
             ..Interest::default()
         };
-        let w = wanted(&interest, 4);
+        let w = wanted(&interest);
         let all: Vec<&Bytes> = w.iter().flat_map(|c| &c.channels).collect();
         assert_eq!(all.len(), 100 + 1 + 1, "cache-x comes with the pattern");
         assert!(w.iter().all(|c| c.channels.len() >= 10), "spread: {w:?}");
         for (i, c) in w.iter().enumerate() {
-            assert!(c.channels.iter().all(|k| connection_of(k, 4) == i));
+            assert!(c.channels.iter().all(|k| connection_of(k) == i));
             assert_eq!(
                 c.patterns.iter().collect::<Vec<_>>(),
-                [&b("herald:a1:1:cache-*")]
+                [&b(&format!("herald:{i}:a1:1:cache-*"))]
             );
         }
-        assert!(all.contains(&&b("herald:shard:s1")));
-        assert!(all.contains(&&b("herald:a1:1:chat")));
+        assert!(all.contains(&&wire::shard_key(b"s1")));
+        assert!(all.contains(&&wire::stream_key(&app, b"chat")));
     }
 
     #[test]
@@ -125,9 +120,11 @@ mod tests {
                 streams: vec![(Namespace::Default, b("orders"))],
                 ..interest
             };
-            let w = wanted(&interest, 2);
-            for c in &w {
-                assert_eq!(c.patterns.iter().collect::<Vec<_>>(), [&b("herald:d:*")]);
+            for (i, c) in wanted(&interest).iter().enumerate() {
+                assert_eq!(
+                    c.patterns.iter().collect::<Vec<_>>(),
+                    [&b(&format!("herald:{i}:d:*"))]
+                );
                 assert!(c.channels.is_empty(), "covered by the pattern: {c:?}");
             }
         }

@@ -2,36 +2,61 @@
 //! travels on, and the publication's bytes.
 //!
 //! A publication travels on its stream's channel, so a node that has clients on a
-//! channel subscribes to exactly that: `herald:d:<channel>` in the default namespace
-//! (RESP, socket.io and the default Pusher app), `herald:a<len>:<app id>:<channel>` in
+//! channel subscribes to exactly that: `herald:<c>:d:<channel>` in the default namespace
+//! (RESP, socket.io and the default Pusher app), `herald:<c>:a<len>:<app id>:<channel>` in
 //! another Pusher app's (the length keeps an app id with a `:` from reading as part of
 //! the channel). `SPUBLISH` publications, which no stream sees, travel on
-//! `herald:shard:<name>`.
+//! `herald:<c>:shard:<name>`. `<c>` is the subscriber connection (of [`CONNECTIONS`]) that
+//! carries the channel, from a hash of the rest of the name, so a pattern is subscribed
+//! once per connection with its `<c>` and brings each publication to a node once: the
+//! number of connections is part of this layout, the same on every node.
 //!
 //! The message is the whole [`Publication`] (the name RESP sees, where its channel
 //! starts, who sees it, who made it, the payload) behind the publishing node's id and
 //! its count of publications: the pair tells two copies of one publication (a node
-//! subscribed to its channel and to a pattern matching it gets both, one after the
-//! other) from two publications that happen to have the same bytes.
+//! subscribed to two patterns that match it gets both, one after the other) from two
+//! publications that happen to have the same bytes.
 
 use super::super::{Namespace, Origin, Publication, ToResp};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::hash::BuildHasher;
 
-const DEFAULT: &[u8] = b"herald:d:";
-const SHARD: &[u8] = b"herald:shard:";
+/// Subscriber connections per node: channels are spread over them by hash.
+pub const CONNECTIONS: usize = 4;
+const SHARD: &[u8] = b"shard:";
 /// The message layout's version, its first byte.
 const VERSION: u8 = 1;
 
-/// The pub/sub channel of `channel` in `namespace`.
-pub fn stream_key(namespace: &Namespace, channel: &[u8]) -> Bytes {
-    let mut key = namespace_prefix(namespace);
-    key.extend_from_slice(channel);
+/// The connection that carries the channel whose name, past `herald:<c>:`, is `rest`.
+fn connection_for(rest: &[u8]) -> usize {
+    let hash = foldhash::fast::FixedState::with_seed(0x6865_7261_6c64).hash_one(rest);
+    (hash % CONNECTIONS as u64) as usize
+}
+
+/// `herald:<c>:` and `rest`, `<c>` its connection.
+fn carried(rest: &[u8]) -> Bytes {
+    let mut key = BytesMut::from(format!("herald:{}:", connection_for(rest)).as_bytes());
+    key.extend_from_slice(rest);
     key.freeze()
 }
 
-/// The pub/sub pattern for the glob `pattern` over the channels of `namespace`.
-pub fn stream_pattern(namespace: &Namespace, pattern: &[u8]) -> Bytes {
-    let mut key = BytesMut::new();
+/// The connection a key made here is carried by.
+pub fn connection_of(key: &[u8]) -> usize {
+    key.get(b"herald:".len())
+        .map_or(0, |d| (d.wrapping_sub(b'0') as usize) % CONNECTIONS)
+}
+
+/// The pub/sub channel of `channel` in `namespace`.
+pub fn stream_key(namespace: &Namespace, channel: &[u8]) -> Bytes {
+    let mut rest = namespace_prefix(namespace);
+    rest.extend_from_slice(channel);
+    carried(&rest)
+}
+
+/// The pub/sub pattern, on connection `c`, for the glob `pattern` over the channels of
+/// `namespace`.
+pub fn stream_pattern(c: usize, namespace: &Namespace, pattern: &[u8]) -> Bytes {
+    let mut key = BytesMut::from(format!("herald:{c}:").as_bytes());
     for &b in namespace_prefix(namespace).iter() {
         if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\') {
             key.put_u8(b'\\');
@@ -44,7 +69,7 @@ pub fn stream_pattern(namespace: &Namespace, pattern: &[u8]) -> Bytes {
 
 /// The pub/sub channel of an `SPUBLISH` shard channel.
 pub fn shard_key(name: &[u8]) -> Bytes {
-    [SHARD, name].concat().into()
+    carried(&[SHARD, name].concat())
 }
 
 /// The pub/sub channel `p` travels on.
@@ -55,11 +80,12 @@ pub fn key_of(p: &Publication) -> Bytes {
     }
 }
 
+/// `d:` or `a<len>:<app id>:`.
 fn namespace_prefix(namespace: &Namespace) -> BytesMut {
     match namespace {
-        Namespace::Default => BytesMut::from(DEFAULT),
+        Namespace::Default => BytesMut::from(&b"d:"[..]),
         Namespace::App(id) => {
-            let mut key = BytesMut::from(format!("herald:a{}:", id.len()).as_bytes());
+            let mut key = BytesMut::from(format!("a{}:", id.len()).as_bytes());
             key.extend_from_slice(id.as_bytes());
             key.put_u8(b':');
             key
@@ -209,27 +235,37 @@ mod tests {
 
     #[test]
     fn keys_keep_namespaces_apart_and_patterns_escape_the_app_id() {
-        assert_eq!(
-            &stream_key(&Namespace::Default, b"orders")[..],
-            b"herald:d:orders"
-        );
+        let tail = |key: &Bytes| key[b"herald:0:".len()..].to_vec();
+        let orders = stream_key(&Namespace::Default, b"orders");
+        assert_eq!(tail(&orders), b"d:orders");
         let app = Namespace::App("x:y".into());
-        assert_eq!(&stream_key(&app, b"z")[..], b"herald:a3:x:y:z");
+        assert_eq!(tail(&stream_key(&app, b"z")), b"a3:x:y:z");
         assert_eq!(
-            &stream_pattern(&app, b"cache-*")[..],
-            b"herald:a3:x:y:cache-*"
+            &stream_pattern(2, &app, b"cache-*")[..],
+            b"herald:2:a3:x:y:cache-*"
         );
         let globby = Namespace::App("a*[".into());
-        let pattern = stream_pattern(&globby, b"*");
-        assert_eq!(&pattern[..], br"herald:a3:a\*\[:*");
-        assert!(crate::broker::glob::matches(
-            &pattern,
-            &stream_key(&globby, b"c")
-        ));
+        let c = stream_key(&globby, b"c");
+        let pattern = stream_pattern(connection_of(&c), &globby, b"*");
+        assert_eq!(tail(&pattern), br"a3:a\*\[:*");
+        assert!(crate::broker::glob::matches(&pattern, &c));
+        let other = stream_key(&Namespace::App("abc".into()), b"c");
         assert!(!crate::broker::glob::matches(
-            &pattern,
-            &stream_key(&Namespace::App("abc".into()), b"c")
+            &stream_pattern(connection_of(&other), &globby, b"*"),
+            &other
         ));
-        assert_eq!(&shard_key(b"s")[..], b"herald:shard:s");
+        assert_eq!(tail(&shard_key(b"s")), b"shard:s");
+    }
+
+    #[test]
+    fn channels_are_spread_over_the_connections_and_a_key_says_which() {
+        let mut per = [0; CONNECTIONS];
+        for i in 0..400 {
+            let key = stream_key(&Namespace::Default, format!("orders.{i}").as_bytes());
+            let c = connection_of(&key);
+            assert!(key.starts_with(format!("herald:{c}:").as_bytes()));
+            per[c] += 1;
+        }
+        assert!(per.iter().all(|&n| n > 50), "spread: {per:?}");
     }
 }
