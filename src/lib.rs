@@ -23,7 +23,8 @@
 //! - [`state`]: the handles every part shares (config, broker, key prefixes, presence,
 //!   shutdown signal, the connection tasks shutdown waits for).
 //! - [`broker`]: every publication's one path: the `Broker` trait and its in-memory
-//!   implementation, streams, offsets, history; knows nothing of any protocol.
+//!   implementation, streams, offsets, history; with `--cluster`, the Redis broker in
+//!   front of it joins several herald nodes; knows nothing of any protocol.
 //! - [`outbox`]: each connection's bounded queue of encoded frames.
 //! - [`net_write`]: writes everything queued on a connection in one vectored write.
 //! - [`sharded`]: the sharded channel map every publication looks names up in.
