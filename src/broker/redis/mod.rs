@@ -498,7 +498,7 @@ async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
 }
 
 /// Send queued publications to Redis, in the order they were queued, stamped with this
-/// node and their number.
+/// node and their number. `stop` ends only its waits to connect.
 async fn publisher(
     client: redis::Client,
     mut queue: mpsc::Receiver<Outgoing>,
@@ -531,10 +531,10 @@ async fn publisher(
         links.up(&links.publisher_up, "publisher");
         backoff = BACKOFF_FIRST;
         loop {
-            let n = tokio::select! {
-                _ = stop.cancelled() => return,
-                n = queue.recv_many(&mut batch, BATCH) => n,
-            };
+            // Not stopped by shutdown while connected: what RESP connections still publish
+            // in the grace period (replies in flight) goes out too. The task ends with the
+            // runtime, or when the broker is gone.
+            let n = queue.recv_many(&mut batch, BATCH).await;
             if n == 0 {
                 return;
             }
