@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import Echo from 'laravel-echo';
 import { io } from 'socket.io-client';
-import { startHerald, laravelPayload, metric, once, sleep, redisCli } from './lib/herald.mjs';
+import { startHerald, freePort, laravelPayload, metric, once, sleep, redisCli } from './lib/herald.mjs';
 import { redisCliSubscriber } from './lib/redis-cli.mjs';
 import { inbox, until, within, ackSubscribes, acked, DEADLINE_MS } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
@@ -360,22 +360,29 @@ test('Redis killed mid-stream and back on the same port: /healthz, local deliver
   assert.ok(await metric(n1, 'herald_cluster_outages_total') >= 1);
 });
 
-// A free loopback port (the kernel's pick, released at once for a herald to bind).
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
+// Herald processes of the cluster sharing one HTTP and one RESP port (SO_REUSEPORT): `body`
+// gets `start()`, which adds one; afterwards the test's clients and every process it started
+// are stopped.
+async function onSharedPorts(body) {
+  const binds = ['--http-bind', `127.0.0.1:${await freePort()}`, '--redis-bind', `127.0.0.1:${await freePort()}`];
+  const started = [];
+  const start = async () => {
+    const h = await startHerald(['--cluster', redis.url, '--auth-endpoint', auth.endpoint, ...binds]);
+    started.push(h);
+    return h;
+  };
+  try {
+    await body(start);
+  } finally {
+    for (const c of open) c.close();
+    open = [];
+    for (const h of started.reverse()) await h.stop();
+  }
 }
 
-test('two processes of the cluster share one HTTP port and one RESP port (SO_REUSEPORT): both take connections, every client gets every event', async () => {
-  const binds = ['--http-bind', `127.0.0.1:${await freePort()}`, '--redis-bind', `127.0.0.1:${await freePort()}`];
-  const args = ['--cluster', redis.url, '--auth-endpoint', auth.endpoint, ...binds];
-  const first = await startHerald(args);
-  let second;
-  try {
-    second = await startHerald(args);
+test('two processes of the cluster share one HTTP port and one RESP port (SO_REUSEPORT): both take connections, every client gets every event', () => onSharedPorts(async (start) => {
+    const first = await start();
+    const second = await start();
     assert.deepEqual([second.httpPort, second.redisPort], [first.httpPort, first.redisPort], 'the same ports');
     // New RESP connections to the shared port land on both processes: INFO's process_id says which.
     const pids = new Set();
@@ -394,26 +401,16 @@ test('two processes of the cluster share one HTTP port and one RESP port (SO_REU
     for (const [i, r] of clients.entries()) {
       assert.deepEqual(await beforeMarker(r, `the marker at client ${i}`), range(1, 50), `client ${i}: 1..50 once each, in order`);
     }
-  } finally {
-    for (const c of open) c.close();
-    open = [];
-    await second?.stop();
-    await first.stop();
-  }
-});
+}));
 
-test('a node SIGKILLed mid-stream: its clients reconnect to the process still on the shared port and get what follows; other nodes miss nothing', async () => {
-  const binds = ['--http-bind', `127.0.0.1:${await freePort()}`, '--redis-bind', `127.0.0.1:${await freePort()}`];
-  const args = ['--cluster', redis.url, '--auth-endpoint', auth.endpoint, ...binds];
-  const doomed = await startHerald(args);
-  let survivor;
-  try {
+test('a node SIGKILLed mid-stream: its clients reconnect to the process still on the shared port and get what follows; other nodes miss nothing', () => onSharedPorts(async (start) => {
+    const doomed = await start();
     const channel = 'orders.cluster-h';
     // Connected while `doomed` is the only process on the port: every one of them is on it.
     const orphans = [];
     for (let i = 0; i < 4; i++) orphans.push(await pusherIn(doomed, channel));
     const ids = orphans.map((o) => o.client.connection.socket_id);
-    survivor = await startHerald(args);
+    await start(); // the survivor
     const bystander = await echoIn(n2, channel);
     const publish = await laravelPublisher(n1);
     await crossReady(() => publish(channel, 'Probe'), [...orphans, bystander], 'node 1\'s probes everywhere');
@@ -447,13 +444,7 @@ test('a node SIGKILLed mid-stream: its clients reconnect to the process still on
       assert.ok(seqs.every((x, k) => k === 0 || x > seqs[k - 1]), `client ${i}: no duplicates, in order: ${seqs}`);
       assert.equal(seqs.at(-1), sent, `client ${i}: the last event`);
     }
-  } finally {
-    for (const c of open) c.close();
-    open = [];
-    await survivor?.stop();
-    await doomed.stop();
-  }
-});
+}));
 
 test('rediss://: nodes meet over TLS; a certificate nothing vouches for is refused unless the URL says #insecure', async () => {
   const secure = await startRedisServer({ tls: true });

@@ -1,6 +1,7 @@
 // Starts a real herald binary for a test file and stops it afterwards.
 // Both ports are picked by herald itself (port 0); we read the bound addresses
 // from its JSON log lines.
+import net from 'node:net';
 import { spawn, execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -11,6 +12,19 @@ export const heraldBin = process.env.HERALD_BIN || path.join(root, 'target/debug
 
 // A `--redis-bind` or `--http-bind` in `args` replaces the loopback default (clap refuses a flag
 // given twice): `--http-bind 0.0.0.0:0` starts herald exposed, still reached through 127.0.0.1.
+// A loopback port nobody listens on now (the kernel's pick, released at once), for a server a
+// test starts on a port it must know beforehand (a restart on the same port, ports shared).
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
 export async function startHerald(args = [], env = {}) {
   const binds = [['--redis-bind', '127.0.0.1:0'], ['--http-bind', '127.0.0.1:0']]
     .filter(([flag]) => !args.includes(flag)).flat();

@@ -22,20 +22,9 @@ import path from 'node:path';
 import readline from 'node:readline';
 import tls from 'node:tls';
 import { DEADLINE_MS } from './wait.mjs';
+import { freePort } from './herald.mjs';
 
 export const redisServerBin = process.env.REDIS_SERVER_BIN || '/usr/bin/redis-server';
-
-// A port nobody listens on now (the kernel's pick, released at once).
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 // True once a RESP connection to `port` (over TLS if `secure`) answers PING with +PONG.
 function pong(port, secure) {
