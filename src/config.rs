@@ -68,9 +68,9 @@ pub struct Settings {
     pub shutdown_grace_seconds: u64,
 
     /// Join the herald nodes that share this Redis (or Valkey) as one server:
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (the system's and
-    /// the webpki roots are trusted; a URL ending in `#insecure` skips the certificate
-    /// check, for tests only). Every publication, whichever node it
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (checked against
+    /// the system's certificate store, or the PEM file `SSL_CERT_FILE` names; a URL ending
+    /// in `#insecure` skips the check, for tests only). Every publication, whichever node it
     /// enters, is published there once and delivered by every node to its own clients.
     /// Its listeners then take SO_REUSEPORT, so several processes of one machine can
     /// share its HTTP and RESP ports. Unset: one node, no Redis needed.

@@ -35,7 +35,8 @@
 //! answers for its own clients), and `PUBLISH`'s count of receivers (0: they are
 //! reached when Redis hands the publication back, on every node).
 //!
-//! `rediss://` URLs connect with TLS (rustls; the system's and the webpki roots).
+//! `rediss://` URLs connect with TLS (rustls), checked against the system's certificate
+//! store (or `SSL_CERT_FILE`).
 
 mod ask;
 mod subscriptions;

@@ -6,7 +6,8 @@
 // show what happens when it answers, and when it dies and comes back. It runs on a free
 // loopback port, in a temp dir of its own, with no persistence (`--save '' --appendonly no`),
 // and is ready once it answers PING. With `{ tls: true }` it serves TLS only, with a certificate
-// for 127.0.0.1 it signs itself (openssl), which nothing trusts: `url` is then `rediss://…`.
+// for 127.0.0.1 signed by a CA made for the test (openssl) that nothing trusts unless told:
+// `url` is then `rediss://…` and `ca` the CA's PEM file.
 //
 //   const redis = await startRedisServer();   // { port, url, logs }
 //   await redis.crash();                      // kill -9, as a crash or an OOM kill does
@@ -48,23 +49,25 @@ const exited = (proc) => (proc.exitCode !== null || proc.signalCode !== null
   ? Promise.resolve()
   : new Promise((r) => proc.once('exit', () => r())));
 
-// A self-signed certificate for 127.0.0.1 in `dir`: [cert, key] paths.
-function selfSigned(dir) {
-  const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
-    '-keyout', key, '-out', cert, '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'],
-  { stdio: 'ignore' });
-  return [cert, key];
+// A test CA and a certificate for 127.0.0.1 it signed, in `dir`: { ca, cert, key } paths.
+function certificates(dir) {
+  const at = (name) => path.join(dir, name);
+  const openssl = (...args) => execFileSync('openssl', args, { stdio: 'ignore' });
+  openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=herald test CA',
+    '-keyout', at('ca.key'), '-out', at('ca.pem'));
+  openssl('req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', at('key.pem'), '-out', at('leaf.csr'));
+  fs.writeFileSync(at('leaf.ext'), 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n');
+  openssl('x509', '-req', '-in', at('leaf.csr'), '-CA', at('ca.pem'), '-CAkey', at('ca.key'), '-CAcreateserial',
+    '-days', '1', '-extfile', at('leaf.ext'), '-out', at('cert.pem'));
+  return { ca: at('ca.pem'), cert: at('cert.pem'), key: at('key.pem') };
 }
 
 export async function startRedisServer({ port, tls: secure = false } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-redis-'));
+  const certs = secure ? certificates(dir) : null;
   const listen = secure
-    ? (() => {
-      const [cert, key] = selfSigned(dir);
-      return (p) => ['--port', '0', '--tls-port', String(p), '--tls-cert-file', cert, '--tls-key-file', key,
-        '--tls-ca-cert-file', cert, '--tls-auth-clients', 'no'];
-    })()
+    ? (p) => ['--port', '0', '--tls-port', String(p), '--tls-cert-file', certs.cert, '--tls-key-file', certs.key,
+      '--tls-ca-cert-file', certs.ca, '--tls-auth-clients', 'no']
     : (p) => ['--port', String(p)];
   const logs = [];
   let proc = null;
@@ -105,6 +108,7 @@ export async function startRedisServer({ port, tls: secure = false } = {}) {
   return {
     port,
     url: `${secure ? 'rediss' : 'redis'}://127.0.0.1:${port}`,
+    ca: certs?.ca,
     logs,
     get pid() { return proc && proc.pid; },
     get running() { return !!proc && proc.exitCode === null && proc.signalCode === null; },
