@@ -2,11 +2,12 @@
 //! they are spread over the node's subscriber connections.
 //!
 //! A node subscribes to the channels its edges have clients on, and to a pattern for each
-//! stream pattern an edge holds (a Pusher app's cache channels, socket.io's every public
-//! channel). RESP subscribers match names the publisher chose, prefix and all, so any RESP
-//! subscription (exact or pattern) makes the node take every publication of the default
-//! namespace and match them itself, as a single node does. A channel a pattern already
-//! brings is not subscribed to on its own.
+//! stream pattern an edge holds (a Pusher app's cache channels; with
+//! `--socketio-broadcast-public`, socket.io's every public channel). RESP subscribers
+//! match names the publisher chose, prefix and all, so any RESP subscription (exact or
+//! pattern) makes the node take every publication of the default namespace and match
+//! them itself, as a single node does. A channel a pattern already brings is not
+//! subscribed to on its own.
 //!
 //! Each channel's name says which connection carries it ([`wire`]), so one channel's
 //! messages always come in order on one connection; a pattern is held on every
