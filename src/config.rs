@@ -77,6 +77,12 @@ pub struct Settings {
     #[arg(long, env = "HERALD_CLUSTER")]
     pub cluster: Option<String>,
 
+    /// With `--cluster`: seconds after which a node that stopped refreshing its presence
+    /// in Redis (killed, cut off) is taken out by the others, its presence members
+    /// leaving (announced, and told to the app, once).
+    #[arg(long, env = "HERALD_CLUSTER_NODE_TTL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cluster_node_ttl: u64,
+
     /// Log output: `pretty` for people, `json` for collectors.
     #[arg(
         long,
@@ -682,6 +688,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The backplane's Redis URL, checked; None: a single node.
     pub cluster: Option<String>,
+    /// How long a silent node's presence outlives it.
+    pub cluster_node_ttl: Duration,
     pub log_format: LogFormat,
     pub log: String,
     /// Users allowed to AUTH; empty means no authentication is required.
@@ -778,6 +786,17 @@ fn cluster_url(url: String) -> Result<String, String> {
         _ => Err(format!(
             "cluster {url:?} is not redis[s]://[user:password@]host:port[/db]"
         )),
+    }
+}
+
+/// A `--cluster` URL without its user and password, for logs and `/healthz`.
+pub fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{host}")
+        }
+        None => url.to_string(),
     }
 }
 
@@ -932,6 +951,7 @@ impl Config {
             http_bind: s.http_bind,
             shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
             cluster,
+            cluster_node_ttl: Duration::from_secs(s.cluster_node_ttl),
             log_format,
             log: s.log,
             users,
@@ -1107,6 +1127,7 @@ mod tests {
             ("redis_bind", "127.0.0.1:7001", |c| c.redis_bind.port() == 7001),
             ("http_bind", "127.0.0.1:7002", |c| c.http_bind.port() == 7002),
             ("shutdown_grace_seconds", "7", |c| c.shutdown_grace == secs(7)),
+            ("cluster_node_ttl", "7", |c| c.cluster_node_ttl == secs(7)),
             ("cluster", "redis://127.0.0.1:7003/2", |c| c.cluster.as_deref() == Some("redis://127.0.0.1:7003/2")),
             ("log_format", "json", |c| c.log_format == LogFormat::Json),
             ("log", "debug", |c| c.log == "debug"),

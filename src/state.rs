@@ -45,6 +45,19 @@ impl Shared {
         let shutdown = Shutdown::new(config.shutdown_grace);
         let health = Health::default();
         let local = MemoryBroker::with_history(config.history);
+        let presence: Arc<dyn Presence> = match &config.cluster {
+            Some(url) => {
+                let (presence, link) = crate::presence::start_cluster(
+                    url,
+                    crate::config::without_credentials(url),
+                    config.cluster_node_ttl,
+                    (*shutdown).clone(),
+                );
+                health.register("presence", link);
+                presence
+            }
+            None => Arc::new(MemoryPresence::default()),
+        };
         let broker: Arc<dyn Broker> = match &config.cluster {
             Some(url) => {
                 let broker = RedisBroker::start(url, local, (*shutdown).clone());
@@ -58,7 +71,7 @@ impl Shared {
             prefixes: Prefixes::new(&config.redis_prefixes),
             shutdown,
             config,
-            presence: Arc::new(MemoryPresence::default()),
+            presence,
             connections: TaskTracker::new(),
             started: Instant::now(),
             health,

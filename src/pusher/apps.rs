@@ -17,7 +17,7 @@ use crate::broker::{Namespace, SubscriberId};
 use crate::config::AppConfig;
 use crate::edge_policy;
 use crate::laravel::PresenceMember;
-use crate::presence::{Presence, Scope, SIGNED_IN};
+use crate::presence::{Heard, Listener, Presence, Scope, Told, SIGNED_IN};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -185,6 +185,34 @@ impl App {
     }
 }
 
+/// What other nodes change in the app's presence: its channels' members, and its
+/// signed-in users (whom watchlists follow).
+impl Listener for App {
+    fn changed(&self, channel: &str, apply: &mut dyn FnMut() -> Vec<Heard>) {
+        if channel != SIGNED_IN {
+            return self.channels.remote_change(channel, apply);
+        }
+        let turn = self.channels.presence().turn(SIGNED_IN);
+        let heard = apply();
+        let users = self.users.lock();
+        for h in heard {
+            let (event, m) = match &h {
+                Heard::Arrived(m) => ("online", m),
+                Heard::Departed(m) => ("offline", m),
+            };
+            users.tell_watchers(&m.key, &watchlist_event(event, &[&m.key]));
+        }
+        drop(users);
+        drop(turn);
+    }
+
+    fn tell_app(&self, channel: &str, told: Told) {
+        if channel != SIGNED_IN {
+            self.channels.tell_app(channel, told);
+        }
+    }
+}
+
 /// Send an app's held-back subscription counts once per interval, for as long as the
 /// app exists.
 async fn flush_counts(app: Weak<App>) {
@@ -246,7 +274,10 @@ impl Apps {
                     app.namespace = Namespace::Default;
                 }
                 app.kept_marks = kept_marks.clone().filter(|_| resumes);
-                Arc::new(app)
+                let app = Arc::new(app);
+                let listener: Arc<dyn Listener> = app.clone();
+                app.channels.presence().listen(Arc::downgrade(&listener));
+                app
             })
             .collect();
         for app in apps.iter().filter(|a| a.config.subscription_count) {

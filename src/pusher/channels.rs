@@ -38,7 +38,7 @@ use super::webhooks::{Event, Webhooks};
 use crate::broker::{Epoch, Offset, SubscriberId};
 use crate::laravel::{ChannelKind, PresenceMember};
 use crate::outbox::Outbox;
-use crate::presence::{MemoryPresence, Scope};
+use crate::presence::{Heard, MemoryPresence, Scope, Told};
 use crate::sharded::Sharded;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -242,12 +242,20 @@ impl Channels {
         };
         let member = Arc::new(member);
         let turn = self.presence.turn(name);
-        let joined = turn
-            .join(conn.id, member.clone(), max_members)
-            .map_err(|_| Refused::TooManyMembers)?;
+        // Subscribed before joining, so that the channel is occupied before its first
+        // member is added (a refused join leaves at once: the app hears neither).
         let added = self.add(name, conn);
+        let joined = match turn.join(conn.id, member.clone(), max_members) {
+            Ok(joined) => joined,
+            Err(_) => {
+                self.remove(name, conn.id);
+                return Err(Refused::TooManyMembers);
+            }
+        };
         if joined.first {
-            self.hooks.emit(Event::member_added(name, &member.key));
+            if self.presence.edge_tells_app() {
+                self.hooks.emit(Event::member_added(name, &member.key));
+            }
             let data = member_json(&member.key, member.info.as_deref());
             let added = protocol::event("pusher_internal:member_added", Some(name), &data);
             self.relay(name, &added, Some(&conn.socket_id), None);
@@ -286,7 +294,7 @@ impl Channels {
         let mut shard = self.map.write(name);
         let ch = shard.entry(name.into()).or_default();
         let already = ch.subscribers.iter().any(|s| s.conn.id == conn.id);
-        if ch.subscribers.is_empty() && !is_internal(name) {
+        if ch.subscribers.is_empty() && !is_internal(name) && self.presence.occupancy(name, true) {
             self.hooks.emit(Event::channel_occupied(name));
         }
         if !already {
@@ -315,6 +323,36 @@ impl Channels {
         }
     }
 
+    /// Another node changed who is on presence channel `name` ([`Listener::changed`]):
+    /// this node's subscribers hear the arrivals and departures, within the turn.
+    pub fn remote_change(&self, name: &str, apply: &mut dyn FnMut() -> Vec<Heard>) {
+        let turn = self.presence.turn(name);
+        for heard in apply() {
+            let frame = match heard {
+                Heard::Arrived(m) => {
+                    let data = member_json(&m.key, m.info.as_deref());
+                    protocol::event("pusher_internal:member_added", Some(name), &data)
+                }
+                Heard::Departed(m) => {
+                    let data = member_json(&m.key, None);
+                    protocol::event("pusher_internal:member_removed", Some(name), &data)
+                }
+            };
+            self.relay(name, &frame, None, None);
+        }
+        drop(turn);
+    }
+
+    /// The cluster's verdict about `name`, for the app's webhooks.
+    pub fn tell_app(&self, name: &str, told: Told) {
+        self.hooks.emit(match told {
+            Told::Occupied => Event::channel_occupied(name),
+            Told::Vacated => Event::channel_vacated(name),
+            Told::MemberAdded(user) => Event::member_added(name, &user),
+            Told::MemberRemoved(user) => Event::member_removed(name, &user),
+        });
+    }
+
     /// Take `conn` out of `name`. On a presence channel, when this was its user's last
     /// connection there, the others hear `member_removed` (and the app its webhook).
     pub fn unsubscribe(&self, name: &str, conn: &Connection) {
@@ -326,7 +364,9 @@ impl Channels {
             let data = member_json(&member.key, None);
             let removed = protocol::event("pusher_internal:member_removed", Some(name), &data);
             self.relay(name, &removed, Some(&conn.socket_id), None);
-            self.hooks.emit(Event::member_removed(name, &member.key));
+            if self.presence.edge_tells_app() {
+                self.hooks.emit(Event::member_removed(name, &member.key));
+            }
         }
         self.remove(name, conn.id);
         drop(turn);
@@ -341,7 +381,7 @@ impl Channels {
         ch.subscribers.retain(|s| s.conn.id != conn);
         if ch.subscribers.len() != before {
             if ch.subscribers.is_empty() {
-                if !is_internal(name) {
+                if !is_internal(name) && self.presence.occupancy(name, false) {
                     self.hooks.emit(Event::channel_vacated(name));
                 }
             } else {

@@ -21,6 +21,7 @@ use crate::auth_shield::{AuthOption, PerConnection};
 use crate::broker::{Namespace, Publication};
 use crate::edge_policy::{self, RateWindow};
 use crate::laravel::{ChannelKind, Envelope, PresenceMember};
+use crate::presence::{Heard, Listener, Told};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -383,6 +384,29 @@ pub fn forget_member(edge: &Edge, channel: &str, key: u64) {
         let turn = edge.presence.turn(channel);
         announce_leaving(edge, channel, turn.leave(key));
     }
+}
+
+/// What other nodes change in the edge's presence channels: its clients hear the
+/// arrivals and departures; the app has no webhooks here.
+impl Listener for Edge {
+    fn changed(&self, channel: &str, apply: &mut dyn FnMut() -> Vec<Heard>) {
+        let turn = self.presence.turn(channel);
+        for heard in apply() {
+            match heard {
+                Heard::Arrived(m) => {
+                    let f = Frames::new(packet::event(
+                        "presence:joining",
+                        &[&json_str(channel), &member_json(&m)],
+                    ));
+                    self.rooms.deliver(channel, None, &f);
+                }
+                Heard::Departed(m) => announce_leaving(self, channel, Some(m)),
+            }
+        }
+        drop(turn);
+    }
+
+    fn tell_app(&self, _channel: &str, _told: Told) {}
 }
 
 /// `presence:leaving` to the channel, when a user's last socket left it. Called within

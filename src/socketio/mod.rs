@@ -28,7 +28,7 @@ use crate::broker::{Namespace, Offset, Publication, StreamSubscriber, Subscriber
 use crate::config::Config;
 use crate::laravel::{self, ChannelKind, Envelope};
 use crate::outbox::Closed;
-use crate::presence::Scope;
+use crate::presence::{Listener, Scope};
 use crate::state::State;
 use crate::ws::Upgrade;
 use bytes::Buf;
@@ -71,6 +71,8 @@ impl Edge {
         }
         tracing::info!("socket.io edge on /socket.io/");
         let edge = Arc::new(Edge::new(state.clone()));
+        let listener: Arc<dyn Listener> = edge.clone();
+        edge.presence.listen(Arc::downgrade(&listener));
         if state.config.socketio_broadcast_public {
             state
                 .broker

@@ -176,24 +176,13 @@ impl Check for Links {
     }
 }
 
-/// `url` without its user and password.
-fn without_credentials(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("{scheme}://{host}")
-        }
-        None => url.to_string(),
-    }
-}
-
 impl RedisBroker {
     /// Join the cluster on the Redis at `url` (checked by the configuration), with
     /// `local` for this node's subscribers; its tasks run until `stop`.
     pub fn start(url: &str, local: MemoryBroker, stop: CancellationToken) -> Arc<RedisBroker> {
         let client = redis::Client::open(url).expect("the configuration checked the URL");
         let links = Arc::new(Links {
-            address: without_credentials(url),
+            address: crate::config::without_credentials(url),
             publisher_up: AtomicBool::new(false),
             subscribers_up: Default::default(),
             last_error: Mutex::new("not connected yet".into()),

@@ -29,6 +29,12 @@
 //! and next join, decided in that order on two threads, could be announced in the
 //! other order and leave everyone else believing the user gone.
 
+mod cluster;
+mod redis_link;
+
+pub use cluster::ClusterPresence;
+pub use redis_link::{start as start_cluster, Link};
+
 use crate::broker::SubscriberId;
 use crate::laravel::PresenceMember;
 use parking_lot::{Mutex, MutexGuard};
@@ -40,6 +46,9 @@ use std::sync::Arc;
 /// presence channels. A space is in no channel name ([`crate::edge_policy`]), so no
 /// client's channel can be this one.
 pub const SIGNED_IN: &str = "#signed in";
+
+/// A member of a channel of a namespace: (namespace, channel, member).
+pub type Entry = (Box<str>, Box<str>, Arc<PresenceMember>);
 
 /// Why a join was refused: the channel already has its most users, and this is a new one.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,9 +63,55 @@ pub struct Joined {
     pub members: Vec<Arc<PresenceMember>>,
 }
 
+/// What the app's webhooks say about a channel: once for the whole cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Told {
+    Occupied,
+    Vacated,
+    MemberAdded(Box<str>),
+    MemberRemoved(Box<str>),
+}
+
+/// What this node's clients on a channel must hear of a change another node made.
+#[derive(Debug)]
+pub enum Heard {
+    /// A user none of them knew present arrived (`member_added`, `presence:joining`,
+    /// a watchlist's `online`).
+    Arrived(Arc<PresenceMember>),
+    /// The last of a user's connections anywhere left.
+    Departed(Arc<PresenceMember>),
+}
+
+/// Whoever announces one namespace's presence to this node's clients (an edge, a Pusher
+/// app): a cluster's presence tells it what the other nodes changed, and what the app
+/// is to be told once for all nodes.
+pub trait Listener: Send + Sync {
+    /// Another node changed who is on `channel`: take the channel's [`Turn`], call
+    /// `apply` (it updates the view and says what the clients hear), push the frames
+    /// before giving the turn back.
+    fn changed(&self, channel: &str, apply: &mut dyn FnMut() -> Vec<Heard>);
+    /// The cluster's verdict for the app's webhooks.
+    fn tell_app(&self, channel: &str, told: Told);
+}
+
 /// Presence bookkeeping: which users are on which channel of which namespace (a Pusher
 /// app, the socket.io edge), through which connections. Calls are cheap and never wait.
 pub trait Presence: Send + Sync {
+    /// Who hears, for `namespace`, what other nodes change and what the app is told.
+    /// A single node has no other nodes: it keeps nobody.
+    fn listen(&self, _namespace: &str, _listener: std::sync::Weak<dyn Listener>) {}
+
+    /// Whether the edge tells the app (webhooks) from each outcome: true for a single
+    /// node; a cluster's presence tells it through [`Listener::tell_app`] instead, once
+    /// for all nodes.
+    fn edge_tells_app(&self) -> bool {
+        true
+    }
+
+    /// This node's first connection came to `channel` (`occupied`), or its last one
+    /// left: a cluster counts the nodes, to tell the app once.
+    fn occupancy(&self, _namespace: &str, _channel: &str, _occupied: bool) {}
+
     /// `conn` joins `channel` as `member`. A new user is refused when the channel already
     /// has `max_users` users (0: no limit). A connection already present joins nothing
     /// (first is false): a connection is one user on a channel, so to change who it is,
@@ -154,6 +209,24 @@ impl MemoryPresence {
     fn with<R>(&self, namespace: &str, channel: &str, f: impl FnOnce(&Channel) -> R) -> Option<R> {
         let shard = self.shard(namespace, channel);
         shard.get(namespace)?.get(channel).map(f)
+    }
+}
+
+impl MemoryPresence {
+    /// Every user on every channel (namespace, channel, its latest connection's member):
+    /// what a node of a cluster writes again when Redis lost it.
+    pub fn everyone(&self) -> Vec<Entry> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            for (ns, channels) in shard.lock().iter() {
+                for (ch, c) in channels {
+                    for user in c.users.values() {
+                        all.push((ns.clone(), ch.clone(), user.latest().1.clone()));
+                    }
+                }
+            }
+        }
+        all
     }
 }
 
@@ -318,6 +391,22 @@ impl Scope {
 
     pub fn present(&self, channel: &str, users: &[&str]) -> Vec<bool> {
         self.presence.present(&self.namespace, channel, users)
+    }
+
+    /// [`Presence::listen`] for this scope's namespace.
+    pub fn listen(&self, listener: std::sync::Weak<dyn Listener>) {
+        self.presence.listen(&self.namespace, listener)
+    }
+
+    /// [`Presence::edge_tells_app`].
+    pub fn edge_tells_app(&self) -> bool {
+        self.presence.edge_tells_app()
+    }
+
+    /// [`Presence::occupancy`] of `channel`; true when the edge tells the app itself.
+    pub fn occupancy(&self, channel: &str, occupied: bool) -> bool {
+        self.presence.occupancy(&self.namespace, channel, occupied);
+        self.presence.edge_tells_app()
     }
 }
 
