@@ -22,6 +22,7 @@ pub fn routes(
         .and(warp::get())
         .map(move || healthz(&health.health));
     let broker = state.broker.clone();
+    let presence = state.presence.clone();
     let metrics = warp::path("metrics")
         .and(warp::path::end())
         .and(warp::get())
@@ -34,6 +35,7 @@ pub fn routes(
                 ("herald_deliveries_total", "counter", delivered),
             ];
             rows.extend(broker.metrics());
+            rows.extend(presence.metrics());
             warp::reply::with_header(
                 crate::metrics::render(&rows),
                 "content-type",

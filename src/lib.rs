@@ -31,7 +31,8 @@
 //! - [`readmostly`]: lists every publication reads and only start-up changes.
 //! - [`resp`]: the Redis protocol ingress and subscriber endpoint.
 //! - [`laravel`]: Laravel's envelope, channel naming and presence identity conventions.
-//! - [`presence`]: who is present on presence channels (both edges, Pusher's watchlists).
+//! - [`presence`]: who is present on presence channels (both edges, Pusher's watchlists),
+//!   in memory or, with `--cluster`, across nodes through Redis.
 //! - [`auth_callback`]: asks the Laravel app to authorize private and presence channels.
 //! - [`edge_policy`]: what both WebSocket edges allow: channel names, origins, client
 //!   events.
@@ -49,6 +50,7 @@
 pub mod app_http;
 pub mod auth_callback;
 pub mod auth_shield;
+pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod edge_policy;

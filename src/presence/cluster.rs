@@ -80,6 +80,8 @@ pub enum Change {
 /// Where this presence hands its changes: the link's queue (see [`super::redis_link`]).
 pub trait Outbound: Send + Sync {
     fn send(&self, change: Change);
+    /// What the link counted, as /metrics rows.
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)>;
 }
 
 /// A node's presence in a cluster. See the module doc.
@@ -342,6 +344,10 @@ impl Presence for ClusterPresence {
 
     fn edge_tells_app(&self) -> bool {
         false
+    }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.outbound.metrics()
     }
 
     fn occupancy(&self, namespace: &str, channel: &str, occupied: bool) {

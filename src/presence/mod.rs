@@ -108,6 +108,11 @@ pub trait Presence: Send + Sync {
         true
     }
 
+    /// Rows this presence adds to /metrics (a cluster's: `herald_cluster_presence_*`).
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        Vec::new()
+    }
+
     /// This node's first connection came to `channel` (`occupied`), or its last one
     /// left: a cluster counts the nodes, to tell the app once.
     fn occupancy(&self, _namespace: &str, _channel: &str, _occupied: bool) {}

@@ -22,6 +22,7 @@
 
 use super::cluster::{Change, ClusterPresence, Node, Outbound};
 use super::{Entry, Told};
+use crate::backoff::{self, back_off};
 use crate::health::Check;
 use crate::laravel::PresenceMember;
 use crate::metrics::Counter;
@@ -40,8 +41,6 @@ const NODES: &str = "herald:presence:nodes";
 /// Changes waiting for the writer at most; past it, the writer resyncs instead.
 const QUEUE: usize = 65_536;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 fn node_key(node: Node) -> String {
     format!("herald:presence:node:{node:016x}")
@@ -193,9 +192,9 @@ pub struct Link {
     /// Set when the writer must write everything again (a write failed, the queue overflowed).
     resync: AtomicBool,
     wake: Notify,
-    pub resyncs: Counter,
-    pub reaped: Counter,
-    pub malformed: Counter,
+    resyncs: Counter,
+    reaped: Counter,
+    malformed: Counter,
 }
 
 impl Link {
@@ -246,6 +245,29 @@ impl Outbound for Queue {
             self.link.wake.notify_one();
         }
     }
+
+    fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let l = &self.link;
+        let up = l.writer_up.load(Ordering::Relaxed) && l.reader_up.load(Ordering::Relaxed);
+        vec![
+            (
+                "herald_cluster_presence_resyncs_total",
+                "counter",
+                l.resyncs.get(),
+            ),
+            (
+                "herald_cluster_presence_reaped_total",
+                "counter",
+                l.reaped.get(),
+            ),
+            (
+                "herald_cluster_presence_malformed_total",
+                "counter",
+                l.malformed.get(),
+            ),
+            ("herald_cluster_presence_up", "gauge", up as u64),
+        ]
+    }
 }
 
 /// Start a node's presence on the Redis at `url` (checked by the configuration): a
@@ -289,16 +311,6 @@ pub fn start(
     (presence, link)
 }
 
-/// Wait `backoff` (or until `stop`), then double it up to the maximum. False on `stop`.
-async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(BACKOFF_MAX);
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(wait) => true,
-    }
-}
-
 type Con = redis::aio::MultiplexedConnection;
 
 async fn connect(client: &redis::Client) -> redis::RedisResult<Con> {
@@ -340,7 +352,7 @@ async fn writer(
     let resync = redis::Script::new(RESYNC);
     let reap = redis::Script::new(REAP);
     let mut seq = 0u64;
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = backoff::FIRST;
     let mut beat = tokio::time::interval(ttl / 3);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -358,7 +370,7 @@ async fn writer(
             },
         };
         link.up(&link.writer_up, "presence writer");
-        backoff = BACKOFF_FIRST;
+        backoff = backoff::FIRST;
         let failed: redis::RedisError = loop {
             let step: redis::RedisResult<()> = async {
                 if link.resync.swap(false, Ordering::Relaxed) {
@@ -494,7 +506,7 @@ async fn reader(
     stop: CancellationToken,
 ) {
     let me = presence.node();
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = backoff::FIRST;
     loop {
         let connected = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -542,7 +554,7 @@ async fn reader(
             continue;
         }
         link.up(&link.reader_up, "presence reader");
-        backoff = BACKOFF_FIRST;
+        backoff = backoff::FIRST;
         let lost = loop {
             let msg = tokio::select! {
                 _ = stop.cancelled() => return,

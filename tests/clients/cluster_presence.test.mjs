@@ -202,6 +202,9 @@ test('a node SIGKILLed: its members leave once its heartbeat lapses, heard once 
     await obs.seen.waitFor((e) => e[0] === 'removed' && e[1] === '1', 'user 1 to leave the observer', TTL_SECONDS * 1000 + 10000);
     await other.seen.waitFor((e) => e[0] === 'removed' && e[1] === '1', 'user 1 to leave node 2\'s tab');
     await hooks.events.waitFor(hook('member_removed', channel, 1), 'the app to be told user 1 left');
+    let reaped = 0;
+    for (const h of [n1, n2, n3]) reaped += await metric(h, 'herald_cluster_presence_reaped_total');
+    assert.equal(reaped, 1, 'one node took the dead one out');
     // Node 2's tab leaves: heard by the observer after anything announced before.
     other.close();
     const before = await obs.seen.before((e) => e[0] === 'removed' && e[1] === '2', 'user 2 to leave');

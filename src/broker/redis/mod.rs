@@ -30,10 +30,10 @@
 //! reconnects with backoff and subscribes again to what the node needs then.
 //!
 //! Not here yet (issue 13): history and recovery across nodes (each node numbers what
-//! it delivers in its own streams, so a client recovers only on the node it left),
-//! cluster-wide presence, occupancy, HTTP API channel queries and webhooks (each node
-//! answers for its own clients), and `PUBLISH`'s count of receivers (0: they are
-//! reached when Redis hands the publication back, on every node).
+//! it delivers in its own streams, so a client recovers only on the node it left), and
+//! `PUBLISH`'s count of receivers (0: they are reached when Redis hands the publication
+//! back, on every node). Presence across nodes is [`crate::presence::ClusterPresence`]'s,
+//! on connections of its own.
 //!
 //! `rediss://` URLs connect with TLS (rustls), checked against the system's certificate
 //! store (or `SSL_CERT_FILE`).
@@ -46,6 +46,7 @@ use super::{
     Answerer, Answers, Asking, Broker, BrokerStats, Cluster, Interest, MemoryBroker, Namespace,
     Offset, Publication, StreamSubscriber, Subscriber, SubscriberId, TooOld, Unreachable,
 };
+use crate::backoff::{self, back_off};
 use crate::health::Check;
 use crate::metrics::Counter;
 use ask::Questions;
@@ -67,8 +68,6 @@ pub const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
 /// How long a command to Redis may take before the connection counts as lost.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What the publisher task sends to Redis, in order.
 enum Outgoing {
@@ -477,16 +476,6 @@ impl Broker for RedisBroker {
     }
 }
 
-/// Wait `backoff` (or until `stop`), then double it up to the maximum. False on `stop`.
-async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
-    let wait = *backoff;
-    *backoff = (*backoff * 2).min(BACKOFF_MAX);
-    tokio::select! {
-        _ = stop.cancelled() => false,
-        _ = tokio::time::sleep(wait) => true,
-    }
-}
-
 /// Send queued publications to Redis, in the order they were queued, stamped with this
 /// node and their number. `stop` ends only its waits to connect.
 async fn publisher(
@@ -501,7 +490,7 @@ async fn publisher(
         .set_connection_timeout(RESPONSE_TIMEOUT)
         .set_response_timeout(RESPONSE_TIMEOUT);
     let mut seq = 0u64;
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = backoff::FIRST;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let connecting = client.get_multiplexed_async_connection_with_config(&config);
@@ -519,7 +508,7 @@ async fn publisher(
             },
         };
         links.up(&links.publisher_up, "publisher");
-        backoff = BACKOFF_FIRST;
+        backoff = backoff::FIRST;
         loop {
             // Not stopped by shutdown while connected: what RESP connections still publish
             // in the grace period (replies in flight) goes out too. The task ends with the
@@ -638,7 +627,7 @@ async fn subscriber(
     let what = format!("subscriber {i}");
     let links = receiver.links.clone();
     let up = &links.subscribers_up[i];
-    let mut backoff = BACKOFF_FIRST;
+    let mut backoff = backoff::FIRST;
     loop {
         let pubsub = tokio::select! {
             _ = stop.cancelled() => return,
@@ -664,7 +653,7 @@ async fn subscriber(
             held = now;
             if !up.load(Ordering::Relaxed) {
                 links.up(up, &what);
-                backoff = BACKOFF_FIRST;
+                backoff = backoff::FIRST;
             }
             let lost = loop {
                 tokio::select! {
