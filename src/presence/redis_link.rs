@@ -12,13 +12,15 @@
 //! (re)connects and skips what the hash already held (`#seq`).
 //!
 //! Liveness: each node refreshes `herald:presence:alive:<id>` (expiring after the node
-//! TTL) and is listed in `herald:presence:nodes`. Every node looks, each third of the
-//! TTL, for listed nodes whose key lapsed, and takes such a node out in one script that
-//! only one caller can win: its entries leave their sets, the app is told of every user
-//! and channel that no node holds any more, and every node drops it from its view. A
-//! node that finds itself no longer listed (it was taken out, or Redis lost its data)
-//! writes everything it holds again in one script (a resync), as it does after any
-//! failed write: its changes are then what Redis has, whatever was lost meanwhile.
+//! TTL) each third of the TTL. Writing its entries whole (a resync) lists it in
+//! `herald:presence:nodes`; it resyncs when it finds itself unlisted (at start, after it
+//! was taken out, after Redis lost its data) and after any failed write, so what Redis
+//! holds for it is what it holds, whatever was lost meanwhile. At each refresh a node
+//! also looks for listed nodes whose key lapsed, and takes such a node out in one script
+//! that only one caller can win: its entries leave their sets, the app is told of every
+//! user and channel that no node holds any more, and every node drops it from its view.
+//! A node the view has but Redis does not list is dropped after the TTL (Redis lost its
+//! data and the node did not come back to list itself again).
 
 use super::cluster::{Change, ClusterPresence, Node, Outbound};
 use super::{Entry, Told};
@@ -29,9 +31,10 @@ use crate::metrics::Counter;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -125,30 +128,40 @@ if message ~= '' then redis.call('PUBLISH', 'herald:presence', message) end
 return verdict
 "#;
 
-/// Refresh a node's liveness; 1 when it was not listed (first start, taken out, or
-/// Redis lost its data): it must write what it holds again.
+/// Refresh a node's liveness; 1 when it is not listed (first start, taken out, or
+/// Redis lost its data): it must write what it holds again, which lists it.
 const HEARTBEAT: &str = r#"
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-return redis.call('SADD', KEYS[1], ARGV[1])
+return 1 - redis.call('SISMEMBER', KEYS[1], ARGV[1])
 "#;
 
-/// Make a node's hash exactly ARGV[3..] (field, value pairs); returns the fields that
-/// became first (`+`) or last (`-`) anywhere, each after its sign.
+/// Make a node's hash exactly the ARGV[3] (field, value) pairs that follow, and list the
+/// node (KEYS[2]); the fields after those are ones the node wrote before and no longer
+/// holds, which Redis may have lost. Returns the fields that became first (`+`) or last
+/// (`-`) anywhere, each after its sign.
 const RESYNC: &str = r#"
-local node, seq = ARGV[1], ARGV[2]
+local node, seq, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+redis.call('SADD', KEYS[2], node)
 local want = {}
-for i = 3, #ARGV, 2 do want[ARGV[i]] = ARGV[i + 1] end
+for i = 4, 3 + 2 * n, 2 do want[ARGV[i]] = ARGV[i + 1] end
 local out = {}
+local function left(f)
+  local k = 'herald:presence:who:' .. f
+  redis.call('SREM', k, node)
+  if redis.call('SCARD', k) == 0 then out[#out + 1] = '-'; out[#out + 1] = f end
+end
+local done = {}
 local have = redis.call('HGETALL', KEYS[1])
 for i = 1, #have, 2 do
   local f = have[i]
   if f ~= '#seq' and want[f] == nil then
     redis.call('HDEL', KEYS[1], f)
-    local k = 'herald:presence:who:' .. f
-    if redis.call('SREM', k, node) == 1 and redis.call('SCARD', k) == 0 then
-      out[#out + 1] = '-'; out[#out + 1] = f
-    end
+    left(f)
+    done[f] = true
   end
+end
+for i = 4 + 2 * n, #ARGV do
+  if not done[ARGV[i]] then left(ARGV[i]) end
 end
 for f, v in pairs(want) do
   redis.call('HSET', KEYS[1], f, v)
@@ -307,7 +320,7 @@ pub fn start(
         ttl,
         stop.clone(),
     ));
-    tokio::spawn(reader(client, presence.clone(), link.clone(), stop));
+    tokio::spawn(reader(client, presence.clone(), link.clone(), ttl, stop));
     (presence, link)
 }
 
@@ -336,7 +349,177 @@ fn tell(presence: &ClusterPresence, field: &str, first: bool) {
     }
 }
 
-/// Write this node's changes in order, keep it alive, take out nodes that are not.
+/// The writer's scripts and what it numbers its changes with.
+struct Writer {
+    presence: Arc<ClusterPresence>,
+    link: Arc<Link>,
+    node: Node,
+    /// `node` in hex, as Redis holds it.
+    me: String,
+    seq: u64,
+    /// The fields Redis took from this node (what it told the app of).
+    written: HashSet<String>,
+    ttl: Duration,
+    change: redis::Script,
+    heartbeat: redis::Script,
+    resync: redis::Script,
+    reap: redis::Script,
+}
+
+impl Writer {
+    /// Write one change; tell the app if it was the first or the last anywhere.
+    async fn write(&mut self, con: &mut Con, c: Change) -> redis::RedisResult<()> {
+        self.seq += 1;
+        let message = |o: &str, ns: &str, ch: &str, user: &str, m: Option<&str>| {
+            let m = Message {
+                o: o.into(),
+                n: self.me.as_str().into(),
+                s: self.seq,
+                a: Some(ns.into()),
+                c: Some(ch.into()),
+                u: Some(user.into()),
+                m: m.map(Into::into),
+            };
+            serde_json::to_string(&m).expect("serializes")
+        };
+        let (field, value, enters, message) = match &c {
+            Change::Join {
+                namespace: ns,
+                channel: ch,
+                member,
+            } => {
+                let data = channel_data(member);
+                let m = message("j", ns, ch, &member.key, Some(&data));
+                (member_field(ns, ch, &member.key), data, true, m)
+            }
+            Change::Leave {
+                namespace: ns,
+                channel: ch,
+                user,
+            } => {
+                let m = message("l", ns, ch, user, None);
+                (member_field(ns, ch, user), String::new(), false, m)
+            }
+            Change::Occupancy {
+                namespace: ns,
+                channel: ch,
+                occupied,
+            } => (
+                occupied_field(ns, ch),
+                String::new(),
+                *occupied,
+                String::new(),
+            ),
+        };
+        let verdict: u8 = self
+            .change
+            .key(node_key(self.node))
+            .key(who_key(&field))
+            .arg(&self.me)
+            .arg(self.seq)
+            .arg(&field)
+            .arg(value)
+            .arg(if enters { "+" } else { "-" })
+            .arg(message)
+            .invoke_async(con)
+            .await?;
+        if verdict == 1 {
+            tell(&self.presence, &field, enters);
+        }
+        if enters {
+            self.written.insert(field);
+        } else {
+            self.written.remove(&field);
+        }
+        Ok(())
+    }
+
+    /// Make Redis hold exactly what this node holds; tell the app what that changed. What
+    /// this node wrote before and still holds was told already, even if Redis lost it and
+    /// counts it first again; what it wrote and no longer holds left meanwhile.
+    async fn resync(&mut self, con: &mut Con) -> redis::RedisResult<()> {
+        self.seq += 1;
+        let (members, occupied) = self.presence.holdings();
+        let held: Vec<(String, String)> = members
+            .iter()
+            .map(|(ns, ch, m)| (member_field(ns, ch, &m.key), channel_data(m)))
+            .chain(
+                occupied
+                    .iter()
+                    .map(|(ns, ch)| (occupied_field(ns, ch), String::new())),
+            )
+            .collect();
+        let now: HashSet<String> = held.iter().map(|(f, _)| f.clone()).collect();
+        let mut call = self.resync.key(node_key(self.node));
+        call.key(NODES).arg(&self.me).arg(self.seq).arg(held.len());
+        for (field, value) in &held {
+            call.arg(field).arg(value);
+        }
+        for gone in self.written.difference(&now) {
+            call.arg(gone);
+        }
+        let verdicts: Vec<String> = call.invoke_async(con).await?;
+        self.link.resyncs.inc();
+        for pair in verdicts.chunks(2) {
+            if let [sign, field] = pair {
+                let first = sign == "+";
+                if !(first && self.written.contains(field)) {
+                    tell(&self.presence, field, first);
+                }
+            }
+        }
+        self.written = now;
+        Ok(())
+    }
+
+    /// Refresh this node's liveness; true when it was not listed (it must resync).
+    async fn beat(&mut self, con: &mut Con) -> redis::RedisResult<bool> {
+        let fresh: u8 = self
+            .heartbeat
+            .key(NODES)
+            .key(alive_key(self.node))
+            .arg(&self.me)
+            .arg(self.ttl.as_millis() as u64)
+            .invoke_async(con)
+            .await?;
+        Ok(fresh == 1)
+    }
+
+    /// Take out the listed nodes whose liveness lapsed (those this node is first to find).
+    async fn reap(&mut self, con: &mut Con) -> redis::RedisResult<()> {
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query_async(con).await?;
+        for other in nodes.iter().filter(|n| **n != self.me) {
+            let Ok(id) = Node::from_str_radix(other, 16) else {
+                continue;
+            };
+            let gone: Vec<String> = self
+                .reap
+                .key(NODES)
+                .key(alive_key(id))
+                .key(node_key(id))
+                .arg(other)
+                .invoke_async(con)
+                .await?;
+            if gone.is_empty() {
+                continue;
+            }
+            self.link.reaped.inc();
+            tracing::warn!(
+                node = %other, fields = gone.len(),
+                "a node stopped refreshing its presence: its members left"
+            );
+            for field in &gone {
+                tell(&self.presence, field, false);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write this node's changes in order, keep it alive, take out nodes that are not. On
+/// every (re)connection it first refreshes its liveness and, if Redis no longer listed it
+/// or a write was lost, writes everything it holds again (changes queued meanwhile are
+/// in that).
 async fn writer(
     client: redis::Client,
     mut queue: mpsc::Receiver<Change>,
@@ -346,12 +529,19 @@ async fn writer(
     stop: CancellationToken,
 ) {
     let node = presence.node();
-    let me = format!("{node:016x}");
-    let change = redis::Script::new(CHANGE);
-    let heartbeat = redis::Script::new(HEARTBEAT);
-    let resync = redis::Script::new(RESYNC);
-    let reap = redis::Script::new(REAP);
-    let mut seq = 0u64;
+    let mut w = Writer {
+        presence,
+        link: link.clone(),
+        node,
+        me: format!("{node:016x}"),
+        seq: 0,
+        written: HashSet::new(),
+        ttl,
+        change: redis::Script::new(CHANGE),
+        heartbeat: redis::Script::new(HEARTBEAT),
+        resync: redis::Script::new(RESYNC),
+        reap: redis::Script::new(REAP),
+    };
     let mut backoff = backoff::FIRST;
     let mut beat = tokio::time::interval(ttl / 3);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -369,104 +559,34 @@ async fn writer(
                 }
             },
         };
-        link.up(&link.writer_up, "presence writer");
-        backoff = backoff::FIRST;
-        let failed: redis::RedisError = loop {
-            let step: redis::RedisResult<()> = async {
-                if link.resync.swap(false, Ordering::Relaxed) {
-                    while queue.try_recv().is_ok() {}
-                    seq += 1;
-                    let (members, occupied) = presence.holdings();
-                    let mut call = resync.key(node_key(node));
-                    call.arg(&me).arg(seq);
-                    for (ns, ch, m) in &members {
-                        call.arg(member_field(ns, ch, &m.key)).arg(channel_data(m));
-                    }
-                    for (ns, ch) in &occupied {
-                        call.arg(occupied_field(ns, ch)).arg("");
-                    }
-                    let verdicts: Vec<String> = call.invoke_async(&mut con).await?;
-                    link.resyncs.inc();
-                    for pair in verdicts.chunks(2) {
-                        if let [sign, field] = pair {
-                            tell(&presence, field, sign == "+");
-                        }
-                    }
-                    return Ok(());
-                }
+        beat.reset_immediately();
+        let failed = loop {
+            let step = async {
                 tokio::select! {
-                    got = queue.recv() => {
-                        let Some(c) = got else { return Ok(()) };
-                        seq += 1;
-                        let (field, value, sign, message) = match &c {
-                            Change::Join { namespace, channel, member } => {
-                                let data = channel_data(member);
-                                let m = Message {
-                                    o: "j".into(), n: me.as_str().into(), s: seq,
-                                    a: Some(namespace.clone()), c: Some(channel.clone()),
-                                    u: Some(member.key.clone()), m: Some(data.as_str().into()),
-                                };
-                                (member_field(namespace, channel, &member.key), data, "+", serde_json::to_string(&m).expect("serializes"))
-                            }
-                            Change::Leave { namespace, channel, user } => {
-                                let m = Message {
-                                    o: "l".into(), n: me.as_str().into(), s: seq,
-                                    a: Some(namespace.clone()), c: Some(channel.clone()),
-                                    u: Some(user.clone()), m: None,
-                                };
-                                (member_field(namespace, channel, user), String::new(), "-", serde_json::to_string(&m).expect("serializes"))
-                            }
-                            Change::Occupancy { namespace, channel, occupied } => {
-                                (occupied_field(namespace, channel), String::new(), if *occupied { "+" } else { "-" }, String::new())
-                            }
-                        };
-                        let verdict: u8 = change
-                            .key(node_key(node))
-                            .key(who_key(&field))
-                            .arg(&me).arg(seq).arg(&field).arg(value).arg(sign).arg(message)
-                            .invoke_async(&mut con)
-                            .await?;
-                        if verdict == 1 {
-                            tell(&presence, &field, sign == "+");
-                        }
-                    }
+                    got = queue.recv() => match got {
+                        Some(c) => w.write(&mut con, c).await,
+                        None => Ok(()),
+                    },
                     _ = beat.tick() => {
-                        let fresh: u8 = heartbeat
-                            .key(NODES)
-                            .key(alive_key(node))
-                            .arg(&me)
-                            .arg(ttl.as_millis() as u64)
-                            .invoke_async(&mut con)
-                            .await?;
-                        if fresh == 1 {
+                        if w.beat(&mut con).await? {
                             link.resync.store(true, Ordering::Relaxed);
                         }
-                        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query_async(&mut con).await?;
-                        for other in nodes.iter().filter(|n| **n != me) {
-                            let Ok(id) = Node::from_str_radix(other, 16) else { continue };
-                            let gone: Vec<String> = reap
-                                .key(NODES)
-                                .key(alive_key(id))
-                                .key(node_key(id))
-                                .arg(other)
-                                .invoke_async(&mut con)
-                                .await?;
-                            if !gone.is_empty() {
-                                link.reaped.inc();
-                                tracing::warn!(node = %other, fields = gone.len(), "a node stopped refreshing its presence: its members left");
-                            }
-                            for field in &gone {
-                                tell(&presence, field, false);
-                            }
-                        }
+                        w.reap(&mut con).await
                     }
-                    _ = link.wake.notified() => {}
+                    _ = link.wake.notified() => Ok(()),
+                }?;
+                if link.resync.swap(false, Ordering::Relaxed) {
+                    while queue.try_recv().is_ok() {}
+                    w.resync(&mut con).await?;
                 }
-                Ok(())
-            }
-            .await;
-            if let Err(e) = step {
-                break e;
+                Ok::<_, redis::RedisError>(())
+            };
+            match step.await {
+                Ok(()) => {
+                    link.up(&link.writer_up, "presence writer");
+                    backoff = backoff::FIRST;
+                }
+                Err(e) => break e,
             }
         };
         link.down(&link.writer_up, "presence writer", &failed.to_string());
@@ -497,118 +617,152 @@ async fn read_node(con: &mut Con, node: Node) -> redis::RedisResult<(Vec<Entry>,
     Ok((entries, seq))
 }
 
+/// What the reader knows of the other nodes besides the view.
+struct Reader {
+    presence: Arc<ClusterPresence>,
+    link: Arc<Link>,
+    ttl: Duration,
+    /// Each node's last change applied (from its hash's `#seq`, then its messages).
+    applied: HashMap<Node, u64>,
+    /// Nodes in the view that Redis did not list, since when. A node is dropped from the
+    /// view when Redis says it is gone, or once it has been unlisted for the TTL: after
+    /// Redis lost its data, live nodes list themselves again within a third of it.
+    unlisted: HashMap<Node, Instant>,
+}
+
+impl Reader {
+    /// Read the list of nodes, and each listed node's hash whole (`all`) or only the
+    /// hashes of nodes the view does not have yet.
+    async fn read(&mut self, con: &mut Con, all: bool) -> redis::RedisResult<()> {
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(NODES).query_async(con).await?;
+        let listed: HashSet<Node> = nodes
+            .iter()
+            .filter_map(|n| Node::from_str_radix(n, 16).ok())
+            .filter(|n| *n != self.presence.node())
+            .collect();
+        let now = Instant::now();
+        let known = self.presence.nodes();
+        for node in known.difference(&listed) {
+            let since = *self.unlisted.entry(*node).or_insert(now);
+            if now.duration_since(since) >= self.ttl {
+                self.forget(*node);
+            }
+        }
+        self.unlisted
+            .retain(|n, _| known.contains(n) && !listed.contains(n));
+        for node in listed {
+            if all || !self.applied.contains_key(&node) {
+                self.reload(con, node).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn reload(&mut self, con: &mut Con, node: Node) -> redis::RedisResult<()> {
+        let (entries, seq) = read_node(con, node).await?;
+        self.presence.replace_node(node, entries);
+        self.applied.insert(node, seq);
+        Ok(())
+    }
+
+    fn forget(&mut self, node: Node) {
+        self.presence.replace_node(node, Vec::new());
+        self.applied.remove(&node);
+        self.unlisted.remove(&node);
+    }
+
+    /// One message from [`CHANNEL`].
+    async fn receive(&mut self, con: &mut Con, payload: &[u8]) -> redis::RedisResult<()> {
+        let parsed = serde_json::from_slice::<Message>(payload)
+            .ok()
+            .and_then(|m| Some((Node::from_str_radix(&m.n, 16).ok()?, m)));
+        let Some((node, m)) = parsed else {
+            self.malformed();
+            return Ok(());
+        };
+        if node == self.presence.node() {
+            return Ok(());
+        }
+        match (&*m.o, &m.a, &m.c, &m.u) {
+            ("j" | "l", Some(ns), Some(ch), Some(user)) => {
+                let seen = self.applied.entry(node).or_insert(0);
+                if m.s <= *seen {
+                    return Ok(());
+                }
+                *seen = m.s;
+                if &*m.o == "l" {
+                    self.presence.remote_leave(ns, ch, node, user);
+                } else if let Some(member) =
+                    m.m.as_deref().and_then(PresenceMember::from_channel_data)
+                {
+                    self.presence.remote_join(ns, ch, node, Arc::new(member));
+                } else {
+                    self.malformed();
+                }
+            }
+            ("r", ..) => self.reload(con, node).await?,
+            ("g", ..) => self.forget(node),
+            _ => self.malformed(),
+        }
+        Ok(())
+    }
+
+    fn malformed(&self) {
+        self.link.malformed.inc();
+        tracing::warn!("a presence message herald cannot read (another herald version?): dropped");
+    }
+}
+
 /// Hear the other nodes: read each one's hash on (re)connecting, then apply what they
-/// publish.
+/// publish; each third of the TTL, look for nodes Redis no longer lists.
 async fn reader(
     client: redis::Client,
     presence: Arc<ClusterPresence>,
     link: Arc<Link>,
+    ttl: Duration,
     stop: CancellationToken,
 ) {
-    let me = presence.node();
+    let mut r = Reader {
+        presence,
+        link: link.clone(),
+        ttl,
+        applied: HashMap::new(),
+        unlisted: HashMap::new(),
+    };
     let mut backoff = backoff::FIRST;
+    let mut look = tokio::time::interval(ttl / 3);
+    look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let connected = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(CHANNEL).await?;
-            let con = connect(&client).await?;
+            let mut con = connect(&client).await?;
+            r.read(&mut con, true).await?;
             Ok::<_, redis::RedisError>((pubsub, con))
         };
-        let (pubsub, mut con) = tokio::select! {
+        let connected = tokio::select! {
             _ = stop.cancelled() => return,
-            c = connected => match c {
-                Ok(c) => c,
-                Err(e) => {
-                    link.down(&link.reader_up, "presence reader", &e.to_string());
-                    if !back_off(&mut backoff, &stop).await { return; }
-                    continue;
-                }
-            },
+            c = connected => c,
         };
-        let mut stream = pubsub.into_on_message();
-        let mut applied: std::collections::HashMap<Node, u64> = Default::default();
-        let read_all = async {
-            let nodes: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(NODES)
-                .query_async(&mut con)
-                .await?;
-            let listed: std::collections::HashSet<Node> = nodes
-                .iter()
-                .filter_map(|n| Node::from_str_radix(n, 16).ok())
-                .collect();
-            for gone in presence.nodes().difference(&listed) {
-                presence.replace_node(*gone, Vec::new());
-            }
-            for node in listed.into_iter().filter(|n| *n != me) {
-                let (entries, seq) = read_node(&mut con, node).await?;
-                presence.replace_node(node, entries);
-                applied.insert(node, seq);
-            }
-            Ok::<_, redis::RedisError>(())
-        };
-        if let Err(e) = read_all.await {
-            link.down(&link.reader_up, "presence reader", &e.to_string());
-            if !back_off(&mut backoff, &stop).await {
-                return;
-            }
-            continue;
-        }
-        link.up(&link.reader_up, "presence reader");
-        backoff = backoff::FIRST;
-        let lost = loop {
-            let msg = tokio::select! {
-                _ = stop.cancelled() => return,
-                m = stream.next() => match m {
-                    Some(m) => m,
-                    None => break "connection closed".to_string(),
-                },
-            };
-            let Ok(m) = serde_json::from_slice::<Message>(msg.get_payload_bytes()) else {
-                link.malformed.inc();
-                tracing::warn!(
-                    "a presence message herald cannot read (another herald version?): dropped"
-                );
-                continue;
-            };
-            let Ok(node) = Node::from_str_radix(&m.n, 16) else {
-                link.malformed.inc();
-                continue;
-            };
-            if node == me {
-                continue;
-            }
-            match &*m.o {
-                "j" | "l" => {
-                    let seen = applied.entry(node).or_insert(0);
-                    if m.s <= *seen {
-                        continue;
-                    }
-                    *seen = m.s;
-                    let (Some(ns), Some(ch), Some(user)) = (&m.a, &m.c, &m.u) else {
-                        link.malformed.inc();
-                        continue;
+        let lost = match connected {
+            Err(e) => e.to_string(),
+            Ok((pubsub, mut con)) => {
+                link.up(&link.reader_up, "presence reader");
+                backoff = backoff::FIRST;
+                let mut stream = pubsub.into_on_message();
+                loop {
+                    let step = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = look.tick() => r.read(&mut con, false).await,
+                        m = stream.next() => match m {
+                            Some(m) => r.receive(&mut con, m.get_payload_bytes()).await,
+                            None => break "connection closed".to_string(),
+                        },
                     };
-                    if &*m.o == "j" {
-                        match m.m.as_deref().and_then(PresenceMember::from_channel_data) {
-                            Some(member) => presence.remote_join(ns, ch, node, Arc::new(member)),
-                            None => link.malformed.inc(),
-                        }
-                    } else {
-                        presence.remote_leave(ns, ch, node, user);
+                    if let Err(e) = step {
+                        break e.to_string();
                     }
                 }
-                "r" => match read_node(&mut con, node).await {
-                    Ok((entries, seq)) => {
-                        presence.replace_node(node, entries);
-                        applied.insert(node, seq);
-                    }
-                    Err(e) => break e.to_string(),
-                },
-                "g" => {
-                    presence.replace_node(node, Vec::new());
-                    applied.remove(&node);
-                }
-                _ => link.malformed.inc(),
             }
         };
         link.down(&link.reader_up, "presence reader", &lost);

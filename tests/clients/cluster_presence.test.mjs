@@ -231,6 +231,32 @@ test('watchlists: a user signed in on one node is online to a watcher on another
   await events.waitFor((e) => e[0] === 'offline' && e[1] === '1', 'user 1 offline');
 });
 
+test('redis-server restarted (its data lost): every node writes its members again; nobody is seen leaving and coming back, the app is not told again, and presence goes on', async () => {
+  const channel = 'presence-redis-restart';
+  const obs = await pusherTab(n3, channel, 9);
+  const one = await pusherTab(n1, channel, 1);
+  await obs.seen.waitFor((e) => e[0] === 'added' && e[1] === '1', 'the observer to hear user 1 arrive');
+  await hooks.events.waitFor(hook('member_added', channel, 1), 'the app to be told user 1 came');
+  await redis.restart();
+  await until(() => holders('pusher:herald', channel, 1) === 1 && holders('pusher:herald', channel, 9) === 1,
+    'both nodes to write their members again');
+  const two = await pusherTab(n2, channel, 2);
+  await lists(two, ['1', '2', '9'], 'a tab joining on node 2 after the restart');
+  await obs.seen.waitFor((e) => e[0] === 'added' && e[1] === '2', 'the observer to hear user 2 arrive');
+  one.close();
+  const before = await obs.seen.before((e) => e[0] === 'removed' && e[1] === '1', 'user 1 to leave');
+  assert.deepEqual(before, [['added', '1'], ['added', '2']], 'no departure or arrival made up by the restart');
+  await hooks.events.waitFor(hook('member_removed', channel, 1), 'the app to be told user 1 left');
+  await markers('redis-restart');
+  const about = hooks.events.items.filter((e) => e.channel === channel).map((e) => [e.name, e.user_id].filter(Boolean).join(' '));
+  assert.deepEqual(about, ['channel_occupied', 'member_added 9', 'member_added 1', 'member_added 2', 'member_removed 1'],
+    'each told once across the restart');
+  let resyncs = 0;
+  for (const h of [n1, n2, n3]) resyncs += await metric(h, 'herald_cluster_presence_resyncs_total');
+  assert.ok(resyncs >= 6, `each node wrote its members at start and after the restart (${resyncs})`);
+  assert.equal(obs.client.connection.state, 'connected');
+});
+
 // ---- Laravel Echo on socket.io ---------------------------------------------------------------
 
 // An Echo tab of `user` on node `h` joined to presence channel `name`: `seen` gets
