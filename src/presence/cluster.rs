@@ -48,7 +48,7 @@ struct Remote {
 /// One node's users of one channel, by user key.
 type NodeUsers = HashMap<Box<str>, Remote>;
 /// A channel of a namespace.
-type Place = (Box<str>, Box<str>);
+pub type Place = (Box<str>, Box<str>);
 /// channel → node → its users.
 type Channels = HashMap<Box<str>, BTreeMap<Node, NodeUsers>>;
 /// namespace → its channels' views.
@@ -69,11 +69,14 @@ pub enum Change {
         channel: Box<str>,
         user: Box<str>,
     },
-    /// This node's first subscriber came to a channel (true), or its last one left.
-    Occupancy {
+    /// A channel's subscriptions on this node changed: 0 when its last one left; from 0,
+    /// it is occupied. `counted`: its app tells subscribers the count, so the other nodes
+    /// hear the change.
+    Subscriptions {
         namespace: Box<str>,
         channel: Box<str>,
-        occupied: bool,
+        count: usize,
+        counted: bool,
     },
 }
 
@@ -91,8 +94,9 @@ pub struct ClusterPresence {
     hasher: foldhash::fast::RandomState,
     view: Box<[Mutex<View>]>,
     arrivals: AtomicU64,
-    /// The channels this node has subscribers on, per namespace (what a resync writes).
-    occupied: Mutex<HashSet<Place>>,
+    /// Each channel's subscriptions per node: this node's as last written, the others'
+    /// as they said (the channels with none are not here).
+    counts: Mutex<HashMap<Place, BTreeMap<Node, usize>>>,
     listeners: RwLock<HashMap<Box<str>, Weak<dyn Listener>>>,
     outbound: Box<dyn Outbound>,
 }
@@ -105,7 +109,7 @@ impl ClusterPresence {
             hasher: Default::default(),
             view: (0..SHARDS).map(|_| Mutex::default()).collect(),
             arrivals: AtomicU64::new(0),
-            occupied: Mutex::default(),
+            counts: Mutex::default(),
             listeners: RwLock::default(),
             outbound,
         }
@@ -128,9 +132,41 @@ impl ClusterPresence {
     /// Everything this node holds, as the link writes it again after Redis lost it:
     /// each user once per channel (its latest connection's member) and each occupied
     /// channel.
-    pub fn holdings(&self) -> (Vec<Entry>, Vec<Place>) {
-        let occupied = self.occupied.lock().iter().cloned().collect();
+    pub fn holdings(&self) -> (Vec<Entry>, Vec<(Place, usize)>) {
+        let occupied = self
+            .counts
+            .lock()
+            .iter()
+            .filter_map(|(place, nodes)| Some((place.clone(), *nodes.get(&self.node)?)))
+            .collect();
         (self.local.everyone(), occupied)
+    }
+
+    /// Node `node` has `count` subscriptions on `channel` of `namespace` now: the
+    /// namespace's listener tells this node's subscribers the new total.
+    pub fn remote_count(&self, namespace: &str, channel: &str, node: Node, count: usize) {
+        if node == self.node || !self.set_count(namespace, channel, node, count) {
+            return;
+        }
+        if let Some(l) = self.listener(namespace) {
+            l.counted(channel);
+        }
+    }
+
+    /// Set a node's count of a channel; whether it changed.
+    fn set_count(&self, namespace: &str, channel: &str, node: Node, count: usize) -> bool {
+        let mut counts = self.counts.lock();
+        let place = (namespace.into(), channel.into());
+        let nodes = counts.entry(place).or_default();
+        let before = if count == 0 {
+            nodes.remove(&node)
+        } else {
+            nodes.insert(node, count)
+        };
+        if nodes.is_empty() {
+            counts.remove(&(namespace.into(), channel.into()));
+        }
+        before.unwrap_or(0) != count
     }
 
     /// Node `node`'s users on `channel` of `namespace` change by `edit`: within the
@@ -182,9 +218,33 @@ impl ClusterPresence {
         });
     }
 
-    /// Node `node` holds exactly `entries` (namespace, channel, member): what Redis says
-    /// it holds, read whole. With no entries: the node is gone.
-    pub fn replace_node(&self, node: Node, entries: Vec<Entry>) {
+    /// Node `node` holds exactly `entries` (namespace, channel, member) and has `counts`
+    /// subscriptions per channel: what Redis says it holds, read whole. With neither: the
+    /// node is gone.
+    pub fn replace_node(&self, node: Node, entries: Vec<Entry>, counts: Vec<(Place, usize)>) {
+        let mut changed: Vec<Place> = Vec::new();
+        {
+            let mut all = self.counts.lock();
+            for (place, nodes) in all.iter_mut() {
+                if nodes.remove(&node).is_some() {
+                    changed.push(place.clone());
+                }
+            }
+            for (place, count) in counts {
+                if count > 0 {
+                    all.entry(place.clone()).or_default().insert(node, count);
+                    changed.push(place);
+                }
+            }
+            all.retain(|_, nodes| !nodes.is_empty());
+        }
+        changed.sort();
+        changed.dedup();
+        for (ns, ch) in changed {
+            if let Some(l) = self.listener(&ns) {
+                l.counted(&ch);
+            }
+        }
         let mut by_channel: BTreeMap<Place, Vec<Arc<PresenceMember>>> = BTreeMap::new();
         for (ns, ch, m) in entries {
             by_channel.entry((ns, ch)).or_default().push(m);
@@ -350,21 +410,26 @@ impl Presence for ClusterPresence {
         self.outbound.metrics()
     }
 
-    fn occupancy(&self, namespace: &str, channel: &str, occupied: bool) {
-        let key = (Box::<str>::from(namespace), Box::<str>::from(channel));
-        {
-            let mut held = self.occupied.lock();
-            if occupied {
-                held.insert(key);
-            } else {
-                held.remove(&key);
-            }
+    fn subscriptions(&self, namespace: &str, channel: &str, here: usize, counted: bool) -> usize {
+        if self.set_count(namespace, channel, self.node, here) {
+            self.outbound.send(Change::Subscriptions {
+                namespace: namespace.into(),
+                channel: channel.into(),
+                count: here,
+                counted,
+            });
         }
-        self.outbound.send(Change::Occupancy {
-            namespace: namespace.into(),
-            channel: channel.into(),
-            occupied,
-        });
+        let counts = self.counts.lock();
+        let others: usize = counts
+            .get(&(namespace.into(), channel.into()))
+            .map_or(0, |nodes| {
+                nodes
+                    .iter()
+                    .filter(|(n, _)| **n != self.node)
+                    .map(|(_, c)| c)
+                    .sum()
+            });
+        here + others
     }
 
     fn join(

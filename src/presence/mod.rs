@@ -92,6 +92,9 @@ pub trait Listener: Send + Sync {
     fn changed(&self, channel: &str, apply: &mut dyn FnMut() -> Vec<Heard>);
     /// The cluster's verdict for the app's webhooks.
     fn tell_app(&self, channel: &str, told: Told);
+    /// Another node's count of `channel`'s subscriptions changed (apps that tell
+    /// subscribers the count): tell this node's the new total.
+    fn counted(&self, _channel: &str) {}
 }
 
 /// Presence bookkeeping: which users are on which channel of which namespace (a Pusher
@@ -113,9 +116,19 @@ pub trait Presence: Send + Sync {
         Vec::new()
     }
 
-    /// This node's first connection came to `channel` (`occupied`), or its last one
-    /// left: a cluster counts the nodes, to tell the app once.
-    fn occupancy(&self, _namespace: &str, _channel: &str, _occupied: bool) {}
+    /// `channel` has `here` subscriptions on this node now (from none: it is occupied;
+    /// none: vacated); `counted`: its app tells subscribers the count. Returns its
+    /// subscriptions on every node, as far as this node knows. A cluster writes each
+    /// change for the other nodes, and tells the app of occupancy once.
+    fn subscriptions(
+        &self,
+        _namespace: &str,
+        _channel: &str,
+        here: usize,
+        _counted: bool,
+    ) -> usize {
+        here
+    }
 
     /// `conn` joins `channel` as `member`. A new user is refused when the channel already
     /// has `max_users` users (0: no limit). A connection already present joins nothing
@@ -408,10 +421,10 @@ impl Scope {
         self.presence.edge_tells_app()
     }
 
-    /// [`Presence::occupancy`] of `channel`; true when the edge tells the app itself.
-    pub fn occupancy(&self, channel: &str, occupied: bool) -> bool {
-        self.presence.occupancy(&self.namespace, channel, occupied);
-        self.presence.edge_tells_app()
+    /// [`Presence::subscriptions`] of `channel`.
+    pub fn subscriptions(&self, channel: &str, here: usize, counted: bool) -> usize {
+        self.presence
+            .subscriptions(&self.namespace, channel, here, counted)
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Each node writes its own entries, one hash per node (`herald:presence:node:<id>`): a
 //! field per user per channel (`["m",namespace,channel,user]`, the member's
-//! `channel_data`) and per occupied channel (`["o",namespace,channel]`), and `#seq`, the
+//! `channel_data`) and per occupied channel (`["o",namespace,channel]`, its subscriptions
+//! on the node), and `#seq`, the
 //! number of its last change. Beside each field, a set of the nodes holding it
 //! (`herald:presence:who:<field>`). One Lua script per change edits both and publishes
 //! the change on `herald:presence`, so whether a change was the first or the last
@@ -22,7 +23,7 @@
 //! A node the view has but Redis does not list is dropped after the TTL (Redis lost its
 //! data and the node did not come back to list itself again).
 
-use super::cluster::{Change, ClusterPresence, Node, Outbound};
+use super::cluster::{Change, ClusterPresence, Node, Outbound, Place};
 use super::{Entry, Told};
 use crate::backoff::{self, back_off};
 use crate::health::Check;
@@ -93,8 +94,9 @@ fn parse_field(field: &str) -> Option<Field> {
     }
 }
 
-/// One change as published on [`CHANNEL`]: a join (`j`) or leave (`l`) of node `n`'s
-/// change number `s`; `r`: read node `n`'s hash again; `g`: node `n` is gone.
+/// One change as published on [`CHANNEL`]: a join (`j`), leave (`l`) or count of
+/// subscriptions (`c`) of node `n`'s change number `s`; `r`: read node `n`'s hash again;
+/// `g`: node `n` is gone.
 #[derive(Serialize, Deserialize)]
 struct Message {
     o: Box<str>,
@@ -109,6 +111,9 @@ struct Message {
     u: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     m: Option<Box<str>>,
+    /// `c`: node `n`'s subscriptions of channel `c` now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    k: Option<usize>,
 }
 
 /// A field enters (`+`) or leaves (`-`) a node's hash; 1 when that made it the first
@@ -370,15 +375,16 @@ impl Writer {
     /// Write one change; tell the app if it was the first or the last anywhere.
     async fn write(&mut self, con: &mut Con, c: Change) -> redis::RedisResult<()> {
         self.seq += 1;
-        let message = |o: &str, ns: &str, ch: &str, user: &str, m: Option<&str>| {
+        let message = |o: &str, ns: &str, ch: &str, user: Option<&str>, m: Option<&str>, k| {
             let m = Message {
                 o: o.into(),
                 n: self.me.as_str().into(),
                 s: self.seq,
                 a: Some(ns.into()),
                 c: Some(ch.into()),
-                u: Some(user.into()),
+                u: user.map(Into::into),
                 m: m.map(Into::into),
+                k,
             };
             serde_json::to_string(&m).expect("serializes")
         };
@@ -389,7 +395,7 @@ impl Writer {
                 member,
             } => {
                 let data = channel_data(member);
-                let m = message("j", ns, ch, &member.key, Some(&data));
+                let m = message("j", ns, ch, Some(&member.key), Some(&data), None);
                 (member_field(ns, ch, &member.key), data, true, m)
             }
             Change::Leave {
@@ -397,19 +403,21 @@ impl Writer {
                 channel: ch,
                 user,
             } => {
-                let m = message("l", ns, ch, user, None);
+                let m = message("l", ns, ch, Some(user), None, None);
                 (member_field(ns, ch, user), String::new(), false, m)
             }
-            Change::Occupancy {
+            Change::Subscriptions {
                 namespace: ns,
                 channel: ch,
-                occupied,
-            } => (
-                occupied_field(ns, ch),
-                String::new(),
-                *occupied,
-                String::new(),
-            ),
+                count,
+                counted,
+            } => {
+                let m = match counted {
+                    true => message("c", ns, ch, None, None, Some(*count)),
+                    false => String::new(),
+                };
+                (occupied_field(ns, ch), count.to_string(), *count > 0, m)
+            }
         };
         let verdict: u8 = self
             .change
@@ -446,7 +454,7 @@ impl Writer {
             .chain(
                 occupied
                     .iter()
-                    .map(|(ns, ch)| (occupied_field(ns, ch), String::new())),
+                    .map(|((ns, ch), n)| (occupied_field(ns, ch), n.to_string())),
             )
             .collect();
         let now: HashSet<String> = held.iter().map(|(f, _)| f.clone()).collect();
@@ -597,24 +605,41 @@ async fn writer(
     }
 }
 
-/// Read one node's hash whole: its entries, and the number of its last change.
-async fn read_node(con: &mut Con, node: Node) -> redis::RedisResult<(Vec<Entry>, u64)> {
+/// One node's hash, read whole.
+struct NodeHash {
+    members: Vec<Entry>,
+    /// Its subscriptions per channel.
+    counts: Vec<(Place, usize)>,
+    /// The number of its last change.
+    seq: u64,
+}
+
+async fn read_node(con: &mut Con, node: Node) -> redis::RedisResult<NodeHash> {
     let fields: Vec<(String, String)> = redis::cmd("HGETALL")
         .arg(node_key(node))
         .query_async(con)
         .await?;
-    let mut seq = 0;
-    let mut entries = Vec::new();
+    let mut hash = NodeHash {
+        members: Vec::new(),
+        counts: Vec::new(),
+        seq: 0,
+    };
     for (f, v) in fields {
         if f == "#seq" {
-            seq = v.parse().unwrap_or(0);
-        } else if let Some(Field::Member(ns, ch, _)) = parse_field(&f) {
-            if let Some(m) = PresenceMember::from_channel_data(&v) {
-                entries.push((ns, ch, Arc::new(m)));
+            hash.seq = v.parse().unwrap_or(0);
+            continue;
+        }
+        match parse_field(&f) {
+            Some(Field::Member(ns, ch, _)) => {
+                if let Some(m) = PresenceMember::from_channel_data(&v) {
+                    hash.members.push((ns, ch, Arc::new(m)));
+                }
             }
+            Some(Field::Occupied(ns, ch)) => hash.counts.push(((ns, ch), v.parse().unwrap_or(0))),
+            None => {}
         }
     }
-    Ok((entries, seq))
+    Ok(hash)
 }
 
 /// What the reader knows of the other nodes besides the view.
@@ -659,14 +684,14 @@ impl Reader {
     }
 
     async fn reload(&mut self, con: &mut Con, node: Node) -> redis::RedisResult<()> {
-        let (entries, seq) = read_node(con, node).await?;
-        self.presence.replace_node(node, entries);
-        self.applied.insert(node, seq);
+        let hash = read_node(con, node).await?;
+        self.presence.replace_node(node, hash.members, hash.counts);
+        self.applied.insert(node, hash.seq);
         Ok(())
     }
 
     fn forget(&mut self, node: Node) {
-        self.presence.replace_node(node, Vec::new());
+        self.presence.replace_node(node, Vec::new(), Vec::new());
         self.applied.remove(&node);
         self.unlisted.remove(&node);
     }
@@ -698,6 +723,14 @@ impl Reader {
                     self.presence.remote_join(ns, ch, node, Arc::new(member));
                 } else {
                     self.malformed();
+                }
+            }
+            ("c", Some(ns), Some(ch), _) if m.k.is_some() => {
+                let seen = self.applied.entry(node).or_insert(0);
+                if m.s > *seen {
+                    *seen = m.s;
+                    let count = m.k.unwrap_or(0);
+                    self.presence.remote_count(ns, ch, node, count);
                 }
             }
             ("r", ..) => self.reload(con, node).await?,

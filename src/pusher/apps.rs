@@ -211,6 +211,10 @@ impl Listener for App {
             self.channels.tell_app(channel, told);
         }
     }
+
+    fn counted(&self, channel: &str) {
+        self.channels.remote_count(channel);
+    }
 }
 
 /// Send an app's held-back subscription counts once per interval, for as long as the

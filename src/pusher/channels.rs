@@ -116,6 +116,15 @@ impl Seen {
     }
 }
 
+/// `pusher_internal:subscription_count` with `count` to every subscriber of `name`.
+fn tell_count(name: &str, ch: &Channel, count: usize) {
+    let data = format!("{{\"subscription_count\":{count}}}");
+    let frame = protocol::event("pusher_internal:subscription_count", Some(name), &data);
+    for s in &ch.subscribers {
+        s.conn.outbox.push(frame.clone());
+    }
+}
+
 /// What a new subscriber is owed once subscribed.
 pub struct Subscribed {
     /// `pusher_internal:subscription_succeeded`'s data.
@@ -294,8 +303,11 @@ impl Channels {
         let mut shard = self.map.write(name);
         let ch = shard.entry(name.into()).or_default();
         let already = ch.subscribers.iter().any(|s| s.conn.id == conn.id);
-        if ch.subscribers.is_empty() && !is_internal(name) && self.presence.occupancy(name, true) {
-            self.hooks.emit(Event::channel_occupied(name));
+        if ch.subscribers.is_empty() && !is_internal(name) {
+            self.presence.subscriptions(name, 1, self.counts(name));
+            if self.presence.edge_tells_app() {
+                self.hooks.emit(Event::channel_occupied(name));
+            }
         }
         if !already {
             ch.subscribers.push(Subscriber {
@@ -381,8 +393,17 @@ impl Channels {
         ch.subscribers.retain(|s| s.conn.id != conn);
         if ch.subscribers.len() != before {
             if ch.subscribers.is_empty() {
-                if !is_internal(name) && self.presence.occupancy(name, false) {
-                    self.hooks.emit(Event::channel_vacated(name));
+                if !is_internal(name) {
+                    let counted = self.counts(name);
+                    let left = self.presence.subscriptions(name, 0, counted);
+                    if self.presence.edge_tells_app() {
+                        self.hooks.emit(Event::channel_vacated(name));
+                    }
+                    if counted && left > 0 {
+                        // Only in a cluster: the channel's other subscriptions are on
+                        // other nodes, which hear the count; the app hears it from here.
+                        self.hooks.emit(Event::subscription_count(name, left));
+                    }
                 }
             } else {
                 self.count_changed(name, ch);
@@ -469,14 +490,21 @@ impl Channels {
         }
     }
 
+    /// Whether `name`'s subscribers are told how many they are: apps with subscription
+    /// counts, for channels other than presence (which count users) and internal ones.
+    fn counts(&self, name: &str) -> bool {
+        self.counts_due.is_some()
+            && ChannelKind::of(name) != ChannelKind::Presence
+            && !is_internal(name)
+    }
+
     /// `name`'s subscriptions changed: tell its subscribers now, or mark it for the
     /// next [`flush_counts`](Self::flush_counts) if they were told less than
     /// [`COUNT_INTERVAL`] ago.
     fn count_changed(&self, name: &str, ch: &mut Channel) {
-        let Some(due) = &self.counts_due else { return };
-        if ChannelKind::of(name) == ChannelKind::Presence || is_internal(name) {
+        let Some(due) = self.counts_due.as_ref().filter(|_| self.counts(name)) else {
             return;
-        }
+        };
         let now = Instant::now();
         if ch.counted.is_some_and(|t| now < t + COUNT_INTERVAL) {
             due.lock().insert(name.into());
@@ -487,13 +515,28 @@ impl Channels {
 
     fn send_count(&self, name: &str, ch: &mut Channel, now: Instant) {
         ch.counted = Some(now);
-        let count = ch.subscribers.len();
-        let data = format!("{{\"subscription_count\":{count}}}");
-        let frame = protocol::event("pusher_internal:subscription_count", Some(name), &data);
-        for s in &ch.subscribers {
-            s.conn.outbox.push(frame.clone());
-        }
+        let count = self
+            .presence
+            .subscriptions(name, ch.subscribers.len(), true);
+        tell_count(name, ch, count);
         self.hooks.emit(Event::subscription_count(name, count));
+    }
+
+    /// Another node's subscriptions of `name` changed (in a cluster): this node's
+    /// subscribers hear the new total at once (the other node's counts are held back by
+    /// [`COUNT_INTERVAL`] already); the app was told by that node.
+    pub fn remote_count(&self, name: &str) {
+        if !self.counts(name) {
+            return;
+        }
+        let mut shard = self.map.write(name);
+        let Some(ch) = shard.get_mut(name).filter(|ch| !ch.subscribers.is_empty()) else {
+            return;
+        };
+        let count = self
+            .presence
+            .subscriptions(name, ch.subscribers.len(), true);
+        tell_count(name, ch, count);
     }
 
     /// Send the counts held back by [`COUNT_INTERVAL`]: the app calls this once per

@@ -85,6 +85,7 @@ before(async () => {
     '--cluster', redis.url, '--cluster-node-ttl', String(TTL_SECONDS),
     '--auth-endpoint', auth.endpoint, '--recovery-window', '0',
     '--app-webhook', hooks.url, '--webhook-occupancy-delay-ms', '0',
+    '--app-subscription-count', 'true',
   ];
   [n1, n2, n3] = await Promise.all([startHerald(args), startHerald(args), startHerald(args)]);
 });
@@ -255,6 +256,34 @@ test('redis-server restarted (its data lost): every node writes its members agai
   for (const h of [n1, n2, n3]) resyncs += await metric(h, 'herald_cluster_presence_resyncs_total');
   assert.ok(resyncs >= 6, `each node wrote its members at start and after the restart (${resyncs})`);
   assert.equal(obs.client.connection.state, 'connected');
+});
+
+test('subscription counts are the cluster\'s: pusher-js clients on three nodes are told every node\'s subscriptions, and the app the totals', async () => {
+  const channel = 'counted-across';
+  const tab = async (h) => {
+    const c = await connected(pusherClient(h));
+    open.push({ close: () => c.disconnect() });
+    const counts = inbox();
+    const ch = c.subscribe(channel);
+    ch.bind('pusher:subscription_count', (d) => counts.add(d.subscription_count));
+    await new Promise((resolve) => ch.bind('pusher:subscription_succeeded', resolve));
+    return { c, counts, last: () => counts.items[counts.items.length - 1] };
+  };
+  const a = await tab(n1);
+  const b = await tab(n2);
+  const c = await tab(n3);
+  for (const [t, name] of [[a, 'node 1'], [b, 'node 2'], [c, 'node 3']]) {
+    await until(() => t.last() === 3, `${name}'s client to be told 3; told ${t.counts.items}`);
+  }
+  b.c.disconnect();
+  for (const [t, name] of [[a, 'node 1'], [c, 'node 3']]) {
+    await until(() => t.last() === 2, `${name}'s client to be told 2; told ${t.counts.items}`);
+  }
+  // The app is told each node's change with the total that node knew then: 3 once all
+  // three were in, then 2 when node 2's only subscriber left (node 2 tells it).
+  const told = () => hooks.events.items.filter((e) => e.name === 'subscription_count' && e.channel === channel)
+    .map((e) => e.subscription_count);
+  await until(() => told().includes(3) && told().slice(told().indexOf(3)).includes(2), `the app to be told 3, then 2; told ${told()}`);
 });
 
 // ---- Laravel Echo on socket.io ---------------------------------------------------------------
