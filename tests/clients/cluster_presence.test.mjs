@@ -219,6 +219,22 @@ test('a node SIGKILLed: its members leave once its heartbeat lapses, heard once 
   }
 });
 
+test('a node shut down (SIGTERM): its members leave at once, not when its heartbeat lapses, and the app is told', async () => {
+  const channel = 'presence-sigterm';
+  const ttl = args.indexOf('--cluster-node-ttl') + 1;
+  const leaving = await startHerald(args.map((a, i) => (i === ttl ? '600' : a)));
+  try {
+    const obs = await pusherTab(n3, channel, 9);
+    await pusherTab(leaving, channel, 1);
+    await obs.seen.waitFor((e) => e[0] === 'added' && e[1] === '1', 'the observer to hear user 1 arrive');
+    await leaving.stop();
+    await obs.seen.waitFor((e) => e[0] === 'removed' && e[1] === '1', 'user 1 to leave with its node');
+    await hooks.events.waitFor(hook('member_removed', channel, 1), 'the app to be told user 1 left');
+  } finally {
+    await leaving.stop();
+  }
+});
+
 test('watchlists: a user signed in on one node is online to a watcher on another, and offline after', async () => {
   const watcher = await signedIn(await connected(pusherClient(n1, { user: { user_id: '9' }, watchlist: ['1'] })));
   open.push({ close: () => watcher.disconnect() });
