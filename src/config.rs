@@ -61,6 +61,25 @@ pub struct Settings {
     #[arg(long, env = "HERALD_HTTP_BIND", default_value = "0.0.0.0:6001")]
     pub http_bind: SocketAddr,
 
+    /// PEM file of the certificate chain the HTTP port serves with TLS (`wss://`,
+    /// `https://`); with `--tls-key`. Unset: plain HTTP. Read again on SIGHUP.
+    #[arg(long, env = "HERALD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of `--tls-cert`.
+    #[arg(long, env = "HERALD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM file of the certificate chain the RESP port serves with TLS (phpredis and
+    /// predis connect with `tls://`); with `--redis-tls-key`. Unset: plain RESP. Read
+    /// again on SIGHUP.
+    #[arg(long, env = "HERALD_REDIS_TLS_CERT")]
+    pub redis_tls_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of `--redis-tls-cert`.
+    #[arg(long, env = "HERALD_REDIS_TLS_KEY")]
+    pub redis_tls_key: Option<PathBuf>,
+
     /// Seconds connections get, once shutdown begins (SIGTERM, Ctrl-C), to take what
     /// they are owed and their goodbye; then the rest are closed. Keep it under your
     /// orchestrator's kill timeout (Kubernetes' terminationGracePeriodSeconds: 30).
@@ -685,6 +704,12 @@ pub struct User {
 pub struct Config {
     pub redis_bind: SocketAddr,
     pub http_bind: SocketAddr,
+    /// The HTTP port's certificate and key files (both or neither, checked at start).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The RESP port's.
+    pub redis_tls_cert: Option<PathBuf>,
+    pub redis_tls_key: Option<PathBuf>,
     pub shutdown_grace: Duration,
     /// The backplane's Redis URL, checked; None: a single node.
     pub cluster: Option<String>,
@@ -949,6 +974,10 @@ impl Config {
         Ok(Config {
             redis_bind: s.redis_bind,
             http_bind: s.http_bind,
+            tls_cert: s.tls_cert,
+            tls_key: s.tls_key,
+            redis_tls_cert: s.redis_tls_cert,
+            redis_tls_key: s.redis_tls_key,
             shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
             cluster,
             cluster_node_ttl: Duration::from_secs(s.cluster_node_ttl),
@@ -1126,6 +1155,10 @@ mod tests {
         let samples: &[(&str, &str, Took)] = &[
             ("redis_bind", "127.0.0.1:7001", |c| c.redis_bind.port() == 7001),
             ("http_bind", "127.0.0.1:7002", |c| c.http_bind.port() == 7002),
+            ("tls_cert", CA, |c| c.tls_cert.as_deref() == Some(CA.as_ref())),
+            ("tls_key", CA, |c| c.tls_key.as_deref() == Some(CA.as_ref())),
+            ("redis_tls_cert", CA, |c| c.redis_tls_cert.as_deref() == Some(CA.as_ref())),
+            ("redis_tls_key", CA, |c| c.redis_tls_key.as_deref() == Some(CA.as_ref())),
             ("shutdown_grace_seconds", "7", |c| c.shutdown_grace == secs(7)),
             ("cluster", "redis://127.0.0.1:7003/2", |c| c.cluster.as_deref() == Some("redis://127.0.0.1:7003/2")),
             ("cluster_node_ttl", "7", |c| c.cluster_node_ttl == secs(7)),

@@ -42,6 +42,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::Filter;
@@ -147,7 +148,12 @@ fn raise_open_file_limit() -> u64 {
 /// Serve `routes` on `listener` until shutdown. Each connection's task is tracked in
 /// `state.connections`: at shutdown it lets its open request finish (the server's
 /// grace period bounds the wait).
-pub async fn serve(listener: TcpListener, state: State, routes: BoxedFilter<(Response,)>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: State,
+    routes: BoxedFilter<(Response,)>,
+    tls: Option<TlsAcceptor>,
+) {
     let limits = Limits::from_state(&state);
     let admission = Arc::new(Admission::new(limits));
     let health = {
@@ -190,26 +196,60 @@ pub async fn serve(listener: TcpListener, state: State, routes: BoxedFilter<(Res
         set_user_timeout(&tcp, limits.write_timeout);
         let socket = Socket::new(tcp, slot);
         let (http, service, stop) = (http.clone(), service.clone(), state.shutdown.clone());
+        let tls = tls.clone();
         state.connections.spawn(async move {
             let service = hyper::service::service_fn(move |mut req| {
                 req.extensions_mut().insert(PeerAddr(peer));
                 hyper::service::Service::call(&service, req)
             });
-            let conn = http
-                .serve_connection(TokioIo::new(socket), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let done = tokio::select! {
-                done = conn.as_mut() => done,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => serve_connection(&http, socket, service, &stop).await,
+                Some(tls) => {
+                    // The handshake is bounded like a request head: a client that opens
+                    // a connection and says nothing holds it for no longer.
+                    let shake = tokio::time::timeout(limits.header_timeout, tls.accept(socket));
+                    match shake.await {
+                        Ok(Ok(stream)) => serve_connection(&http, stream, service, &stop).await,
+                        Ok(Err(e)) => crate::tls::handshake_failed("HTTP", &e),
+                        Err(_) => {
+                            metrics::HTTP_TIMEOUTS.inc();
+                            crate::tls::handshake_failed("HTTP", &io::ErrorKind::TimedOut.into())
+                        }
+                    }
                 }
-            };
-            if let Err(e) = done {
-                connection_error(&e);
             }
         });
+    }
+}
+
+/// Serve one connection's requests (and its upgrade to a WebSocket) until it ends, or
+/// until shutdown lets its open request finish.
+async fn serve_connection<IO, S>(
+    http: &http1::Builder,
+    io: IO,
+    service: S,
+    stop: &crate::shutdown::Shutdown,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = http
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let done = tokio::select! {
+        done = conn.as_mut() => done,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = done {
+        connection_error(&e);
     }
 }
 

@@ -72,4 +72,5 @@ pub mod sharded;
 pub mod shutdown;
 pub mod socketio;
 pub mod state;
+pub mod tls;
 pub mod ws;

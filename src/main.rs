@@ -1,4 +1,5 @@
-//! The `herald` binary: load the configuration, start the server, stop on a signal.
+//! The `herald` binary: load the configuration, start the server, reload on SIGHUP, stop
+//! on SIGINT or SIGTERM.
 
 use herald::config::Config;
 use std::process::ExitCode;
@@ -21,11 +22,12 @@ async fn main() -> ExitCode {
     }
     // Before the listeners start: a signal that arrives while they bind must still
     // mean a clean shutdown, not the default of dying at once.
-    let (mut int, mut term) = match (
+    let (mut int, mut term, mut hup) = match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
     ) {
-        (Ok(i), Ok(t)) => (i, t),
+        (Ok(i), Ok(t), Ok(h)) => (i, t, h),
         _ => return ExitCode::FAILURE,
     };
     let running = match herald::server::start(config).await {
@@ -36,9 +38,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tokio::select! {
-        _ = int.recv() => {},
-        _ = term.recv() => {},
+    loop {
+        tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            _ = hup.recv() => running.reload(),
+        }
     }
     tracing::info!("shutting down");
     running.shutdown();

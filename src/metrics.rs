@@ -110,6 +110,13 @@ pub static HTTP_REFUSED: Counter = Counter::new();
 /// response the client did not read, past its deadline.
 pub static HTTP_TIMEOUTS: Counter = Counter::new();
 
+/// TLS handshakes that failed or timed out (an untrusted certificate, a plain-text
+/// client on a TLS port, a client that never finished), on either port.
+pub static TLS_HANDSHAKE_FAILURES: Counter = Counter::new();
+/// Times the certificates were read again (SIGHUP), and times that failed.
+pub static TLS_RELOADS: Counter = Counter::new();
+pub static TLS_RELOAD_FAILURES: Counter = Counter::new();
+
 /// socket.io subscriptions given the app's recent refusal again without asking it.
 pub static AUTH_REFUSALS_REUSED: Counter = Counter::new();
 /// socket.io subscriptions refused with 431: `auth.headers` over the count or size caps.
@@ -219,6 +226,19 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
         ),
         ("herald_http_timeouts_total", "counter", HTTP_TIMEOUTS.get()),
     ];
+    let tls = [
+        (
+            "herald_tls_handshake_failures_total",
+            "counter",
+            TLS_HANDSHAKE_FAILURES.get(),
+        ),
+        ("herald_tls_reloads_total", "counter", TLS_RELOADS.get()),
+        (
+            "herald_tls_reload_failures_total",
+            "counter",
+            TLS_RELOAD_FAILURES.get(),
+        ),
+    ];
     let auth_shield = [
         (
             "herald_auth_refusals_reused_total",
@@ -297,6 +317,7 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
     let mut s = String::new();
     for &(name, kind, v) in rows
         .iter()
+        .chain(&tls)
         .chain(&auth_shield)
         .chain(&recovery)
         .chain(extra)

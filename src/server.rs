@@ -18,6 +18,7 @@ use crate::pusher::webhooks;
 use crate::shutdown::Shutdown;
 use crate::socketio;
 use crate::state::{Shared, State};
+use crate::tls::Certificates;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,6 +41,8 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub state: State,
     pub edges: Edges,
+    /// The listeners' certificates (HTTP's, RESP's), for [`Running::reload`].
+    certificates: Vec<Arc<Certificates>>,
     tasks: JoinSet<()>,
 }
 
@@ -67,6 +70,13 @@ const WEBHOOK_GRACE: Duration = Duration::from_secs(5);
 /// Bind both listeners and serve. Ports of 0 pick free ones; the bound addresses are
 /// logged and returned.
 pub async fn start(config: Config) -> std::io::Result<Running> {
+    let http_tls = certificates("HTTP", "--tls-cert", &config.tls_cert, &config.tls_key)?;
+    let redis_tls = certificates(
+        "RESP",
+        "--redis-tls-cert",
+        &config.redis_tls_cert,
+        &config.redis_tls_key,
+    )?;
     let shared_ports = config.cluster.is_some();
     let redis = listen(config.redis_bind, shared_ports)?;
     let http = listen(config.http_bind, shared_ports)?;
@@ -74,23 +84,52 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     let state = Shared::new(config);
     let edges = Edges::start(&state);
     let mut tasks = JoinSet::new();
-    tasks.spawn(crate::resp::serve(redis, state.clone()));
+    tasks.spawn(crate::resp::serve(
+        redis,
+        state.clone(),
+        redis_tls.as_ref().map(|c| c.acceptor(&[])),
+    ));
     let routes = crate::http::routes(state.clone(), edges.socketio.clone(), edges.pusher.clone());
-    tasks.spawn(crate::http_server::serve(http, state.clone(), routes));
+    tasks.spawn(crate::http_server::serve(
+        http,
+        state.clone(),
+        routes,
+        http_tls.as_ref().map(|c| c.acceptor(&[b"http/1.1"])),
+    ));
     tasks.spawn(sweep(
         state.broker.clone(),
         sweep_every(state.config.history.ttl),
         state.shutdown.clone(),
     ));
-    tracing::info!(%redis_addr, "RESP (Redis protocol) listening");
-    tracing::info!(%http_addr, "HTTP and WebSocket listening");
+    let tls = |c: &Option<_>| if c.is_some() { "TLS" } else { "plain" };
+    tracing::info!(%redis_addr, transport = tls(&redis_tls), "RESP (Redis protocol) listening");
+    tracing::info!(%http_addr, transport = tls(&http_tls), "HTTP and WebSocket listening");
     Ok(Running {
         redis_addr,
         http_addr,
         state,
         edges,
+        certificates: http_tls.into_iter().chain(redis_tls).collect(),
         tasks,
     })
+}
+
+/// A listener's certificates, from its pair of files (both or neither).
+fn certificates(
+    what: &'static str,
+    flag: &str,
+    cert: &Option<std::path::PathBuf>,
+    key: &Option<std::path::PathBuf>,
+) -> std::io::Result<Option<Arc<Certificates>>> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Certificates::load(what, cert, key)
+            .map(Some)
+            .map_err(std::io::Error::other),
+        _ => Err(std::io::Error::other(format!(
+            "{flag} and its key go together: give both or neither"
+        ))),
+    }
 }
 
 /// A listener on `addr`. `shared`: with SO_REUSEPORT, so the other herald processes of a
@@ -131,6 +170,23 @@ async fn sweep(broker: Arc<dyn Broker>, every: Duration, shutdown: Shutdown) {
 }
 
 impl Running {
+    /// SIGHUP: read the listeners' certificates again. New connections use what loaded;
+    /// a pair that does not load leaves the old one in use, and the log says why.
+    pub fn reload(&self) {
+        for c in &self.certificates {
+            match c.reload() {
+                Ok(()) => {
+                    crate::metrics::TLS_RELOADS.inc();
+                    tracing::info!("{c} reloaded");
+                }
+                Err(e) => {
+                    crate::metrics::TLS_RELOAD_FAILURES.inc();
+                    tracing::error!("{e}; the certificate in use is kept");
+                }
+            }
+        }
+    }
+
     /// Begin shutting down; `stopped` waits for the end.
     pub fn shutdown(&self) {
         self.state.shutdown.cancel();

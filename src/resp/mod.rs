@@ -26,7 +26,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// The RESP server: what every RESP connection shares.
 pub struct Server {
@@ -55,7 +55,7 @@ impl Server {
 
 /// Serve RESP on `listener` until `state.shutdown` is cancelled. Each connection's task
 /// is tracked in `state.connections`: it writes what it owes and closes on its own.
-pub async fn serve(listener: TcpListener, state: State) {
+pub async fn serve(listener: TcpListener, state: State, tls: Option<tokio_rustls::TlsAcceptor>) {
     let addr = listener.local_addr().unwrap_or(state.config.redis_bind);
     let server = Arc::new(Server::new(state.clone(), addr));
     let health = {
@@ -73,7 +73,7 @@ pub async fn serve(listener: TcpListener, state: State) {
                     health.accepted();
                     metrics::RESP_CONNECTIONS_TOTAL.inc();
                     let _ = stream.set_nodelay(true);
-                    state.connections.spawn(session::run(stream, addr, server.clone()));
+                    state.connections.spawn(session::run(stream, addr, server.clone(), tls.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -87,7 +87,7 @@ pub async fn serve(listener: TcpListener, state: State) {
 }
 
 /// Redis accepts the connection, writes this and closes it.
-async fn refuse(mut stream: TcpStream) {
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(mut stream: S) {
     metrics::RESP_REJECTED.inc();
     tracing::warn!("RESP connection refused: maxclients reached");
     let _ = stream

@@ -29,8 +29,8 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::futures::Notified;
 use tokio_util::codec::Decoder;
@@ -42,6 +42,37 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// How long a closing connection may take to write what it owes.
 const FINAL_WRITE: Duration = Duration::from_secs(2);
+
+/// How a session reads its connection: at most [`READ_CHUNK`] bytes at a time into the
+/// request buffer, once bytes are there. `None`: woken, but nothing to read after all.
+pub trait ReadSide: Send {
+    fn read_chunk(
+        &mut self,
+        rbuf: &mut BytesMut,
+    ) -> impl std::future::Future<Output = Option<std::io::Result<usize>>> + Send;
+}
+
+/// A plain connection waits for readiness without a buffer, so an idle connection holds
+/// none: the buffer exists only while bytes are being read or a request is incomplete.
+/// Reading through `AsyncRead` (not `try_read`) lets tokio note a short read as "all
+/// read", which spares a second read that would only say so.
+impl ReadSide for OwnedReadHalf {
+    async fn read_chunk(&mut self, rbuf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+        if let Err(e) = self.readable().await {
+            return Some(Err(e));
+        }
+        rbuf.reserve(READ_CHUNK);
+        self.read_buf(&mut rbuf.limit(READ_CHUNK)).now_or_never()
+    }
+}
+
+/// A TLS connection reads through rustls, which keeps its own buffers.
+impl<S: AsyncRead + Send> ReadSide for tokio::io::ReadHalf<S> {
+    async fn read_chunk(&mut self, rbuf: &mut BytesMut) -> Option<std::io::Result<usize>> {
+        rbuf.reserve(READ_CHUNK);
+        Some(self.read_buf(&mut rbuf.limit(READ_CHUNK)).await)
+    }
+}
 
 /// The per-connection state commands read and change.
 pub struct Session {
@@ -64,7 +95,12 @@ pub struct Session {
 }
 
 /// Serve one accepted connection to its end.
-pub async fn run(stream: TcpStream, addr: SocketAddr, server: Arc<Server>) {
+pub async fn run(
+    stream: TcpStream,
+    addr: SocketAddr,
+    server: Arc<Server>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let laddr = stream.local_addr().unwrap_or(addr);
     let client = Arc::new(Client::new(
         addr,
@@ -72,6 +108,27 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, server: Arc<Server>) {
         stream.as_raw_fd(),
         Outbox::new(server.state.config.outbox),
     ));
+    let Some(tls) = tls else {
+        if !server
+            .clients
+            .admit(client.clone(), server.state.config.maxclients)
+        {
+            super::refuse(stream).await;
+            return;
+        }
+        let (rd, wr) = stream.into_split();
+        return serve_client(server, client, rd, wr).await;
+    };
+    // The handshake is bounded like an HTTP request head: a client that connects and
+    // says nothing holds a file descriptor for no longer.
+    let deadline = server.state.config.http_header_timeout;
+    let stream = match tokio::time::timeout(deadline, tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return crate::tls::handshake_failed("RESP", &e),
+        Err(_) => {
+            return crate::tls::handshake_failed("RESP", &std::io::ErrorKind::TimedOut.into())
+        }
+    };
     if !server
         .clients
         .admit(client.clone(), server.state.config.maxclients)
@@ -79,6 +136,18 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, server: Arc<Server>) {
         super::refuse(stream).await;
         return;
     }
+    let (rd, wr) = tokio::io::split(stream);
+    serve_client(server, client, rd, wr).await
+}
+
+/// Serve an admitted client on its connection's two halves, then forget it.
+async fn serve_client<R: ReadSide, W: AsyncWrite + Unpin>(
+    server: Arc<Server>,
+    client: Arc<Client>,
+    rd: R,
+    wr: W,
+) {
+    let addr = client.addr;
     metrics::RESP_CONNECTIONS.inc();
     let authenticated = !server.state.config.auth_required();
     let mut session = Session {
@@ -95,7 +164,7 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, server: Arc<Server>) {
         out: BytesMut::new(),
         script_calls: None,
     };
-    let why = session.serve(stream).await;
+    let why = session.serve(rd, wr).await;
     tracing::debug!(id = client.id, %addr, "RESP connection closed: {why}");
     session.leave_all();
     client.outbox.close(Closed::Server("connection closed"));
@@ -105,8 +174,11 @@ pub async fn run(stream: TcpStream, addr: SocketAddr, server: Arc<Server>) {
 }
 
 impl Session {
-    async fn serve(&mut self, stream: TcpStream) -> &'static str {
-        let (mut rd, mut wr) = stream.into_split();
+    async fn serve<R: ReadSide, W: AsyncWrite + Unpin>(
+        &mut self,
+        mut rd: R,
+        mut wr: W,
+    ) -> &'static str {
         let mut rbuf = BytesMut::new();
         let mut batch: Vec<Bytes> = Vec::new();
         let client = self.client.clone();
@@ -146,16 +218,7 @@ impl Session {
                         }
                     }
                 },
-                ready = rd.readable() => {
-                    if ready.is_err() {
-                        break "client went away";
-                    }
-                    // The buffer exists only while bytes are being read or a request
-                    // is incomplete: an idle connection holds none. Reading through
-                    // `AsyncRead` (not `try_read`) lets tokio note a short read as "all
-                    // read", which spares a second read that would only say so.
-                    rbuf.reserve(READ_CHUNK);
-                    let read = rd.read_buf(&mut (&mut rbuf).limit(READ_CHUNK)).now_or_never();
+                read = rd.read_chunk(&mut rbuf) => {
                     match read {
                         None => {}
                         Some(Ok(0)) | Some(Err(_)) => break "client went away",
@@ -202,9 +265,9 @@ impl Session {
 
     /// Write `batch` out. A write is never abandoned half way (that would cut a frame)
     /// unless the client is being dropped anyway.
-    async fn write(
+    async fn write<W: AsyncWrite + Unpin>(
         &self,
-        wr: &mut OwnedWriteHalf,
+        wr: &mut W,
         batch: &mut Vec<Bytes>,
         mut kicked: Pin<&mut Notified<'_>>,
         mut stop: Pin<&mut WaitForCancellationFuture<'_>>,
