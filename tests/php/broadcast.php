@@ -11,7 +11,7 @@
 // Usage:
 //   php tests/php/broadcast.php --port P --client phpredis|predis --channel C [--channel C2 ...]
 //       --event E --data JSON [--host 127.0.0.1] [--password X] [--username U] [--db N]
-//       [--socket S] [--prefix laravel_database_] [--repeat N]
+//       [--socket S] [--prefix laravel_database_] [--repeat N] [--tls-ca CA.pem]
 //
 //   --channel   repeatable; each is a channel name as the app writes it (`orders.1`,
 //               `private-orders.1`, `presence-room.7`), without the prefix.
@@ -23,6 +23,8 @@
 //   --prefix    database.redis.options.prefix; default `laravel_database_` (Laravel <= 11 with
 //               APP_NAME=Laravel). Pass --prefix '' for none.
 //   --repeat    broadcast the same event N times over one connection (default 1).
+//   --tls-ca    connect with TLS (`scheme` tls: predis's `tls://`, phpredis's `tls://` host),
+//               verifying herald's certificate and name against this CA.
 // Exit status 0 when every broadcast returned; otherwise the exception is printed on stderr and
 // the status is 1. Nothing is printed on success.
 //
@@ -60,7 +62,7 @@ function usage(string $why): void
     fwrite(STDERR, "broadcast.php: $why\n");
     fwrite(STDERR, "usage: php tests/php/broadcast.php --port P --client phpredis|predis --channel C "
         . "[--channel C2 ...] --event E --data JSON [--host H] [--password X] [--username U] "
-        . "[--db N] [--socket S] [--prefix P] [--repeat N]\n");
+        . "[--db N] [--socket S] [--prefix P] [--repeat N] [--tls-ca CA.pem]\n");
     exit(2);
 }
 
@@ -79,7 +81,7 @@ function parse_args(array $argv): array
         $args[substr($flag, 2)][] = $argv[++$i];
     }
     $known = ['host', 'port', 'password', 'username', 'db', 'client', 'channel', 'event', 'data',
-        'socket', 'prefix', 'repeat'];
+        'socket', 'prefix', 'repeat', 'tls-ca'];
     foreach (array_keys($args) as $name) {
         if (!in_array($name, $known, true)) {
             usage("unknown flag --$name");
@@ -124,6 +126,12 @@ $connection = [
 ];
 if ($one('username') !== null) {
     $connection['username'] = $one('username');
+}
+if ($one('tls-ca') !== null) {
+    $verify = ['cafile' => $one('tls-ca'), 'verify_peer' => true, 'verify_peer_name' => true];
+    $connection['scheme'] = 'tls';
+    $connection['ssl'] = $verify;                  // predis
+    $connection['context'] = ['stream' => $verify]; // phpredis
 }
 
 $app = new Container();
