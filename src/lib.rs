@@ -43,6 +43,8 @@
 //! - [`ws`]: WebSocket upgrade and framing, lean enough for 10,000s of idle sockets.
 //! - [`http`]: the warp routes that join the HTTP edges, health and metrics.
 //! - [`http_server`]: the HTTP listener: connection caps, header and write deadlines.
+//! - [`tls`]: TLS on both listeners (rustls): certificates loaded, and read again on SIGHUP.
+//! - [`backoff`]: waiting before reconnecting to Redis (the cluster's connections).
 //! - [`health`]: what `/healthz` reports: listeners not accepting (and later the backplane).
 //! - [`metrics`]: process-wide counters.
 //! - [`logging`]: tracing set-up (pretty or JSON).
