@@ -1,5 +1,6 @@
 //! The `herald` binary as an operator runs it: help, configuration sources, protected
-//! mode, and a clean exit on SIGTERM/SIGINT with clients connected.
+//! mode, a clean exit on SIGTERM/SIGINT with clients connected, and SIGHUP reading the TLS
+//! certificates again.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -438,4 +439,44 @@ fn http_clients_that_hang_up_mid_request_are_counted_not_logged_as_errors() {
         !log.iter().any(|l| l.contains("connection error")),
         "{log:?}"
     );
+}
+
+#[test]
+fn sighup_reads_the_certificates_again_and_herald_goes_on() {
+    let dir = std::env::temp_dir().join(format!("herald-sighup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let mut h = spawn(
+        &[
+            "--redis-bind",
+            "127.0.0.1:0",
+            "--http-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    signal(&h.child, "HUP");
+    let end = Instant::now() + Duration::from_secs(10);
+    let reloaded = || {
+        h.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("HTTP TLS certificate") && l.contains("reloaded"))
+    };
+    while !reloaded() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(reloaded(), "herald logs the reload");
+    assert_eq!(ping(&h.redis), "+PONG\r\n", "SIGHUP does not stop herald");
+    signal(&h.child, "TERM");
+    assert_eq!(wait_exit(&mut h.child, Duration::from_secs(10)), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
