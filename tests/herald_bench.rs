@@ -1,7 +1,8 @@
 //! herald-bench, the real binary, against a real herald (in-process, on free ports) at
 //! small scale: every protocol's subscribers (socket.io v4 over WebSocket and over
 //! polling + upgrade, socket.io v2, Pusher) and every way of publishing (RESP
-//! `PUBLISH`, Laravel's `EVAL` script, Pusher's signed HTTP API), judged by the JSON
+//! `PUBLISH`, Laravel's `EVAL` script, Pusher's signed HTTP API), and Pusher over `wss://`
+//! (`--tls-ca`) against a herald serving TLS, judged by the JSON
 //! line herald-bench prints: every connection made, none failed, every publication
 //! delivered to every subscriber of its channel, none lost.
 
@@ -25,7 +26,16 @@ struct Outcome {
 
 /// One `herald-bench run` against a fresh herald.
 async fn bench(protocol: &str, mode: &str, extra: &[&str]) -> Outcome {
-    let herald = common::start().await;
+    bench_on(&common::start().await, protocol, mode, extra).await
+}
+
+/// One `herald-bench run` against `herald`.
+async fn bench_on(
+    herald: &herald::server::Running,
+    protocol: &str,
+    mode: &str,
+    extra: &[&str],
+) -> Outcome {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald-bench"))
         .args(["run", "--server", &herald.http_addr.to_string()])
         .args(["--redis", &herald.redis_addr.to_string()])
@@ -62,7 +72,10 @@ fn number(r: &Value, key: &str) -> u64 {
 /// Every connection made and every measured publication delivered once to each
 /// subscriber of its channel, latency measured on the sampled connections.
 async fn assert_all_delivered(protocol: &str, mode: &str) {
-    let o = bench(protocol, mode, &[]).await;
+    all_delivered(&bench(protocol, mode, &[]).await, protocol, mode);
+}
+
+fn all_delivered(o: &Outcome, protocol: &str, mode: &str) {
     let r = &o.report;
     let context = format!("{r}\nstderr: {}", o.stderr);
     assert_eq!(r["protocol"], protocol, "{context}");
@@ -103,6 +116,28 @@ async fn socketio_v4_over_polling_then_upgraded_gets_every_resp_publication() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketio_v2_gets_every_publication_of_laravels_eval_script() {
     assert_all_delivered("sio3", "eval").await;
+}
+
+/// `--tls-ca`: the subscribers connect with `wss://` to a herald serving TLS (a
+/// certificate of a CA made here), and get every publication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pusher_over_wss_gets_every_resp_publication() {
+    let dir = std::env::temp_dir().join(format!("herald-bench-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let herald = common::start_with(herald::config::Config {
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key),
+        ..common::config()
+    })
+    .await;
+    let ca = cert.to_str().unwrap();
+    let o = bench_on(&herald, "pusher", "publish", &["--tls-ca", ca]).await;
+    all_delivered(&o, "pusher", "publish");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

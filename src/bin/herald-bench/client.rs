@@ -6,7 +6,7 @@
 //! `sio4-polling` connections start on long-polling ([`crate::polling`]) and, once
 //! upgraded, run here like every other WebSocket connection.
 
-use crate::net::{self, find};
+use crate::net::{self, find, Stream};
 use crate::stats::Tally;
 use bytes::{Buf, BytesMut};
 use clap::ValueEnum;
@@ -14,7 +14,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -66,6 +65,8 @@ pub struct Target {
     pub channel: String,
     pub source: IpAddr,
     pub sampled: bool,
+    /// `wss://` with this client (`--tls-ca`); None: `ws://`.
+    pub tls: Option<tokio_rustls::TlsConnector>,
 }
 
 /// Connect, subscribe, then count deliveries until the process ends.
@@ -87,7 +88,7 @@ pub async fn run(t: Target, tally: Arc<Tally>, ready: tokio::sync::mpsc::Sender<
 
 /// One WebSocket connection and what it has read but not yet handled.
 pub struct Conn {
-    io: TcpStream,
+    io: Stream,
     buf: BytesMut,
 }
 
@@ -125,18 +126,14 @@ impl Conn {
                 t.app_key
             ),
         };
-        let io = net::connect(t.source, t.server).await?;
+        let io = Stream::connect(t.source, t.server, t.tls.as_ref()).await?;
         let mut c = Conn::websocket(io, t.server, &path).await?;
         c.subscribe(t).await?;
         Ok(c)
     }
 
     /// The WebSocket opening handshake on `io` for `path`.
-    pub async fn websocket(
-        mut io: TcpStream,
-        server: SocketAddr,
-        path: &str,
-    ) -> Result<Conn, String> {
+    pub async fn websocket(mut io: Stream, server: SocketAddr, path: &str) -> Result<Conn, String> {
         let req = net::request(
             "GET",
             path,
@@ -178,7 +175,7 @@ impl Conn {
     /// Drop the connection abruptly, as a network failure does: a TCP reset (SO_LINGER
     /// 0), no WebSocket close frame, no FIN.
     pub fn reset(self) {
-        let _ = socket2::SockRef::from(&self.io).set_linger(Some(Duration::ZERO));
+        let _ = socket2::SockRef::from(self.io.tcp()).set_linger(Some(Duration::ZERO));
     }
 
     /// The next text frame's payload (cancel-safe: what was read stays buffered).

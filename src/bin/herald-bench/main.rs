@@ -23,6 +23,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use publisher::{Mode, Plan, Sent};
 use stats::{proc_usage, SubReport, Tally};
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -64,6 +65,10 @@ struct SubArgs {
     /// Connections opened at once.
     #[arg(long, default_value_t = 200)]
     connect_concurrency: usize,
+    /// Connect with TLS (`wss://`), trusting the CA certificates in this PEM file
+    /// (WebSocket protocols only: not sio4-polling).
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 /// The Pusher app: its key for subscribers, all three for the HTTP API
@@ -225,6 +230,17 @@ fn plan(p: &PubArgs, app: &AppArgs, api: Option<SocketAddr>, channels: usize) ->
 }
 
 async fn subscribe(a: SubArgs, app_key: String) {
+    let tls = match a.tls_ca.as_deref().map(net::tls_connector).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("herald-bench: --tls-ca: {e}");
+            std::process::exit(2);
+        }
+    };
+    if tls.is_some() && a.protocol == Protocol::Sio4Polling {
+        eprintln!("herald-bench: --tls-ca is for WebSocket protocols, not sio4-polling");
+        std::process::exit(2);
+    }
     let tally = Arc::new(Tally::new());
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let gate = Arc::new(tokio::sync::Semaphore::new(a.connect_concurrency));
@@ -241,6 +257,7 @@ async fn subscribe(a: SubArgs, app_key: String) {
                 2 + (i % a.sources.max(1) as usize) as u8,
             )),
             sampled: i % a.sample_every.max(1) == 0,
+            tls: tls.clone(),
         };
         let (tally, tx, gate) = (tally.clone(), tx.clone(), gate.clone());
         tokio::spawn(async move {
@@ -341,6 +358,11 @@ async fn coordinate(run: RunArgs) {
                 "--connect-concurrency",
                 &sub.connect_concurrency.to_string(),
             ])
+            .args(
+                sub.tls_ca
+                    .iter()
+                    .flat_map(|ca| [OsStr::new("--tls-ca"), ca.as_os_str()]),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -6,12 +6,115 @@
 //! a plain `TcpStream` (or its read half) into the connection's own buffer. Responses
 //! carry `Content-Length` (herald's and the peers' do); keep-alive is HTTP/1.1's
 //! default, so one connection serves one request after another, or pipelined ones.
+//! Subscriber connections may be TLS (`--tls-ca`: `wss://` to a server trusting that
+//! CA's certificate), to measure what TLS costs the server.
 
 use bytes::{Buf, BytesMut};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
+
+/// A subscriber's connection: plain TCP, or TLS over it.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(t) => t,
+            Stream::Tls(s) => s.get_ref().0,
+        }
+    }
+
+    /// Connect to `server` from `source`, with TLS when `tls` is given.
+    pub async fn connect(
+        source: IpAddr,
+        server: SocketAddr,
+        tls: Option<&TlsConnector>,
+    ) -> Result<Stream, String> {
+        let tcp = connect(source, server).await?;
+        let Some(tls) = tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let name = rustls_name(server);
+        let s = tls
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        Ok(Stream::Tls(Box::new(s)))
+    }
+}
+
+fn rustls_name(server: SocketAddr) -> tokio_rustls::rustls::pki_types::ServerName<'static> {
+    tokio_rustls::rustls::pki_types::ServerName::IpAddress(server.ip().into())
+}
+
+/// A TLS client trusting only the CA certificates in the PEM file `ca`.
+pub fn tls_connector(ca: &std::path::Path) -> Result<TlsConnector, String> {
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))? {
+        roots
+            .add(cert.map_err(|e| format!("{}: {e}", ca.display()))?)
+            .map_err(|e| e.to_string())?;
+    }
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(t) => Pin::new(t).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(t) => Pin::new(t).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(t) => Pin::new(t).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(t) => Pin::new(t).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
 
 /// A TCP connection to `server` from the source address `source` (port chosen by the kernel).
 pub async fn connect(source: IpAddr, server: SocketAddr) -> Result<TcpStream, String> {

@@ -38,7 +38,7 @@ pub async fn connect(t: &Target) -> Result<Conn, String> {
         .await??;
     p.post(&echo_subscribe(&t.channel)).await?;
     p.send_get().await?;
-    let io = net::connect(t.source, t.server).await?;
+    let io = net::Stream::Plain(net::connect(t.source, t.server).await?);
     let mut ws = Conn::websocket(
         io,
         t.server,

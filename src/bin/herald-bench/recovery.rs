@@ -437,7 +437,7 @@ fn jitter(d: Duration) -> Duration {
 /// Open a connection and bring it to the subscribed state, within 15 s.
 async fn open<P: Recovering>(p: &mut P, ctx: &Ctx, out: &mut Outcome) -> Result<Conn, String> {
     let attempt = async {
-        let io = net::connect(ctx.source, ctx.server).await?;
+        let io = net::Stream::Plain(net::connect(ctx.source, ctx.server).await?);
         let mut c = Conn::websocket(io, ctx.server, &p.path()).await?;
         p.establish(&mut c, out).await?;
         Ok(c)
