@@ -53,6 +53,12 @@ pub struct Settings {
     #[serde(skip)]
     pub config: Option<PathBuf>,
 
+    /// Check the configuration (settings, file, apps, TLS certificates and keys), say
+    /// what it is, and exit: 0 when herald would start with it, 2 when not.
+    #[arg(long)]
+    #[serde(skip)]
+    pub check_config: bool,
+
     /// Address for the Redis protocol (RESP) listener.
     #[arg(long, env = "HERALD_REDIS_BIND", default_value = "127.0.0.1:6379")]
     pub redis_bind: SocketAddr,
@@ -715,6 +721,8 @@ pub struct Config {
     pub cluster: Option<String>,
     /// How long a silent node's presence outlives it.
     pub cluster_node_ttl: Duration,
+    /// `--check-config`: check, report, exit.
+    pub check_only: bool,
     pub log_format: LogFormat,
     pub log: String,
     /// Users allowed to AUTH; empty means no authentication is required.
@@ -981,6 +989,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
             cluster,
             cluster_node_ttl: Duration::from_secs(s.cluster_node_ttl),
+            check_only: s.check_config,
             log_format,
             log: s.log,
             users,
@@ -1227,7 +1236,9 @@ mod tests {
         let command = Settings::command();
         let settings: Vec<&clap::Arg> = command
             .get_arguments()
-            .filter(|arg| !["config", "help", "version"].contains(&arg.get_id().as_str()))
+            .filter(|arg| {
+                !["config", "check_config", "help", "version"].contains(&arg.get_id().as_str())
+            })
             .collect();
         let ids: Vec<&str> = settings.iter().map(|arg| arg.get_id().as_str()).collect();
         let rows: Vec<&str> = samples.iter().map(|row| row.0).collect();

@@ -14,6 +14,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.check_only {
+        return match herald::server::check(&config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("herald: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     herald::logging::init(&config);
     if let Err(e) = config.check_protected_mode() {
         tracing::error!("{e}");

@@ -114,6 +114,41 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     })
 }
 
+/// `--check-config`: whether herald would start with `config` as far as can be known
+/// without binding its ports (settings, apps, TLS pairs), and a summary of it.
+pub fn check(config: &Config) -> Result<String, String> {
+    config.check_protected_mode()?;
+    let tls = |what, flag, cert: &Option<_>, key: &Option<_>| {
+        certificates(what, flag, cert, key)
+            .map(|c| if c.is_some() { "TLS" } else { "plain" })
+            .map_err(|e| e.to_string())
+    };
+    let http = tls("HTTP", "--tls-cert", &config.tls_cert, &config.tls_key)?;
+    let resp = tls(
+        "RESP",
+        "--redis-tls-cert",
+        &config.redis_tls_cert,
+        &config.redis_tls_key,
+    )?;
+    let apps: Vec<&str> = config.apps.iter().map(|a| a.id.as_str()).collect();
+    let cluster = config.cluster.as_deref().map_or(
+        "none (one node)".to_string(),
+        crate::config::without_credentials,
+    );
+    Ok(format!(
+        "configuration OK\nRESP {} ({resp})\nHTTP {} ({http})\nsocket.io edge: {}\n\
+         Pusher apps: {}\ncluster: {cluster}",
+        config.redis_bind,
+        config.http_bind,
+        if config.socketio { "on" } else { "off" },
+        if config.pusher {
+            apps.join(", ")
+        } else {
+            "off".into()
+        },
+    ))
+}
+
 /// A listener's certificates, from its pair of files (both or neither).
 fn certificates(
     what: &'static str,

@@ -480,3 +480,54 @@ fn sighup_reads_the_certificates_again_and_herald_goes_on() {
     assert_eq!(wait_exit(&mut h.child, Duration::from_secs(10)), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_config_says_whether_herald_would_start_and_exits() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--check-config")
+            .args(args)
+            .env_remove("HERALD_CONFIG")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["--redis-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("configuration OK\n"), "{out}");
+    assert!(out.contains("HTTP 127.0.0.1:0 (plain)"), "{out}");
+
+    let dir = std::env::temp_dir().join(format!("herald-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let one = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = dir.join("cert.pem");
+    let (key, wrong) = (dir.join("key.pem"), dir.join("wrong.pem"));
+    std::fs::write(&cert, one.cert.pem()).unwrap();
+    std::fs::write(&key, one.key_pair.serialize_pem()).unwrap();
+    std::fs::write(&wrong, other.key_pair.serialize_pem()).unwrap();
+    let tls = |key: &std::path::Path| {
+        run(&[
+            "--redis-bind",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+    };
+    let (code, out, _) = tls(&key);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("(TLS)"), "{out}");
+    let (code, _, err) = tls(&wrong);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is not the certificate's"), "{err}");
+    let (code, _, err) = run(&["--redis-bind", "0.0.0.0:0"]);
+    assert_eq!(code, Some(2), "protected mode");
+    assert!(err.contains("without a password"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
