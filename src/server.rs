@@ -70,13 +70,7 @@ const WEBHOOK_GRACE: Duration = Duration::from_secs(5);
 /// Bind both listeners and serve. Ports of 0 pick free ones; the bound addresses are
 /// logged and returned.
 pub async fn start(config: Config) -> std::io::Result<Running> {
-    let http_tls = certificates("HTTP", "--tls-cert", &config.tls_cert, &config.tls_key)?;
-    let redis_tls = certificates(
-        "RESP",
-        "--redis-tls-cert",
-        &config.redis_tls_cert,
-        &config.redis_tls_key,
-    )?;
+    let (http_tls, redis_tls) = listener_certificates(&config)?;
     let shared_ports = config.cluster.is_some();
     let redis = listen(config.redis_bind, shared_ports)?;
     let http = listen(config.http_bind, shared_ports)?;
@@ -118,18 +112,9 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
 /// without binding its ports (settings, apps, TLS pairs), and a summary of it.
 pub fn check(config: &Config) -> Result<String, String> {
     config.check_protected_mode()?;
-    let tls = |what, flag, cert: &Option<_>, key: &Option<_>| {
-        certificates(what, flag, cert, key)
-            .map(|c| if c.is_some() { "TLS" } else { "plain" })
-            .map_err(|e| e.to_string())
-    };
-    let http = tls("HTTP", "--tls-cert", &config.tls_cert, &config.tls_key)?;
-    let resp = tls(
-        "RESP",
-        "--redis-tls-cert",
-        &config.redis_tls_cert,
-        &config.redis_tls_key,
-    )?;
+    let (http, resp) = listener_certificates(config).map_err(|e| e.to_string())?;
+    let tls = |c: Option<_>| if c.is_some() { "TLS" } else { "plain" };
+    let (http, resp) = (tls(http), tls(resp));
     let apps: Vec<&str> = config.apps.iter().map(|a| a.id.as_str()).collect();
     let cluster = config.cluster.as_deref().map_or(
         "none (one node)".to_string(),
@@ -147,6 +132,20 @@ pub fn check(config: &Config) -> Result<String, String> {
             "off".into()
         },
     ))
+}
+
+/// The HTTP and the RESP listener's certificates, each None when it is plain.
+type ListenerCertificates = (Option<Arc<Certificates>>, Option<Arc<Certificates>>);
+
+fn listener_certificates(config: &Config) -> std::io::Result<ListenerCertificates> {
+    let http = certificates("HTTP", "--tls-cert", &config.tls_cert, &config.tls_key)?;
+    let resp = certificates(
+        "RESP",
+        "--redis-tls-cert",
+        &config.redis_tls_cert,
+        &config.redis_tls_key,
+    )?;
+    Ok((http, resp))
 }
 
 /// A listener's certificates, from its pair of files (both or neither).
