@@ -54,7 +54,7 @@ async fn main() -> ExitCode {
         tokio::select! {
             _ = int.recv() => break,
             _ = term.recv() => break,
-            _ = hup.recv() => running.reload(),
+            _ = hup.recv() => running.reload(Config::from_args(std::env::args_os())),
         }
     }
     tracing::info!("shutting down");

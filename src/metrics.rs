@@ -116,6 +116,9 @@ pub static TLS_HANDSHAKE_FAILURES: Counter = Counter::new();
 /// Times the certificates were read again (SIGHUP), and times that failed.
 pub static TLS_RELOADS: Counter = Counter::new();
 pub static TLS_RELOAD_FAILURES: Counter = Counter::new();
+/// Configurations read again and applied (SIGHUP), and ones refused (the running one kept).
+pub static CONFIG_RELOADS: Counter = Counter::new();
+pub static CONFIG_RELOAD_FAILURES: Counter = Counter::new();
 
 /// socket.io subscriptions given the app's recent refusal again without asking it.
 pub static AUTH_REFUSALS_REUSED: Counter = Counter::new();
@@ -237,6 +240,16 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             "herald_tls_reload_failures_total",
             "counter",
             TLS_RELOAD_FAILURES.get(),
+        ),
+        (
+            "herald_config_reloads_total",
+            "counter",
+            CONFIG_RELOADS.get(),
+        ),
+        (
+            "herald_config_reload_failures_total",
+            "counter",
+            CONFIG_RELOAD_FAILURES.get(),
         ),
     ];
     let auth_shield = [

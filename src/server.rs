@@ -204,9 +204,32 @@ async fn sweep(broker: Arc<dyn Broker>, every: Duration, shutdown: Shutdown) {
 }
 
 impl Running {
-    /// SIGHUP: read the listeners' certificates again. New connections use what loaded;
-    /// a pair that does not load leaves the old one in use, and the log says why.
-    pub fn reload(&self) {
+    /// SIGHUP: read the listeners' certificates again, and serve the Pusher apps of
+    /// `config` (the configuration read again: flags, environment, file). New connections
+    /// use what loaded; a pair that does not load, or a configuration that does not,
+    /// leaves what is in use, and the log says why. Nobody is disconnected.
+    pub fn reload(&self, config: Result<Config, String>) {
+        self.reload_certificates();
+        let applied = config.and_then(|c| match &self.edges.pusher {
+            Some(apps) => crate::pusher::reload(&self.state, apps, &c),
+            None => Ok(Default::default()),
+        });
+        match applied {
+            Ok(r) => {
+                crate::metrics::CONFIG_RELOADS.inc();
+                tracing::info!(
+                    added = ?r.added, removed = ?r.removed, updated = ?r.updated,
+                    "configuration reloaded: Pusher apps"
+                );
+            }
+            Err(e) => {
+                crate::metrics::CONFIG_RELOAD_FAILURES.inc();
+                tracing::error!("configuration not reloaded: {e}; the running one is kept");
+            }
+        }
+    }
+
+    fn reload_certificates(&self) {
         for c in &self.certificates {
             match c.reload() {
                 Ok(()) => {

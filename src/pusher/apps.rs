@@ -8,6 +8,13 @@
 //! namespace's, which RESP (Laravel's redis-driver publications) and socket.io share;
 //! each other app is a namespace of its own. Which configured apps are served is
 //! [`crate::config::Config::pusher_apps`]'s rule.
+//!
+//! A reload (SIGHUP) applies the configuration file's apps without dropping anyone
+//! ([`Apps::reload`]): a new app is served from then on; a removed one takes no new
+//! connections or HTTP API requests, while its open connections stay; an app kept gets
+//! its new key, secret, origins and limits for every request, connection and webhook
+//! from then on. What an app's open state was built from (its webhook URLs, subscription
+//! counts, cache TTL, recovery) needs a restart, and the log says so.
 
 use super::channels::{Channels, Connection, COUNT_INTERVAL};
 use super::protocol;
@@ -26,7 +33,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 pub struct App {
-    pub config: AppConfig,
+    /// Its configuration as it is now: a reload replaces it (see the module doc).
+    config: parking_lot::RwLock<Arc<AppConfig>>,
+    /// Who signs its webhooks (rotated with its secret).
+    signer: Arc<super::webhooks::Signer>,
     /// Whose channels these are: the default namespace for the default app, else the app's.
     pub namespace: Namespace,
     /// The app's id as a broker subscriber.
@@ -63,7 +73,8 @@ impl App {
     /// they trust `ca_file` besides the public CAs. Its presence channels and signed-in
     /// users are its own namespace of `presence`.
     pub fn new(config: AppConfig, ca_file: Option<&Path>, presence: Arc<dyn Presence>) -> Self {
-        let start = |ca| Webhooks::start(&config.webhooks, &config.key, &config.secret, ca);
+        let signer = super::webhooks::Signer::new(&config.key, &config.secret);
+        let start = |ca| Webhooks::start(&config.webhooks, &signer, ca);
         let hooks = start(ca_file)
             .or_else(|e| {
                 tracing::error!(app = %config.id, "webhooks: {e}; trusting the public CAs only");
@@ -78,16 +89,22 @@ impl App {
             channels: Channels::new(hooks, config.subscription_count, config.cache_ttl, presence),
             namespace: Namespace::App(config.id.as_str().into()),
             subscriber_id: crate::broker::next_subscriber_id(),
-            config,
+            config: parking_lot::RwLock::new(Arc::new(config)),
+            signer,
             connections: AtomicUsize::new(0),
             users: Mutex::default(),
             kept_marks: None,
         }
     }
 
+    /// The app's configuration now.
+    pub fn config(&self) -> Arc<AppConfig> {
+        self.config.read().clone()
+    }
+
     /// Count a new connection; false when the app is at its connection quota.
     pub fn admit(&self) -> bool {
-        let max = self.config.max_connections;
+        let max = self.config().max_connections;
         self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (max == 0 || n < max).then_some(n + 1)
@@ -102,7 +119,7 @@ impl App {
     /// Whether a browser `Origin` may connect: [`edge_policy::origin_allowed`] with the
     /// app's list.
     pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
-        edge_policy::origin_allowed(&self.config.allowed_origins, origin)
+        edge_policy::origin_allowed(&self.config().allowed_origins, origin)
     }
 
     /// `conn` signed in as `user`, watching `watchlist`: the user's watchers hear it come
@@ -243,7 +260,21 @@ impl Users {
 
 /// All apps, found by key (WebSocket) or id (HTTP API).
 pub struct Apps {
-    apps: Vec<Arc<App>>,
+    /// The apps served now, the default one first; a reload replaces the list.
+    apps: parking_lot::RwLock<Arc<[Arc<App>]>>,
+    /// What new apps are made with.
+    origins: Vec<String>,
+    ca_file: Option<std::path::PathBuf>,
+    presence: Arc<dyn Presence>,
+    kept_marks: Option<Arc<KeptMarks>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq)]
+pub struct Reloaded {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub updated: Vec<String>,
 }
 
 impl Apps {
@@ -256,56 +287,132 @@ impl Apps {
         ca_file: Option<&Path>,
         presence: Arc<dyn Presence>,
     ) -> Self {
-        let with_origins = |mut c: AppConfig| {
-            if c.allowed_origins.is_empty() {
-                c.allowed_origins = origins.to_vec();
-            }
-            c
-        };
         let kept_marks = configs.first().map(|c| {
             let limits = c.recovery_limits;
             KeptMarks::new(limits.window, limits.sessions)
         });
-        let apps: Vec<Arc<App>> = configs
+        let mut apps = Apps {
+            apps: parking_lot::RwLock::new(Arc::from(Vec::new())),
+            origins: origins.to_vec(),
+            ca_file: ca_file.map(Into::into),
+            presence,
+            kept_marks,
+        };
+        let made: Vec<Arc<App>> = configs
             .iter()
-            .cloned()
-            .map(with_origins)
             .enumerate()
-            .map(|(i, c)| {
-                let resumes = c.recovery && !c.recovery_limits.window.is_zero();
-                let mut app = App::new(c, ca_file, presence.clone());
-                if i == 0 {
-                    app.namespace = Namespace::Default;
-                }
-                app.kept_marks = kept_marks.clone().filter(|_| resumes);
-                let app = Arc::new(app);
-                let listener: Arc<dyn Listener> = app.clone();
-                app.channels.presence().listen(Arc::downgrade(&listener));
-                app
-            })
+            .map(|(i, c)| apps.make(c.clone(), i == 0))
             .collect();
-        for app in apps.iter().filter(|a| a.config.subscription_count) {
-            tokio::spawn(flush_counts(Arc::downgrade(app)));
+        apps.apps = parking_lot::RwLock::new(made.into());
+        apps
+    }
+
+    /// An app, with its listeners and timers; `default`: the first app, in the default
+    /// namespace.
+    fn make(&self, mut c: AppConfig, default: bool) -> Arc<App> {
+        if c.allowed_origins.is_empty() {
+            c.allowed_origins = self.origins.clone();
         }
-        Apps { apps }
+        let resumes = c.recovery && !c.recovery_limits.window.is_zero();
+        let mut app = App::new(c, self.ca_file.as_deref(), self.presence.clone());
+        if default {
+            app.namespace = Namespace::Default;
+        }
+        app.kept_marks = self.kept_marks.clone().filter(|_| resumes);
+        let app = Arc::new(app);
+        let listener: Arc<dyn Listener> = app.clone();
+        app.channels.presence().listen(Arc::downgrade(&listener));
+        if app.config().subscription_count {
+            tokio::spawn(flush_counts(Arc::downgrade(&app)));
+        }
+        app
     }
 
-    pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
-        self.apps.iter().find(|a| a.config.key == key)
+    pub fn by_key(&self, key: &str) -> Option<Arc<App>> {
+        self.apps
+            .read()
+            .iter()
+            .find(|a| a.config().key == key)
+            .cloned()
     }
 
-    pub fn by_id(&self, id: &str) -> Option<&Arc<App>> {
-        self.apps.iter().find(|a| a.config.id == id)
+    pub fn by_id(&self, id: &str) -> Option<Arc<App>> {
+        self.apps
+            .read()
+            .iter()
+            .find(|a| a.config().id == id)
+            .cloned()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
-        self.apps.iter()
+    /// The apps served now.
+    pub fn all(&self) -> Arc<[Arc<App>]> {
+        self.apps.read().clone()
     }
 
     /// The first served app, in the default namespace: where RESP publications go.
     /// None when no app is served.
-    pub fn default_app(&self) -> Option<&Arc<App>> {
-        self.apps.first()
+    pub fn default_app(&self) -> Option<Arc<App>> {
+        self.apps.read().first().cloned()
+    }
+
+    /// Serve `configs` from now on (see the module doc); `made` is told of each app
+    /// added (to hold its cache channels). The default app cannot change: a list whose
+    /// first app is another one is refused.
+    pub fn reload(
+        &self,
+        configs: &[AppConfig],
+        made: impl Fn(&Arc<App>),
+    ) -> Result<Reloaded, String> {
+        let now = self.all();
+        let first = |ids: &mut dyn Iterator<Item = String>| ids.next();
+        if first(&mut now.iter().map(|a| a.config().id.clone()))
+            != first(&mut configs.iter().map(|c| c.id.clone()))
+        {
+            return Err("the first (default) app cannot change without a restart".into());
+        }
+        let mut done = Reloaded::default();
+        let mut next = Vec::with_capacity(configs.len());
+        for (i, c) in configs.iter().enumerate() {
+            let Some(app) = now.iter().find(|a| a.config().id == c.id) else {
+                let app = self.make(c.clone(), i == 0);
+                made(&app);
+                done.added.push(c.id.clone());
+                next.push(app);
+                continue;
+            };
+            let mut c = c.clone();
+            if c.allowed_origins.is_empty() {
+                c.allowed_origins = self.origins.clone();
+            }
+            let old = app.config();
+            if *old != c {
+                for (what, changed) in [
+                    ("webhooks", old.webhooks != c.webhooks),
+                    (
+                        "subscription_count",
+                        old.subscription_count != c.subscription_count,
+                    ),
+                    ("cache_ttl", old.cache_ttl != c.cache_ttl),
+                    ("recovery", old.recovery != c.recovery),
+                ] {
+                    if changed {
+                        tracing::warn!(app = %c.id, "{what} changed: takes effect after a restart");
+                    }
+                }
+                app.signer.set(&c.key, &c.secret);
+                *app.config.write() = Arc::new(c);
+                done.updated.push(old.id.clone());
+            }
+            next.push(app.clone());
+        }
+        for a in now.iter() {
+            let id = &a.config().id;
+            if !configs.iter().any(|c| &c.id == id) {
+                done.removed.push(id.clone());
+            }
+        }
+        *self.apps.write() = next.into();
+        Ok(done)
     }
 }
 

@@ -123,7 +123,7 @@ impl Answerer for Apps {
                     | Question::Terminate { app, .. } => app,
                 };
                 self.by_id(id)
-                    .map(|app| Census::of(app, &q))
+                    .map(|app| Census::of(&app, &q))
                     .unwrap_or_default()
             }
             Err(_) => Census::default(),

@@ -69,8 +69,9 @@ pub fn body_limit(apps: &Apps) -> usize {
 }
 
 fn apps_max_message(apps: &Apps) -> usize {
-    apps.iter()
-        .map(|a| a.config.max_message_size())
+    apps.all()
+        .iter()
+        .map(|a| a.config().max_message_size())
         .max()
         .unwrap_or(0)
 }
@@ -92,8 +93,8 @@ pub async fn handle(
             format!("Unknown app id {app_id}"),
         ));
     };
-    let result = match authenticate(app, &req) {
-        Ok(params) => route(app, broker, rest, &req, &params).await,
+    let result = match authenticate(&app, &req) {
+        Ok(params) => route(&app, broker, rest, &req, &params).await,
         Err(f) => Err(f),
     };
     match result {
@@ -137,7 +138,7 @@ fn authenticate(app: &App, req: &Request<'_>) -> Result<Params, Failure> {
     let unauthorized = |m: String| fail(StatusCode::UNAUTHORIZED, m);
     match param(&params, "auth_key") {
         None => return Err(unauthorized("Missing auth_key".into())),
-        Some(k) if k != app.config.key => {
+        Some(k) if k != app.config().key => {
             return Err(unauthorized(format!("Unknown auth_key {k}")))
         }
         _ => {}
@@ -181,12 +182,12 @@ fn authenticate(app: &App, req: &Request<'_>) -> Result<Params, Failure> {
         .collect::<Vec<_>>()
         .join("&");
     let to_sign = format!("{}\n{}\n{query}", req.method, req.path);
-    if !signature::verify_hex(&app.config.secret, to_sign.as_bytes(), given) {
+    if !signature::verify_hex(&app.config().secret, to_sign.as_bytes(), given) {
         return Err(unauthorized(format!(
             "Invalid signature: Expected HMAC SHA256 hex digest of {to_sign:?}"
         )));
     }
-    if !app.config.enabled {
+    if !app.config().enabled {
         return Err(fail(StatusCode::FORBIDDEN, "Application is disabled"));
     }
     Ok(params)
@@ -208,7 +209,7 @@ async fn route(
 ) -> Result<Answer, Failure> {
     let info = || param(params, "info").unwrap_or("");
     let named = |names: Vec<String>| Question::Named {
-        app: app.config.id.clone(),
+        app: app.config().id.clone(),
         names,
     };
     match (req.method, rest) {
@@ -277,7 +278,7 @@ async fn route(
                 return Err(fail(StatusCode::BAD_REQUEST, "user_count may only be requested for presence channels (filter_by_prefix=presence-)"));
             }
             let question = Question::Channels {
-                app: app.config.id.clone(),
+                app: app.config().id.clone(),
                 prefix: prefix.to_string(),
             };
             let (census, missing) = ask(app, broker, question).await?;
@@ -337,7 +338,7 @@ async fn route(
         }
         (&Method::POST, ["users", user, "terminate_connections"]) => {
             let question = Question::Terminate {
-                app: app.config.id.clone(),
+                app: app.config().id.clone(),
                 user: decode(user),
             };
             let (_, missing) = ask(app, broker, question).await?;
@@ -360,7 +361,7 @@ fn history(app: &App, broker: &dyn Broker, name: &str, params: &Params) -> Resul
                 .map_err(|_| bad(format!("Invalid after {a:?}: expected <epoch hex>-<seq>")))?,
         ),
     };
-    let most = app.config.recovery_limits.history_read;
+    let most = app.config().recovery_limits.history_read;
     let limit = match param(params, "limit").map(str::parse::<usize>) {
         None => most,
         Some(Ok(n)) if (1..=most).contains(&n) => n,
@@ -471,12 +472,12 @@ impl EventBody {
                 format!("Event name must be 1 to {MAX_EVENT_NAME} characters"),
             ));
         }
-        if self.data_text().len() > app.config.max_message_size() {
+        if self.data_text().len() > app.config().max_message_size() {
             return Err(fail(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
                     "Event data too large: at most {} bytes",
-                    app.config.max_message_size()
+                    app.config().max_message_size()
                 ),
             ));
         }

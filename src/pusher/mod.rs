@@ -62,6 +62,29 @@ impl StreamSubscriber for apps::App {
     }
 }
 
+/// Each cache channel of `app` keeps its last event, also one published while no client
+/// was subscribed: the app holds their patterns in its namespace for as long as it exists.
+pub fn hold_cache_channels(state: &State, app: &Arc<apps::App>) {
+    for prefix in channels::CACHE_PREFIXES {
+        let pattern = format!("{prefix}*");
+        let me: Arc<dyn StreamSubscriber> = app.clone();
+        (state.broker).stream_psubscribe(&app.namespace, pattern.as_bytes(), me);
+    }
+}
+
+/// SIGHUP: serve the apps of `config` from now on ([`Apps::reload`]).
+pub fn reload(
+    state: &State,
+    apps: &Apps,
+    config: &crate::config::Config,
+) -> Result<apps::Reloaded, String> {
+    let (served, withheld) = config.pusher_apps();
+    for why in &withheld {
+        tracing::warn!("{why}");
+    }
+    apps.reload(&served, |app| hold_cache_channels(state, app))
+}
+
 /// The frame a publication on channel `name` is sent as, live or replayed.
 fn frame(origin: Origin, name: &str, env: &Envelope) -> Bytes {
     match origin {
@@ -101,7 +124,7 @@ pub fn start(state: &State) -> Option<Arc<Apps>> {
         c.auth_ca_file.as_deref(),
         state.presence.clone(),
     ));
-    let resuming = apps.iter().filter(|a| a.kept_marks.is_some()).count();
+    let resuming = apps.all().iter().filter(|a| a.kept_marks.is_some()).count();
     if resuming > 0 {
         tracing::info!(
             apps = resuming,
@@ -113,20 +136,16 @@ pub fn start(state: &State) -> Option<Arc<Apps>> {
         // The HTTP API's channel and user queries ask every node; this one answers here.
         cluster.answer_with(apps.clone());
     }
-    for app in apps.iter() {
-        for prefix in channels::CACHE_PREFIXES {
-            let pattern = format!("{prefix}*");
-            let me: Arc<dyn StreamSubscriber> = app.clone();
-            (state.broker).stream_psubscribe(&app.namespace, pattern.as_bytes(), me);
-        }
+    for app in apps.all().iter() {
+        hold_cache_channels(state, app);
     }
     match apps.default_app() {
         Some(default) => {
-            let dev_secret = default.config.secret == crate::config::DEV_APP[2];
+            let dev_secret = default.config().secret == crate::config::DEV_APP[2];
             tracing::info!(
                 apps = served.len(),
-                app_id = %default.config.id,
-                app_key = %default.config.key,
+                app_id = %default.config().id,
+                app_key = %default.config().key,
                 app_secret = if dev_secret { crate::config::DEV_APP[2] } else { "(set)" },
                 "Pusher edge on /app/{{key}} and /apps/{{id}}; default app"
             );
@@ -164,7 +183,7 @@ pub fn routes(state: State, apps: Option<Arc<Apps>>) -> BoxedFilter<(Response,)>
                         let app = apps
                             .by_key(&key)
                             .ok_or((4001, "App key not in this cluster"))?;
-                        if !app.config.enabled {
+                        if !app.config().enabled {
                             return Err((4003, "Application is disabled"));
                         }
                         if !app.origin_allowed(origin.as_deref()) {

@@ -381,8 +381,7 @@ impl Webhooks {
     /// private CA, if it has one.
     pub fn start(
         configs: &[WebhookConfig],
-        key: &str,
-        secret: &str,
+        signer: &Arc<Signer>,
         ca_file: Option<&Path>,
     ) -> Result<Self, String> {
         if configs.is_empty() {
@@ -397,8 +396,7 @@ impl Webhooks {
                 let sender = Sender {
                     http: http.clone(),
                     url: c.url.clone(),
-                    key: key.into(),
-                    secret: secret.into(),
+                    signer: signer.clone(),
                     others: target.others.clone(),
                 };
                 tokio::spawn(sender.run(rx));
@@ -443,12 +441,28 @@ struct Payload<'a> {
     events: &'a [Pending],
 }
 
+/// Who signs an app's webhooks: its key and secret, as they are now (a reload may rotate
+/// the secret: requests from then on are signed with the new one).
+pub struct Signer(parking_lot::RwLock<(String, String)>);
+
+impl Signer {
+    pub fn new(key: &str, secret: &str) -> Arc<Signer> {
+        Arc::new(Signer(parking_lot::RwLock::new((
+            key.into(),
+            secret.into(),
+        ))))
+    }
+
+    pub fn set(&self, key: &str, secret: &str) {
+        *self.0.write() = (key.into(), secret.into());
+    }
+}
+
 /// The task that posts one URL's events.
 struct Sender {
     http: reqwest::Client,
     url: String,
-    key: String,
-    secret: String,
+    signer: Arc<Signer>,
     /// Its target's count of queued events other than member events.
     others: Arc<AtomicUsize>,
 }
@@ -474,7 +488,10 @@ impl Sender {
 
     /// Post one body until it is taken or the retry time is over.
     async fn post(&self, body: Vec<u8>, events: usize) {
-        let signature = hmac_hex(&self.secret, &body);
+        let (key, signature) = {
+            let signer = self.signer.0.read();
+            (signer.0.clone(), hmac_hex(&signer.1, &body))
+        };
         let started = Instant::now();
         let mut wait = FIRST_RETRY;
         loop {
@@ -482,7 +499,7 @@ impl Sender {
                 .http
                 .post(&self.url)
                 .header("Content-Type", "application/json")
-                .header("X-Pusher-Key", &self.key)
+                .header("X-Pusher-Key", &key)
                 .header("X-Pusher-Signature", &signature)
                 .body(body.clone())
                 .send()
@@ -639,7 +656,7 @@ mod tests {
     fn no_targets_want_nothing_and_emit_is_a_no_op() {
         let _serial = COUNTERS.blocking_lock();
         // No runtime here: with no URL, start spawns no task.
-        let hooks = Webhooks::start(&[], "k", "s", None).unwrap();
+        let hooks = Webhooks::start(&[], &Signer::new("k", "s"), None).unwrap();
         let (queued, dropped) = (pending(), metrics::WEBHOOK_EVENTS_DROPPED.get());
         for name in EVENT_TYPES {
             assert!(!hooks.wants(name));
@@ -713,7 +730,7 @@ mod tests {
                 occupancy_delay: Duration::ZERO,
             },
         };
-        let hooks = Webhooks::start(&[hook], "k", "s", None).unwrap();
+        let hooks = Webhooks::start(&[hook], &Signer::new("k", "s"), None).unwrap();
         let dropped = || metrics::WEBHOOK_EVENTS_DROPPED.get();
         let log = Log::default();
         let logger = tracing_subscriber::fmt()

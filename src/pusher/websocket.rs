@@ -91,13 +91,13 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         &established,
     ));
     let max_frame = app
-        .config
+        .config()
         .max_message_size()
         .saturating_mul(4)
         .max(64 * 1024);
     let now = Instant::now();
     let (app_client_events, app_max_message) =
-        (app.config.client_events, app.config.max_message_size());
+        (app.config().client_events, app.config().max_message_size());
     let socket: Arc<str> = Arc::from(&*conn.socket_id);
     let marks = (app.kept_marks.as_ref()).map(|t| t.open(&socket, app.subscriber_id, &conn));
     let session = Session {
@@ -208,7 +208,7 @@ impl Session {
     }
 
     fn on_text(&mut self, text: &[u8], out: &mut Vec<Bytes>) -> Flow {
-        if text.len() > self.app.config.max_message_size() {
+        if text.len() > self.app.config().max_message_size() {
             out.push(protocol::error(4301, "Message too large"));
             return Flow::Continue;
         }
@@ -269,7 +269,7 @@ impl Session {
             return;
         }
         let kind = ChannelKind::of(name);
-        let cfg = &self.app.config;
+        let cfg = self.app.config();
         let mut member = None;
         if let Some(user) = name.strip_prefix("#server-to-user-") {
             if self.user.as_deref() != Some(user) {
@@ -517,7 +517,7 @@ impl Session {
     }
 
     fn signin(&mut self, s: Signin, out: &mut Vec<Bytes>) -> Flow {
-        let cfg = &self.app.config;
+        let cfg = self.app.config();
         let valid = signature::user_auth_ok(
             &cfg.key,
             &cfg.secret,

@@ -1,0 +1,132 @@
+// SIGHUP: herald reads its configuration file again and serves its Pusher apps from then on,
+// without dropping anyone. With pusher-js clients and the `pusher` SDK as the app's backend:
+//   - a rotated secret signs from then on (the SDK with the old one is refused with 401, the
+//     new one's event reaches a client that connected before the rotation);
+//   - an added app takes connections and its API; a removed one refuses new connections
+//     (4001) and API requests (404) while its open connection stays;
+//   - a file that does not parse keeps the running configuration, says why in the log and
+//     counts it; nobody is disconnected.
+// Each reload is waited for on /metrics (herald_config_reloads_total or _failures_total).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { startHerald, metric } from './lib/herald.mjs';
+import { inbox, until } from './lib/wait.mjs';
+import { PusherServer, pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
+
+const app = (id, secret) => ({ appId: id, key: `${id}-key`, secret });
+// Each app posts its webhooks (occupancy at once) to the receiver, under /<id>.
+const toml = (apps) => apps.map((a) => [
+  '[[apps]]', `id = "${a.appId}"`, `key = "${a.key}"`, `secret = "${a.secret}"`,
+  `webhooks = [{ url = "${hooks.url}/${a.appId}" }]`, '',
+].join('\n')).join('\n');
+
+let h, dir, file, hooks;
+const clients = [];
+before(async () => {
+  hooks = await startReceiver();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-reload-'));
+  file = path.join(dir, 'herald.toml');
+  fs.writeFileSync(file, toml([app('shop', 'old-secret'), app('gone', 'gone-secret')]));
+  h = await startHerald(['--config', file, '--webhook-occupancy-delay-ms', '0']);
+});
+after(async () => {
+  for (const c of clients) c.disconnect();
+  await h?.stop();
+  hooks?.server.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+const sdk = (a) => new PusherServer({ ...a, host: '127.0.0.1', port: h.httpPort, useTLS: false });
+const client = async (a) => {
+  const c = pusherClient(h, { app: a });
+  clients.push(c);
+  return connected(c);
+};
+
+// The app's webhook endpoint: each request as received.
+async function startReceiver() {
+  const requests = inbox();
+  const server = http.createServer((req, res) => {
+    let rawBody = '';
+    req.on('data', (c) => { rawBody += c; });
+    req.on('end', () => {
+      requests.add({ url: req.url, headers: req.headers, rawBody });
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { server, requests, url: `http://127.0.0.1:${server.address().port}` };
+}
+
+// Write the file, send SIGHUP, wait until herald has counted the reload (`counter`).
+async function reload(text, counter = 'herald_config_reloads_total') {
+  const before = await metric(h, counter);
+  fs.writeFileSync(file, text);
+  h.proc.kill('SIGHUP');
+  await until(async () => await metric(h, counter) > before, `${counter} to count the reload`);
+}
+
+// The next pusher-js connection to `a` fails with this Pusher error code.
+function refused(a) {
+  const c = pusherClient(h, { app: a });
+  clients.push(c);
+  return new Promise((resolve) => c.connection.bind('error', (e) => {
+    c.disconnect();
+    resolve(e?.error?.data?.code);
+  }));
+}
+
+test('a rotated secret signs from then on; a client connected before it stays and gets the new events', async () => {
+  const shop = app('shop', 'old-secret');
+  const c = await client(shop);
+  const ch = await subscribed(c, 'orders');
+  const got = inbox();
+  ch.bind('shipped', (d) => got.add(d.n));
+  await sdk(shop).trigger('orders', 'shipped', { n: 1 });
+  await got.count(1, 'the event signed with the old secret');
+
+  const rotated = app('shop', 'new-secret');
+  await reload(toml([rotated, app('gone', 'gone-secret')]));
+  await assert.rejects(sdk(shop).trigger('orders', 'shipped', { n: 2 }), (e) => e.status === 401);
+  await sdk(rotated).trigger('orders', 'shipped', { n: 3 });
+  assert.deepEqual(await got.count(2, 'the event signed with the new secret'), [1, 3]);
+  assert.equal(c.connection.state, 'connected');
+  // Its webhooks are signed with the new secret too.
+  await subscribed(c, 'after-rotation');
+  const req = await hooks.requests.waitFor((r) => r.url === '/shop' && r.rawBody.includes('after-rotation'),
+    'the webhook of the new subscription');
+  assert.equal(sdk(rotated).webhook({ headers: req.headers, rawBody: req.rawBody }).isValid(), true);
+  assert.equal(sdk(shop).webhook({ headers: req.headers, rawBody: req.rawBody }).isValid(), false);
+});
+
+test('an added app is served, a removed one refuses new connections and keeps its open one', async () => {
+  const gone = app('gone', 'gone-secret');
+  const blog = app('blog', 'blog-secret');
+  assert.equal(await refused(blog), 4001, 'not served yet');
+  const open = await client(gone);
+  await reload(toml([app('shop', 'new-secret'), blog]));
+  const b = await client(blog);
+  const ch = await subscribed(b, 'posts');
+  const got = inbox();
+  ch.bind('published', (d) => got.add(d.n));
+  await sdk(blog).trigger('posts', 'published', { n: 1 });
+  await got.count(1, 'the new app\'s event');
+  assert.equal(await refused(gone), 4001, 'the removed app takes no new connection');
+  await assert.rejects(sdk(gone).trigger('x', 'e', {}), (e) => e.status === 404);
+  assert.equal(open.connection.state, 'connected', 'its open connection stays');
+});
+
+test('a file that does not parse keeps the running configuration and says why', async () => {
+  const shop = app('shop', 'new-secret');
+  const c = await client(shop);
+  const before = await metric(h, 'herald_ws_connections');
+  await reload('[[apps]\nid = ', 'herald_config_reload_failures_total');
+  assert.ok(h.logs.some((l) => l.includes('configuration not reloaded')), 'the log says why');
+  await sdk(shop).trigger('still', 'e', {});
+  assert.equal(await metric(h, 'herald_ws_connections'), before, 'nobody disconnected');
+  assert.equal(c.connection.state, 'connected');
+});
