@@ -271,7 +271,13 @@ impl Running {
                 Stopped::Cut
             }
         };
-        if tokio::time::timeout(WEBHOOK_GRACE, webhooks::delivered())
+        // Leaving made presence changes: in a cluster they are decided in Redis, and the
+        // app's webhooks come from the verdicts; both within the webhooks' grace.
+        let webhooks_done = async {
+            self.state.presence.settled().await;
+            webhooks::delivered().await
+        };
+        if tokio::time::timeout(WEBHOOK_GRACE, webhooks_done)
             .await
             .is_err()
         {

@@ -83,6 +83,8 @@ pub enum Change {
 /// Where this presence hands its changes: the link's queue (see [`super::redis_link`]).
 pub trait Outbound: Send + Sync {
     fn send(&self, change: Change);
+    /// Resolves once everything sent so far is written (and its verdict told).
+    fn settled(&self) -> super::Settling<'_>;
     /// What the link counted, as /metrics rows.
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)>;
 }
@@ -408,6 +410,10 @@ impl Presence for ClusterPresence {
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
         self.outbound.metrics()
+    }
+
+    fn settled(&self) -> super::Settling<'_> {
+        self.outbound.settled()
     }
 
     fn subscriptions(&self, namespace: &str, channel: &str, here: usize, counted: bool) -> usize {

@@ -63,6 +63,9 @@ pub struct Joined {
     pub members: Vec<Arc<PresenceMember>>,
 }
 
+/// A future [`Presence::settled`] returns.
+pub type Settling<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
 /// What the app's webhooks say about a channel: once for the whole cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Told {
@@ -109,6 +112,12 @@ pub trait Presence: Send + Sync {
     /// for all nodes.
     fn edge_tells_app(&self) -> bool {
         true
+    }
+
+    /// Resolves once every change made so far is where it goes (a cluster: written to
+    /// Redis, and the app told): shutdown waits for it (boundedly) before its webhooks.
+    fn settled(&self) -> Settling<'_> {
+        Box::pin(std::future::ready(()))
     }
 
     /// Rows this presence adds to /metrics (a cluster's: `herald_cluster_presence_*`).

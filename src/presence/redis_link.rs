@@ -209,6 +209,9 @@ pub struct Link {
     last_error: Mutex<String>,
     /// Set when the writer must write everything again (a write failed, the queue overflowed).
     resync: AtomicBool,
+    /// Changes queued and not yet written (or given up), and who waits for none.
+    unsettled: std::sync::atomic::AtomicUsize,
+    settled: Notify,
     wake: Notify,
     resyncs: Counter,
     reaped: Counter,
@@ -234,6 +237,15 @@ impl Link {
     }
 }
 
+impl Link {
+    /// `n` queued changes were written, or given up (a resync writes them whole).
+    fn settle(&self, n: usize) {
+        if n > 0 && self.unsettled.fetch_sub(n, Ordering::AcqRel) == n {
+            self.settled.notify_waiters();
+        }
+    }
+}
+
 impl Check for Link {
     fn problem(&self) -> Option<String> {
         let up = self.writer_up.load(Ordering::Relaxed) && self.reader_up.load(Ordering::Relaxed);
@@ -255,13 +267,30 @@ struct Queue {
 
 impl Outbound for Queue {
     fn send(&self, change: Change) {
-        if self.changes.try_send(change).is_err() && !self.link.resync.swap(true, Ordering::Relaxed)
-        {
+        if self.changes.try_send(change).is_ok() {
+            self.link.unsettled.fetch_add(1, Ordering::AcqRel);
+        } else if !self.link.resync.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "presence changes queued faster than Redis takes them: writing them whole"
             );
             self.link.wake.notify_one();
         }
+    }
+
+    fn settled(&self) -> super::Settling<'_> {
+        Box::pin(async move {
+            loop {
+                let settled = self.link.settled.notified();
+                tokio::pin!(settled);
+                settled.as_mut().enable();
+                if self.link.unsettled.load(Ordering::Acquire) == 0
+                    && !self.link.resync.load(Ordering::Relaxed)
+                {
+                    return;
+                }
+                settled.await;
+            }
+        })
     }
 
     fn metrics(&self) -> Vec<(&'static str, &'static str, u64)> {
@@ -304,6 +333,8 @@ pub fn start(
         reader_up: AtomicBool::new(false),
         last_error: Mutex::new("not connected yet".into()),
         resync: AtomicBool::new(true),
+        unsettled: Default::default(),
+        settled: Notify::new(),
         wake: Notify::new(),
         resyncs: Counter::new(),
         reaped: Counter::new(),
@@ -572,7 +603,11 @@ async fn writer(
             let step = async {
                 tokio::select! {
                     got = queue.recv() => match got {
-                        Some(c) => w.write(&mut con, c).await,
+                        Some(c) => {
+                            let written = w.write(&mut con, c).await;
+                            link.settle(1);
+                            written
+                        }
                         None => Ok(()),
                     },
                     _ = beat.tick() => {
@@ -584,8 +619,13 @@ async fn writer(
                     _ = link.wake.notified() => Ok(()),
                 }?;
                 if link.resync.swap(false, Ordering::Relaxed) {
-                    while queue.try_recv().is_ok() {}
+                    let mut dropped = 0;
+                    while queue.try_recv().is_ok() {
+                        dropped += 1;
+                    }
+                    link.settle(dropped);
                     w.resync(&mut con).await?;
+                    link.settled.notify_waiters();
                 }
                 Ok::<_, redis::RedisError>(())
             };
