@@ -24,6 +24,9 @@
 #   benches/cluster.sh --big      # 1, 2 and 3
 #   benches/cluster.sh --big-only # 3 only
 #   benches/cluster.sh --report   # print the tables again from $OUT/results.jsonl
+#   benches/cluster.sh --chart    # draw $CHART from $OUT/results.jsonl with benches/cluster_chart.py
+#                                 # (matplotlib, e.g. in a venv: python3 -m venv V &&
+#                                 #  V/bin/pip install matplotlib; PYTHON=V/bin/python)
 # Settings from the environment (defaults in brackets): HERALD [target/release/herald],
 #   HERALD_BENCH [target/release/herald-bench], REDIS_SERVER [/usr/bin/redis-server],
 #   OUT [target/cluster-bench], PROTOCOL [pusher], CONNS [5000], CHANNELS [10],
@@ -31,7 +34,8 @@
 #   WARMUP [2], SOURCES [8], PORT [16301] (HTTP; RESP is PORT+78, redis-server PORT+79),
 #   NICE [10] (the whole run, herald, redis-server and herald-bench alike, runs under it),
 #   BIG_CONNS [60000], BIG_PROCS [4], BIG_SOURCES [16], BIG_PORT [16001],
-#   BIG_MAX_CONNECTIONS [19000] (herald's --max-connections in the big run).
+#   BIG_MAX_CONNECTIONS [19000] (herald's --max-connections in the big run),
+#   PYTHON [python3] (runs benches/cluster_chart.py for --chart), CHART [docs/cluster.png].
 # Everything runs on loopback. Every process it starts is stopped when it ends (also on
 # Ctrl-C); results are rewritten, never appended to, so it can be run again as is.
 set -euo pipefail
@@ -57,17 +61,26 @@ BIG_PROCS=${BIG_PROCS:-4}
 BIG_SOURCES=${BIG_SOURCES:-16}
 BIG_PORT=${BIG_PORT:-16001}
 BIG_MAX_CONNECTIONS=${BIG_MAX_CONNECTIONS:-19000}
+PYTHON=${PYTHON:-python3}
+CHART=${CHART:-$ROOT/docs/cluster.png}
 
-SCALE=1 BIG=0 REPORT_ONLY=0
+SCALE=1 BIG=0 REPORT_ONLY=0 CHART_ONLY=0
 for a in "$@"; do
   case $a in
     --big) BIG=1 ;;
     --big-only) BIG=1 SCALE=0 ;;
     --report) REPORT_ONLY=1 ;;
+    --chart) CHART_ONLY=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
+
+if [ "$CHART_ONLY" = 1 ]; then
+  machine=()
+  [ -e "$OUT/machine.txt" ] && machine=("$OUT/machine.txt")
+  exec "$PYTHON" "$ROOT/benches/cluster_chart.py" "$OUT/results.jsonl" "$CHART" "${machine[@]}"
+fi
 
 for b in "$HERALD" "$HERALD_BENCH" "$REDIS_SERVER"; do
   [ -x "$b" ] || { echo "missing: $b (cargo build --release?)" >&2; exit 1; }
