@@ -31,8 +31,11 @@
 #   HERALD_BENCH [target/release/herald-bench], REDIS_SERVER [/usr/bin/redis-server],
 #   OUT [target/cluster-bench], PROTOCOL [pusher], CONNS [5000], CHANNELS [10],
 #   RATES ["200 500 1000"], CONFIGS ["single c1 c2 c4"], REPEATS [3], DURATION [5],
-#   WARMUP [2], SOURCES [8], PORT [16301] (HTTP; RESP is PORT+78, redis-server PORT+79),
+#   WARMUP [2], SOURCES [8], PROCS [1] (herald-bench's subscriber processes, one thread
+#   each, in the scaling runs), PORT [16301] (HTTP; RESP is PORT+78, redis-server PORT+79),
 #   NICE [10] (the whole run, herald, redis-server and herald-bench alike, runs under it),
+#   BENCH_NICE [$NICE] (herald-bench's niceness; below NICE needs root or CAP_SYS_NICE:
+#   BENCH_NICE=0 gives its reader the CPU it needs, see docs/benchmarks.md),
 #   BIG_CONNS [60000], BIG_PROCS [4], BIG_SOURCES [16], BIG_PORT [16001],
 #   BIG_MAX_CONNECTIONS [19000] (herald's --max-connections in the big run),
 #   PYTHON [python3] (runs benches/cluster_chart.py for --chart), CHART [docs/cluster.png].
@@ -54,8 +57,10 @@ REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 SOURCES=${SOURCES:-8}
+PROCS=${PROCS:-1}
 PORT=${PORT:-16301}
 NICE=${NICE:-10}
+BENCH_NICE=${BENCH_NICE:-$NICE}
 BIG_CONNS=${BIG_CONNS:-60000}
 BIG_PROCS=${BIG_PROCS:-4}
 BIG_SOURCES=${BIG_SOURCES:-16}
@@ -180,9 +185,11 @@ scale_run() {
   for p in "${HERALD_PIDS[@]}"; do hb+=("$(cpu_ms "$p")"); done
   sampler "$RUN.samples" "${HERALD_PIDS[@]}" &
   local sp=$!; STARTED+=("$sp")
-  local cmd=("$HERALD_BENCH" run --server "127.0.0.1:$PORT" --redis "127.0.0.1:$((PORT + 78))"
+  local bench_nice=()
+  [ "$BENCH_NICE" = "$NICE" ] || bench_nice=(nice -n "$((BENCH_NICE - NICE))")
+  local cmd=("${bench_nice[@]}" "$HERALD_BENCH" run --server "127.0.0.1:$PORT" --redis "127.0.0.1:$((PORT + 78))"
     --protocol "$PROTOCOL" --mode publish -n "$CONNS" -c "$CHANNELS" -r "$rate" -d "$DURATION"
-    --warmup "$WARMUP" --procs 1 --sources "$SOURCES" --label "$config" "${pids[@]}")
+    --warmup "$WARMUP" --procs "$PROCS" --sources "$SOURCES" --label "$config" "${pids[@]}")
   echo "+ ${cmd[*]}" >"$RUN.bench.err"
   "${cmd[@]}" >"$RUN.bench.json" 2>>"$RUN.bench.err" || true
   [ -z "$REDIS_PID" ] || redis_after=$(cpu_ms "$REDIS_PID")
@@ -221,7 +228,9 @@ big_run() {
   for p in "${HERALD_PIDS[@]}"; do rss0+=("$(rss_kib "$p")"); done
   sampler "$RUN.samples" "${HERALD_PIDS[@]}" &
   local sp=$!; STARTED+=("$sp")
-  local cmd=("$HERALD_BENCH" run --server "127.0.0.1:$BIG_PORT" --redis "127.0.0.1:$((BIG_PORT + 78))"
+  local bench_nice=()
+  [ "$BENCH_NICE" = "$NICE" ] || bench_nice=(nice -n "$((BENCH_NICE - NICE))")
+  local cmd=("${bench_nice[@]}" "$HERALD_BENCH" run --server "127.0.0.1:$BIG_PORT" --redis "127.0.0.1:$((BIG_PORT + 78))"
     --protocol "$PROTOCOL" --mode publish -n "$BIG_CONNS" -c 1 -r 1 -d 3 --warmup 1
     --procs "$BIG_PROCS" --sources "$BIG_SOURCES" --label big "${pids[@]}")
   echo "+ ${cmd[*]}" >"$RUN.bench.err"
