@@ -8,8 +8,9 @@ docs/cluster.png and $OUT/machine.txt, and runs it with $PYTHON).
 Two panels in the style of docs/benchmarks.png (benches/compare's plot): deliveries/s
 and p99 latency of each configuration (single, c1, c2, c4) at each publish rate, the
 median of the repeats as the bar, min–max of the repeats as a whisker. The footnote
-says how many cores the machine had (from MACHINE_TXT's "N cores") and that
-herald-bench, redis-server and herald all share them. Needs matplotlib; nothing
+says how many cores the machine had (from MACHINE_TXT's "N cores"), that herald-bench,
+redis-server and herald all share them, and that the latency includes herald-bench's
+own reading. Needs matplotlib; nothing
 else in the project does, so it is not a CI dependency.
 """
 import json
@@ -28,6 +29,7 @@ def main():
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib missing (python3 -m venv V && V/bin/pip install matplotlib, "
               "then PYTHON=V/bin/python): no chart", file=sys.stderr)
@@ -85,13 +87,19 @@ def main():
     a.set_title("deliveries/s")
     a.legend(fontsize="small")
     b.set_yscale("log")
+    b.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    b.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    b.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     b.set_title("p99 latency (ms, log scale)")
     fig.suptitle(f"herald over one redis-server on one machine: {what}; "
                  f"median of {runs_txt} runs, whiskers min–max", fontsize="medium")
-    fig.text(0.5, 0.01, f"herald, redis-server and the load generator (herald-bench) all share "
+    fig.text(0.5, 0.045, f"herald, redis-server and the load generator (herald-bench) all share "
              f"{cores_txt}: more processes divide the cores, they do not add any",
              ha="center", fontsize="small", style="italic")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.text(0.5, 0.01, "latency runs from the publisher's send to herald-bench's read, so it includes "
+             "the time deliveries wait for herald-bench to read them", ha="center",
+             fontsize="small", style="italic")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(out_png, dpi=100)
     print(f"wrote {out_png}", file=sys.stderr)
 
