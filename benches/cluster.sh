@@ -96,13 +96,16 @@ ulimit -n "$(ulimit -Hn)"
 renice -n "$NICE" $$ >/dev/null
 
 STARTED=()
+stop_wait() { # pid: up to 5 s to exit after SIGTERM, then SIGKILL
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
 stop_all() {
-  local p
-  for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${STARTED[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
+  # redis-server last: a herald that loses Redis while it shuts down logs it as a warning.
+  local p redis=${REDIS_PID:-}
+  for p in "${STARTED[@]}"; do [ "$p" = "$redis" ] || kill "$p" 2>/dev/null || true; done
+  for p in "${STARTED[@]}"; do [ "$p" = "$redis" ] || stop_wait "$p"; done
+  if [ -n "$redis" ]; then kill "$redis" 2>/dev/null || true; stop_wait "$redis"; fi
   STARTED=()
 }
 trap stop_all EXIT
