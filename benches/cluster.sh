@@ -24,14 +24,21 @@
 #   benches/cluster.sh --big      # 1, 2 and 3
 #   benches/cluster.sh --big-only # 3 only
 #   benches/cluster.sh --report   # print the tables again from $OUT/results.jsonl
+#   benches/cluster.sh --chart    # draw $CHART from $OUT/results.jsonl with benches/cluster_chart.py
+#                                 # (matplotlib, e.g. in a venv: python3 -m venv V &&
+#                                 #  V/bin/pip install matplotlib; PYTHON=V/bin/python)
 # Settings from the environment (defaults in brackets): HERALD [target/release/herald],
 #   HERALD_BENCH [target/release/herald-bench], REDIS_SERVER [/usr/bin/redis-server],
 #   OUT [target/cluster-bench], PROTOCOL [pusher], CONNS [5000], CHANNELS [10],
 #   RATES ["200 500 1000"], CONFIGS ["single c1 c2 c4"], REPEATS [3], DURATION [5],
-#   WARMUP [2], SOURCES [8], PORT [16301] (HTTP; RESP is PORT+78, redis-server PORT+79),
+#   WARMUP [2], SOURCES [8], PROCS [1] (herald-bench's subscriber processes, one thread
+#   each, in the scaling runs), PORT [16301] (HTTP; RESP is PORT+78, redis-server PORT+79),
 #   NICE [10] (the whole run, herald, redis-server and herald-bench alike, runs under it),
+#   BENCH_NICE [$NICE] (herald-bench's niceness; below NICE needs root or CAP_SYS_NICE:
+#   BENCH_NICE=0 gives its reader the CPU it needs, see docs/benchmarks.md),
 #   BIG_CONNS [60000], BIG_PROCS [4], BIG_SOURCES [16], BIG_PORT [16001],
-#   BIG_MAX_CONNECTIONS [19000] (herald's --max-connections in the big run).
+#   BIG_MAX_CONNECTIONS [19000] (herald's --max-connections in the big run),
+#   PYTHON [python3] (runs benches/cluster_chart.py for --chart), CHART [docs/cluster.png].
 # Everything runs on loopback. Every process it starts is stopped when it ends (also on
 # Ctrl-C); results are rewritten, never appended to, so it can be run again as is.
 set -euo pipefail
@@ -50,24 +57,35 @@ REPEATS=${REPEATS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-2}
 SOURCES=${SOURCES:-8}
+PROCS=${PROCS:-1}
 PORT=${PORT:-16301}
 NICE=${NICE:-10}
+BENCH_NICE=${BENCH_NICE:-$NICE}
 BIG_CONNS=${BIG_CONNS:-60000}
 BIG_PROCS=${BIG_PROCS:-4}
 BIG_SOURCES=${BIG_SOURCES:-16}
 BIG_PORT=${BIG_PORT:-16001}
 BIG_MAX_CONNECTIONS=${BIG_MAX_CONNECTIONS:-19000}
+PYTHON=${PYTHON:-python3}
+CHART=${CHART:-$ROOT/docs/cluster.png}
 
-SCALE=1 BIG=0 REPORT_ONLY=0
+SCALE=1 BIG=0 REPORT_ONLY=0 CHART_ONLY=0
 for a in "$@"; do
   case $a in
     --big) BIG=1 ;;
     --big-only) BIG=1 SCALE=0 ;;
     --report) REPORT_ONLY=1 ;;
+    --chart) CHART_ONLY=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $a" >&2; exit 2 ;;
   esac
 done
+
+if [ "$CHART_ONLY" = 1 ]; then
+  machine=()
+  [ -e "$OUT/machine.txt" ] && machine=("$OUT/machine.txt")
+  exec "$PYTHON" "$ROOT/benches/cluster_chart.py" "$OUT/results.jsonl" "$CHART" "${machine[@]}"
+fi
 
 for b in "$HERALD" "$HERALD_BENCH" "$REDIS_SERVER"; do
   [ -x "$b" ] || { echo "missing: $b (cargo build --release?)" >&2; exit 1; }
@@ -78,13 +96,16 @@ ulimit -n "$(ulimit -Hn)"
 renice -n "$NICE" $$ >/dev/null
 
 STARTED=()
+stop_wait() { # pid: up to 5 s to exit after SIGTERM, then SIGKILL
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
 stop_all() {
-  local p
-  for p in "${STARTED[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${STARTED[@]}"; do
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null || true
-  done
+  # redis-server last: a herald that loses Redis while it shuts down logs it as a warning.
+  local p redis=${REDIS_PID:-}
+  for p in "${STARTED[@]}"; do [ "$p" = "$redis" ] || kill "$p" 2>/dev/null || true; done
+  for p in "${STARTED[@]}"; do [ "$p" = "$redis" ] || stop_wait "$p"; done
+  if [ -n "$redis" ]; then kill "$redis" 2>/dev/null || true; stop_wait "$redis"; fi
   STARTED=()
 }
 trap stop_all EXIT
@@ -167,9 +188,11 @@ scale_run() {
   for p in "${HERALD_PIDS[@]}"; do hb+=("$(cpu_ms "$p")"); done
   sampler "$RUN.samples" "${HERALD_PIDS[@]}" &
   local sp=$!; STARTED+=("$sp")
-  local cmd=("$HERALD_BENCH" run --server "127.0.0.1:$PORT" --redis "127.0.0.1:$((PORT + 78))"
+  local bench_nice=()
+  [ "$BENCH_NICE" = "$NICE" ] || bench_nice=(nice -n "$((BENCH_NICE - NICE))")
+  local cmd=("${bench_nice[@]}" "$HERALD_BENCH" run --server "127.0.0.1:$PORT" --redis "127.0.0.1:$((PORT + 78))"
     --protocol "$PROTOCOL" --mode publish -n "$CONNS" -c "$CHANNELS" -r "$rate" -d "$DURATION"
-    --warmup "$WARMUP" --procs 1 --sources "$SOURCES" --label "$config" "${pids[@]}")
+    --warmup "$WARMUP" --procs "$PROCS" --sources "$SOURCES" --label "$config" "${pids[@]}")
   echo "+ ${cmd[*]}" >"$RUN.bench.err"
   "${cmd[@]}" >"$RUN.bench.json" 2>>"$RUN.bench.err" || true
   [ -z "$REDIS_PID" ] || redis_after=$(cpu_ms "$REDIS_PID")
@@ -208,7 +231,9 @@ big_run() {
   for p in "${HERALD_PIDS[@]}"; do rss0+=("$(rss_kib "$p")"); done
   sampler "$RUN.samples" "${HERALD_PIDS[@]}" &
   local sp=$!; STARTED+=("$sp")
-  local cmd=("$HERALD_BENCH" run --server "127.0.0.1:$BIG_PORT" --redis "127.0.0.1:$((BIG_PORT + 78))"
+  local bench_nice=()
+  [ "$BENCH_NICE" = "$NICE" ] || bench_nice=(nice -n "$((BENCH_NICE - NICE))")
+  local cmd=("${bench_nice[@]}" "$HERALD_BENCH" run --server "127.0.0.1:$BIG_PORT" --redis "127.0.0.1:$((BIG_PORT + 78))"
     --protocol "$PROTOCOL" --mode publish -n "$BIG_CONNS" -c 1 -r 1 -d 3 --warmup 1
     --procs "$BIG_PROCS" --sources "$BIG_SOURCES" --label big "${pids[@]}")
   echo "+ ${cmd[*]}" >"$RUN.bench.err"
