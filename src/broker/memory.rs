@@ -40,6 +40,11 @@ impl MemoryBroker {
             stats: BrokerStats::default(),
         }
     }
+
+    /// How much history it keeps.
+    pub fn history_limits(&self) -> HistoryLimits {
+        *self.streams.history().limits()
+    }
 }
 
 impl Broker for MemoryBroker {

@@ -19,6 +19,7 @@ mod engine;
 pub mod packet;
 mod polling;
 pub use polling::jsonp_data;
+mod handover;
 mod recovery;
 mod rooms;
 mod websocket;

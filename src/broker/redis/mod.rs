@@ -39,12 +39,17 @@
 //! store (or `SSL_CERT_FILE`).
 
 mod ask;
+mod history;
+mod requests;
 mod subscriptions;
+mod taint;
 mod wire;
 
+use super::history::HistoryLimits;
 use super::{
-    Answerer, Answers, Asking, Broker, BrokerStats, Cluster, Interest, MemoryBroker, Namespace,
-    Offset, Publication, StreamSubscriber, Subscriber, SubscriberId, TooOld, Unreachable,
+    Answerer, Answers, Asking, Broker, BrokerStats, Cluster, Interest, Keeping, MemoryBroker,
+    Namespace, Offset, Publication, Reading, StreamSubscriber, Subscriber, SubscriberId, ToResp,
+    TooOld, Unreachable,
 };
 use crate::health::Check;
 use crate::metrics::Counter;
@@ -52,10 +57,12 @@ use ask::Questions;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
+use requests::Requests;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subscriptions::{changes, wanted, Wanted};
+use taint::Taints;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use wire::{connection_of, Stamp, CONNECTIONS};
@@ -72,12 +79,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// What the publisher task sends to Redis, in order.
 enum Outgoing {
-    /// A publication, on its backplane channel; `delivered`: on this node already (its
-    /// channel's subscriber connection was down).
+    /// A publication, on its backplane channel; `here`: to be delivered on this node by
+    /// the publisher, with the offset Redis gave it (its channel's subscriber connection
+    /// is down, so Redis will not bring it back).
     Publication {
         key: Bytes,
         publication: Publication,
-        delivered: bool,
+        here: bool,
     },
     /// A question or an answer ([`ask`]), with where to say how many nodes took it.
     Message {
@@ -91,6 +99,10 @@ enum Outgoing {
 pub struct RedisBroker {
     local: Arc<MemoryBroker>,
     links: Arc<Links>,
+    requests: Requests,
+    /// Channels this node numbered publications of while Redis could not: see
+    /// [`taint`].
+    taints: Arc<Taints>,
     questions: Arc<Questions>,
     outgoing: mpsc::Sender<Outgoing>,
     /// Woken by every (un)subscribe: the planner recomputes what the node needs.
@@ -111,6 +123,8 @@ struct Links {
     malformed: Counter,
     /// Answers to this node's questions that did not come in time.
     unanswered: Counter,
+    /// History reads that Redis did not answer.
+    history_unread: Counter,
     /// Set once the current outage's local-only delivery was logged.
     local_only_said: AtomicBool,
 }
@@ -203,9 +217,12 @@ impl RedisBroker {
             outages: Counter::new(),
             malformed: Counter::new(),
             unanswered: Counter::new(),
+            history_unread: Counter::new(),
             local_only_said: AtomicBool::new(false),
         });
+        let limits = local.history_limits();
         let local = Arc::new(local);
+        let taints = Arc::new(Taints::new(limits.ttl));
         let (outgoing, queue) = mpsc::channel(QUEUE);
         let interest_changed = Arc::new(Notify::new());
         let node = rand::random::<u64>();
@@ -213,9 +230,12 @@ impl RedisBroker {
         tokio::spawn(publisher(
             client.clone(),
             queue,
-            local.clone(),
+            Here {
+                local: local.clone(),
+                taints: taints.clone(),
+            },
             links.clone(),
-            node,
+            Numbering { node, limits },
             stop.clone(),
         ));
         let mut shares = Vec::with_capacity(CONNECTIONS);
@@ -247,6 +267,8 @@ impl RedisBroker {
         Arc::new(RedisBroker {
             local,
             links,
+            requests: Requests::new(client, RESPONSE_TIMEOUT),
+            taints,
             questions,
             outgoing,
             interest_changed,
@@ -311,6 +333,74 @@ impl Cluster for RedisBroker {
     fn answer_with(&self, answerer: Arc<dyn Answerer>) {
         self.questions.answer_with(answerer);
     }
+
+    fn since(&self, namespace: Namespace, channel: Bytes, offset: Offset) -> Reading<'_> {
+        Box::pin(async move {
+            if let Ok(here) = self.local.since(&namespace, &channel, offset) {
+                return Ok(here);
+            }
+            if self.taints.covers(&namespace, &channel, offset) {
+                return Err(TooOld);
+            }
+            let read = async {
+                let mut con = self.requests.connection().await?;
+                let read = history::since(&mut con, &namespace, &channel, offset).await;
+                read.inspect_err(|e| self.requests.failed(e))
+            };
+            match read.await {
+                Ok(history::Read::Found(found)) => found,
+                Ok(history::Read::Malformed) => {
+                    self.malformed("an entry of a channel's history (its client is not recovered)");
+                    Err(TooOld)
+                }
+                Err(e) => {
+                    self.links.history_unread.inc();
+                    tracing::warn!(
+                        redis = %self.links.address, error = %e,
+                        "cannot read a channel's history from the backplane: its client is \
+                         not recovered"
+                    );
+                    Err(TooOld)
+                }
+            }
+        })
+    }
+
+    fn keep(&self, key: String, value: Bytes, ttl: Duration) -> Keeping<'_, ()> {
+        Box::pin(async move {
+            (self.requests.keep(&key, &value, ttl).await).map_err(|e| {
+                tracing::warn!(
+                    redis = %self.links.address, error = %e,
+                    "a recovery session could not be kept on the backplane: only this node \
+                     can recover it"
+                );
+                Unreachable
+            })
+        })
+    }
+
+    fn malformed(&self, what: &str) {
+        self.links.malformed.inc();
+        tracing::warn!(
+            redis = %self.links.address,
+            "read from the backplane, herald cannot read {what} (another herald version?)"
+        );
+    }
+
+    fn take(&self, key: String) -> Keeping<'_, Option<Bytes>> {
+        Box::pin(async move {
+            match self.requests.take(&key).await {
+                Ok(taken) => Ok(taken.map(Bytes::from)),
+                Err(e) => {
+                    tracing::warn!(
+                        redis = %self.links.address, error = %e,
+                        "cannot take a recovery session from the backplane"
+                    );
+                    Err(Unreachable)
+                }
+            }
+        })
+    }
 }
 
 impl Broker for RedisBroker {
@@ -327,16 +417,18 @@ impl Broker for RedisBroker {
                 .try_send(Outgoing::Publication {
                     key,
                     publication: p.clone(),
-                    delivered: !carried,
+                    here: !carried,
                 })
                 .is_ok();
-        if !sent {
-            self.links.delivered_locally_only();
+        if sent {
+            return 0;
         }
-        if !sent || !carried {
-            return self.local.publish(p);
+        self.links.delivered_locally_only();
+        Here {
+            local: self.local.clone(),
+            taints: self.taints.clone(),
         }
-        0
+        .unnumbered(p)
     }
 
     fn stream_subscribe(
@@ -389,7 +481,8 @@ impl Broker for RedisBroker {
     }
 
     fn sweep(&self, now: Instant) {
-        self.local.sweep(now)
+        self.local.sweep(now);
+        self.taints.sweep(now);
     }
 
     fn subscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
@@ -482,6 +575,11 @@ impl Broker for RedisBroker {
                 "counter",
                 l.unanswered.get(),
             ),
+            (
+                "herald_cluster_history_unread_total",
+                "counter",
+                l.history_unread.get(),
+            ),
             ("herald_cluster_up", "gauge", l.all_up() as u64),
         ]);
         rows
@@ -498,14 +596,78 @@ async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
     }
 }
 
+/// Where the publications Redis will not bring back to this node are delivered.
+#[derive(Clone)]
+struct Here {
+    local: Arc<MemoryBroker>,
+    taints: Arc<Taints>,
+}
+
+impl Here {
+    /// Delivered here with the offset Redis gave it (None: unknown, numbered here).
+    fn numbered(&self, mut p: Publication, offset: Option<Offset>) {
+        match offset {
+            Some(_) => {
+                p.offset = offset;
+                self.local.publish(p);
+            }
+            None => {
+                self.unnumbered(p);
+            }
+        }
+    }
+
+    /// Delivered here only, numbered by this node: its channel is tainted ([`taint`]).
+    fn unnumbered(&self, p: Publication) -> usize {
+        if p.resp != ToResp::Shard {
+            let position = self.local.position(&p.namespace, p.channel());
+            self.taints.add(&p.namespace, p.channel(), position);
+        }
+        self.local.publish(p)
+    }
+}
+
+/// How the publisher numbers publications: its stamps, and the history Redis keeps.
+struct Numbering {
+    node: u64,
+    limits: HistoryLimits,
+}
+
+/// A connection for the publisher, with the numbering script loaded.
+async fn publishing(
+    client: &redis::Client,
+    config: &redis::AsyncConnectionConfig,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let mut con = client
+        .get_multiplexed_async_connection_with_config(config)
+        .await?;
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(history::NUMBER_CODE)
+        .exec_async(&mut con)
+        .await?;
+    Ok(con)
+}
+
+/// Whether a pipeline failed because Redis refused a command (not the connection, nor a
+/// script it lost): sending it again would fail again.
+fn refused(e: &redis::RedisError) -> bool {
+    !(e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.kind() == redis::ErrorKind::NoScriptError)
+}
+
 /// Send queued publications to Redis, in the order they were queued, stamped with this
-/// node and their number. `stop` ends only its waits to connect.
+/// node and their number: those of a stream's channel through the numbering script
+/// ([`history`]), `SPUBLISH`'s with `PUBLISH`. `stop` ends only its waits to connect.
 async fn publisher(
     client: redis::Client,
     mut queue: mpsc::Receiver<Outgoing>,
-    local: Arc<MemoryBroker>,
+    here: Here,
     links: Arc<Links>,
-    node: u64,
+    numbering: Numbering,
     stop: CancellationToken,
 ) {
     let config = redis::AsyncConnectionConfig::new()
@@ -515,10 +677,9 @@ async fn publisher(
     let mut backoff = BACKOFF_FIRST;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let connecting = client.get_multiplexed_async_connection_with_config(&config);
         let mut con = tokio::select! {
             _ = stop.cancelled() => return,
-            con = connecting => match con {
+            con = publishing(&client, &config) => match con {
                 Ok(con) => con,
                 Err(e) => {
                     links.down(&links.publisher_up, "publisher", &e.to_string());
@@ -542,70 +703,107 @@ async fn publisher(
             let mut pipe = redis::pipe();
             let mut publications = 0;
             for out in &batch {
-                let (channel, message, counted) = match out {
+                match out {
                     Outgoing::Publication {
                         key, publication, ..
                     } => {
                         seq += 1;
                         publications += 1;
-                        (key, wire::encode(publication, Stamp { node, seq }), false)
+                        let stamp = Stamp {
+                            node: numbering.node,
+                            seq,
+                        };
+                        let message = wire::encode(publication, stamp);
+                        if publication.resp == ToResp::Shard {
+                            pipe.cmd("PUBLISH").arg(&key[..]).arg(&message[..]);
+                        } else {
+                            let limits = &numbering.limits;
+                            history::number(&mut pipe, key, publication, &message, stamp, limits);
+                        }
                     }
                     Outgoing::Message {
-                        channel,
-                        message,
-                        taken,
-                    } => (channel, message.clone(), taken.is_some()),
-                };
-                let publish = pipe.cmd("PUBLISH").arg(&channel[..]).arg(&message[..]);
-                if !counted {
-                    publish.ignore();
+                        channel, message, ..
+                    } => {
+                        pipe.cmd("PUBLISH").arg(&channel[..]).arg(&message[..]);
+                    }
                 }
             }
-            let mut sent = pipe.query_async::<Vec<usize>>(&mut con).await;
-            if sent.is_err() {
-                // The connection may have died while it was idle (Redis restarted): the
-                // batch gets one more try on a new one before it is given up. Should
-                // Redis have taken it the first time, receivers drop the second copy
-                // (a node's stamps only grow).
-                let again = client.get_multiplexed_async_connection_with_config(&config);
+            let mut sent = pipe.query_async::<Vec<redis::Value>>(&mut con).await;
+            if sent.as_ref().is_err_and(|e| !refused(e)) {
+                // The connection may have died while it was idle (Redis restarted, and lost
+                // the script with it): the batch gets one more try on a new one before it
+                // is given up. Should Redis have taken it the first time, the script finds
+                // the stamps numbered already, and receivers drop a plain copy by its stamp.
+                let again = publishing(&client, &config);
                 if let Ok(Ok(fresh)) = tokio::time::timeout(RESPONSE_TIMEOUT, again).await {
                     con = fresh;
-                    sent = pipe.query_async::<Vec<usize>>(&mut con).await;
+                    sent = pipe.query_async::<Vec<redis::Value>>(&mut con).await;
                 }
             }
             match sent {
-                Ok(taken) => {
+                Ok(replies) => {
                     links.published.add(publications);
-                    let mut taken = taken.into_iter();
-                    for out in batch.drain(..) {
-                        if let Outgoing::Message {
-                            taken: Some(tell), ..
-                        } = out
-                        {
-                            let _ = tell.send(taken.next().unwrap_or(0));
+                    for (out, reply) in batch.drain(..).zip(replies) {
+                        match out {
+                            Outgoing::Message {
+                                taken: Some(tell), ..
+                            } => {
+                                let taken = redis::from_redis_value(&reply).unwrap_or(0);
+                                let _ = tell.send(taken);
+                            }
+                            Outgoing::Publication {
+                                publication,
+                                here: true,
+                                ..
+                            } => here.numbered(publication, history::numbered(&reply)),
+                            _ => {}
                         }
                     }
+                }
+                Err(e) if refused(&e) => {
+                    // Some of the batch may have gone out (they come back as any other);
+                    // which, Redis did not say. Those Redis would not bring back are
+                    // delivered here, numbered here.
+                    links.malformed.inc();
+                    tracing::warn!(
+                        redis = %links.address, error = %e,
+                        "Redis refused a command of the publisher's batch (a key of herald's \
+                         taken by something else?): its publications may not have reached \
+                         other nodes"
+                    );
+                    deliver_here(&mut batch, &here, &links, |here| here);
                 }
                 Err(e) => {
                     links.down(&links.publisher_up, "publisher", &e.to_string());
                     // Whether Redis took any of them is unknown: this node's clients get
                     // each once, here. Questions and answers are dropped (the asker
                     // counts the answers missing, or the question unasked).
-                    for out in batch.drain(..) {
-                        if let Outgoing::Publication {
-                            publication,
-                            delivered,
-                            ..
-                        } = out
-                        {
-                            links.delivered_locally_only();
-                            if !delivered {
-                                local.publish(publication);
-                            }
-                        }
-                    }
+                    deliver_here(&mut batch, &here, &links, |_| true);
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// Deliver here, numbered here, the batch's publications `which` says (given whether
+/// each was to be delivered here), and empty the batch.
+fn deliver_here(
+    batch: &mut Vec<Outgoing>,
+    here: &Here,
+    links: &Links,
+    which: impl Fn(bool) -> bool,
+) {
+    for out in batch.drain(..) {
+        if let Outgoing::Publication {
+            publication,
+            here: to_here,
+            ..
+        } = out
+        {
+            if which(to_here) {
+                links.delivered_locally_only();
+                here.unnumbered(publication);
             }
         }
     }

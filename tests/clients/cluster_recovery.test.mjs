@@ -1,0 +1,134 @@
+// History and recovery across herald nodes (`--cluster redis://…`, a real redis-server): a
+// client whose node goes away comes back through a load balancer (a TCP proxy that now sends
+// new connections to another node) and recovers there everything it missed, exactly once, in
+// order, from the channel's history in Redis: socket.io-client's connection state recovery and
+// pusher-js with herald's resume snippet. The node is cut off from the client (the network),
+// or SIGKILLed (its sessions never said goodbye). When redis-server itself restarts, clients
+// recover what history still covers, or are told it does not (recovered false, a failed resume).
+//
+// Publications go in by RESP on a node that stays up, ticking every few ms, so events are
+// published while the client is away. A node's backplane subscriptions take a moment: each
+// test first publishes probes until the client has one. Absence of duplicates is proved by the
+// exact sequence up to an end marker.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { io } from 'socket.io-client';
+import { startHerald, laravelPayload, once, metric } from './lib/herald.mjs';
+import { inbox, until, within, subscribe } from './lib/wait.mjs';
+import { startRedisServer } from './lib/redis-server.mjs';
+import { startCutProxy } from './lib/cut-proxy.mjs';
+
+let redis;
+const started = [];
+before(async () => { redis = await startRedisServer(); });
+after(async () => {
+  for (const s of started) await s.stop();
+  await redis?.stop();
+});
+
+// A herald node of the cluster, with `publish(channel, event, data)` over one RESP connection
+// (in order, as Laravel's redis connection publishes).
+async function node(args = []) {
+  const h = await startHerald(['--cluster', redis.url, ...args]);
+  started.push(h);
+  const conn = net.connect(h.redisPort, '127.0.0.1');
+  await once(conn, 'connect');
+  conn.on('data', () => {});
+  conn.on('error', () => {});
+  h.publish = (channel, event, data) => {
+    const args = ['PUBLISH', `laravel_database_${channel}`, laravelPayload(event, data)];
+    conn.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
+  };
+  const stop = h.stop.bind(h);
+  h.stop = async () => { conn.destroy(); return stop(); };
+  h.kill = async () => {
+    const dead = new Promise((r) => h.proc.once('exit', r));
+    h.proc.kill('SIGKILL');
+    await dead;
+  };
+  return h;
+}
+
+// Publish `Probe` on `h` every 50 ms until `got` has one: the node the client is on hears the
+// channel from the backplane.
+async function probe(h, channel, got, isProbe) {
+  const timer = setInterval(() => h.publish(channel, 'Probe', {}), 50);
+  try {
+    await got.waitFor(isProbe, `a probe published on another node, on ${channel}`);
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+// Publish `Tick {n}` on `h` every 5 ms, alternating over `channels`; `stop()` returns how many.
+function ticking(h, channels) {
+  let n = 0;
+  const timer = setInterval(() => {
+    n += 1;
+    h.publish(channels[n % channels.length], 'Tick', { n });
+  }, 5);
+  return { stop() { clearInterval(timer); return n; }, get n() { return n; } };
+}
+
+const fast = { transports: ['websocket'], forceNew: true, reconnectionDelay: 50, reconnectionDelayMax: 100 };
+
+// Events of one socket.io-client socket, in the order the application sees them.
+function recorder(socket) {
+  const box = inbox();
+  socket.onAny((event, ...args) => box.add([event, ...args]));
+  return box;
+}
+
+// The ticks `got` received per channel, and what they should be: 1..last, each on its channel.
+function checkTicks(got, channels, last) {
+  const ticks = got.items.filter(([e]) => e === 'Tick').map(([, c, d]) => [c, d.n]);
+  const want = Array.from({ length: last }, (_, i) => [channels[(i + 1) % channels.length], i + 1]);
+  for (const c of channels) {
+    assert.deepEqual(ticks.filter(([x]) => x === c), want.filter(([x]) => x === c), `${c}: each tick once, in order`);
+  }
+}
+
+// A socket.io-client through `proxy` in `channels`, heard from `publisher`'s node.
+async function sioClient(proxy, publisher, channels) {
+  const s = io(`http://127.0.0.1:${proxy.port}`, fast);
+  const got = recorder(s);
+  await once(s, 'connect');
+  assert.equal(s.recovered, false);
+  for (const c of channels) {
+    await subscribe(s, c);
+    await probe(publisher, c, got, ([e, ch]) => e === 'Probe' && ch === c);
+  }
+  return { s, got };
+}
+
+// Move the client from node `from` to node `to`: `leave(from)` ends its connection there
+// (a cut, a SIGKILL), the proxy sends it to `to`; it must come back recovered and get every
+// tick once, in order.
+async function sioMoves({ from, to, channels, leave }) {
+  const proxy = await startCutProxy(from.httpPort);
+  started.push({ stop: () => proxy.close() });
+  const { s, got } = await sioClient(proxy, to, channels);
+  const ticks = ticking(to, channels);
+  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
+  const reconnected = once(s, 'connect');
+  proxy.target = to.httpPort;
+  await leave(proxy);
+  await reconnected;
+  assert.equal(s.recovered, true, 'socket.recovered on the other node');
+  const back = ticks.n;
+  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= back + 20, 'ticks after the reconnect');
+  const last = ticks.stop();
+  to.publish(channels[0], 'Done', {});
+  await got.waitFor(([e]) => e === 'Done', 'the end marker');
+  checkTicks(got, channels, last);
+  assert.equal(await metric(to, 'herald_socketio_recovered_total'), 1);
+  s.disconnect();
+}
+
+test('socket.io: cut from its node, back on another, recovered from Redis: every event once, in order', async () => {
+  const [a, b] = [await node(), await node()];
+  await sioMoves({ from: a, to: b, channels: ['orders.1', 'orders.2'], leave: (proxy) => proxy.cut() });
+  await a.stop();
+  await b.stop();
+});
