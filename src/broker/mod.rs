@@ -297,8 +297,12 @@ pub trait Cluster: Send + Sync {
     fn since(&self, namespace: Namespace, channel: Bytes, offset: Offset) -> Reading<'_>;
     /// Keep `value` under `key` (an edge's recovery session) for `ttl`, for any node.
     fn keep(&self, key: String, value: Bytes, ttl: std::time::Duration) -> Keeping<'_, ()>;
-    /// Take what is kept under `key`: once, on one node.
-    fn take(&self, key: String) -> Keeping<'_, Option<Bytes>>;
+    /// Take what is kept under `keys`, all at once: once, on one node.
+    fn take(&self, keys: Vec<String>) -> Keeping<'_, Vec<Option<Bytes>>>;
+    /// Keep what is kept under `keys` for `ttl` from now.
+    fn prolong(&self, keys: Vec<String>, ttl: std::time::Duration) -> Keeping<'_, ()>;
+    /// Where the cluster's history of a channel stands (None: it has none).
+    fn position(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, Option<Offset>>;
     /// Something read from the cluster (`what`) cannot be read: counted and logged.
     fn malformed(&self, what: &str);
 }

@@ -131,7 +131,12 @@ impl Edge {
             Some(pid) if connected && recovery::recoverable(reason) => {
                 recovery::detach(self, s, pid, channels)
             }
-            _ => echo::leave_all(self, s, channels),
+            _ => {
+                if let Some(pid) = &pid {
+                    handover::forget(self, pid);
+                }
+                echo::leave_all(self, s, channels)
+            }
         }
         s.socket.outbox.close(Closed::Server(reason));
     }

@@ -55,9 +55,11 @@ use std::time::{Duration, Instant};
 pub struct Recovery {
     store: Box<dyn SessionStore<Detached>>,
     /// Open sessions: private id → Engine.IO session id.
-    open: Mutex<HashMap<Box<str>, Box<str>>>,
-    window: Duration,
+    pub(super) open: Mutex<HashMap<Box<str>, Box<str>>>,
+    pub(super) window: Duration,
     trail: usize,
+    /// In a cluster, the open sessions' records as last written ([`handover`]).
+    pub(super) written: handover::Open,
 }
 
 impl Recovery {
@@ -71,6 +73,7 @@ impl Recovery {
             open: Mutex::default(),
             window: c.recovery_limits.window,
             trail: c.recovery_trail,
+            written: handover::Open::default(),
         })
     }
 
@@ -88,7 +91,9 @@ pub struct Detached {
     pub(super) key: Option<u64>,
     /// Its channels, each with its room's last offset when the session left it.
     pub(super) channels: Vec<(Box<str>, Option<Offset>)>,
-    pub(super) trail: Trail,
+    /// What was written to it lately; None in an open session's record, read from the
+    /// backplane after its node went away without keeping it ([`handover`]).
+    pub(super) trail: Option<Trail>,
     /// Its copy on the cluster's backplane.
     pub(super) sharing: Arc<handover::Sharing>,
 }
@@ -216,9 +221,14 @@ async fn restore(
     }
     let d = handover::take(edge, pid, taken).await?;
     let at_leave: Vec<Option<Offset>> = d.channels.iter().map(|(_, o)| *o).collect();
-    let positions = offset
-        .and_then(|o| o.parse::<Offset>().ok())
-        .and_then(|last| d.trail.positions(last, &at_leave));
+    let last = offset.and_then(|o| o.parse::<Offset>().ok());
+    let positions = last.and_then(|last| match &d.trail {
+        Some(trail) => {
+            let positions = trail.positions(last, &at_leave)?;
+            Some(positions.into_iter().map(|p| (p, false)).collect())
+        }
+        None => handover::open_positions(last, &d.channels),
+    });
     let Some(positions) = positions else {
         end(edge, d);
         return Err(Refused::TooOld);
@@ -232,7 +242,7 @@ async fn restore(
     if let Some(key) = d.key {
         socket.rekey(key);
     }
-    socket.keep_trail(d.trail);
+    socket.keep_trail(d.trail.unwrap_or_else(|| Trail::new(r.trail)));
     socket.hold();
     let names: Vec<Box<str>> = d.channels.into_iter().map(|(c, _)| c).collect();
     s.lock().io.channels = names.clone();
@@ -251,10 +261,10 @@ async fn restore(
         echo::leave_all(edge, s, channels);
         Err(why)
     };
-    for (c, pos) in names.iter().zip(positions) {
+    for (c, (pos, nothing_since)) in names.iter().zip(positions) {
         let broker = &*edge.state.broker;
-        let Ok(missed) = broker::missed(broker, &Namespace::Default, c.as_bytes(), pos).await
-        else {
+        let missed = broker::missed(broker, &Namespace::Default, c.as_bytes(), pos).await;
+        let Some(missed) = missed.ok().filter(|m| !nothing_since || m.is_empty()) else {
             return give_up(Refused::TooOld);
         };
         upto.push(missed.last().and_then(|p| p.offset).unwrap_or(pos));
@@ -301,7 +311,7 @@ pub fn detach(edge: &Edge, s: &Session, pid: Box<str>, channels: Vec<Box<str>>) 
         sid: s.socket.id().into(),
         key: Some(key),
         channels,
-        trail: s.socket.take_trail().unwrap_or_else(|| Trail::new(r.trail)),
+        trail: Some(s.socket.take_trail().unwrap_or_else(|| Trail::new(r.trail))),
         sharing: Arc::default(),
     };
     let copy = handover::Copy::of(&d);
@@ -358,5 +368,6 @@ pub async fn sweep(edge: Weak<Edge>, shutdown: Shutdown) {
             tracing::debug!(sid = %d.sid, "socket.io session not recovered within the window");
             end(&edge, d);
         }
+        handover::write_open(&edge, r).await;
     }
 }

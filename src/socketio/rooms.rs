@@ -290,6 +290,12 @@ impl Rooms {
         (left, last)
     }
 
+    /// Where the room stands: the offset of its last delivery, or where its stream stood
+    /// when the edge subscribed to it. None if there is no such room.
+    pub fn position(&self, channel: &str) -> Option<Offset> {
+        self.map.with(channel, |room| room.and_then(Room::last))
+    }
+
     /// The channel's stream stood at `position` when the edge subscribed to it: where
     /// a room that has had no delivery yet stands.
     pub fn start_at(&self, channel: &str, position: Offset) {

@@ -14,7 +14,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { io } from 'socket.io-client';
-import { startHerald, laravelPayload, once, metric } from './lib/herald.mjs';
+import { startHerald, laravelPayload, once, metric, redisCli } from './lib/herald.mjs';
 import { inbox, until, within, subscribe } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
 import { startCutProxy } from './lib/cut-proxy.mjs';
@@ -102,13 +102,24 @@ async function sioClient(proxy, publisher, channels) {
   return { s, got };
 }
 
+// The record of an open socket.io session in Redis holds `channels` (a node writes it within a
+// second of a change, for a client to recover on another node should this one die).
+async function recordHolds(s, channels) {
+  const key = `herald:kept:sio:open:${s._pid}`;
+  await until(async () => {
+    const record = await redisCli(redis.port, 'GET', key);
+    return record && channels.every((c) => record.includes(`"${c}"`));
+  }, `the open session's record in Redis to hold ${channels}`);
+}
+
 // Move the client from node `from` to node `to`: `leave(from)` ends its connection there
 // (a cut, a SIGKILL), the proxy sends it to `to`; it must come back recovered and get every
 // tick once, in order.
-async function sioMoves({ from, to, channels, leave }) {
+async function sioMoves({ from, to, channels, quiet = [], leave }) {
   const proxy = await startCutProxy(from.httpPort);
   started.push({ stop: () => proxy.close() });
-  const { s, got } = await sioClient(proxy, to, channels);
+  const { s, got } = await sioClient(proxy, to, [...channels, ...quiet]);
+  await recordHolds(s, [...channels, ...quiet]);
   const ticks = ticking(to, channels);
   await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
   const reconnected = once(s, 'connect');
@@ -130,5 +141,36 @@ test('socket.io: cut from its node, back on another, recovered from Redis: every
   const [a, b] = [await node(), await node()];
   await sioMoves({ from: a, to: b, channels: ['orders.1', 'orders.2'], leave: (proxy) => proxy.cut() });
   await a.stop();
+  await b.stop();
+});
+
+test('socket.io: its node SIGKILLed mid-stream, back on another, recovered: every event once, in order', async () => {
+  const [a, b] = [await node(), await node()];
+  // A quiet channel beside the busy one: nothing published there since it joined, so where
+  // the client stands there is known without its node.
+  await sioMoves({ from: a, to: b, channels: ['orders.3'], quiet: ['quiet.3'], leave: () => a.kill() });
+  await b.stop();
+});
+
+test('socket.io: its node SIGKILLed while two of its channels publish: not recovered, said so', async () => {
+  // The client reports one offset; without its node's record of what it was sent, where it
+  // stands on the other busy channel is unknown: a new session, never a guess.
+  const [a, b] = [await node(), await node()];
+  const channels = ['orders.4', 'orders.5'];
+  const proxy = await startCutProxy(a.httpPort);
+  started.push({ stop: () => proxy.close() });
+  const { s, got } = await sioClient(proxy, b, channels);
+  await recordHolds(s, channels);
+  const ticks = ticking(b, channels);
+  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
+  const reconnected = once(s, 'connect');
+  proxy.target = b.httpPort;
+  await a.kill();
+  await reconnected;
+  ticks.stop();
+  assert.equal(s.recovered, false, 'a new session');
+  const refused = /^herald_socketio_recoveries_refused_total\{reason="too_old"\} (\d+)$/m;
+  assert.equal(Number(refused.exec(await (await fetch(`${b.url}/metrics`)).text())[1]), 1);
+  s.disconnect();
   await b.stop();
 });

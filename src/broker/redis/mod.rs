@@ -379,6 +379,25 @@ impl Cluster for RedisBroker {
         })
     }
 
+    fn prolong(&self, keys: Vec<String>, ttl: Duration) -> Keeping<'_, ()> {
+        Box::pin(async move {
+            (self.requests.prolong(&keys, ttl).await).map_err(|e| {
+                tracing::warn!(
+                    redis = %self.links.address, error = %e,
+                    "recovery sessions could not be kept longer on the backplane"
+                );
+                Unreachable
+            })
+        })
+    }
+
+    fn position(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, Option<Offset>> {
+        Box::pin(async move {
+            let found = self.requests.position(&namespace, &channel).await;
+            found.map_err(|_| Unreachable)
+        })
+    }
+
     fn malformed(&self, what: &str) {
         self.links.malformed.inc();
         tracing::warn!(
@@ -387,10 +406,10 @@ impl Cluster for RedisBroker {
         );
     }
 
-    fn take(&self, key: String) -> Keeping<'_, Option<Bytes>> {
+    fn take(&self, keys: Vec<String>) -> Keeping<'_, Vec<Option<Bytes>>> {
         Box::pin(async move {
-            match self.requests.take(&key).await {
-                Ok(taken) => Ok(taken.map(Bytes::from)),
+            match self.requests.take(&keys).await {
+                Ok(taken) => Ok(taken.into_iter().map(|t| t.map(Bytes::from)).collect()),
                 Err(e) => {
                     tracing::warn!(
                         redis = %self.links.address, error = %e,

@@ -65,13 +65,52 @@ impl Requests {
         kept.inspect_err(|e| self.failed(e))
     }
 
-    /// Take what is kept under `key`, once: no other node (nor this one) finds it after.
-    pub async fn take(&self, key: &str) -> redis::RedisResult<Option<Vec<u8>>> {
+    /// Take what is kept under `keys`, at once and once: no other node (nor this one)
+    /// finds any of it after.
+    pub async fn take(&self, keys: &[String]) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
         let mut con = self.connection().await?;
-        let taken = redis::cmd("GETDEL")
-            .arg(kept_key(key))
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in keys {
+            pipe.cmd("GETDEL").arg(kept_key(key));
+        }
+        let taken = pipe.query_async(&mut con).await;
+        taken.inspect_err(|e| self.failed(e))
+    }
+
+    /// Keep what is under `keys` for `ttl` from now.
+    pub async fn prolong(&self, keys: &[String], ttl: Duration) -> redis::RedisResult<()> {
+        let mut con = self.connection().await?;
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.cmd("PEXPIRE")
+                .arg(kept_key(key))
+                .arg(ttl.as_millis().max(1) as u64)
+                .ignore();
+        }
+        let done = pipe.exec_async(&mut con).await;
+        done.inspect_err(|e| self.failed(e))
+    }
+
+    /// Where the history of `channel` in `namespace` stands: its epoch and last seq.
+    pub async fn position(
+        &self,
+        namespace: &super::super::Namespace,
+        channel: &[u8],
+    ) -> redis::RedisResult<Option<super::super::Offset>> {
+        let mut con = self.connection().await?;
+        let [_, hash] = super::wire::history_keys(namespace, channel);
+        let held: redis::RedisResult<(Option<String>, Option<u64>)> = redis::cmd("HMGET")
+            .arg(&hash[..])
+            .arg("e")
+            .arg("s")
             .query_async(&mut con)
             .await;
-        taken.inspect_err(|e| self.failed(e))
+        let (epoch, seq) = held.inspect_err(|e| self.failed(e))?;
+        let epoch = epoch.and_then(|e| u64::from_str_radix(&e, 16).ok());
+        Ok(epoch.map(|e| super::super::Offset {
+            epoch: super::super::Epoch(e),
+            seq: seq.unwrap_or(0),
+        }))
     }
 }
