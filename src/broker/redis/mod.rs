@@ -5,35 +5,44 @@
 //! Each node keeps a [`MemoryBroker`] for its own subscribers (RESP registries, streams,
 //! history), exactly as a single node does; this broker sits in front of it:
 //! - [`Broker::publish`] queues the publication for the publisher task, which sends it
-//!   with `PUBLISH` on its channel's backplane channel ([`wire`]), pipelining what has
-//!   queued up in one round trip on one connection, so the order publications entered a
-//!   node is the order Redis, and so every node, sees them.
+//!   on its channel's backplane channel ([`wire`]) through the script that numbers it in
+//!   the channel's history in Redis and publishes it with its offset ([`history`];
+//!   `SPUBLISH`'s with a plain `PUBLISH`), pipelining what has queued up in one round trip
+//!   on one connection, so the order publications entered a node is the order Redis
+//!   numbers them, and every node sees them in.
 //! - A few subscriber connections ([`CONNECTIONS`]) take what the node needs: the
 //!   channels its edges have clients on, the stream patterns they hold, every channel
 //!   of the default namespace while it has RESP subscribers ([`subscriptions`]). What
-//!   arrives is decoded and published into the local broker, which numbers it in the
-//!   node's own stream and delivers it. The wanted subscriptions follow the local
+//!   arrives is decoded and published into the local broker with the offset Redis gave
+//!   it, which it keeps in the node's stream and delivers. The wanted subscriptions follow the local
 //!   broker's [`Broker::interest`]: every (un)subscribe wakes a planner task that
 //!   recomputes them and hands each connection its share.
 //!
 //! So a node's own publications reach its own clients the way everybody else's do:
-//! back from Redis, in Redis's order.
+//! back from Redis, in Redis's order, with the same offsets on every node.
+//! - [`Cluster::since`] answers from the node's history when it holds all that was
+//!   missed, else from Redis's ([`history::READ`]); [`Cluster::keep`] and
+//!   [`Cluster::take`] keep the edges' recovery sessions on Redis for any node, taken
+//!   once ([`requests`]).
 //!
 //! # When Redis cannot be reached
 //! A node keeps delivering what enters it to its own clients: a publication that cannot
 //! be queued for Redis (the publisher is disconnected, or behind by [`QUEUE`]) is
-//! delivered locally at once, and one whose channel's subscriber connection is down is
-//! delivered locally as well as sent. Publications made on other nodes while this node's
+//! delivered locally at once, numbered in an epoch of this node's own (Redis never
+//! numbered it: its channel is tainted, see [`taint`]), and one whose channel's
+//! subscriber connection is down is delivered locally by the publisher, with the offset
+//! the script gave it. Publications made on other nodes while this node's
 //! subscriber connections were down never reach its clients: each loss of a connection
 //! is counted (`herald_cluster_outages_total`) and logged with that consequence,
 //! `/healthz` names the backplane while any connection is down, and every connection
 //! reconnects with backoff and subscribes again to what the node needs then.
 //!
-//! Not here yet (issue 13): history and recovery across nodes (each node numbers what
-//! it delivers in its own streams, so a client recovers only on the node it left),
-//! cluster-wide presence, occupancy, HTTP API channel queries and webhooks (each node
-//! answers for its own clients), and `PUBLISH`'s count of receivers (0: they are
-//! reached when Redis hands the publication back, on every node).
+//! Not here yet (issue 13): Pusher resume marks across nodes, cluster-wide presence,
+//! occupancy and webhooks (each node answers for its own clients), filling a gap a
+//! node's subscriber outage left in what its connected clients received (they get what
+//! follows; a client that reconnects recovers it where history covers it), and
+//! `PUBLISH`'s count of receivers (0: they are reached when Redis hands the publication
+//! back, on every node).
 //!
 //! `rediss://` URLs connect with TLS (rustls), checked against the system's certificate
 //! store (or `SSL_CERT_FILE`).
