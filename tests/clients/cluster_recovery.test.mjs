@@ -144,6 +144,34 @@ test('socket.io: cut from its node, back on another, recovered from Redis: every
   await b.stop();
 });
 
+test('socket.io: cut, back on its own node while another published: recovered whole from Redis', async () => {
+  // While the client is away its node has nobody on the channel and stops hearing it from
+  // Redis; its own history of the channel then lacks what the other node published.
+  const [a, b] = [await node(), await node()];
+  const channels = ['orders.6'];
+  const proxy = await startCutProxy(a.httpPort);
+  started.push({ stop: () => proxy.close() });
+  const { s, got } = await sioClient(proxy, b, channels);
+  const ticks = ticking(b, channels);
+  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
+  const reconnected = once(s, 'connect');
+  proxy.cut({ hold: true });
+  const away = ticks.n;
+  await until(async () => ticks.n >= away + 100, 'ticks published while the client is away');
+  proxy.release();
+  await reconnected;
+  assert.equal(s.recovered, true, 'socket.recovered');
+  const back = ticks.n;
+  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= back + 20, 'ticks after the reconnect');
+  const last = ticks.stop();
+  b.publish(channels[0], 'Done', {});
+  await got.waitFor(([e]) => e === 'Done', 'the end marker');
+  checkTicks(got, channels, last);
+  s.disconnect();
+  await a.stop();
+  await b.stop();
+});
+
 test('socket.io: its node SIGKILLed mid-stream, back on another, recovered: every event once, in order', async () => {
   const [a, b] = [await node(), await node()];
   // A quiet channel beside the busy one: nothing published there since it joined, so where

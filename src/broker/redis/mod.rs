@@ -343,15 +343,23 @@ impl Cluster for RedisBroker {
         self.questions.answer_with(answerer);
     }
 
+    /// This node's history answers only if it reaches where Redis's stands: a stream with
+    /// nobody on it here (lingering for a client that may come back) no longer hears its
+    /// channel from Redis, and what it holds stops short. Redis unreachable: nothing can
+    /// say what was missed, so nothing is answered.
     fn since(&self, namespace: Namespace, channel: Bytes, offset: Offset) -> Reading<'_> {
         Box::pin(async move {
-            if let Ok(here) = self.local.since(&namespace, &channel, offset) {
-                return Ok(here);
-            }
-            if self.taints.covers(&namespace, &channel, offset) {
-                return Err(TooOld);
-            }
+            let here = self.local.since(&namespace, &channel, offset);
             let read = async {
+                let there = self.requests.position(&namespace, &channel).await?;
+                let reached = (here.as_ref().ok())
+                    .map(|here| here.last().and_then(|p| p.offset).unwrap_or(offset));
+                if reached.is_some() && reached == there {
+                    return Ok(history::Read::Found(here));
+                }
+                if self.taints.covers(&namespace, &channel, offset) {
+                    return Ok(history::Read::Found(Err(TooOld)));
+                }
                 let mut con = self.requests.connection().await?;
                 let read = history::since(&mut con, &namespace, &channel, offset).await;
                 read.inspect_err(|e| self.requests.failed(e))
