@@ -1,11 +1,12 @@
 // History and recovery across herald nodes (`--cluster redis://…`, a real redis-server): a
 // client whose node goes away comes back through a load balancer (a TCP proxy that now sends
 // new connections to another node) and recovers there everything it missed, exactly once, in
-// order, from the channel's history in Redis: socket.io-client's connection state recovery. The
-// node is cut off from the client (the network),
-// or SIGKILLed (its sessions never said goodbye). When redis-server itself restarts (without
-// persistence), delivery resumes in new epochs, and clients recover what history still covers
-// or are told it does not (recovered false). Pusher's resume is not across nodes yet: not here.
+// order, from the channel's history in Redis (socket.io-client's connection state recovery).
+// The node is cut off from the client (the network), or SIGKILLed (its sessions never said
+// goodbye). When redis-server itself restarts (without persistence), delivery resumes in new
+// epochs, and clients recover what history still covers or are told it does not (recovered
+// false). When only the nodes' subscriber connections drop, a connected client misses nothing.
+// Pusher's resume is not across nodes yet: not here.
 //
 // Publications go in by RESP on a node that stays up, ticking every few ms, so events are
 // published while the client is away. A node's backplane subscriptions take a moment: each
@@ -114,6 +115,18 @@ async function sioClient(proxy, publisher, channels) {
   return { s, got };
 }
 
+// Nodes A and B, a client on A (through a proxy) in `channels`, and B publishing ticks on
+// them: once the client has a few.
+async function streaming(channels) {
+  const [a, b] = [await node(), await node()];
+  const proxy = await startCutProxy(a.httpPort);
+  started.push({ stop: () => proxy.close() });
+  const { s, got } = await sioClient(proxy, b, channels);
+  const ticks = ticking(b, channels);
+  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
+  return { a, b, proxy, s, got, ticks };
+}
+
 // The record of an open socket.io session in Redis holds `channels` (a node writes it within a
 // second of a change, for a client to recover on another node should this one die).
 async function recordHolds(s, channels) {
@@ -154,13 +167,8 @@ test('socket.io: cut from its node, back on another, recovered from Redis: every
 test('socket.io: cut, back on its own node while another published: recovered whole from Redis', async () => {
   // While the client is away its node has nobody on the channel and stops hearing it from
   // Redis; its own history of the channel then lacks what the other node published.
-  const [a, b] = [await node(), await node()];
   const channels = ['orders.6'];
-  const proxy = await startCutProxy(a.httpPort);
-  started.push({ stop: () => proxy.close() });
-  const { s, got } = await sioClient(proxy, b, channels);
-  const ticks = ticking(b, channels);
-  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
+  const { a, b, proxy, s, got, ticks } = await streaming(channels);
   const reconnected = once(s, 'connect');
   proxy.cut({ hold: true });
   const away = ticks.n;
@@ -185,14 +193,9 @@ test('socket.io: its node SIGKILLed mid-stream, back on another, recovered: ever
 test('socket.io: its node SIGKILLed while two of its channels publish: not recovered, said so', async () => {
   // The client reports one offset; without its node's record of what it was sent, where it
   // stands on the other busy channel is unknown: a new session, never a guess.
-  const [a, b] = [await node(), await node()];
   const channels = ['orders.4', 'orders.5'];
-  const proxy = await startCutProxy(a.httpPort);
-  started.push({ stop: () => proxy.close() });
-  const { s, got } = await sioClient(proxy, b, channels);
+  const { a, b, proxy, s, ticks } = await streaming(channels);
   await recordHolds(s, channels);
-  const ticks = ticking(b, channels);
-  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
   const reconnected = once(s, 'connect');
   proxy.target = b.httpPort;
   await a.kill();
@@ -223,9 +226,11 @@ test('redis-server restarted mid-stream: delivery resumes; a gap history covers 
   p2.cut({ hold: true });
   await redis.start();
   for (const h of [a, b]) await until(async () => await metric(h, 'herald_cluster_up') === 1, 'the backplane back');
-  const resumed = await one.got.waitFor(([e, , , o]) => e === 'Tick' && o.split('-')[0] !== before,
+  // What B published while it could not reach Redis reached only B's clients; from here on
+  // every tick goes through Redis.
+  const from = ticks.n + 1;
+  await one.got.waitFor(([e, , d, o]) => e === 'Tick' && d.n >= from && o.split('-')[0] !== before,
     'ticks numbered in a new epoch: delivery resumed');
-  const from = resumed[2].n;
 
   // `two` stood in the lost history: told it is not recovered.
   p2.release();
@@ -249,6 +254,22 @@ test('redis-server restarted mid-stream: delivery resumes; a gap history covers 
   assert.ok(got.every((n, i) => i === 0 || n > got[i - 1]), 'never a duplicate, never out of order');
   one.s.disconnect();
   two.s.disconnect();
+  await a.stop();
+  await b.stop();
+});
+
+test("a node's subscriber connections killed mid-stream: its connected client misses nothing (the gap is read from history)", async () => {
+  const channels = ['orders.8'];
+  const { a, b, s, got, ticks } = await streaming(channels);
+  // Redis drops every pub/sub connection (as a restart of its connections would); the
+  // nodes reconnect with backoff, and ticks published meanwhile never reach node A live.
+  await redisCli(redis.port, 'CLIENT', 'KILL', 'TYPE', 'pubsub');
+  await until(async () => await metric(a, 'herald_cluster_outages_total') > 0, 'node A to see its loss');
+  await until(async () => await metric(a, 'herald_cluster_up') === 1, 'node A back on the backplane');
+  await finish(got, ticks, b, channels);
+  assert.equal(s.recovered, false, 'never reconnected: the gap was filled live');
+  assert.ok(await metric(a, 'herald_cluster_gap_filled_total') > 0, 'filled from the history');
+  s.disconnect();
   await a.stop();
   await b.stop();
 });

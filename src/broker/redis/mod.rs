@@ -37,17 +37,19 @@
 //! `/healthz` names the backplane while any connection is down, and every connection
 //! reconnects with backoff and subscribes again to what the node needs then.
 //!
+//! What a subscriber connection missed while it was down is read from the history when
+//! the channel's next publication shows the gap ([`gaps`]).
+//!
 //! Not here yet (issue 13): Pusher resume marks across nodes, cluster-wide presence,
-//! occupancy and webhooks (each node answers for its own clients), filling a gap a
-//! node's subscriber outage left in what its connected clients received (they get what
-//! follows; a client that reconnects recovers it where history covers it), and
-//! `PUBLISH`'s count of receivers (0: they are reached when Redis hands the publication
-//! back, on every node).
+//! occupancy and webhooks (each node answers for its own clients), and `PUBLISH`'s count
+//! of receivers (0: they are reached when Redis hands the publication back, on every
+//! node).
 //!
 //! `rediss://` URLs connect with TLS (rustls), checked against the system's certificate
 //! store (or `SSL_CERT_FILE`).
 
 mod ask;
+mod gaps;
 mod history;
 mod requests;
 mod subscriptions;
@@ -108,7 +110,7 @@ enum Outgoing {
 pub struct RedisBroker {
     local: Arc<MemoryBroker>,
     links: Arc<Links>,
-    requests: Requests,
+    requests: Arc<Requests>,
     /// Channels this node numbered publications of while Redis could not: see
     /// [`taint`].
     taints: Arc<Taints>,
@@ -134,6 +136,10 @@ struct Links {
     unanswered: Counter,
     /// History reads that Redis did not answer.
     history_unread: Counter,
+    /// Publications a subscriber connection missed, read from the history and delivered.
+    gap_filled: Counter,
+    /// Gaps in what a subscriber connection received that the history could not fill.
+    gap_unfilled: Counter,
     /// Set once the current outage's local-only delivery was logged.
     local_only_said: AtomicBool,
 }
@@ -227,6 +233,8 @@ impl RedisBroker {
             malformed: Counter::new(),
             unanswered: Counter::new(),
             history_unread: Counter::new(),
+            gap_filled: Counter::new(),
+            gap_unfilled: Counter::new(),
             local_only_said: AtomicBool::new(false),
         });
         let limits = local.history_limits();
@@ -247,6 +255,7 @@ impl RedisBroker {
             Numbering { node, limits },
             stop.clone(),
         ));
+        let requests = Arc::new(Requests::new(client.clone(), RESPONSE_TIMEOUT));
         let mut shares = Vec::with_capacity(CONNECTIONS);
         for i in 0..CONNECTIONS {
             let (share, wanted) = watch::channel(Wanted::default());
@@ -260,6 +269,7 @@ impl RedisBroker {
                     links: links.clone(),
                     questions: questions.clone(),
                     outgoing: outgoing.clone(),
+                    requests: requests.clone(),
                 },
                 stop.clone(),
             ));
@@ -276,7 +286,7 @@ impl RedisBroker {
         Arc::new(RedisBroker {
             local,
             links,
-            requests: Requests::new(client, RESPONSE_TIMEOUT),
+            requests,
             taints,
             questions,
             outgoing,
@@ -616,6 +626,16 @@ impl Broker for RedisBroker {
                 "counter",
                 l.history_unread.get(),
             ),
+            (
+                "herald_cluster_gap_filled_total",
+                "counter",
+                l.gap_filled.get(),
+            ),
+            (
+                "herald_cluster_gap_unfilled_total",
+                "counter",
+                l.gap_unfilled.get(),
+            ),
             ("herald_cluster_up", "gauge", l.all_up() as u64),
         ]);
         rows
@@ -919,7 +939,11 @@ async fn subscriber(
                         Err(_) => return,
                     },
                     message = stream.next() => match message {
-                        Some(message) => receiver.receive(message, &mut last),
+                        Some(message) => {
+                            if let Some(gap) = receiver.receive(message, &mut last) {
+                                receiver.fill(gap).await;
+                            }
+                        }
                         None => break Some("connection closed".to_string()),
                     },
                 }
@@ -981,6 +1005,8 @@ struct Receiver {
     questions: Arc<Questions>,
     /// Where answers to other nodes' questions go out.
     outgoing: mpsc::Sender<Outgoing>,
+    /// Where a gap in what arrives is read from ([`gaps`]).
+    requests: Arc<Requests>,
 }
 
 impl Receiver {
@@ -988,7 +1014,7 @@ impl Receiver {
     /// node's, or a publication, published into the local broker unless this connection
     /// already had it (two patterns of a connection that match one channel each bring a
     /// copy; a batch sent again after a lost reply brings another).
-    fn receive(&self, message: redis::Msg, last: &mut Latest) {
+    fn receive(&self, message: redis::Msg, last: &mut Latest) -> Option<gaps::Gap> {
         let asked = (!message.from_pattern())
             .then(|| {
                 self.questions
@@ -1008,21 +1034,43 @@ impl Receiver {
                     );
                 }
             }
-            return;
+            return None;
         }
         match wire::decode(Bytes::copy_from_slice(message.get_payload_bytes())) {
             Ok((stamp, publication)) => {
                 if !last.newer(stamp) {
-                    return;
+                    return None;
                 }
                 self.links.received.inc();
-                self.local.publish(publication);
+                match gaps::after_gap(&self.local, publication) {
+                    Ok(gap) => return Some(gap),
+                    Err(publication) => {
+                        self.local.publish(publication);
+                    }
+                }
             }
             Err(wire::Malformed) => {
                 self.links.malformed.inc();
                 tracing::warn!(
                     channel = message.get_channel_name(),
                     "a backplane message herald cannot read (another herald version?): dropped"
+                );
+            }
+        }
+        None
+    }
+
+    /// Deliver what this connection missed before the publication of `gap`, then it.
+    async fn fill(&self, gap: gaps::Gap) {
+        match gaps::fill(&self.local, &self.requests, gap).await {
+            gaps::Filled::Whole(n) => self.links.gap_filled.add(n),
+            gaps::Filled::Not(why) => {
+                self.links.gap_unfilled.inc();
+                tracing::warn!(
+                    redis = %self.links.address, why,
+                    "publications this node did not hear from Redis could not be read from the \
+                     history: its clients of that channel missed them (one that reconnects \
+                     recovers them where the history still covers them, or is told it is not)"
                 );
             }
         }
