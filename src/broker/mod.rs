@@ -307,6 +307,22 @@ pub trait Cluster: Send + Sync {
     fn malformed(&self, what: &str);
 }
 
+/// Where a stream stands, as [`Broker::position`] answers it, in the whole cluster's
+/// history when this node is part of one (None there: no history, or Redis unreachable).
+pub async fn position(
+    broker: &dyn Broker,
+    namespace: &Namespace,
+    channel: &[u8],
+) -> Option<Offset> {
+    match broker.cluster() {
+        Some(c) => {
+            let channel = Bytes::copy_from_slice(channel);
+            c.position(namespace.clone(), channel).await.ok().flatten()
+        }
+        None => broker.position(namespace, channel),
+    }
+}
+
 /// The publications of a stream after `offset`, as [`Broker::since`] answers them, from
 /// the whole cluster's history when this node is part of one.
 pub async fn missed(

@@ -20,6 +20,7 @@ import { startHerald, laravelPayload, once, metric, redisCli } from './lib/heral
 import { inbox, until, within, subscribe } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
 import { startCutProxy } from './lib/cut-proxy.mjs';
+import { sdk } from './pusher_fixtures.mjs';
 
 let redis;
 const started = [];
@@ -270,6 +271,23 @@ test("a node's subscriber connections killed mid-stream: its connected client mi
   assert.equal(s.recovered, false, 'never reconnected: the gap was filled live');
   assert.ok(await metric(a, 'herald_cluster_gap_filled_total') > 0, 'filled from the history');
   s.disconnect();
+  await a.stop();
+  await b.stop();
+});
+
+test("the HTTP API's history read on one node answers from the cluster's history", async () => {
+  // Nobody is subscribed anywhere: node A never heard the channel, Redis kept it.
+  const [a, b] = [await node(), await node()];
+  const read = async (h, params) => (await sdk(h).get({ path: '/channels/orders.h/events', params })).json();
+  const { position: start } = await read(a, {});
+  for (let n = 1; n <= 3; n++) await sdk(b).trigger('orders.h', 'Paid', { n });
+  const { position } = await read(b, {});
+  const epoch = position.split('-')[0];
+  assert.equal(start, null, 'no history before the first publication');
+  const got = await read(a, { after: `${epoch}-0` });
+  assert.deepEqual(got.events.map((e) => [e.offset, e.data]),
+    [1, 2, 3].map((n) => [`${epoch}-${n}`, `{"n":${n}}`]));
+  assert.equal(got.position, `${epoch}-3`);
   await a.stop();
   await b.stop();
 });
