@@ -374,7 +374,9 @@ pub trait Broker: Send + Sync {
     /// The publications of a stream after `offset`, oldest first, each with its
     /// offset: none when `offset` is the stream's last (nothing was missed); [`TooOld`]
     /// when the broker cannot give all of them (another epoch, ahead of the stream, or
-    /// history after it expired or evicted; no such stream). Never some of them.
+    /// history after it expired or evicted; no such stream). Never some of them. This
+    /// node's history only: an edge asks [`missed`], which in a cluster reads the whole
+    /// cluster's.
     fn since(
         &self,
         namespace: &Namespace,
