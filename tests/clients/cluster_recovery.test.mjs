@@ -291,3 +291,43 @@ test("the HTTP API's history read on one node answers from the cluster's history
   await a.stop();
   await b.stop();
 });
+
+test('subscriber connections killed while both nodes publish: clients of both get every tick once, in one order', async () => {
+  // While its subscriber connection is down a node delivers its own publications itself,
+  // with Redis's offsets: what it missed of the other node's comes first, from the history.
+  const [a, b] = [await node(), await node()];
+  const channel = 'orders.9';
+  const clients = [];
+  for (const [h, other] of [[a, b], [b, a]]) {
+    const s = io(h.url, fast);
+    const got = recorder(s);
+    await once(s, 'connect');
+    await subscribe(s, channel);
+    await probe(other, channel, got, ([e]) => e === 'Probe');
+    clients.push({ s, got });
+  }
+  let n = 0;
+  const timer = setInterval(() => { n += 1; (n % 2 ? a : b).publish(channel, 'Tick', { n }); }, 5);
+  await clients[0].got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
+  await redisCli(redis.port, 'CLIENT', 'KILL', 'TYPE', 'pubsub');
+  for (const h of [a, b]) {
+    await until(async () => await metric(h, 'herald_cluster_outages_total') > 0, 'the loss seen');
+    await until(async () => await metric(h, 'herald_cluster_up') === 1, 'the backplane back');
+  }
+  const back = n;
+  await clients[0].got.waitFor(([e, , d]) => e === 'Tick' && d.n >= back + 20, 'ticks after');
+  clearInterval(timer);
+  const last = n;
+  a.publish(channel, 'Done', {});
+  const orders = [];
+  for (const { s, got } of clients) {
+    await got.waitFor(([e]) => e === 'Done', 'the end marker');
+    orders.push(got.items.filter(([e]) => e === 'Tick').map(([, , d]) => d.n));
+    s.disconnect();
+  }
+  const all = Array.from({ length: last }, (_, i) => i + 1);
+  for (const order of orders) assert.deepEqual([...order].sort((x, y) => x - y), all, 'every tick once');
+  assert.deepEqual(orders[0], orders[1], 'one order on both nodes');
+  await a.stop();
+  await b.stop();
+});

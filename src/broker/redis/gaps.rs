@@ -4,7 +4,9 @@
 //!
 //! Redis numbers every publication of a channel, so a node that receives `E-n` while its
 //! stream of the channel stands at `E-m`, `m + 1 < n`, knows it missed `m+1..n-1`. Before
-//! `E-n` is delivered, the subscriber connection that carries the channel reads them from
+//! `E-n` is delivered, the task delivering it (the subscriber connection that carries the
+//! channel, or the publisher delivering the node's own while that connection is down)
+//! reads them from
 //! the channel's history in Redis ([`super::history::since`]) and delivers them, in order,
 //! each with its offset: the node's clients get what they missed exactly once and in
 //! order, with no reconnect. The connection's other channels wait for that one round

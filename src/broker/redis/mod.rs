@@ -114,6 +114,8 @@ pub struct RedisBroker {
     /// Channels this node numbered publications of while Redis could not: see
     /// [`taint`].
     taints: Arc<Taints>,
+    /// Where publications Redis will not bring back are delivered.
+    here: Here,
     questions: Arc<Questions>,
     outgoing: mpsc::Sender<Outgoing>,
     /// Woken by every (un)subscribe: the planner recomputes what the node needs.
@@ -181,6 +183,22 @@ impl Links {
         tracing::info!(redis = %self.address, connection = what, "backplane connected");
     }
 
+    /// Count (and log) what filling a gap came to.
+    fn filled(&self, filled: gaps::Filled) {
+        match filled {
+            gaps::Filled::Whole(n) => self.gap_filled.add(n),
+            gaps::Filled::Not(why) => {
+                self.gap_unfilled.inc();
+                tracing::warn!(
+                    redis = %self.address, why,
+                    "publications this node did not hear from Redis could not be read from the \
+                     history: its clients of that channel missed them (one that reconnects \
+                     recovers them where the history still covers them, or is told it is not)"
+                );
+            }
+        }
+    }
+
     fn delivered_locally_only(&self) {
         self.local_only.inc();
         if !self.local_only_said.swap(true, Ordering::Relaxed) {
@@ -240,6 +258,12 @@ impl RedisBroker {
         let limits = local.history_limits();
         let local = Arc::new(local);
         let taints = Arc::new(Taints::new(limits.ttl));
+        let requests = Arc::new(Requests::new(client.clone(), RESPONSE_TIMEOUT));
+        let here = Here {
+            local: local.clone(),
+            taints: taints.clone(),
+            requests: requests.clone(),
+        };
         let (outgoing, queue) = mpsc::channel(QUEUE);
         let interest_changed = Arc::new(Notify::new());
         let node = rand::random::<u64>();
@@ -247,15 +271,11 @@ impl RedisBroker {
         tokio::spawn(publisher(
             client.clone(),
             queue,
-            Here {
-                local: local.clone(),
-                taints: taints.clone(),
-            },
+            here.clone(),
             links.clone(),
             Numbering { node, limits },
             stop.clone(),
         ));
-        let requests = Arc::new(Requests::new(client.clone(), RESPONSE_TIMEOUT));
         let mut shares = Vec::with_capacity(CONNECTIONS);
         for i in 0..CONNECTIONS {
             let (share, wanted) = watch::channel(Wanted::default());
@@ -288,6 +308,7 @@ impl RedisBroker {
             links,
             requests,
             taints,
+            here,
             questions,
             outgoing,
             interest_changed,
@@ -470,11 +491,7 @@ impl Broker for RedisBroker {
             return 0;
         }
         self.links.delivered_locally_only();
-        Here {
-            local: self.local.clone(),
-            taints: self.taints.clone(),
-        }
-        .unnumbered(p)
+        self.here.unnumbered(p)
     }
 
     fn stream_subscribe(
@@ -657,18 +674,23 @@ async fn back_off(backoff: &mut Duration, stop: &CancellationToken) -> bool {
 struct Here {
     local: Arc<MemoryBroker>,
     taints: Arc<Taints>,
+    /// Where a gap before it is read from ([`gaps`]).
+    requests: Arc<Requests>,
 }
 
 impl Here {
-    /// Delivered here with the offset Redis gave it (None: unknown, numbered here).
-    fn numbered(&self, mut p: Publication, offset: Option<Offset>) {
-        match offset {
-            Some(_) => {
-                p.offset = offset;
+    /// Delivered here with the offset Redis gave it (None: unknown, numbered here),
+    /// after what this node missed before it, if anything ([`gaps`]).
+    async fn numbered(&self, mut p: Publication, offset: Option<Offset>, links: &Links) {
+        if offset.is_none() {
+            self.unnumbered(p);
+            return;
+        }
+        p.offset = offset;
+        match gaps::after_gap(&self.local, p) {
+            Ok(gap) => links.filled(gaps::fill(&self.local, &self.requests, gap).await),
+            Err(p) => {
                 self.local.publish(p);
-            }
-            None => {
-                self.unnumbered(p);
             }
         }
     }
@@ -811,7 +833,10 @@ async fn publisher(
                                 publication,
                                 here: true,
                                 ..
-                            } => here.numbered(publication, history::numbered(&reply)),
+                            } => {
+                                let offset = history::numbered(&reply);
+                                here.numbered(publication, offset, &links).await;
+                            }
                             _ => {}
                         }
                     }
@@ -1062,18 +1087,7 @@ impl Receiver {
 
     /// Deliver what this connection missed before the publication of `gap`, then it.
     async fn fill(&self, gap: gaps::Gap) {
-        match gaps::fill(&self.local, &self.requests, gap).await {
-            gaps::Filled::Whole(n) => self.links.gap_filled.add(n),
-            gaps::Filled::Not(why) => {
-                self.links.gap_unfilled.inc();
-                tracing::warn!(
-                    redis = %self.links.address, why,
-                    "publications this node did not hear from Redis could not be read from the \
-                     history: its clients of that channel missed them (one that reconnects \
-                     recovers them where the history still covers them, or is told it is not)"
-                );
-            }
-        }
+        (self.links).filled(gaps::fill(&self.local, &self.requests, gap).await);
     }
 }
 
