@@ -255,6 +255,15 @@ impl<V: Weigh> Ring<V> {
         }
     }
 
+    /// Stand at `offset`, holding nothing: where a stream that has numbered nothing yet
+    /// learns its history stands elsewhere (a cluster's).
+    pub fn restart_at(&mut self, offset: Offset) {
+        self.entries.clear();
+        self.vacate();
+        self.epoch = offset.epoch;
+        self.latest = offset.seq;
+    }
+
     /// Append the publication numbered `offset`, which arrived at `now`. If `offset` does
     /// not follow [`Ring::latest`] (another epoch, or a skipped number), what the ring held
     /// can no longer be served and is dropped: `since` answers [`TooOld`] before `offset`.

@@ -355,6 +355,24 @@ impl Streams {
         n
     }
 
+    /// The stream, if it has numbered nothing since it was made here, stands at `offset`
+    /// (where the cluster's history of its channel stands): what follows `offset` and
+    /// does not reach this node then shows as a gap. True if it did.
+    pub fn stand_at(&self, namespace: &Namespace, channel: &[u8], offset: Offset) -> bool {
+        let mut shard = self.map.write(channel);
+        let stream = shard
+            .get_mut(channel)
+            .and_then(|streams| streams.iter_mut().find(|s| s.namespace == *namespace));
+        match stream {
+            Some(s) if s.minted && s.ring.latest().seq == 0 => {
+                s.ring.restart_at(offset);
+                s.minted = false;
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn position(&self, namespace: &Namespace, channel: &[u8]) -> Option<Offset> {
         self.map.with(channel, |streams| {
             streams?

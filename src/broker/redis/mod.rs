@@ -396,7 +396,15 @@ impl Cluster for RedisBroker {
                 read.inspect_err(|e| self.requests.failed(e))
             };
             match read.await {
-                Ok(history::Read::Found(found)) => found,
+                Ok(history::Read::Found(Ok(missed))) => {
+                    // A stream made here for the client (a recovery on this node) stands
+                    // where Redis's did: what it then misses before its subscription to
+                    // Redis is in place shows as a gap, and is filled ([`gaps`]).
+                    let reached = missed.last().and_then(|p| p.offset).unwrap_or(offset);
+                    self.local.stand_at(&namespace, &channel, reached);
+                    Ok(missed)
+                }
+                Ok(history::Read::Found(Err(TooOld))) => Err(TooOld),
                 Ok(history::Read::Malformed) => {
                     self.malformed("an entry of a channel's history (its client is not recovered)");
                     Err(TooOld)
