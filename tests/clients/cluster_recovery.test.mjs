@@ -141,11 +141,12 @@ async function recordHolds(s, channels) {
 // Move the client from node `from` to node `to`: `leave(from)` ends its connection there
 // (a cut, a SIGKILL), the proxy sends it to `to`; it must come back recovered and get every
 // tick once, in order.
-async function sioMoves({ from, to, channels, quiet = [], leave }) {
+async function sioMoves({ from, to, channels, quiet = [], silent = [], leave }) {
   const proxy = await startCutProxy(from.httpPort);
   started.push({ stop: () => proxy.close() });
   const { s, got } = await sioClient(proxy, to, [...channels, ...quiet]);
-  await recordHolds(s, [...channels, ...quiet]);
+  for (const c of silent) await subscribe(s, c);
+  await recordHolds(s, [...channels, ...quiet, ...silent]);
   const ticks = ticking(to, channels);
   await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
   const reconnected = once(s, 'connect');
@@ -160,7 +161,8 @@ async function sioMoves({ from, to, channels, quiet = [], leave }) {
 
 test('socket.io: cut from its node, back on another, recovered from Redis: every event once, in order', async () => {
   const [a, b] = [await node(), await node()];
-  await sioMoves({ from: a, to: b, channels: ['orders.1', 'orders.2'], leave: (proxy) => proxy.cut() });
+  // A silent channel beside: nothing was ever published there.
+  await sioMoves({ from: a, to: b, channels: ['orders.1', 'orders.2'], silent: ['silent.1'], leave: (proxy) => proxy.cut() });
   await a.stop();
   await b.stop();
 });
@@ -187,7 +189,9 @@ test('socket.io: its node SIGKILLed mid-stream, back on another, recovered: ever
   const [a, b] = [await node(), await node()];
   // A quiet channel beside the busy one: nothing published there since it joined, so where
   // the client stands there is known without its node.
-  await sioMoves({ from: a, to: b, channels: ['orders.3'], quiet: ['quiet.3'], leave: () => a.kill() });
+  await sioMoves({
+    from: a, to: b, channels: ['orders.3'], quiet: ['quiet.3'], silent: ['silent.3'], leave: () => a.kill(),
+  });
   await b.stop();
 });
 

@@ -383,6 +383,19 @@ impl Cluster for RedisBroker {
             let here = self.local.since(&namespace, &channel, offset);
             let read = async {
                 let there = self.requests.position(&namespace, &channel).await?;
+                if there.is_none() && offset.seq == 0 {
+                    // The client stood before anything of an epoch (a stream that had
+                    // numbered nothing when it joined), and the cluster holds no history of
+                    // the channel: nothing was published within a history TTL. What this
+                    // node numbered itself meanwhile, its own stream answers (in the
+                    // client's epoch), or refuses (in another).
+                    let answer = match self.local.position(&namespace, &channel) {
+                        Some(at) if at.epoch == offset.epoch => here,
+                        Some(at) if at.seq > 0 => Err(TooOld),
+                        _ => Ok(Vec::new()),
+                    };
+                    return Ok(history::Read::Found(answer));
+                }
                 let reached = (here.as_ref().ok())
                     .map(|here| here.last().and_then(|p| p.offset).unwrap_or(offset));
                 if reached.is_some() && reached == there {
