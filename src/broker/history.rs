@@ -52,14 +52,16 @@
 //! A stream dropped and created again gets a fresh epoch, so an offset of the old one is
 //! answered [`TooOld`]: herald no longer knows what that client missed.
 //!
-//! # A Redis implementation (the cluster issue)
-//! The same answers from a Redis stream per channel: `XADD key MAXLEN <size> 0-<seq>`
-//! plus a small hash with the stream's epoch and latest seq (a missing hash means the
-//! history was lost: a new epoch), both given `EXPIRE <ttl>` on each publication, in one
-//! script with the publish so every node sees one order. `since` reads the hash and
-//! `XRANGE key 0-<X+1> +`, and answers `TooOld` on the same three conditions (the first ID
-//! returned is not X+1). The memory budget is Redis's `maxmemory`; TTL is per stream
-//! (entries live while the stream is active, bounded by MAXLEN), as in centrifuge.
+//! # In Redis (`--cluster`)
+//! The same answers from a Redis stream per channel (`broker/redis/history.rs`):
+//! `XADD key MAXLEN <size> 0-<seq>` plus a small hash with the stream's epoch and latest
+//! seq (a missing hash means the history was lost: a new epoch), both given the TTL on
+//! each publication, in one script with the publish so every node sees one order. `since`
+//! reads the hash and `XRANGE key 0-<X+1> +`, and answers `TooOld` on the same three
+//! conditions (the first ID returned is not X+1). The memory budget is Redis's
+//! `maxmemory`; TTL is per stream (entries live while the stream is active, bounded by
+//! MAXLEN), as in centrifuge. Each node's rings keep what passes through it, numbered by
+//! Redis, and answer first.
 
 use super::offset::{Epoch, Offset};
 use crate::metrics::Counter;
@@ -251,6 +253,15 @@ impl<V: Weigh> Ring<V> {
             epoch: self.epoch,
             seq: self.latest,
         }
+    }
+
+    /// Stand at `offset`, holding nothing: where a stream that has numbered nothing yet
+    /// learns its history stands elsewhere (a cluster's).
+    pub fn restart_at(&mut self, offset: Offset) {
+        self.entries.clear();
+        self.vacate();
+        self.epoch = offset.epoch;
+        self.latest = offset.seq;
     }
 
     /// Append the publication numbered `offset`, which arrived at `now`. If `offset` does

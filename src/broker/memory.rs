@@ -40,6 +40,16 @@ impl MemoryBroker {
             stats: BrokerStats::default(),
         }
     }
+
+    /// A stream that has numbered nothing yet stands at `offset` (see `streams.rs`).
+    pub fn stand_at(&self, namespace: &Namespace, channel: &[u8], offset: Offset) -> bool {
+        self.streams.stand_at(namespace, channel, offset)
+    }
+
+    /// How much history it keeps.
+    pub fn history_limits(&self) -> HistoryLimits {
+        *self.streams.history().limits()
+    }
 }
 
 impl Broker for MemoryBroker {
@@ -274,6 +284,30 @@ mod tests {
 
     fn app(id: &str) -> Namespace {
         Namespace::App(id.into())
+    }
+
+    #[test]
+    fn a_stream_that_numbered_nothing_stands_where_it_is_told_and_numbers_on_from_there() {
+        let b = MemoryBroker::new();
+        let e = Edge::new();
+        let ns = Namespace::Default;
+        let there = Offset {
+            epoch: Epoch(0xc1),
+            seq: 5,
+        };
+        assert!(!b.stand_at(&ns, b"a", there), "no stream");
+        b.stream_subscribe(&ns, b"a", e.clone());
+        assert!(b.stand_at(&ns, b"a", there));
+        assert_eq!(b.position(&ns, b"a"), Some(there));
+        assert_eq!(b.since(&ns, b"a", there), Ok(vec![]));
+        let mut p = on(&ns, "a");
+        p.offset = Some(Offset { seq: 6, ..there });
+        b.publish(p);
+        assert_eq!(e.offsets(), [Offset { seq: 6, ..there }]);
+        assert!(!b.stand_at(&ns, b"a", there), "it numbered something");
+        b.stream_subscribe(&ns, b"b", e.clone());
+        b.publish(on(&ns, "b"));
+        assert!(!b.stand_at(&ns, b"b", there), "numbered here");
     }
 
     #[test]

@@ -223,10 +223,10 @@ pub struct Interest {
     /// Not the streams lingering after their last subscriber left. A lingering stream
     /// records what is published for the client that may come back, but this node
     /// needs no backplane subscription for that: in a cluster a channel's history is
-    /// written where it is published (the Redis broker's publish script appends to the
-    /// channel's Redis stream, see [`history`]), and a recovering client reads it from
-    /// there. The memory broker records what passes through this node, which alone is
-    /// every publication.
+    /// written where it is published (the Redis broker's script appends it to the
+    /// channel's Redis stream), and a recovering client whose node no longer holds what
+    /// it missed reads it from there ([`Cluster::since`]). The memory broker records what
+    /// passes through this node, which alone is every publication.
     pub streams: Vec<InNamespace>,
     /// Stream patterns edges hold whatever their clients (the Pusher apps' cache
     /// channels, socket.io's broadcast-to-all), sorted, each once.
@@ -276,12 +276,68 @@ pub struct Unreachable;
 pub type Asking<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Answers, Unreachable>> + Send + 'a>>;
 
-/// What the nodes of a cluster ask one another: questions about their clients.
+/// A future [`Cluster::since`] returns.
+pub type Reading<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<Publication>, TooOld>> + Send + 'a>,
+>;
+
+/// A future [`Cluster::keep`] and [`Cluster::take`] return.
+pub type Keeping<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, Unreachable>> + Send + 'a>>;
+
+/// What the nodes of a cluster ask one another (questions about their clients), and
+/// what they share: channels' history and the sessions kept for recovery.
 pub trait Cluster: Send + Sync {
     /// Ask every node (this one included) `question`, and wait (boundedly) for the answers.
     fn ask(&self, question: Bytes) -> Asking<'_>;
     /// Who answers the questions on this node (the first call wins).
     fn answer_with(&self, answerer: Arc<dyn Answerer>);
+    /// [`Broker::since`], from this node's history if it holds it all, else from the
+    /// cluster's: what a client back on any node missed.
+    fn since(&self, namespace: Namespace, channel: Bytes, offset: Offset) -> Reading<'_>;
+    /// Keep `value` under `key` (an edge's recovery session) for `ttl`, for any node.
+    fn keep(&self, key: String, value: Bytes, ttl: std::time::Duration) -> Keeping<'_, ()>;
+    /// Take what is kept under `keys`, all at once: once, on one node.
+    fn take(&self, keys: Vec<String>) -> Keeping<'_, Vec<Option<Bytes>>>;
+    /// Keep what is kept under `keys` for `ttl` from now.
+    fn prolong(&self, keys: Vec<String>, ttl: std::time::Duration) -> Keeping<'_, ()>;
+    /// Where the cluster's history of a channel stands (None: it has none).
+    fn position(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, Option<Offset>>;
+    /// Something read from the cluster (`what`) cannot be read: counted and logged.
+    fn malformed(&self, what: &str);
+}
+
+/// Where a stream stands, as [`Broker::position`] answers it, in the whole cluster's
+/// history when this node is part of one (None there: no history, or Redis unreachable).
+pub async fn position(
+    broker: &dyn Broker,
+    namespace: &Namespace,
+    channel: &[u8],
+) -> Option<Offset> {
+    match broker.cluster() {
+        Some(c) => {
+            let channel = Bytes::copy_from_slice(channel);
+            c.position(namespace.clone(), channel).await.ok().flatten()
+        }
+        None => broker.position(namespace, channel),
+    }
+}
+
+/// The publications of a stream after `offset`, as [`Broker::since`] answers them, from
+/// the whole cluster's history when this node is part of one.
+pub async fn missed(
+    broker: &dyn Broker,
+    namespace: &Namespace,
+    channel: &[u8],
+    offset: Offset,
+) -> Result<Vec<Publication>, TooOld> {
+    match broker.cluster() {
+        Some(c) => {
+            let channel = Bytes::copy_from_slice(channel);
+            c.since(namespace.clone(), channel, offset).await
+        }
+        None => broker.since(namespace, channel, offset),
+    }
 }
 
 /// The broker: publish, subscribe and unsubscribe interest, read history.
@@ -318,7 +374,9 @@ pub trait Broker: Send + Sync {
     /// The publications of a stream after `offset`, oldest first, each with its
     /// offset: none when `offset` is the stream's last (nothing was missed); [`TooOld`]
     /// when the broker cannot give all of them (another epoch, ahead of the stream, or
-    /// history after it expired or evicted; no such stream). Never some of them.
+    /// history after it expired or evicted; no such stream). Never some of them. This
+    /// node's history only: an edge asks [`missed`], which in a cluster reads the whole
+    /// cluster's.
     fn since(
         &self,
         namespace: &Namespace,

@@ -32,9 +32,11 @@ pub struct Offset {
 /// count: no other process's epochs (an earlier run of this one, another node of the
 /// cluster, another process sharing this machine's ports) are the same but by a chance
 /// of about one in 2^64 per epoch. Only their equality means anything: an offset of
-/// another process's stream is then never mistaken for one of ours (a client that comes
-/// back to another node is told its gap cannot be filled, not given that node's
-/// numbering).
+/// another process's stream is then never mistaken for one of ours. In a cluster a
+/// channel's epoch is made once in Redis, from the candidate of the node that first
+/// publishes on it, so it is the same on every node; a node's own epochs number only what
+/// it delivered while Redis could not (a client of another node is told its gap cannot
+/// be filled, not given this node's numbering).
 static BASE: OnceLock<u64> = OnceLock::new();
 static COUNT: AtomicU64 = AtomicU64::new(0);
 

@@ -104,9 +104,38 @@ struct Stream {
     subscribers: Keyed<Counted>,
     /// When its last subscriber left, while it has none: it lingers (see the module doc).
     left: Option<Instant>,
+    /// Whether its epoch was made on this node (true but in a cluster, where offsets
+    /// mostly come from Redis: see [`Stream::number`]).
+    minted: bool,
 }
 
 impl Stream {
+    /// The offset of a publication that comes with `given` (a cluster's, from Redis) or
+    /// none (numbered here). None for a copy: `given` is not past the latest. A
+    /// publication numbered here after offsets from elsewhere starts an epoch of this
+    /// node's, so no offset of the cluster's names a publication it never numbered.
+    fn number(&mut self, given: Option<Offset>) -> Option<Offset> {
+        let last = self.ring.latest();
+        match given {
+            Some(o) if o.epoch == last.epoch && o.seq <= last.seq => None,
+            Some(o) => {
+                self.minted = false;
+                Some(o)
+            }
+            None if self.minted => Some(Offset {
+                seq: last.seq + 1,
+                ..last
+            }),
+            None => {
+                self.minted = true;
+                Some(Offset {
+                    epoch: Epoch::fresh(),
+                    seq: 1,
+                })
+            }
+        }
+    }
+
     fn receives(&self, id: SubscriberId) -> bool {
         self.subscribers.get(id).is_some_and(|c| c.count > 0)
     }
@@ -196,6 +225,7 @@ impl Streams {
                     ring: self.history.ring(Epoch::fresh()),
                     subscribers: Keyed::default(),
                     left: None,
+                    minted: true,
                 });
                 streams.len() - 1
             }
@@ -264,9 +294,10 @@ impl Streams {
         removed
     }
 
-    /// Number `p` in its stream, if it has one, keep it in the stream's history, and
-    /// deliver it to the stream's subscribers and the matching patterns' holders, each
-    /// once. Inlined, so that a publication no stream or pattern can take costs a few
+    /// Number `p` in its stream, if it has one (a cluster's publication comes numbered by
+    /// Redis, and a copy of one already here is dropped), keep it in the stream's
+    /// history, and deliver it to the stream's subscribers and the matching patterns'
+    /// holders, each once. Inlined, so that a publication no stream or pattern can take costs a few
     /// loads.
     #[inline]
     pub fn publish(&self, p: &mut Publication) -> usize {
@@ -291,10 +322,8 @@ impl Streams {
                 .get_mut(p.channel())
                 .and_then(|streams| streams.iter_mut().find(|s| s.namespace == p.namespace));
             if let Some(stream) = stream {
-                let last = stream.ring.latest();
-                let offset = Offset {
-                    seq: last.seq + 1,
-                    ..last
+                let Some(offset) = stream.number(p.offset) else {
+                    return 0;
                 };
                 p.offset = Some(offset);
                 let kept = match self.history.limits().size {
@@ -324,6 +353,24 @@ impl Streams {
             }
         }
         n
+    }
+
+    /// The stream, if it has numbered nothing since it was made here, stands at `offset`
+    /// (where the cluster's history of its channel stands): what follows `offset` and
+    /// does not reach this node then shows as a gap. True if it did.
+    pub fn stand_at(&self, namespace: &Namespace, channel: &[u8], offset: Offset) -> bool {
+        let mut shard = self.map.write(channel);
+        let stream = shard
+            .get_mut(channel)
+            .and_then(|streams| streams.iter_mut().find(|s| s.namespace == *namespace));
+        match stream {
+            Some(s) if s.minted && s.ring.latest().seq == 0 => {
+                s.ring.restart_at(offset);
+                s.minted = false;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn position(&self, namespace: &Namespace, channel: &[u8]) -> Option<Offset> {

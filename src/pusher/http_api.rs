@@ -15,7 +15,8 @@
 //! `--pusher-history-limit`): `{"events":[{"offset","event","channel","data","socket_id"?}],
 //! "more":bool,"position":"<offset>"|null}` (`data` as Pusher sends it, a string; `more`:
 //! ask again after the last offset; `position`: the channel's latest offset, null when
-//! herald keeps no stream of it). Without `after` it answers no events and the position,
+//! herald keeps no stream of it; in a cluster both come from the whole cluster's history,
+//! [`crate::broker::missed`]). Without `after` it answers no events and the position,
 //! where an audit can start. When the history no longer holds everything after `after`
 //! (another epoch, expired, evicted, or no history of that channel) it answers 410 Gone
 //! with the reason, never part of it.
@@ -334,7 +335,7 @@ async fn route(
             Ok((json!({ "users": users }), missing))
         }
         (&Method::GET, ["channels", name, "events"]) => {
-            Ok((history(app, broker, &decode(name), params)?, 0))
+            Ok((history(app, broker, &decode(name), params).await?, 0))
         }
         (&Method::POST, ["users", user, "terminate_connections"]) => {
             let question = Question::Terminate {
@@ -349,7 +350,12 @@ async fn route(
 }
 
 /// The channel's publications after `after`, at most `limit`: see the module doc.
-fn history(app: &App, broker: &dyn Broker, name: &str, params: &Params) -> Result<Value, Failure> {
+async fn history(
+    app: &App,
+    broker: &dyn Broker,
+    name: &str,
+    params: &Params,
+) -> Result<Value, Failure> {
     let bad = |m: String| fail(StatusCode::BAD_REQUEST, m);
     if !valid_channel_name(name) {
         return Err(bad(format!("Invalid channel name {name:?}")));
@@ -367,12 +373,13 @@ fn history(app: &App, broker: &dyn Broker, name: &str, params: &Params) -> Resul
         Some(Ok(n)) if (1..=most).contains(&n) => n,
         Some(_) => return Err(bad(format!("Invalid limit: from 1 to {most}"))),
     };
-    let position = broker.position(&app.namespace, name.as_bytes());
+    let position = crate::broker::position(broker, &app.namespace, name.as_bytes()).await;
     let position = position.map(|p| p.to_string());
     let Some(after) = after else {
         return Ok(json!({ "events": [], "more": false, "position": position }));
     };
-    let Ok(missed) = broker.since(&app.namespace, name.as_bytes(), after) else {
+    let missed = crate::broker::missed(broker, &app.namespace, name.as_bytes(), after).await;
+    let Ok(missed) = missed else {
         return Err(fail(
             StatusCode::GONE,
             format!("History of {name} does not reach back to {after}: it expired, was evicted, or is of another epoch"),

@@ -6,7 +6,12 @@
 //! edge holds the live ones ([`Held`]) until the replay is written, then writes only
 //! those the replay did not cover ([`Held::release`]): a channel's frames come in offset
 //! order, so a held frame is covered when the replay of its channel reached its offset.
-//! The hold lasts one synchronous read of the history, so it stays small.
+//! The hold lasts one read of the history, so it stays small.
+//!
+//! In a cluster the replay may be read from Redis, which can be ahead of what has reached
+//! this node yet: publications it covered may still arrive live after it was written.
+//! [`Covered`] drops those, channel by channel, until a live frame passes where the
+//! channel's replay stopped.
 
 use crate::broker::Offset;
 
@@ -60,6 +65,36 @@ impl<F> Held<F> {
     }
 }
 
+/// Where a written replay stopped on each channel whose live frames have not passed it
+/// yet.
+#[derive(Debug)]
+pub struct Covered(Vec<Offset>);
+
+impl Covered {
+    /// After a replay that stopped at `replayed`; None if it covered nothing.
+    pub fn after(replayed: &[Offset]) -> Option<Covered> {
+        (!replayed.is_empty()).then(|| Covered(replayed.to_vec()))
+    }
+
+    /// Whether a live frame at `offset` is new (the replay did not cover it); the first
+    /// new one of a channel ends that channel's cover.
+    pub fn passes(&mut self, offset: Offset) -> bool {
+        match self.0.iter().position(|c| c.epoch == offset.epoch) {
+            Some(i) if offset.seq <= self.0[i].seq => false,
+            Some(i) => {
+                self.0.swap_remove(i);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Whether no channel is covered any more.
+    pub fn is_over(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +119,21 @@ mod tests {
         // The replay of a went up to 4, of b up to 9; c was not replayed.
         let kept: Vec<_> = h.release(&[o(1, 4), o(2, 9)]).map(|(_, f)| f).collect();
         assert_eq!(kept, ["joining", "a5", "c1"]);
+    }
+
+    #[test]
+    fn after_the_replay_drops_what_it_covered_until_each_channel_passes_it() {
+        let o = |e, seq| Offset {
+            epoch: Epoch(e),
+            seq,
+        };
+        assert!(Covered::after(&[]).is_none());
+        let mut c = Covered::after(&[o(1, 4), o(2, 9)]).unwrap();
+        assert!(!c.passes(o(1, 3)) && !c.passes(o(1, 4)), "replayed already");
+        assert!(c.passes(o(3, 1)), "not replayed");
+        assert!(c.passes(o(1, 5)));
+        assert!(!c.is_over(), "b still covered");
+        assert!(c.passes(o(2, 10)));
+        assert!(c.is_over());
     }
 }

@@ -10,8 +10,8 @@
 //!   order written; it maps "the last event I received" to a position on every channel.
 //! - [`gate`]: while a replay is read, the live frames of the recovering connection are
 //!   held back; when it is written, the held frames it already covered are dropped.
-//! - [`store`]: the detached sessions kept for the recovery window, behind a trait a
-//!   Redis store can implement (the cluster issue).
+//! - [`store`]: the detached sessions kept for the recovery window (in a cluster, also
+//!   on Redis: `socketio/handover.rs`).
 //!
 //! The socket.io edge uses all three (`socketio/recovery.rs`); a Pusher resume can use
 //! the gate and the store as they are.

@@ -8,8 +8,9 @@
 //! nothing ([`Taken::Unknown`]). A session is taken once.
 //!
 //! [`SessionStore`] is the seam: [`MemoryStore`] keeps them in this process, bounded
-//! in number; a Redis store (the cluster issue) keeps them where any node can take
-//! them (`SET pid … EX window`, `GETDEL`).
+//! in number. In a cluster the socket.io edge also keeps a copy on Redis for any node to
+//! take once (`SET … PX window`, `GETDEL`: `socketio/handover.rs`); the node's own store
+//! still times the window and ends what is not taken.
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};

@@ -37,6 +37,20 @@ impl Trail {
         self.capacity
     }
 
+    /// The offsets recorded, oldest first: what another node needs to rebuild it.
+    pub fn entries(&self) -> impl Iterator<Item = &Offset> {
+        self.ring.iter()
+    }
+
+    /// A trail of `capacity` holding `entries` (the latest of them, if more).
+    pub fn from_entries(capacity: usize, entries: impl IntoIterator<Item = Offset>) -> Trail {
+        let mut t = Trail::new(capacity);
+        for o in entries {
+            t.record(o);
+        }
+        t
+    }
+
     /// One more frame written, carrying `offset`.
     pub fn record(&mut self, offset: Offset) {
         if self.ring.len() == self.capacity {

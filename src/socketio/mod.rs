@@ -19,6 +19,7 @@ mod engine;
 pub mod packet;
 mod polling;
 pub use polling::jsonp_data;
+mod handover;
 mod recovery;
 mod rooms;
 mod websocket;
@@ -132,7 +133,12 @@ impl Edge {
             Some(pid) if connected && recovery::recoverable(reason) => {
                 recovery::detach(self, s, pid, channels)
             }
-            _ => echo::leave_all(self, s, channels),
+            _ => {
+                if let Some(pid) = &pid {
+                    handover::forget(self, pid);
+                }
+                echo::leave_all(self, s, channels)
+            }
         }
         s.socket.outbox.close(Closed::Server(reason));
     }

@@ -35,8 +35,8 @@
 use super::engine::{new_id, Session};
 use super::packet::{self, json_str};
 use super::rooms::Frames;
-use super::{echo, Edge};
-use crate::broker::{Namespace, Offset};
+use super::{echo, handover, Edge};
+use crate::broker::{self, Namespace, Offset};
 use crate::config::Config;
 use crate::laravel::Envelope;
 use crate::metrics;
@@ -55,9 +55,11 @@ use std::time::{Duration, Instant};
 pub struct Recovery {
     store: Box<dyn SessionStore<Detached>>,
     /// Open sessions: private id → Engine.IO session id.
-    open: Mutex<HashMap<Box<str>, Box<str>>>,
-    window: Duration,
+    pub(super) open: Mutex<HashMap<Box<str>, Box<str>>>,
+    pub(super) window: Duration,
     trail: usize,
+    /// In a cluster, the open sessions' records as last written ([`handover`]).
+    pub(super) written: handover::Open,
 }
 
 impl Recovery {
@@ -71,6 +73,7 @@ impl Recovery {
             open: Mutex::default(),
             window: c.recovery_limits.window,
             trail: c.recovery_trail,
+            written: handover::Open::default(),
         })
     }
 
@@ -82,17 +85,22 @@ impl Recovery {
 
 /// A session kept for its client to come back to.
 pub struct Detached {
-    sid: Box<str>,
-    /// Its socket's key in rooms and presence (its presence memberships are kept).
-    key: u64,
+    pub(super) sid: Box<str>,
+    /// Its socket's key in rooms and presence (its presence memberships are kept); None
+    /// for a session kept by another node ([`handover`]).
+    pub(super) key: Option<u64>,
     /// Its channels, each with its room's last offset when the session left it.
-    channels: Vec<(Box<str>, Option<Offset>)>,
-    trail: Trail,
+    pub(super) channels: Vec<(Box<str>, Option<Offset>)>,
+    /// What was written to it lately; None in an open session's record, read from the
+    /// backplane after its node went away without keeping it ([`handover`]).
+    pub(super) trail: Option<Trail>,
+    /// Its copy on the cluster's backplane.
+    pub(super) sharing: Arc<handover::Sharing>,
 }
 
 /// Why a session was not recovered (the metric's `reason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refused {
+pub(super) enum Refused {
     /// The client's offset is not in the session's trail, or a channel's history no
     /// longer reaches back to its position.
     TooOld,
@@ -125,33 +133,44 @@ struct Resume {
 }
 
 /// The main-namespace CONNECT of a v4 socket with recovery on: resume the session the
-/// client names, or start a new one.
+/// client names, or start a new one. Done at once when nothing has to be awaited (a
+/// single node); in a cluster the session and the history may have to come from Redis,
+/// and the rest is done on a task of its own (the client sends nothing before the reply).
 pub fn connect(edge: &Arc<Edge>, s: &Arc<Session>, auth: Option<&RawValue>) {
     let resume = auth.and_then(|a| serde_json::from_str::<Resume>(a.get()).ok());
-    if let Some(Resume {
+    let Some(Resume {
         pid: Some(pid),
         offset,
     }) = resume
-    {
-        match restore(edge, s, &pid, offset.as_deref()) {
-            Ok(replayed) => {
-                metrics::SOCKETIO_RECOVERED.inc();
-                metrics::SOCKETIO_REPLAYED.add(replayed as u64);
-                tracing::debug!(sid = %s.sid, replayed, "socket.io session recovered");
-                return;
-            }
-            Err(why) => {
-                let counter = match why {
-                    Refused::TooOld => &metrics::SOCKETIO_RECOVERY_TOO_OLD,
-                    Refused::WindowOver => &metrics::SOCKETIO_RECOVERY_WINDOW_OVER,
-                    Refused::UnknownPid => &metrics::SOCKETIO_RECOVERY_UNKNOWN_PID,
-                };
-                counter.inc();
-                tracing::info!(sid = %s.sid, reason = ?why, "socket.io session not recovered: a new session");
-            }
+    else {
+        return fresh(edge, s);
+    };
+    let mut resuming = Box::pin(resume_or_fresh(edge.clone(), s.clone(), pid, offset));
+    let mut now = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    if std::future::Future::poll(resuming.as_mut(), &mut now).is_pending() {
+        tokio::spawn(resuming);
+    }
+}
+
+/// Resume the session kept under `pid`, or start a new one.
+async fn resume_or_fresh(edge: Arc<Edge>, s: Arc<Session>, pid: String, offset: Option<String>) {
+    match restore(&edge, &s, &pid, offset.as_deref()).await {
+        Ok(replayed) => {
+            metrics::SOCKETIO_RECOVERED.inc();
+            metrics::SOCKETIO_REPLAYED.add(replayed as u64);
+            tracing::debug!(sid = %s.sid, replayed, "socket.io session recovered");
+        }
+        Err(why) => {
+            let counter = match why {
+                Refused::TooOld => &metrics::SOCKETIO_RECOVERY_TOO_OLD,
+                Refused::WindowOver => &metrics::SOCKETIO_RECOVERY_WINDOW_OVER,
+                Refused::UnknownPid => &metrics::SOCKETIO_RECOVERY_UNKNOWN_PID,
+            };
+            counter.inc();
+            tracing::info!(sid = %s.sid, reason = ?why, "socket.io session not recovered: a new session");
+            fresh(&edge, &s);
         }
     }
-    fresh(edge, s);
 }
 
 /// A new session: a new socket id (unless a failed recovery gave it its old one), a
@@ -178,7 +197,7 @@ fn connected(sid: &str, pid: &str) -> bytes::Bytes {
 }
 
 /// Resume the session kept under `pid` on `s`; returns how many events were replayed.
-fn restore(
+async fn restore(
     edge: &Arc<Edge>,
     s: &Arc<Session>,
     pid: &str,
@@ -197,16 +216,19 @@ fn restore(
             taken = r.store.take(pid, Instant::now());
         }
     }
-    let d = match taken {
-        Taken::Kept(d) => d,
-        Taken::WindowOver => return Err(Refused::WindowOver),
-        Taken::Unknown => return Err(Refused::UnknownPid),
-    };
-    metrics::SOCKETIO_RECOVERY_SESSIONS.dec();
+    if matches!(taken, Taken::Kept(_)) {
+        metrics::SOCKETIO_RECOVERY_SESSIONS.dec();
+    }
+    let d = handover::take(edge, pid, taken).await?;
     let at_leave: Vec<Option<Offset>> = d.channels.iter().map(|(_, o)| *o).collect();
-    let positions = offset
-        .and_then(|o| o.parse::<Offset>().ok())
-        .and_then(|last| d.trail.positions(last, &at_leave));
+    let last = offset.and_then(|o| o.parse::<Offset>().ok());
+    let positions = last.and_then(|last| match &d.trail {
+        Some(trail) => {
+            let positions = trail.positions(last, &at_leave)?;
+            Some(positions.into_iter().map(|p| (p, false)).collect())
+        }
+        None => handover::open_positions(last, &d.channels),
+    });
     let Some(positions) = positions else {
         end(edge, d);
         return Err(Refused::TooOld);
@@ -217,8 +239,10 @@ fn restore(
         end(edge, d);
         return Err(Refused::UnknownPid);
     }
-    socket.rekey(d.key);
-    socket.keep_trail(d.trail);
+    if let Some(key) = d.key {
+        socket.rekey(key);
+    }
+    socket.keep_trail(d.trail.unwrap_or_else(|| Trail::new(r.trail)));
     socket.hold();
     let names: Vec<Box<str>> = d.channels.into_iter().map(|(c, _)| c).collect();
     s.lock().io.channels = names.clone();
@@ -230,17 +254,18 @@ fn restore(
     // What each channel published after the client's position, as it was sent.
     let mut replay = Vec::new();
     let mut upto = Vec::with_capacity(names.len());
-    for (c, pos) in names.iter().zip(positions) {
-        let Ok(missed) = edge
-            .state
-            .broker
-            .since(&Namespace::Default, c.as_bytes(), pos)
-        else {
-            // A normal new session: the rooms and presence it had are left.
-            socket.unhold();
-            let channels = std::mem::take(&mut s.lock().io.channels);
-            echo::leave_all(edge, s, channels);
-            return Err(Refused::TooOld);
+    // A normal new session if not all of it: the rooms and presence it had are left.
+    let give_up = |why| {
+        socket.unhold();
+        let channels = std::mem::take(&mut s.lock().io.channels);
+        echo::leave_all(edge, s, channels);
+        Err(why)
+    };
+    for (c, (pos, nothing_since)) in names.iter().zip(positions) {
+        let broker = &*edge.state.broker;
+        let missed = broker::missed(broker, &Namespace::Default, c.as_bytes(), pos).await;
+        let Some(missed) = missed.ok().filter(|m| !nothing_since || m.is_empty()) else {
+            return give_up(Refused::TooOld);
         };
         upto.push(missed.last().and_then(|p| p.offset).unwrap_or(pos));
         for p in &missed {
@@ -252,6 +277,10 @@ fn restore(
             }
             replay.push(edge.event_frames(c, &env, &env.json_data(), p.offset));
         }
+    }
+    if edge.sessions.get(&s.sid).is_none() {
+        // Its connection closed while the history was read.
+        return give_up(Refused::UnknownPid);
     }
     s.lock().io.pid = Some(pid.into());
     r.open.lock().insert(pid.into(), s.sid.clone());
@@ -280,12 +309,17 @@ pub fn detach(edge: &Edge, s: &Session, pid: Box<str>, channels: Vec<Box<str>>) 
         .collect();
     let d = Detached {
         sid: s.socket.id().into(),
-        key,
+        key: Some(key),
         channels,
-        trail: s.socket.take_trail().unwrap_or_else(|| Trail::new(r.trail)),
+        trail: Some(s.socket.take_trail().unwrap_or_else(|| Trail::new(r.trail))),
+        sharing: Arc::default(),
     };
+    let copy = handover::Copy::of(&d);
     match r.store.keep(&pid, d, Instant::now()) {
-        Ok(()) => metrics::SOCKETIO_RECOVERY_SESSIONS.inc(),
+        Ok(()) => {
+            metrics::SOCKETIO_RECOVERY_SESSIONS.inc();
+            copy.share(edge, &pid, r.window);
+        }
         Err(d) => {
             metrics::SOCKETIO_RECOVERY_NOT_KEPT.inc();
             tracing::warn!(
@@ -297,10 +331,13 @@ pub fn detach(edge: &Edge, s: &Session, pid: Box<str>, channels: Vec<Box<str>>) 
     }
 }
 
-/// A kept session that will not come back: its presence ends now.
-fn end(edge: &Edge, d: Detached) {
+/// A kept session that will not come back here: its presence here ends now.
+pub(super) fn end(edge: &Edge, d: Detached) {
+    let Some(key) = d.key else {
+        return;
+    };
     for (c, _) in &d.channels {
-        echo::forget_member(edge, c, d.key);
+        echo::forget_member(edge, c, key);
     }
 }
 
@@ -331,5 +368,6 @@ pub async fn sweep(edge: Weak<Edge>, shutdown: Shutdown) {
             tracing::debug!(sid = %d.sid, "socket.io session not recovered within the window");
             end(&edge, d);
         }
+        handover::write_open(&edge, r).await;
     }
 }

@@ -13,7 +13,7 @@
 
 use crate::broker::{Epoch, Offset};
 use crate::outbox::Outbox;
-use crate::recovery::gate::Held;
+use crate::recovery::gate::{Covered, Held};
 use crate::recovery::trail::Trail;
 use crate::sharded::Sharded;
 use bytes::Bytes;
@@ -46,6 +46,8 @@ struct Line {
     trail: Option<Trail>,
     /// Frames held back while a replay is read.
     held: Option<Held<Bytes>>,
+    /// After a replay, what it covered that may still arrive live (in a cluster).
+    covered: Option<Covered>,
 }
 
 /// One outgoing Socket.IO packet, encoded once per transport form.
@@ -86,6 +88,7 @@ impl Socket {
                 websocket,
                 trail: None,
                 held: None,
+                covered: None,
             }),
         }
     }
@@ -116,6 +119,14 @@ impl Socket {
         if let Some(held) = &mut line.held {
             held.hold(f.offset, frame);
             return true;
+        }
+        if let (Some(covered), Some(o)) = (&mut line.covered, f.offset) {
+            if !covered.passes(o) {
+                return true;
+            }
+            if covered.is_over() {
+                line.covered = None;
+            }
         }
         if let (Some(trail), Some(o)) = (&mut line.trail, f.offset) {
             trail.record(o);
@@ -176,6 +187,7 @@ impl Socket {
             kept += 1;
         }
         self.outbox.push_all(&out);
+        line.covered = Covered::after(replayed);
         before - kept
     }
 
@@ -288,6 +300,12 @@ impl Rooms {
             shard.remove(channel);
         }
         (left, last)
+    }
+
+    /// Where the room stands: the offset of its last delivery, or where its stream stood
+    /// when the edge subscribed to it. None if there is no such room.
+    pub fn position(&self, channel: &str) -> Option<Offset> {
+        self.map.with(channel, |room| room.and_then(Room::last))
     }
 
     /// The channel's stream stood at `position` when the edge subscribed to it: where

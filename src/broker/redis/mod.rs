@@ -5,46 +5,62 @@
 //! Each node keeps a [`MemoryBroker`] for its own subscribers (RESP registries, streams,
 //! history), exactly as a single node does; this broker sits in front of it:
 //! - [`Broker::publish`] queues the publication for the publisher task, which sends it
-//!   with `PUBLISH` on its channel's backplane channel ([`wire`]), pipelining what has
-//!   queued up in one round trip on one connection, so the order publications entered a
-//!   node is the order Redis, and so every node, sees them.
+//!   on its channel's backplane channel ([`wire`]) through the script that numbers it in
+//!   the channel's history in Redis and publishes it with its offset ([`history`];
+//!   `SPUBLISH`'s with a plain `PUBLISH`), pipelining what has queued up in one round trip
+//!   on one connection, so the order publications entered a node is the order Redis
+//!   numbers them, and every node sees them in.
 //! - A few subscriber connections ([`CONNECTIONS`]) take what the node needs: the
 //!   channels its edges have clients on, the stream patterns they hold, every channel
 //!   of the default namespace while it has RESP subscribers ([`subscriptions`]). What
-//!   arrives is decoded and published into the local broker, which numbers it in the
-//!   node's own stream and delivers it. The wanted subscriptions follow the local
+//!   arrives is decoded and published into the local broker with the offset Redis gave
+//!   it, which it keeps in the node's stream and delivers. The wanted subscriptions follow the local
 //!   broker's [`Broker::interest`]: every (un)subscribe wakes a planner task that
 //!   recomputes them and hands each connection its share.
 //!
 //! So a node's own publications reach its own clients the way everybody else's do:
-//! back from Redis, in Redis's order.
+//! back from Redis, in Redis's order, with the same offsets on every node.
+//! - [`Cluster::since`] answers from the node's history when it holds all that was
+//!   missed, else from Redis's ([`history::READ`]); [`Cluster::keep`] and
+//!   [`Cluster::take`] keep the edges' recovery sessions on Redis for any node, taken
+//!   once ([`requests`]).
 //!
 //! # When Redis cannot be reached
 //! A node keeps delivering what enters it to its own clients: a publication that cannot
 //! be queued for Redis (the publisher is disconnected, or behind by [`QUEUE`]) is
-//! delivered locally at once, and one whose channel's subscriber connection is down is
-//! delivered locally as well as sent. Publications made on other nodes while this node's
+//! delivered locally at once, numbered in an epoch of this node's own (Redis never
+//! numbered it: its channel is tainted, see [`taint`]), and one whose channel's
+//! subscriber connection is down is delivered locally by the publisher, with the offset
+//! the script gave it. Publications made on other nodes while this node's
 //! subscriber connections were down never reach its clients: each loss of a connection
 //! is counted (`herald_cluster_outages_total`) and logged with that consequence,
 //! `/healthz` names the backplane while any connection is down, and every connection
 //! reconnects with backoff and subscribes again to what the node needs then.
 //!
-//! Not here yet (issue 13): history and recovery across nodes (each node numbers what
-//! it delivers in its own streams, so a client recovers only on the node it left), and
-//! `PUBLISH`'s count of receivers (0: they are reached when Redis hands the publication
-//! back, on every node). Presence across nodes is [`crate::presence::ClusterPresence`]'s,
-//! on connections of its own.
+//! What a subscriber connection missed while it was down is read from the history when
+//! the channel's next publication shows the gap ([`gaps`]).
+//!
+//! Not here yet (issue 13): Pusher resume marks across nodes, and `PUBLISH`'s count of
+//! receivers (0: they are reached when Redis hands the publication back, on every node).
+//! Presence, occupancy and their webhooks across nodes are
+//! [`crate::presence::ClusterPresence`]'s, on connections of its own.
 //!
 //! `rediss://` URLs connect with TLS (rustls), checked against the system's certificate
 //! store (or `SSL_CERT_FILE`).
 
 mod ask;
+mod gaps;
+mod history;
+mod requests;
 mod subscriptions;
+mod taint;
 mod wire;
 
+use super::history::HistoryLimits;
 use super::{
-    Answerer, Answers, Asking, Broker, BrokerStats, Cluster, Interest, MemoryBroker, Namespace,
-    Offset, Publication, StreamSubscriber, Subscriber, SubscriberId, TooOld, Unreachable,
+    Answerer, Answers, Asking, Broker, BrokerStats, Cluster, Interest, Keeping, MemoryBroker,
+    Namespace, Offset, Publication, Reading, StreamSubscriber, Subscriber, SubscriberId, ToResp,
+    TooOld, Unreachable,
 };
 use crate::backoff::{self, back_off};
 use crate::health::Check;
@@ -53,10 +69,12 @@ use ask::Questions;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use parking_lot::Mutex;
+use requests::Requests;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subscriptions::{changes, wanted, Wanted};
+use taint::Taints;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use wire::{connection_of, Stamp, CONNECTIONS};
@@ -71,12 +89,13 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the publisher task sends to Redis, in order.
 enum Outgoing {
-    /// A publication, on its backplane channel; `delivered`: on this node already (its
-    /// channel's subscriber connection was down).
+    /// A publication, on its backplane channel; `here`: to be delivered on this node by
+    /// the publisher, with the offset Redis gave it (its channel's subscriber connection
+    /// is down, so Redis will not bring it back).
     Publication {
         key: Bytes,
         publication: Publication,
-        delivered: bool,
+        here: bool,
     },
     /// A question or an answer ([`ask`]), with where to say how many nodes took it.
     Message {
@@ -90,6 +109,12 @@ enum Outgoing {
 pub struct RedisBroker {
     local: Arc<MemoryBroker>,
     links: Arc<Links>,
+    requests: Arc<Requests>,
+    /// Channels this node numbered publications of while Redis could not: see
+    /// [`taint`].
+    taints: Arc<Taints>,
+    /// Where publications Redis will not bring back are delivered.
+    here: Here,
     questions: Arc<Questions>,
     outgoing: mpsc::Sender<Outgoing>,
     /// Woken by every (un)subscribe: the planner recomputes what the node needs.
@@ -110,6 +135,12 @@ struct Links {
     malformed: Counter,
     /// Answers to this node's questions that did not come in time.
     unanswered: Counter,
+    /// History reads that Redis did not answer.
+    history_unread: Counter,
+    /// Publications a subscriber connection missed, read from the history and delivered.
+    gap_filled: Counter,
+    /// Gaps in what a subscriber connection received that the history could not fill.
+    gap_unfilled: Counter,
     /// Set once the current outage's local-only delivery was logged.
     local_only_said: AtomicBool,
 }
@@ -149,6 +180,22 @@ impl Links {
             self.local_only_said.store(false, Ordering::Relaxed);
         }
         tracing::info!(redis = %self.address, connection = what, "backplane connected");
+    }
+
+    /// Count (and log) what filling a gap came to.
+    fn filled(&self, filled: gaps::Filled) {
+        match filled {
+            gaps::Filled::Whole(n) => self.gap_filled.add(n),
+            gaps::Filled::Not(why) => {
+                self.gap_unfilled.inc();
+                tracing::warn!(
+                    redis = %self.address, why,
+                    "publications this node did not hear from Redis could not be read from the \
+                     history: its clients of that channel missed them (one that reconnects \
+                     recovers them where the history still covers them, or is told it is not)"
+                );
+            }
+        }
     }
 
     fn delivered_locally_only(&self) {
@@ -191,9 +238,20 @@ impl RedisBroker {
             outages: Counter::new(),
             malformed: Counter::new(),
             unanswered: Counter::new(),
+            history_unread: Counter::new(),
+            gap_filled: Counter::new(),
+            gap_unfilled: Counter::new(),
             local_only_said: AtomicBool::new(false),
         });
+        let limits = local.history_limits();
         let local = Arc::new(local);
+        let taints = Arc::new(Taints::new(limits.ttl));
+        let requests = Arc::new(Requests::new(client.clone(), RESPONSE_TIMEOUT));
+        let here = Here {
+            local: local.clone(),
+            taints: taints.clone(),
+            requests: requests.clone(),
+        };
         let (outgoing, queue) = mpsc::channel(QUEUE);
         let interest_changed = Arc::new(Notify::new());
         let node = rand::random::<u64>();
@@ -201,9 +259,9 @@ impl RedisBroker {
         tokio::spawn(publisher(
             client.clone(),
             queue,
-            local.clone(),
+            here.clone(),
             links.clone(),
-            node,
+            Numbering { node, limits },
             stop.clone(),
         ));
         let mut shares = Vec::with_capacity(CONNECTIONS);
@@ -219,6 +277,7 @@ impl RedisBroker {
                     links: links.clone(),
                     questions: questions.clone(),
                     outgoing: outgoing.clone(),
+                    requests: requests.clone(),
                 },
                 stop.clone(),
             ));
@@ -235,6 +294,9 @@ impl RedisBroker {
         Arc::new(RedisBroker {
             local,
             links,
+            requests,
+            taints,
+            here,
             questions,
             outgoing,
             interest_changed,
@@ -299,6 +361,122 @@ impl Cluster for RedisBroker {
     fn answer_with(&self, answerer: Arc<dyn Answerer>) {
         self.questions.answer_with(answerer);
     }
+
+    /// This node's history answers only if it reaches where Redis's stands: a stream with
+    /// nobody on it here (lingering for a client that may come back) no longer hears its
+    /// channel from Redis, and what it holds stops short. Redis unreachable: nothing can
+    /// say what was missed, so nothing is answered.
+    fn since(&self, namespace: Namespace, channel: Bytes, offset: Offset) -> Reading<'_> {
+        Box::pin(async move {
+            let here = self.local.since(&namespace, &channel, offset);
+            let read = async {
+                let there = self.requests.position(&namespace, &channel).await?;
+                if there.is_none() && offset.seq == 0 {
+                    // The client stood before anything of an epoch (a stream that had
+                    // numbered nothing when it joined), and the cluster holds no history of
+                    // the channel: nothing was published within a history TTL. What this
+                    // node numbered itself meanwhile, its own stream answers (in the
+                    // client's epoch), or refuses (in another).
+                    let answer = match self.local.position(&namespace, &channel) {
+                        Some(at) if at.epoch == offset.epoch => here,
+                        Some(at) if at.seq > 0 => Err(TooOld),
+                        _ => Ok(Vec::new()),
+                    };
+                    return Ok(history::Read::Found(answer));
+                }
+                let reached = (here.as_ref().ok())
+                    .map(|here| here.last().and_then(|p| p.offset).unwrap_or(offset));
+                if reached.is_some() && reached == there {
+                    return Ok(history::Read::Found(here));
+                }
+                if self.taints.covers(&namespace, &channel, offset) {
+                    return Ok(history::Read::Found(Err(TooOld)));
+                }
+                let mut con = self.requests.connection().await?;
+                let read = history::since(&mut con, &namespace, &channel, offset).await;
+                read.inspect_err(|e| self.requests.failed(e))
+            };
+            match read.await {
+                Ok(history::Read::Found(Ok(missed))) => {
+                    // A stream made here for the client (a recovery on this node) stands
+                    // where Redis's did: what it then misses before its subscription to
+                    // Redis is in place shows as a gap, and is filled ([`gaps`]).
+                    let reached = missed.last().and_then(|p| p.offset).unwrap_or(offset);
+                    self.local.stand_at(&namespace, &channel, reached);
+                    Ok(missed)
+                }
+                Ok(history::Read::Found(Err(TooOld))) => Err(TooOld),
+                Ok(history::Read::Malformed) => {
+                    self.malformed("an entry of a channel's history (its client is not recovered)");
+                    Err(TooOld)
+                }
+                Err(e) => {
+                    self.links.history_unread.inc();
+                    tracing::warn!(
+                        redis = %self.links.address, error = %e,
+                        "cannot read a channel's history from the backplane: its client is \
+                         not recovered"
+                    );
+                    Err(TooOld)
+                }
+            }
+        })
+    }
+
+    fn keep(&self, key: String, value: Bytes, ttl: Duration) -> Keeping<'_, ()> {
+        Box::pin(async move {
+            (self.requests.keep(&key, &value, ttl).await).map_err(|e| {
+                tracing::warn!(
+                    redis = %self.links.address, error = %e,
+                    "a recovery session could not be kept on the backplane: only this node \
+                     can recover it"
+                );
+                Unreachable
+            })
+        })
+    }
+
+    fn prolong(&self, keys: Vec<String>, ttl: Duration) -> Keeping<'_, ()> {
+        Box::pin(async move {
+            (self.requests.prolong(&keys, ttl).await).map_err(|e| {
+                tracing::warn!(
+                    redis = %self.links.address, error = %e,
+                    "recovery sessions could not be kept longer on the backplane"
+                );
+                Unreachable
+            })
+        })
+    }
+
+    fn position(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, Option<Offset>> {
+        Box::pin(async move {
+            let found = self.requests.position(&namespace, &channel).await;
+            found.map_err(|_| Unreachable)
+        })
+    }
+
+    fn malformed(&self, what: &str) {
+        self.links.malformed.inc();
+        tracing::warn!(
+            redis = %self.links.address,
+            "read from the backplane, herald cannot read {what} (another herald version?)"
+        );
+    }
+
+    fn take(&self, keys: Vec<String>) -> Keeping<'_, Vec<Option<Bytes>>> {
+        Box::pin(async move {
+            match self.requests.take(&keys).await {
+                Ok(taken) => Ok(taken.into_iter().map(|t| t.map(Bytes::from)).collect()),
+                Err(e) => {
+                    tracing::warn!(
+                        redis = %self.links.address, error = %e,
+                        "cannot take a recovery session from the backplane"
+                    );
+                    Err(Unreachable)
+                }
+            }
+        })
+    }
 }
 
 impl Broker for RedisBroker {
@@ -315,16 +493,14 @@ impl Broker for RedisBroker {
                 .try_send(Outgoing::Publication {
                     key,
                     publication: p.clone(),
-                    delivered: !carried,
+                    here: !carried,
                 })
                 .is_ok();
-        if !sent {
-            self.links.delivered_locally_only();
+        if sent {
+            return 0;
         }
-        if !sent || !carried {
-            return self.local.publish(p);
-        }
-        0
+        self.links.delivered_locally_only();
+        self.here.unnumbered(p)
     }
 
     fn stream_subscribe(
@@ -377,7 +553,8 @@ impl Broker for RedisBroker {
     }
 
     fn sweep(&self, now: Instant) {
-        self.local.sweep(now)
+        self.local.sweep(now);
+        self.taints.sweep(now);
     }
 
     fn subscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
@@ -470,20 +647,104 @@ impl Broker for RedisBroker {
                 "counter",
                 l.unanswered.get(),
             ),
+            (
+                "herald_cluster_history_unread_total",
+                "counter",
+                l.history_unread.get(),
+            ),
+            (
+                "herald_cluster_gap_filled_total",
+                "counter",
+                l.gap_filled.get(),
+            ),
+            (
+                "herald_cluster_gap_unfilled_total",
+                "counter",
+                l.gap_unfilled.get(),
+            ),
             ("herald_cluster_up", "gauge", l.all_up() as u64),
         ]);
         rows
     }
 }
 
+/// Where the publications Redis will not bring back to this node are delivered.
+#[derive(Clone)]
+struct Here {
+    local: Arc<MemoryBroker>,
+    taints: Arc<Taints>,
+    /// Where a gap before it is read from ([`gaps`]).
+    requests: Arc<Requests>,
+}
+
+impl Here {
+    /// Delivered here with the offset Redis gave it (None: unknown, numbered here),
+    /// after what this node missed before it, if anything ([`gaps`]).
+    async fn numbered(&self, mut p: Publication, offset: Option<Offset>, links: &Links) {
+        if offset.is_none() {
+            self.unnumbered(p);
+            return;
+        }
+        p.offset = offset;
+        match gaps::after_gap(&self.local, p) {
+            Ok(gap) => links.filled(gaps::fill(&self.local, &self.requests, gap).await),
+            Err(p) => {
+                self.local.publish(p);
+            }
+        }
+    }
+
+    /// Delivered here only, numbered by this node: its channel is tainted ([`taint`]).
+    fn unnumbered(&self, p: Publication) -> usize {
+        if p.resp != ToResp::Shard {
+            let position = self.local.position(&p.namespace, p.channel());
+            self.taints.add(&p.namespace, p.channel(), position);
+        }
+        self.local.publish(p)
+    }
+}
+
+/// How the publisher numbers publications: its stamps, and the history Redis keeps.
+struct Numbering {
+    node: u64,
+    limits: HistoryLimits,
+}
+
+/// A connection for the publisher, with the numbering script loaded.
+async fn publishing(
+    client: &redis::Client,
+    config: &redis::AsyncConnectionConfig,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let mut con = client
+        .get_multiplexed_async_connection_with_config(config)
+        .await?;
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(history::NUMBER_CODE)
+        .exec_async(&mut con)
+        .await?;
+    Ok(con)
+}
+
+/// Whether a pipeline failed because Redis refused a command (not the connection, nor a
+/// script it lost): sending it again would fail again.
+fn refused(e: &redis::RedisError) -> bool {
+    !(e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.kind() == redis::ErrorKind::NoScriptError)
+}
+
 /// Send queued publications to Redis, in the order they were queued, stamped with this
-/// node and their number. `stop` ends only its waits to connect.
+/// node and their number: those of a stream's channel through the numbering script
+/// ([`history`]), `SPUBLISH`'s with `PUBLISH`. `stop` ends only its waits to connect.
 async fn publisher(
     client: redis::Client,
     mut queue: mpsc::Receiver<Outgoing>,
-    local: Arc<MemoryBroker>,
+    here: Here,
     links: Arc<Links>,
-    node: u64,
+    numbering: Numbering,
     stop: CancellationToken,
 ) {
     let config = redis::AsyncConnectionConfig::new()
@@ -493,10 +754,9 @@ async fn publisher(
     let mut backoff = backoff::FIRST;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let connecting = client.get_multiplexed_async_connection_with_config(&config);
         let mut con = tokio::select! {
             _ = stop.cancelled() => return,
-            con = connecting => match con {
+            con = publishing(&client, &config) => match con {
                 Ok(con) => con,
                 Err(e) => {
                     links.down(&links.publisher_up, "publisher", &e.to_string());
@@ -520,70 +780,110 @@ async fn publisher(
             let mut pipe = redis::pipe();
             let mut publications = 0;
             for out in &batch {
-                let (channel, message, counted) = match out {
+                match out {
                     Outgoing::Publication {
                         key, publication, ..
                     } => {
                         seq += 1;
                         publications += 1;
-                        (key, wire::encode(publication, Stamp { node, seq }), false)
+                        let stamp = Stamp {
+                            node: numbering.node,
+                            seq,
+                        };
+                        let message = wire::encode(publication, stamp);
+                        if publication.resp == ToResp::Shard {
+                            pipe.cmd("PUBLISH").arg(&key[..]).arg(&message[..]);
+                        } else {
+                            let limits = &numbering.limits;
+                            history::number(&mut pipe, key, publication, &message, stamp, limits);
+                        }
                     }
                     Outgoing::Message {
-                        channel,
-                        message,
-                        taken,
-                    } => (channel, message.clone(), taken.is_some()),
-                };
-                let publish = pipe.cmd("PUBLISH").arg(&channel[..]).arg(&message[..]);
-                if !counted {
-                    publish.ignore();
+                        channel, message, ..
+                    } => {
+                        pipe.cmd("PUBLISH").arg(&channel[..]).arg(&message[..]);
+                    }
                 }
             }
-            let mut sent = pipe.query_async::<Vec<usize>>(&mut con).await;
-            if sent.is_err() {
-                // The connection may have died while it was idle (Redis restarted): the
-                // batch gets one more try on a new one before it is given up. Should
-                // Redis have taken it the first time, receivers drop the second copy
-                // (a node's stamps only grow).
-                let again = client.get_multiplexed_async_connection_with_config(&config);
+            let mut sent = pipe.query_async::<Vec<redis::Value>>(&mut con).await;
+            if sent.as_ref().is_err_and(|e| !refused(e)) {
+                // The connection may have died while it was idle (Redis restarted, and lost
+                // the script with it): the batch gets one more try on a new one before it
+                // is given up. Should Redis have taken it the first time, the script finds
+                // the stamps numbered already, and receivers drop a plain copy by its stamp.
+                let again = publishing(&client, &config);
                 if let Ok(Ok(fresh)) = tokio::time::timeout(RESPONSE_TIMEOUT, again).await {
                     con = fresh;
-                    sent = pipe.query_async::<Vec<usize>>(&mut con).await;
+                    sent = pipe.query_async::<Vec<redis::Value>>(&mut con).await;
                 }
             }
             match sent {
-                Ok(taken) => {
+                Ok(replies) => {
                     links.published.add(publications);
-                    let mut taken = taken.into_iter();
-                    for out in batch.drain(..) {
-                        if let Outgoing::Message {
-                            taken: Some(tell), ..
-                        } = out
-                        {
-                            let _ = tell.send(taken.next().unwrap_or(0));
+                    for (out, reply) in batch.drain(..).zip(replies) {
+                        match out {
+                            Outgoing::Message {
+                                taken: Some(tell), ..
+                            } => {
+                                let taken = redis::from_redis_value(&reply).unwrap_or(0);
+                                let _ = tell.send(taken);
+                            }
+                            Outgoing::Publication {
+                                publication,
+                                here: true,
+                                ..
+                            } => {
+                                let offset = history::numbered(&reply);
+                                here.numbered(publication, offset, &links).await;
+                            }
+                            _ => {}
                         }
                     }
+                }
+                Err(e) if refused(&e) => {
+                    // Some of the batch may have gone out (they come back as any other);
+                    // which, Redis did not say. Those Redis would not bring back are
+                    // delivered here, numbered here.
+                    links.malformed.inc();
+                    tracing::warn!(
+                        redis = %links.address, error = %e,
+                        "Redis refused a command of the publisher's batch (a key of herald's \
+                         taken by something else?): its publications may not have reached \
+                         other nodes"
+                    );
+                    deliver_here(&mut batch, &here, &links, |here| here);
                 }
                 Err(e) => {
                     links.down(&links.publisher_up, "publisher", &e.to_string());
                     // Whether Redis took any of them is unknown: this node's clients get
                     // each once, here. Questions and answers are dropped (the asker
                     // counts the answers missing, or the question unasked).
-                    for out in batch.drain(..) {
-                        if let Outgoing::Publication {
-                            publication,
-                            delivered,
-                            ..
-                        } = out
-                        {
-                            links.delivered_locally_only();
-                            if !delivered {
-                                local.publish(publication);
-                            }
-                        }
-                    }
+                    deliver_here(&mut batch, &here, &links, |_| true);
                     break;
                 }
+            }
+        }
+    }
+}
+
+/// Deliver here, numbered here, the batch's publications `which` says (given whether
+/// each was to be delivered here), and empty the batch.
+fn deliver_here(
+    batch: &mut Vec<Outgoing>,
+    here: &Here,
+    links: &Links,
+    which: impl Fn(bool) -> bool,
+) {
+    for out in batch.drain(..) {
+        if let Outgoing::Publication {
+            publication,
+            here: to_here,
+            ..
+        } = out
+        {
+            if which(to_here) {
+                links.delivered_locally_only();
+                here.unnumbered(publication);
             }
         }
     }
@@ -663,7 +963,11 @@ async fn subscriber(
                         Err(_) => return,
                     },
                     message = stream.next() => match message {
-                        Some(message) => receiver.receive(message, &mut last),
+                        Some(message) => {
+                            if let Some(gap) = receiver.receive(message, &mut last) {
+                                receiver.fill(gap).await;
+                            }
+                        }
                         None => break Some("connection closed".to_string()),
                     },
                 }
@@ -725,6 +1029,8 @@ struct Receiver {
     questions: Arc<Questions>,
     /// Where answers to other nodes' questions go out.
     outgoing: mpsc::Sender<Outgoing>,
+    /// Where a gap in what arrives is read from ([`gaps`]).
+    requests: Arc<Requests>,
 }
 
 impl Receiver {
@@ -732,7 +1038,7 @@ impl Receiver {
     /// node's, or a publication, published into the local broker unless this connection
     /// already had it (two patterns of a connection that match one channel each bring a
     /// copy; a batch sent again after a lost reply brings another).
-    fn receive(&self, message: redis::Msg, last: &mut Latest) {
+    fn receive(&self, message: redis::Msg, last: &mut Latest) -> Option<gaps::Gap> {
         let asked = (!message.from_pattern())
             .then(|| {
                 self.questions
@@ -752,15 +1058,20 @@ impl Receiver {
                     );
                 }
             }
-            return;
+            return None;
         }
         match wire::decode(Bytes::copy_from_slice(message.get_payload_bytes())) {
             Ok((stamp, publication)) => {
                 if !last.newer(stamp) {
-                    return;
+                    return None;
                 }
                 self.links.received.inc();
-                self.local.publish(publication);
+                match gaps::after_gap(&self.local, publication) {
+                    Ok(gap) => return Some(gap),
+                    Err(publication) => {
+                        self.local.publish(publication);
+                    }
+                }
             }
             Err(wire::Malformed) => {
                 self.links.malformed.inc();
@@ -770,6 +1081,12 @@ impl Receiver {
                 );
             }
         }
+        None
+    }
+
+    /// Deliver what this connection missed before the publication of `gap`, then it.
+    async fn fill(&self, gap: gaps::Gap) {
+        (self.links).filled(gaps::fill(&self.local, &self.requests, gap).await);
     }
 }
 

@@ -15,9 +15,15 @@
 //! starts, who sees it, who made it, the payload) behind the publishing node's id and
 //! its count of publications: the pair tells two copies of one publication (a node
 //! subscribed to two patterns that match it gets both, one after the other) from two
-//! publications that happen to have the same bytes.
+//! publications that happen to have the same bytes. A publication of a stream's channel
+//! is published by the script that numbers it ([`super::history`]), which puts its
+//! offset in front: [`NUMBERED`], `<offset> `, then the message as [`encode`] made it.
+//!
+//! A channel's history is kept under `herald:history:<rest>` (a Redis stream whose
+//! entry ids are `0-<seq>`) and `herald:epoch:<rest>` (a hash: the epoch, the last seq,
+//! and the last stamp each node had numbered), `<rest>` as in the channel's key.
 
-use super::super::{Namespace, Origin, Publication, ToResp};
+use super::super::{Namespace, Offset, Origin, Publication, ToResp};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::hash::BuildHasher;
 
@@ -26,6 +32,8 @@ pub const CONNECTIONS: usize = 4;
 const SHARD: &[u8] = b"shard:";
 /// The message layout's version, its first byte.
 const VERSION: u8 = 1;
+/// The first byte of a message with its offset in front.
+pub const NUMBERED: u8 = 2;
 
 /// The connection that carries the channel whose name, past `herald:<c>:`, is `rest`.
 fn connection_for(rest: &[u8]) -> usize {
@@ -65,6 +73,13 @@ pub fn stream_pattern(c: usize, namespace: &Namespace, pattern: &[u8]) -> Bytes 
     }
     key.extend_from_slice(pattern);
     key.freeze()
+}
+
+/// The history stream and the epoch hash of `channel` in `namespace`.
+pub fn history_keys(namespace: &Namespace, channel: &[u8]) -> [Bytes; 2] {
+    let mut rest = namespace_prefix(namespace);
+    rest.extend_from_slice(channel);
+    ["herald:history:", "herald:epoch:"].map(|k| [k.as_bytes(), &rest[..]].concat().into())
 }
 
 /// The pub/sub channel of an `SPUBLISH` shard channel.
@@ -134,9 +149,23 @@ pub fn encode(p: &Publication, stamp: Stamp) -> Bytes {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Malformed;
 
-/// The stamp and the publication (not numbered yet: the receiving node's stream does
-/// that) in a message.
+/// The stamp and the publication in a message, with its offset if it came numbered
+/// (otherwise the receiving node's stream numbers it).
 pub fn decode(message: Bytes) -> Result<(Stamp, Publication), Malformed> {
+    if message.first() != Some(&NUMBERED) {
+        return decode_plain(message);
+    }
+    let space = message.iter().take(48).position(|&b| b == b' ');
+    let space = space.ok_or(Malformed)?;
+    let offset = std::str::from_utf8(&message[1..space]).map_err(|_| Malformed)?;
+    let offset: Offset = offset.parse().map_err(|_| Malformed)?;
+    let (stamp, mut p) = decode_plain(message.slice(space + 1..))?;
+    p.offset = Some(offset);
+    Ok((stamp, p))
+}
+
+/// A message as [`encode`] made it.
+pub fn decode_plain(message: Bytes) -> Result<(Stamp, Publication), Malformed> {
     let mut m = message;
     let take_u32 = |m: &mut Bytes| (m.remaining() >= 4).then(|| m.get_u32() as usize);
     if m.remaining() < 1 + 16 + 3 || m.get_u8() != VERSION {
@@ -231,6 +260,28 @@ mod tests {
         let mut other = whole.to_vec();
         other[0] = 2;
         assert_eq!(decode(other.into()), Err(Malformed));
+    }
+
+    #[test]
+    fn a_numbered_message_carries_its_offset() {
+        let p = Publication::new(
+            Namespace::Default,
+            Bytes::from_static(b"orders"),
+            Bytes::from_static(b"{}"),
+        );
+        let stamp = Stamp { node: 1, seq: 2 };
+        let mut m = vec![NUMBERED];
+        m.extend_from_slice(b"1f-42 ");
+        m.extend_from_slice(&encode(&p, stamp));
+        let (back_stamp, back) = decode(m.clone().into()).unwrap();
+        assert_eq!(back_stamp, stamp);
+        assert_eq!(back.offset, Some("1f-42".parse().unwrap()));
+        assert_eq!(back.payload, p.payload);
+        for cut in [1, 3, 6, 7] {
+            assert_eq!(decode(Bytes::from(m[..cut].to_vec())), Err(Malformed));
+        }
+        m[3] = b'x';
+        assert_eq!(decode(m.into()), Err(Malformed), "not an offset");
     }
 
     #[test]

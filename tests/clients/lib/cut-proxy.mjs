@@ -16,10 +16,12 @@
 //                                   and never told (a phone that left the network), until close()
 //   proxy.held                      connections waiting for release()
 //   proxy.release()                 connects the held ones (and later ones) to herald
+//   proxy.target = port             where later connections go (a load balancer moving
+//                                   clients to another node)
 //   await proxy.close()             stops listening and resets whatever is left
 import net from 'node:net';
 
-export async function startCutProxy(targetPort, targetHost = '127.0.0.1') {
+export async function startCutProxy(target, targetHost = '127.0.0.1') {
   const pairs = new Set(); // [client, upstream] carried now
   let waiting = []; // clients accepted while holding
   const abandoned = []; // herald's side of silently cut connections
@@ -31,7 +33,7 @@ export async function startCutProxy(targetPort, targetHost = '127.0.0.1') {
   // Join a client to a new connection to herald. Bytes the client sent while held are still
   // in its socket's buffer (it was paused) and follow.
   function carry(client) {
-    const upstream = net.connect(targetPort, targetHost);
+    const upstream = net.connect(target, targetHost);
     const pair = [client, upstream];
     pairs.add(pair);
     const drop = () => {
@@ -66,6 +68,8 @@ export async function startCutProxy(targetPort, targetHost = '127.0.0.1') {
     get open() { return pairs.size; },
     get accepted() { return accepted; },
     get held() { return waiting.length; },
+    get target() { return target; },
+    set target(port) { target = port; },
     cut({ hold = false, silent = false } = {}) {
       holding = hold;
       const cut = [...pairs];

@@ -1,0 +1,146 @@
+//! A channel's history in Redis, so that its offsets mean the same on every node and a
+//! client recovers on any node: the script that numbers a publication, and the one that
+//! reads what came after an offset.
+//!
+//! [`NUMBER`] runs once per publication of a stream's channel, in the publisher's
+//! pipeline (`EVALSHA`; the publisher loads it on each connection): it takes the
+//! channel's epoch (made once, from the publishing node's candidate, when the channel
+//! has no history: Redis lost it, or it expired) and its next sequence number, appends
+//! the message to the channel's stream (`XADD` with the id `0-<seq>`, `MAXLEN` the
+//! node's `--history-size`), gives both keys the history TTL, and publishes the message
+//! with its offset in front ([`wire::NUMBERED`]). One script, so the offset, the order
+//! of the stream and the order every node receives are one. A batch sent again after a
+//! lost reply must not be numbered twice: the hash keeps each node's last stamp, and a
+//! stamp not past it is a copy (not appended, not published).
+//!
+//! [`READ`] answers `since` as the memory ring does: the publications after an offset,
+//! all of them or none (another epoch, ahead of the stream, or the first one after it no
+//! longer kept). Entries live while their stream does (each publication renews its TTL),
+//! bounded by `MAXLEN`: a quiet channel's history goes whole, a busy one's by count.
+//!
+//! [`wire`]: super::wire
+
+use super::super::history::HistoryLimits;
+use super::super::{Epoch, Namespace, Offset, Publication, TooOld};
+use super::wire::{self, Malformed, Stamp};
+use bytes::Bytes;
+use redis::Value;
+use std::sync::LazyLock;
+
+/// KEYS: the stream, the epoch hash. ARGV: the pub/sub channel, the message, MAXLEN, the
+/// TTL in ms, an epoch for a channel without one, the node, its stamp. Returns the
+/// offset (epoch, seq), or nil for a copy.
+pub static NUMBER: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(NUMBER_CODE));
+
+/// [`NUMBER`]'s code, for `SCRIPT LOAD`.
+pub const NUMBER_CODE: &str = r"
+local h = KEYS[2]
+local seen = tonumber(redis.call('HGET', h, ARGV[6]) or '0')
+if tonumber(ARGV[7]) <= seen then return false end
+if redis.call('HSETNX', h, 'e', ARGV[5]) == 1 then redis.call('DEL', KEYS[1]) end
+local e = redis.call('HGET', h, 'e')
+local s = redis.call('HINCRBY', h, 's', 1)
+redis.call('HSET', h, ARGV[6], ARGV[7])
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. s, 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', h, ARGV[4])
+redis.call('PUBLISH', ARGV[1], '\2' .. e .. '-' .. s .. ' ' .. ARGV[2])
+return {e, s}
+";
+
+/// KEYS: the stream, the epoch hash. ARGV: the offset's epoch and seq. Returns the
+/// messages after it, oldest first, or nil when they cannot all be given.
+pub static READ: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local h = redis.call('HMGET', KEYS[2], 'e', 's')
+if h[1] ~= ARGV[1] then return false end
+local last, after = tonumber(h[2]), tonumber(ARGV[2])
+if after > last then return false end
+if after == last then return {} end
+local first = '0-' .. (after + 1)
+local r = redis.call('XRANGE', KEYS[1], first, '+')
+if #r == 0 or r[1][1] ~= first then return false end
+local out = {}
+for i, e in ipairs(r) do out[i] = e[2][2] end
+return out
+",
+    )
+});
+
+/// Add to `pipe` the numbering of `p` (`message`, stamped `stamp`), published on `key`.
+pub fn number(
+    pipe: &mut redis::Pipeline,
+    key: &[u8],
+    p: &Publication,
+    message: &[u8],
+    stamp: Stamp,
+    limits: &HistoryLimits,
+) {
+    let [stream, epoch] = wire::history_keys(&p.namespace, p.channel());
+    pipe.cmd("EVALSHA")
+        .arg(NUMBER.get_hash())
+        .arg(2)
+        .arg(&stream[..])
+        .arg(&epoch[..])
+        .arg(key)
+        .arg(message)
+        .arg(limits.size)
+        .arg(limits.ttl.as_millis().max(1) as u64)
+        .arg(format!("{:x}", Epoch::fresh().0))
+        .arg(format!("{:x}", stamp.node))
+        .arg(stamp.seq);
+}
+
+/// The offset [`NUMBER`] returned; None for a copy (or a reply it does not make).
+pub fn numbered(reply: &Value) -> Option<Offset> {
+    let Value::Array(v) = reply else {
+        return None;
+    };
+    let (Some(Value::BulkString(e)), Some(Value::Int(s))) = (v.first(), v.get(1)) else {
+        return None;
+    };
+    let epoch = u64::from_str_radix(std::str::from_utf8(e).ok()?, 16).ok()?;
+    Some(Offset {
+        epoch: Epoch(epoch),
+        seq: u64::try_from(*s).ok()?,
+    })
+}
+
+/// What reading a channel's history found.
+pub enum Read {
+    Found(Result<Vec<Publication>, TooOld>),
+    /// An entry herald cannot read: nothing is given (never some of them).
+    Malformed,
+}
+
+/// The publications of `channel` in `namespace` after `offset`, from Redis.
+pub async fn since(
+    con: &mut redis::aio::MultiplexedConnection,
+    namespace: &Namespace,
+    channel: &[u8],
+    offset: Offset,
+) -> redis::RedisResult<Read> {
+    let [stream, epoch] = wire::history_keys(namespace, channel);
+    let found: Option<Vec<Vec<u8>>> = READ
+        .key(&stream[..])
+        .key(&epoch[..])
+        .arg(format!("{:x}", offset.epoch.0))
+        .arg(offset.seq)
+        .invoke_async(con)
+        .await?;
+    let Some(messages) = found else {
+        return Ok(Read::Found(Err(TooOld)));
+    };
+    let mut missed = Vec::with_capacity(messages.len());
+    for (seq, m) in (offset.seq + 1..).zip(messages) {
+        match wire::decode_plain(Bytes::from(m)) {
+            Ok((_, mut p)) => {
+                p.offset = Some(Offset { seq, ..offset });
+                missed.push(p);
+            }
+            Err(Malformed) => return Ok(Read::Malformed),
+        }
+    }
+    Ok(Read::Found(Ok(missed)))
+}
