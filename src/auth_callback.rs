@@ -48,6 +48,22 @@ impl AuthClient {
             );
             return Err(Refused(500));
         };
+        let asked = std::time::Instant::now();
+        let answer = self
+            .ask(endpoint, channel, socket_id, headers, presence)
+            .await;
+        crate::metrics::AUTH_REQUEST_SECONDS.observe(asked.elapsed());
+        answer
+    }
+
+    async fn ask(
+        &self,
+        endpoint: &str,
+        channel: &str,
+        socket_id: &str,
+        headers: reqwest::header::HeaderMap,
+        presence: bool,
+    ) -> Result<Option<PresenceMember>, Refused> {
         let req = self
             .http
             .post(endpoint)

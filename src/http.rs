@@ -23,6 +23,7 @@ pub fn routes(
         .map(move || healthz(&health.health));
     let broker = state.broker.clone();
     let presence = state.presence.clone();
+    let apps = pusher.clone();
     let metrics = warp::path("metrics")
         .and(warp::path::end())
         .and(warp::get())
@@ -36,12 +37,16 @@ pub fn routes(
             ];
             rows.extend(broker.metrics());
             rows.extend(presence.metrics());
-            warp::reply::with_header(
-                crate::metrics::render(&rows),
-                "content-type",
-                "text/plain; version=0.0.4",
-            )
-            .into_response()
+            let mut text = crate::metrics::render(&rows);
+            if let Some(apps) = &apps {
+                let open: Vec<(String, u64)> = (apps.all().iter())
+                    .map(|a| (a.config().id.clone(), a.connection_count() as u64))
+                    .collect();
+                let name = "herald_pusher_app_connections";
+                crate::metrics::render_labelled(name, "gauge", "app", &open, &mut text);
+            }
+            warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+                .into_response()
         });
     healthz
         .or(metrics)

@@ -37,6 +37,78 @@ impl Counter {
     }
 }
 
+/// Upper bounds (seconds) of [`Histogram`]'s buckets: from 5 ms to 10 s, as Prometheus's
+/// client libraries default to.
+const BOUNDS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A Prometheus histogram of durations: a count per bucket, the sum and the count.
+pub struct Histogram {
+    /// Observations at most each bound (not cumulative; rendering adds them up).
+    buckets: [AtomicU64; BOUNDS.len()],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub const fn new() -> Self {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; BOUNDS.len()],
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Its text exposition under `name`.
+    fn render(&self, name: &str, out: &mut String) {
+        out.push_str(&format!("# TYPE {name} histogram\n"));
+        let mut cumulative = 0;
+        for (bound, n) in BOUNDS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n"));
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        out.push_str(&format!("{name}_sum {sum}\n{name}_count {count}\n"));
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram::new()
+    }
+}
+
+/// Requests to the app's `--auth-endpoint`, by how long each took (answered or not).
+pub static AUTH_REQUEST_SECONDS: Histogram = Histogram::new();
+
+/// One labelled family: `name{label="value"} v` per row.
+pub fn render_labelled(
+    name: &str,
+    kind: &str,
+    label: &str,
+    rows: &[(String, u64)],
+    out: &mut String,
+) {
+    out.push_str(&format!("# TYPE {name} {kind}\n"));
+    for (value, v) in rows {
+        let value = value.replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!("{name}{{{label}=\"{value}\"}} {v}\n"));
+    }
+}
+
 impl Default for Counter {
     fn default() -> Self {
         Self::new()
@@ -348,6 +420,7 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             n.get()
         ));
     }
+    AUTH_REQUEST_SECONDS.render("herald_auth_request_seconds", &mut s);
     s.push_str("# TYPE herald_pusher_resume_refused_total counter\n");
     for (reason, n) in PUSHER_RESUME_REASONS.iter().zip(&PUSHER_RESUME_REFUSED) {
         let n = n.get();

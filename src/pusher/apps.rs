@@ -112,6 +112,11 @@ impl App {
             .is_ok()
     }
 
+    /// Its connections open now (on this node).
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
     pub fn release(&self) {
         self.connections.fetch_sub(1, Ordering::AcqRel);
     }

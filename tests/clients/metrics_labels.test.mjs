@@ -1,0 +1,61 @@
+// /metrics beyond plain counters: the auth endpoint's latency as a Prometheus histogram
+// (herald_auth_request_seconds: buckets, sum, count) after real Echo subscriptions it
+// authorized (one held back 300 ms by the fixture app), and each Pusher app's open
+// connections (herald_pusher_app_connections{app="…"}) following pusher-js clients.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import Echo from 'laravel-echo';
+import { io } from 'socket.io-client';
+import { startHerald } from './lib/herald.mjs';
+import { until, once, ackSubscribes, acked } from './lib/wait.mjs';
+import { startAuthApp } from './fixtures/laravel-auth.mjs';
+import { pusherClient, connected } from './pusher_fixtures.mjs';
+
+let h, app;
+before(async () => {
+  app = await startAuthApp({ delayMs: 300 });
+  h = await startHerald(['--auth-endpoint', app.endpoint]);
+});
+after(async () => {
+  await h?.stop();
+  await app?.close();
+});
+
+// Every sample of /metrics, by its name with labels as written.
+async function samples() {
+  const text = await (await fetch(`${h.url}/metrics`)).text();
+  return new Map(text.split('\n').filter((l) => l && !l.startsWith('#'))
+    .map((l) => { const i = l.lastIndexOf(' '); return [l.slice(0, i), Number(l.slice(i + 1))]; }));
+}
+
+test('the auth endpoint\'s latency is a histogram: each request counted in its bucket, its time in the sum', async () => {
+  const echo = new Echo({
+    broadcaster: 'socket.io', host: h.url, client: io, transports: ['websocket'],
+    forceNew: true, reconnection: false, auth: { headers: { Authorization: 'Bearer 1' } },
+  });
+  try {
+    const socket = ackSubscribes(echo.connector.socket);
+    if (!socket.connected) await once(socket, 'connect');
+    echo.private('orders.1');
+    await acked(socket, 'private-orders.1');
+    const m = await samples();
+    assert.equal(m.get('herald_auth_request_seconds_count'), 1);
+    assert.equal(m.get('herald_auth_request_seconds_bucket{le="0.25"}'), 0, 'held 300 ms: not within 0.25 s');
+    assert.equal(m.get('herald_auth_request_seconds_bucket{le="0.5"}'), 1);
+    assert.equal(m.get('herald_auth_request_seconds_bucket{le="+Inf"}'), 1);
+    assert.ok(m.get('herald_auth_request_seconds_sum') >= 0.3, `sum ${m.get('herald_auth_request_seconds_sum')}`);
+  } finally {
+    echo.disconnect();
+  }
+});
+
+test('each Pusher app\'s open connections, labelled by app', async () => {
+  const open = async () => (await samples()).get('herald_pusher_app_connections{app="herald"}');
+  assert.equal(await open(), 0);
+  const a = await connected(pusherClient(h));
+  const b = await connected(pusherClient(h));
+  assert.equal(await open(), 2);
+  a.disconnect();
+  b.disconnect();
+  await until(async () => await open() === 0, 'the gauge to fall back to 0');
+});
