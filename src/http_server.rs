@@ -17,6 +17,8 @@
 //!   reading. `TCP_USER_TIMEOUT` is set to the same value where the OS has it, so a
 //!   peer that vanished is given up by the kernel too, even when herald's writes fit
 //!   in the socket buffer (otherwise Linux retransmits for about 15 minutes).
+//! - **TLS handshake** (`--tls-cert`): bounded by the header timeout too, counted when
+//!   it fails; then the same connection is served as a plain one would be.
 //!
 //! Request bodies have their own deadline where they are read (socket.io polling,
 //! the Pusher HTTP API); WebSocket connections are bounded by their protocol's
