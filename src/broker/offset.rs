@@ -76,6 +76,21 @@ impl FromStr for Offset {
     }
 }
 
+/// Written as on the wire, for what is kept on the backplane.
+impl serde::Serialize for Offset {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Offset {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Offset, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse()
+            .map_err(|_| serde::de::Error::custom("not an offset"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +117,17 @@ mod tests {
         ] {
             assert_eq!(bad.parse::<Offset>(), Err(BadOffset), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn serialized_as_on_the_wire() {
+        let o = Offset {
+            epoch: Epoch(0xab),
+            seq: 7,
+        };
+        assert_eq!(serde_json::to_string(&o).unwrap(), r#""ab-7""#);
+        assert_eq!(serde_json::from_str::<Offset>(r#""ab-7""#).unwrap(), o);
+        assert!(serde_json::from_str::<Offset>(r#""ab""#).is_err());
     }
 
     #[test]

@@ -312,6 +312,12 @@ impl Apps {
         apps
     }
 
+    /// The store of resumable connections' marks (one for all apps), if any app may
+    /// have recovery on.
+    pub fn kept_marks(&self) -> Option<Arc<KeptMarks>> {
+        self.kept_marks.clone()
+    }
+
     /// An app, with its listeners and timers; `default`: the first app, in the default
     /// namespace.
     fn make(&self, mut c: AppConfig, default: bool) -> Arc<App> {

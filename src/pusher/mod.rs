@@ -20,6 +20,7 @@
 pub mod apps;
 mod census;
 pub mod channels;
+mod handover;
 pub mod http_api;
 pub mod protocol;
 pub mod resume;
@@ -135,6 +136,11 @@ pub fn start(state: &State) -> Option<Arc<Apps>> {
     if let Some(cluster) = state.broker.cluster() {
         // The HTTP API's channel and user queries ask every node; this one answers here.
         cluster.answer_with(apps.clone());
+        if let Some(kept) = apps.kept_marks() {
+            let (broker, window) = (state.broker.clone(), kept.window());
+            let shutdown = state.shutdown.clone();
+            tokio::spawn(handover::write_open(broker, kept, window, shutdown));
+        }
     }
     for app in apps.all().iter() {
         hold_cache_channels(state, app);

@@ -45,11 +45,12 @@
 
 use super::channels::Connection;
 use super::protocol;
-use crate::broker::{Broker, Namespace, Offset, Origin, SubscriberId};
+use crate::broker::{Broker, Namespace, Offset, Origin, Publication, SubscriberId};
 use crate::laravel::Envelope;
 use crate::metrics;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -72,7 +73,7 @@ impl Reason {
 }
 
 /// The cache channel's event a connection was sent on subscribing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Cached {
     At(Offset),
     /// Published while the channel had no stream: not in the history.
@@ -82,7 +83,7 @@ pub enum Cached {
 /// One stretch of what a connection was sent on a channel: the cached event, if any,
 /// then every publication after `after` (up to `until`) not naming `except`; and, once
 /// known, how many of those there were up to an offset.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
     pub cached: Option<Cached>,
     pub after: Offset,
@@ -95,7 +96,7 @@ pub struct Segment {
 /// from the subscription's count of what it was sent ([`super::channels::Channels::sent`])
 /// when its connection closed or was resumed, so a resume reads the history back to
 /// where the client stopped, not to where it subscribed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counted {
     pub items: usize,
     pub through: Offset,
@@ -104,7 +105,7 @@ pub struct Counted {
 /// What a connection's client was sent on one channel, in order: the segments; those
 /// from `live_from` on are the connection's own subscription (those before it, the
 /// replay a resume owed it).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
     pub segments: Vec<Segment>,
     pub live_from: usize,
@@ -138,6 +139,20 @@ impl Mark {
         }
     }
 
+    /// The offset a resume reads the channel's history after, at the earliest (None:
+    /// nothing to read): where the segments the client counted from begin.
+    pub fn reads_after(&self, resumed: bool) -> Option<Offset> {
+        let segments = self.counted_from(resumed);
+        let starts = segments.iter().flat_map(|s| {
+            let before_cached = s.cached_at().map(|c| Offset {
+                seq: c.seq.saturating_sub(1),
+                ..c
+            });
+            [Some(s.after), before_cached].into_iter().flatten()
+        });
+        starts.min_by_key(|o| o.seq)
+    }
+
     /// What the client counted from: everything, or (`resumed`: it saw `herald:resumed`
     /// and started again from zero) the live part only.
     fn counted_from(&self, resumed: bool) -> &[Segment] {
@@ -152,6 +167,8 @@ impl Mark {
 /// One connection's marks, while it is open and for the window after it closed.
 pub struct Marks {
     app: SubscriberId,
+    /// The app's id, which names its marks on the backplane ([`super::handover`]).
+    pub app_id: Arc<str>,
     conn: Weak<Connection>,
     state: Mutex<MarksState>,
 }
@@ -159,6 +176,8 @@ pub struct Marks {
 #[derive(Default)]
 struct MarksState {
     channels: Vec<(Box<str>, Mark)>,
+    /// Set or removed a mark since [`Marks::changes`] last looked.
+    changed: bool,
     closed: Option<Instant>,
     taken: bool,
 }
@@ -166,6 +185,7 @@ struct MarksState {
 impl Marks {
     pub fn set(&self, channel: &str, mark: Mark) {
         let mut s = self.state.lock();
+        s.changed = true;
         match s.channels.iter_mut().find(|(c, _)| &**c == channel) {
             Some((_, m)) => *m = mark,
             None => s.channels.push((channel.into(), mark)),
@@ -173,7 +193,20 @@ impl Marks {
     }
 
     pub fn remove(&self, channel: &str) {
-        self.state.lock().channels.retain(|(c, _)| &**c != channel);
+        let mut s = self.state.lock();
+        s.changed = true;
+        s.channels.retain(|(c, _)| &**c != channel);
+    }
+
+    /// Its marks now.
+    pub fn channels(&self) -> Vec<(Box<str>, Mark)> {
+        self.state.lock().channels.clone()
+    }
+
+    /// Its marks, if they changed since the last call.
+    pub fn changes(&self) -> Option<Vec<(Box<str>, Mark)>> {
+        let mut s = self.state.lock();
+        std::mem::take(&mut s.changed).then(|| s.channels.clone())
     }
 
     /// The subscription to `channel` was `sent` numbered frames up to `through`.
@@ -210,10 +243,16 @@ impl KeptMarks {
         })
     }
 
-    /// A new connection of app `app`.
-    pub fn open(&self, socket: &Arc<str>, app: SubscriberId, conn: &Arc<Connection>) -> Arc<Marks> {
+    /// A new connection of app `app` (`app_id`).
+    pub fn open(
+        &self,
+        socket: &Arc<str>,
+        (app, app_id): (SubscriberId, &str),
+        conn: &Arc<Connection>,
+    ) -> Arc<Marks> {
         let marks = Arc::new(Marks {
             app,
+            app_id: app_id.into(),
             conn: Arc::downgrade(conn),
             state: Mutex::default(),
         });
@@ -222,12 +261,18 @@ impl KeptMarks {
     }
 
     /// The connection closed; kept for the window if `resumable` (an unclean close) and
-    /// it has channels to resume, else forgotten.
-    pub fn close(&self, socket: &Arc<str>, marks: &Arc<Marks>, resumable: bool, now: Instant) {
+    /// it has channels to resume, else forgotten. Whether it was kept.
+    pub fn close(
+        &self,
+        socket: &Arc<str>,
+        marks: &Arc<Marks>,
+        resumable: bool,
+        now: Instant,
+    ) -> bool {
         let keep = {
             let mut s = marks.state.lock();
             if s.taken {
-                return;
+                return false;
             }
             s.closed = Some(now);
             resumable && !s.channels.is_empty() && self.max > 0
@@ -235,7 +280,7 @@ impl KeptMarks {
         let mut inner = self.inner.lock();
         if !keep {
             inner.by_socket.remove(socket);
-            return;
+            return false;
         }
         inner.closed.push_back((now, socket.clone()));
         metrics::PUSHER_RESUME_KEPT.inc();
@@ -260,6 +305,25 @@ impl KeptMarks {
                 );
             }
         }
+        true
+    }
+
+    /// How long a closed connection's marks are kept.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The open connections' marks, by socket id.
+    pub fn open_connections(&self) -> Vec<(Arc<str>, Arc<Marks>)> {
+        let all: Vec<_> = (self.inner.lock().by_socket.iter())
+            .map(|(socket, marks)| (socket.clone(), marks.clone()))
+            .collect();
+        all.into_iter()
+            .filter(|(_, m)| {
+                let s = m.state.lock();
+                s.closed.is_none() && !s.taken
+            })
+            .collect()
     }
 
     /// Take the marks of `socket` for app `app`'s resuming connection: its marks. An
@@ -341,13 +405,25 @@ enum Item {
     Unnumbered,
 }
 
-/// The frames `mark`'s client has not received on `channel` of `namespace`, given that
-/// it counted `received` events (from the live part, if `resumed`), up to `upto` (the
-/// new subscription's mark: what follows reaches it live). The frames are built as the
-/// edge builds them ([`super::frame`]), so they are the bytes first sent.
+/// Where a resume reads a channel's history.
+pub enum Source<'a> {
+    /// The node's broker ([`Broker::since`]).
+    Broker(&'a dyn Broker, &'a Namespace),
+    /// What was read from the cluster's history before the subscription: every
+    /// publication after `after`, in order.
+    Read {
+        after: Offset,
+        publications: &'a [Publication],
+    },
+}
+
+/// The frames `mark`'s client has not received on `channel`, given that it counted
+/// `received` events (from the live part, if `resumed`), up to `upto` (the new
+/// subscription's mark: what follows reaches it live), read from `source`. The frames
+/// are built as the edge builds them ([`super::frame`]), so they are the bytes first
+/// sent.
 pub fn owed(
-    broker: &dyn Broker,
-    namespace: &Namespace,
+    source: Source,
     channel: &str,
     mark: &Mark,
     received: u64,
@@ -362,11 +438,7 @@ pub fn owed(
             return Err(Reason::TooOld);
         }
     }
-    let history = History {
-        broker,
-        namespace,
-        channel,
-    };
+    let history = History { source, channel };
     let mut skip = usize::try_from(received).map_err(|_| Reason::Unknown)?;
     let mut owed = Vec::new();
     for s in segments {
@@ -386,8 +458,7 @@ pub fn owed(
 
 /// One channel's history, as a resume reads it.
 struct History<'a> {
-    broker: &'a dyn Broker,
-    namespace: &'a Namespace,
+    source: Source<'a>,
     channel: &'a str,
 }
 
@@ -395,9 +466,21 @@ impl History<'_> {
     /// The Laravel publications after `after`, or TooOld when the history no longer
     /// holds all of them.
     fn since(&self, after: Offset) -> Result<Vec<Sent>, Reason> {
-        let all = (self.broker)
-            .since(self.namespace, self.channel.as_bytes(), after)
-            .map_err(|_| Reason::TooOld)?;
+        let all = match self.source {
+            Source::Broker(broker, namespace) => broker
+                .since(namespace, self.channel.as_bytes(), after)
+                .map_err(|_| Reason::TooOld)?,
+            Source::Read {
+                after: read_after,
+                publications,
+            } => {
+                if after.epoch != read_after.epoch || after.seq < read_after.seq {
+                    return Err(Reason::TooOld);
+                }
+                let later = |p: &&Publication| p.offset.is_some_and(|o| o.seq > after.seq);
+                publications.iter().filter(later).cloned().collect()
+            }
+        };
         Ok(all
             .into_iter()
             .filter_map(|p| {
@@ -615,7 +698,7 @@ mod tests {
         let sockets: Vec<Arc<str>> = (1..=3).map(|n| Arc::from(format!("1.{n}"))).collect();
         let conns: Vec<_> = sockets.iter().map(|s| conn(s)).collect();
         for (s, c) in sockets.iter().zip(&conns) {
-            let t = kept_marks.open(s, 1, c);
+            let t = kept_marks.open(s, (1, "app"), c);
             t.set("orders", mark(s));
             kept_marks.close(s, &t, true, now);
         }
@@ -651,10 +734,10 @@ mod tests {
         let now = Instant::now();
         let (a, b): (Arc<str>, Arc<str>) = ("1.1".into(), "1.2".into());
         let (ca, cb) = (conn(&a), conn(&b));
-        let ta = kept_marks.open(&a, 1, &ca);
+        let ta = kept_marks.open(&a, (1, "app"), &ca);
         ta.set("orders", mark(&a));
         kept_marks.close(&a, &ta, false, now);
-        let tb = kept_marks.open(&b, 1, &cb);
+        let tb = kept_marks.open(&b, (1, "app"), &cb);
         kept_marks.close(&b, &tb, true, now);
         assert!(kept_marks.take("1.1", 1, now, |_, _| None).is_err());
         assert!(kept_marks.take("1.2", 1, now, |_, _| None).is_err());
@@ -665,7 +748,7 @@ mod tests {
         let kept_marks = KeptMarks::new(Duration::from_secs(60), 10);
         let s: Arc<str> = "1.1".into();
         let c = conn(&s);
-        let t = kept_marks.open(&s, 1, &c);
+        let t = kept_marks.open(&s, (1, "app"), &c);
         t.set("orders", mark(&s));
         assert_eq!(
             kept_marks
@@ -716,7 +799,7 @@ mod tests {
         let upto = publish(&b, 4, None);
         publish(&b, 5, None); // after the new subscription's mark: reaches it live
         let ns = Namespace::Default;
-        let frames = owed(&b, &ns, "orders", &m, 1, false, upto).unwrap();
+        let frames = owed(Source::Broker(&b, &ns), "orders", &m, 1, false, upto).unwrap();
         let text: Vec<String> = frames
             .iter()
             .map(|f| String::from_utf8_lossy(&f[2..]).into_owned())
@@ -729,7 +812,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            owed(&b, &ns, "orders", &m, 4, false, upto),
+            owed(Source::Broker(&b, &ns), "orders", &m, 4, false, upto),
             Err(Reason::Unknown)
         );
         // Resumed, then dropped again: counted from the old mark, or from the live part.
@@ -742,11 +825,15 @@ mod tests {
         };
         publish(&b, 7, None);
         assert_eq!(
-            owed(&b, &ns, "orders", &r, 3, false, later).unwrap().len(),
+            owed(Source::Broker(&b, &ns), "orders", &r, 3, false, later)
+                .unwrap()
+                .len(),
             2
         );
         assert_eq!(
-            owed(&b, &ns, "orders", &r, 0, true, later).unwrap().len(),
+            owed(Source::Broker(&b, &ns), "orders", &r, 0, true, later)
+                .unwrap()
+                .len(),
             2
         );
         let other = Offset {
@@ -754,8 +841,48 @@ mod tests {
             seq: 1,
         };
         assert_eq!(
-            owed(&b, &ns, "orders", &m, 0, false, other),
+            owed(Source::Broker(&b, &ns), "orders", &m, 0, false, other),
             Err(Reason::TooOld)
+        );
+    }
+
+    #[test]
+    fn owed_from_what_was_read_is_owed_from_the_broker() {
+        let b = MemoryBroker::default();
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"orders", Arc::new(Nobody));
+        let start = b.position(&ns, b"orders").unwrap();
+        let old: Arc<str> = "1.1".into();
+        let m = Mark::subscribed(None, start, &old);
+        publish(&b, 1, None);
+        publish(&b, 2, Some("1.1"));
+        let upto = publish(&b, 3, None);
+        publish(&b, 4, None);
+        let after = m.reads_after(false).unwrap();
+        assert_eq!(after, start);
+        let read = b.since(&ns, b"orders", after).unwrap();
+        let from_read = Source::Read {
+            after,
+            publications: &read,
+        };
+        let frames = owed(from_read, "orders", &m, 0, false, upto).unwrap();
+        assert_eq!(texts(&frames), ["1", "3"]);
+        assert_eq!(
+            frames,
+            owed(Source::Broker(&b, &ns), "orders", &m, 0, false, upto).unwrap()
+        );
+        let later = Offset {
+            seq: after.seq + 1,
+            ..after
+        };
+        let short = Source::Read {
+            after: later,
+            publications: &read[1..],
+        };
+        assert_eq!(
+            owed(short, "orders", &m, 0, false, upto),
+            Err(Reason::TooOld),
+            "the read does not reach back to the mark"
         );
     }
 
@@ -787,23 +914,23 @@ mod tests {
                                                 // Sent 8 numbered frames up to 9; the history holds 7 to 10.
         let upto = publish(&b, 10, None);
         assert_eq!(
-            owed(&b, &ns, "orders", &m, 8, false, upto),
+            owed(Source::Broker(&b, &ns), "orders", &m, 8, false, upto),
             Err(Reason::TooOld)
         );
         m.count(8, mine);
         // It received all 8: owed 10 only.
-        let all = owed(&b, &ns, "orders", &m, 8, false, upto).unwrap();
+        let all = owed(Source::Broker(&b, &ns), "orders", &m, 8, false, upto).unwrap();
         assert_eq!(texts(&all), ["10"]);
         // It received 6: 7 and 8 are read back from the count, then 10.
-        let back = owed(&b, &ns, "orders", &m, 6, false, upto).unwrap();
+        let back = owed(Source::Broker(&b, &ns), "orders", &m, 6, false, upto).unwrap();
         assert_eq!(texts(&back), ["7", "8", "10"]);
         // It received 4: 5 is gone from the history.
         assert_eq!(
-            owed(&b, &ns, "orders", &m, 4, false, upto),
+            owed(Source::Broker(&b, &ns), "orders", &m, 4, false, upto),
             Err(Reason::TooOld)
         );
         assert_eq!(
-            owed(&b, &ns, "orders", &m, 10, false, upto),
+            owed(Source::Broker(&b, &ns), "orders", &m, 10, false, upto),
             Err(Reason::Unknown)
         );
         // Resumed (upto), counted again on the new connection, dropped again.
@@ -813,20 +940,20 @@ mod tests {
         r.count(1, last);
         let later = publish(&b, 12, None);
         assert_eq!(
-            texts(&owed(&b, &ns, "orders", &r, 1, true, later).unwrap()),
+            texts(&owed(Source::Broker(&b, &ns), "orders", &r, 1, true, later).unwrap()),
             ["12"]
         );
         assert_eq!(
-            texts(&owed(&b, &ns, "orders", &r, 0, true, later).unwrap()),
+            texts(&owed(Source::Broker(&b, &ns), "orders", &r, 0, true, later).unwrap()),
             ["11", "12"]
         );
         // Not seen herald:resumed: 6 received before, the replay of 3, then 11.
         assert_eq!(
-            texts(&owed(&b, &ns, "orders", &r, 10, false, later).unwrap()),
+            texts(&owed(Source::Broker(&b, &ns), "orders", &r, 10, false, later).unwrap()),
             ["12"]
         );
         assert_eq!(
-            texts(&owed(&b, &ns, "orders", &r, 8, false, later).unwrap()),
+            texts(&owed(Source::Broker(&b, &ns), "orders", &r, 8, false, later).unwrap()),
             ["10", "11", "12"]
         );
     }

@@ -13,11 +13,12 @@
 
 use super::apps::{App, MAX_WATCHLIST};
 use super::channels::{Connection, Refused};
+use super::handover;
 use super::protocol::{self, Incoming, Signin, Subscribe, Unsubscribe};
-use super::resume::{self, Cached, Mark, Marks, Reason};
+use super::resume::{self, Cached, Mark, Marks, Reason, Source};
 use super::signature;
 use super::webhooks::Event;
-use crate::broker::{Broker, Offset, Publication, StreamSubscriber};
+use crate::broker::{Broker, Offset, Publication, StreamSubscriber, TooOld};
 use crate::edge_policy::{self, BadChannelName, ClientEvent, ClientEvents, RateWindow};
 use crate::laravel::{ChannelKind, Envelope, PresenceMember};
 use crate::outbox::Outbox;
@@ -99,7 +100,8 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
     let (app_client_events, app_max_message) =
         (app.config().client_events, app.config().max_message_size());
     let socket: Arc<str> = Arc::from(&*conn.socket_id);
-    let marks = (app.kept_marks.as_ref()).map(|t| t.open(&socket, app.subscriber_id, &conn));
+    let marks = (app.kept_marks.as_ref())
+        .map(|t| t.open(&socket, (app.subscriber_id, &app.config().id), &conn));
     let session = Session {
         app,
         broker: state.broker.clone(),
@@ -122,6 +124,8 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         pending: Vec::new(),
         asked: false,
         refused: false,
+        waiting: None,
+        joining: None,
     };
     crate::metrics::WS_CONNECTIONS.inc();
     ws::drive(io, outbox, session, max_frame, state.shutdown.clone()).await;
@@ -157,6 +161,38 @@ struct Session {
     asked: bool,
     /// Whether the session itself closed the connection (a refusal: not resumable).
     refused: bool,
+    /// What the connection waits for from the cluster ([`Handler::awaiting`]).
+    waiting: Option<ws::Waiting<Awaited>>,
+    /// The channel followed for a subscription that waits for the cluster.
+    joining: Option<Box<str>>,
+}
+
+/// How long a session waits for the cluster at most (the backplane's answers are
+/// bounded too; this bounds them all).
+const CLUSTER_WAIT: Duration = Duration::from_secs(5);
+
+/// What a new subscription waits for from the cluster ([`Session::cluster_wait`]).
+struct ClusterWait {
+    /// Its channel's stream here to stand where the cluster's history does.
+    stand: bool,
+    /// What was published after this offset (a resumed subscription's).
+    read_after: Option<Offset>,
+}
+
+/// What a subscription read from the cluster's history: after which offset, and what.
+type Read = Option<(Offset, Result<Vec<Publication>, TooOld>)>;
+
+/// What a session waited for from the cluster.
+enum Awaited {
+    /// `herald:resume`'s marks, taken from the backplane.
+    Taken(ResumeRequest, Result<handover::Channels, Reason>),
+    /// A subscription to `name`, whose stream here now stands where the cluster's history
+    /// does (unless the backplane could not say), and (a resumed one) what was read.
+    Joining {
+        name: Box<str>,
+        member: Option<PresenceMember>,
+        read: Read,
+    },
 }
 
 /// A channel to resume once subscribed: the old connection's mark, and what its client
@@ -220,7 +256,7 @@ impl Session {
             "pusher:ping" => out.push(protocol::event("pusher:pong", None, "{}")),
             "pusher:pong" => {}
             "pusher:subscribe" => match msg.data_as::<Subscribe>() {
-                Some(sub) => self.subscribe(sub, out),
+                Some(sub) => return self.subscribe(sub, out),
                 None => out.push(protocol::error(4200, "Invalid message format")),
             },
             "pusher:unsubscribe" => match msg.data_as::<Unsubscribe>() {
@@ -232,7 +268,7 @@ impl Session {
                 None => out.push(protocol::error(4200, "Invalid message format")),
             },
             "herald:resume" => match msg.data_as::<ResumeRequest>() {
-                Some(r) => self.resume(r, out),
+                Some(r) => return self.resume(r, out),
                 None => out.push(protocol::error(4200, "Invalid message format")),
             },
             e if e.starts_with("client-") => self.client_event(&msg, out),
@@ -241,7 +277,16 @@ impl Session {
         Flow::Continue
     }
 
-    fn subscribe(&mut self, sub: Subscribe, out: &mut Vec<Bytes>) {
+    fn subscribe(&mut self, sub: Subscribe, out: &mut Vec<Bytes>) -> Flow {
+        match self.check(&sub, out) {
+            Some(member) => self.join(&sub.channel, member, None, out),
+            None => Flow::Continue,
+        }
+    }
+
+    /// Whether `sub` may subscribe (a refusal goes to `out`, and None): the presence
+    /// member it joins as, if any.
+    fn check(&self, sub: &Subscribe, out: &mut Vec<Bytes>) -> Option<Option<PresenceMember>> {
         let name = sub.channel.as_str();
         if let Err(bad) = edge_policy::check_channel_name(name) {
             // Soketi's wording for a long name; status 4009 for both.
@@ -256,7 +301,7 @@ impl Session {
                 _ => ("InvalidChannel", "Invalid channel name".to_string()),
             };
             out.push(protocol::subscription_error(name, kind, &message, 4009));
-            return;
+            return None;
         }
         let full = self.max_channels > 0 && self.subscriptions.len() >= self.max_channels;
         if full && self.subscribed(name).is_none() {
@@ -266,7 +311,7 @@ impl Session {
                 "Too many channels on this connection",
                 429,
             ));
-            return;
+            return None;
         }
         let kind = ChannelKind::of(name);
         let cfg = self.app.config();
@@ -279,7 +324,7 @@ impl Session {
                     "Sign in as this user first",
                     4009,
                 ));
-                return;
+                return None;
             }
         } else if kind.needs_auth() {
             let data = if kind == ChannelKind::Presence {
@@ -305,7 +350,7 @@ impl Session {
                     401,
                 ));
                 out.push(protocol::error(4009, "Connection is unauthorized"));
-                return;
+                return None;
             }
             if kind == ChannelKind::Presence {
                 let data = data.unwrap_or("");
@@ -316,7 +361,7 @@ impl Session {
                         "The presence member data is too big",
                         4100,
                     ));
-                    return;
+                    return None;
                 }
                 let Some(user) = PresenceMember::from_channel_data(data) else {
                     out.push(protocol::subscription_error(
@@ -325,11 +370,27 @@ impl Session {
                         "channel_data must carry a user_id",
                         4009,
                     ));
-                    return;
+                    return None;
                 };
                 member = Some(user);
             }
         }
+        Some(member)
+    }
+
+    /// Subscribe to `name` (as `member`, on a presence channel). In a cluster, a
+    /// recovery app's subscription first waits (`waited` None: it begins the wait) for
+    /// its channel's stream here to stand where the cluster's history does, so its mark
+    /// means the same on every node, and a resumed one for what its client missed, read
+    /// from that history ([`Session::cluster_wait`]).
+    fn join(
+        &mut self,
+        name: &str,
+        member: Option<PresenceMember>,
+        waited: Option<Read>,
+        out: &mut Vec<Bytes>,
+    ) -> Flow {
+        let cfg = self.app.config();
         if let Some((_, Some(old))) = self.subscribed(name) {
             // Re-subscribing as someone else: leave as the old member first.
             if member.as_ref().is_some_and(|m| m.key != *old) {
@@ -344,7 +405,15 @@ impl Session {
         // the channel, so the channel's last one at the join is this connection's start.
         let new = self.subscribed(name).is_none();
         let before = if new {
-            self.follow(name);
+            if waited.is_none() {
+                self.follow(name);
+                if let Some(wait) = self.cluster_wait(name) {
+                    self.waiting = Some(self.wait(name, member, wait));
+                    self.joining = Some(name.into());
+                    return Flow::Await;
+                }
+            }
+            self.joining = None;
             (self.broker).position(&self.app.namespace, name.as_bytes())
         } else {
             None
@@ -387,8 +456,8 @@ impl Session {
                     None => None,
                 };
                 if let (Some(p), Some(start), true) = (&pending, start, new) {
-                    if self.replay(name, p, start, &succeeded, out) {
-                        return;
+                    if self.replay(name, p, start, &succeeded, waited.flatten(), out) {
+                        return Flow::Continue;
                     }
                 }
                 out.push(succeeded);
@@ -408,10 +477,60 @@ impl Session {
                 }
             }
         }
+        Flow::Continue
+    }
+
+    /// What a new subscription to `name` waits for from the cluster before it is made,
+    /// if anything: this node is part of one, the app resumes connections, and the
+    /// channel's stream here has numbered nothing (its offsets would be this node's) or
+    /// the subscription is resumed (what its client missed is read from the cluster's
+    /// history, after the offset returned).
+    fn cluster_wait(&self, name: &str) -> Option<ClusterWait> {
+        self.broker.cluster()?;
+        self.marks.as_ref()?;
+        let here = (self.broker).position(&self.app.namespace, name.as_bytes());
+        let stand = here.is_none_or(|o| o.seq == 0);
+        let pending = self.pending.iter().find(|(c, _)| &**c == name);
+        let read_after = pending.and_then(|(_, p)| p.mark.reads_after(p.resumed));
+        (stand || read_after.is_some()).then_some(ClusterWait { stand, read_after })
+    }
+
+    /// The wait [`Session::cluster_wait`] said, bounded by [`CLUSTER_WAIT`].
+    fn wait(
+        &self,
+        name: &str,
+        member: Option<PresenceMember>,
+        wait: ClusterWait,
+    ) -> ws::Waiting<Awaited> {
+        let (broker, namespace) = (self.broker.clone(), self.app.namespace.clone());
+        let (name, channel): (Box<str>, _) = (name.into(), Bytes::copy_from_slice(name.as_bytes()));
+        Box::pin(async move {
+            let work = async {
+                let cluster = broker.cluster()?;
+                if wait.stand {
+                    let _ = cluster.stand(namespace.clone(), channel.clone()).await;
+                }
+                let after = wait.read_after?;
+                Some((after, cluster.since(namespace, channel, after).await))
+            };
+            let read = match tokio::time::timeout(CLUSTER_WAIT, work).await {
+                Ok(read) => read,
+                Err(_) => {
+                    tracing::warn!(
+                        channel = %name,
+                        "a Pusher subscription waited for the backplane past its deadline: \
+                         it is made as things stand here (a resumed one is told too_old)"
+                    );
+                    wait.read_after.map(|after| (after, Err(TooOld)))
+                }
+            };
+            Awaited::Joining { name, member, read }
+        })
     }
 
     /// Answer a resumed subscription to `name` whose own start is `start`: the
-    /// subscription, what its client missed, `herald:resumed`; true if done. On a
+    /// subscription, what its client missed (from `read` when it was read from the
+    /// cluster's history, else from the broker), `herald:resumed`; true if done. On a
     /// refusal `herald:resume_failed` goes first, and false: subscribe as usual.
     fn replay(
         &mut self,
@@ -419,18 +538,24 @@ impl Session {
         p: &Pending,
         start: Offset,
         succeeded: &Bytes,
+        read: Option<(Offset, Result<Vec<Publication>, TooOld>)>,
         out: &mut Vec<Bytes>,
     ) -> bool {
         let ns = &self.app.namespace;
-        let owed = resume::owed(
-            &*self.broker,
-            ns,
-            name,
-            &p.mark,
-            p.received,
-            p.resumed,
-            start,
-        );
+        let (mark, received, resumed) = (&p.mark, p.received, p.resumed);
+        let owed = match read {
+            None => {
+                let source = Source::Broker(&*self.broker, ns);
+                resume::owed(source, name, mark, received, resumed, start)
+            }
+            Some((after, read)) => self.read_up_to(name, after, read, start).and_then(|read| {
+                let source = Source::Read {
+                    after,
+                    publications: &read,
+                };
+                resume::owed(source, name, mark, received, resumed, start)
+            }),
+        };
         match owed {
             Ok(frames) => {
                 let n = frames.len();
@@ -452,10 +577,30 @@ impl Session {
         }
     }
 
-    /// `herald:resume`: take the previous connection's marks for the listed channels;
-    /// each is answered when its subscription succeeds, or refused now.
-    fn resume(&mut self, req: ResumeRequest, out: &mut Vec<Bytes>) {
-        let from: Arc<str> = req.socket_id.as_str().into();
+    /// What was read from the cluster's history after `after`, then what this node's
+    /// stream holds after that up to `start` (the subscription's own start), if it
+    /// reached further than the read.
+    fn read_up_to(
+        &self,
+        name: &str,
+        after: Offset,
+        read: Result<Vec<Publication>, TooOld>,
+        start: Offset,
+    ) -> Result<Vec<Publication>, Reason> {
+        let mut read = read.map_err(|_| Reason::TooOld)?;
+        let reached = read.last().and_then(|p| p.offset).unwrap_or(after);
+        if start.epoch == reached.epoch && start.seq > reached.seq {
+            let ns = &self.app.namespace;
+            let here = (self.broker).since(ns, name.as_bytes(), reached);
+            read.extend(here.map_err(|_| Reason::TooOld)?);
+        }
+        Ok(read)
+    }
+
+    /// `herald:resume`: take the previous connection's marks for the listed channels
+    /// (from the backplane when this node does not hold them: a wait); each is answered
+    /// when its subscription succeeds, or refused now.
+    fn resume(&mut self, req: ResumeRequest, out: &mut Vec<Bytes>) -> Flow {
         let marks = match (&self.app.kept_marks, self.asked) {
             (None, _) => Err(Reason::Disabled),
             (Some(_), true) => Err(Reason::Unknown),
@@ -468,6 +613,33 @@ impl Session {
             }
         };
         self.asked = true;
+        let app_id = self.app.config().id.clone();
+        match &marks {
+            Err(Reason::WindowOver) if self.broker.cluster().is_some() => {
+                let broker = self.broker.clone();
+                self.waiting = Some(Box::pin(async move {
+                    let taken = handover::take(&*broker, &app_id, &req.socket_id);
+                    let taken = tokio::time::timeout(CLUSTER_WAIT, taken).await;
+                    Awaited::Taken(req, taken.unwrap_or(Err(Reason::WindowOver)))
+                }));
+                return Flow::Await;
+            }
+            Ok(_) => handover::forget(&self.broker, &app_id, &req.socket_id),
+            Err(_) => {}
+        }
+        self.pend(req, marks, out);
+        Flow::Continue
+    }
+
+    /// Answer `herald:resume` with the marks found: each listed channel pending until its
+    /// subscription, or refused now.
+    fn pend(
+        &mut self,
+        req: ResumeRequest,
+        marks: Result<handover::Channels, Reason>,
+        out: &mut Vec<Bytes>,
+    ) {
+        let from: Arc<str> = req.socket_id.as_str().into();
         let mut marks = match marks {
             Ok(marks) => marks,
             Err(reason) => {
@@ -601,6 +773,22 @@ impl Session {
 }
 
 impl Handler for Session {
+    type Awaited = Awaited;
+
+    fn awaiting(&mut self) -> Option<ws::Waiting<Awaited>> {
+        self.waiting.take()
+    }
+
+    fn on_awaited(&mut self, got: Awaited, out: &mut Vec<Bytes>) -> Flow {
+        match got {
+            Awaited::Taken(req, taken) => {
+                self.pend(req, taken, out);
+                Flow::Continue
+            }
+            Awaited::Joining { name, member, read } => self.join(&name, member, Some(read), out),
+        }
+    }
+
     fn on_message(&mut self, msg: Message, out: &mut Vec<Bytes>) -> Flow {
         self.last_seen = Instant::now();
         self.pinged_at = None;
@@ -658,7 +846,22 @@ impl Handler for Session {
                 }
             }
             let now = std::time::Instant::now();
-            kept_marks.close(&self.socket, marks, resumable, now);
+            let app_id = &marks.app_id;
+            if kept_marks.close(&self.socket, marks, resumable, now) {
+                let window = kept_marks.window();
+                handover::share(
+                    &self.broker,
+                    app_id,
+                    &self.socket,
+                    &marks.channels(),
+                    window,
+                );
+            } else {
+                handover::forget(&self.broker, app_id, &self.socket);
+            }
+        }
+        if let Some(channel) = self.joining.take() {
+            self.unfollow(&channel);
         }
         for (channel, _) in std::mem::take(&mut self.subscriptions) {
             self.app.channels.unsubscribe(&channel, &self.conn);

@@ -222,6 +222,8 @@ impl Drop for SessionHandler {
 }
 
 impl ws::Handler for SessionHandler {
+    type Awaited = ();
+
     fn on_message(&mut self, msg: Message, _out: &mut Vec<Bytes>) -> Flow {
         let result = match msg {
             Message::Text(t) => match std::str::from_utf8(&t) {

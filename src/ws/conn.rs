@@ -22,6 +22,7 @@ use crate::outbox::{Closed, Outbox};
 use crate::shutdown::Shutdown;
 use bytes::{Bytes, BytesMut};
 use std::borrow::Cow;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,12 +37,19 @@ use crate::net_write::write_all;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// Wait for what [`Handler::awaiting`] gives before reading on: see there.
+    Await,
     /// Send a close frame with this code and reason, then end the connection.
     Close(u16, Cow<'static, str>),
 }
 
+/// What a handler waits for from elsewhere (the backplane) before it reads on.
+pub type Waiting<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
 /// The protocol spoken over the WebSocket (socket.io, Pusher).
 pub trait Handler: Send {
+    /// What an awaited answer brings back to the handler.
+    type Awaited: Send;
     /// A message from the client. Direct replies are pushed to `out` as encoded frames.
     /// WebSocket pings have already been answered when they reach here.
     fn on_message(&mut self, msg: Message, out: &mut Vec<Bytes>) -> Flow;
@@ -50,6 +58,19 @@ pub trait Handler: Send {
     fn on_tick(&mut self, out: &mut Vec<Bytes>) -> Flow;
     /// The connection is over, whatever the reason: release subscriptions here.
     fn on_close(&mut self, why: &str);
+    /// After `on_message` returned [`Flow::Await`]: what to wait for. Meanwhile the
+    /// connection reads nothing more from its client (messages already read wait their
+    /// turn), writes nothing from its outbox (frames queue there, within its limits) and
+    /// ticks no heartbeat; shutdown and the outbox closing end the wait. The future must
+    /// end by a deadline of its own.
+    fn awaiting(&mut self) -> Option<Waiting<Self::Awaited>> {
+        None
+    }
+    /// What [`Handler::awaiting`]'s future gave, in the order of the client's messages:
+    /// replies go to `out`, before any queued frame.
+    fn on_awaited(&mut self, _got: Self::Awaited, _out: &mut Vec<Bytes>) -> Flow {
+        Flow::Continue
+    }
     /// The last frames sent when the server shuts down.
     fn shutdown_frames(&self) -> Vec<Bytes> {
         vec![frame::close(1001, "server shutting down")]
@@ -128,7 +149,7 @@ async fn run<H: Handler>(
                     return dropped(closed);
                 }
             },
-            _ = &mut cancelled => return goodbye(io, handler, shutdown.deadline(), shutdown).await,
+            _ = &mut cancelled => return goodbye(io, handler.shutdown_frames(), shutdown.deadline(), shutdown).await,
             read = io.read_buf(&mut rbuf) => match read {
                 Ok(0) | Err(_) => return "client went away".into(),
                 Ok(_) => {
@@ -141,6 +162,23 @@ async fn run<H: Handler>(
             },
             _ = &mut timer, if armed.is_some() => handler.on_tick(&mut out),
         };
+        let mut flow = flow;
+        while flow == Flow::Await {
+            let Some(waiting) = handler.awaiting() else {
+                break;
+            };
+            let got = tokio::select! {
+                biased;
+                got = waiting => got,
+                closed = outbox.closing() => return dropped(closed),
+                _ = &mut cancelled => return goodbye(io, handler.shutdown_frames(), shutdown.deadline(), shutdown).await,
+            };
+            flow = handler.on_awaited(got, &mut out);
+            if flow == Flow::Continue {
+                // The messages read with the one that waited.
+                flow = on_bytes(&mut rbuf, &mut decoder, handler, &mut out, max_message);
+            }
+        }
         if let Flow::Close(code, reason) = flow {
             // The handler may have closed the outbox already: this write races nothing.
             out.push(frame::close(code, &reason));
@@ -152,7 +190,9 @@ async fn run<H: Handler>(
         }
         match write(io, &mut out, outbox, cancelled.as_mut(), shutdown).await {
             Ok(()) => {}
-            Err(Interrupted::Shutdown(by)) => return goodbye(io, handler, by, shutdown).await,
+            Err(Interrupted::Shutdown(by)) => {
+                return goodbye(io, handler.shutdown_frames(), by, shutdown).await
+            }
             Err(Interrupted::Gone(why)) => return why,
         }
     }
@@ -194,13 +234,12 @@ async fn write(
 }
 
 /// Send the protocol's goodbye at shutdown, giving up at `by`.
-async fn goodbye<H: Handler>(
+async fn goodbye(
     io: &mut WsStream,
-    handler: &H,
+    mut last: Vec<Bytes>,
     by: Instant,
     shutdown: &Shutdown,
 ) -> Cow<'static, str> {
-    let mut last = handler.shutdown_frames();
     if tokio::time::timeout_at(by, write_all(io, &mut last))
         .await
         .is_err()
@@ -244,8 +283,10 @@ fn on_bytes<H: Handler>(
                 if let Message::Ping(p) = &msg {
                     out.push(frame::pong(p));
                 }
-                if let Flow::Close(code, reason) = handler.on_message(msg, out) {
-                    return Flow::Close(code, reason);
+                match handler.on_message(msg, out) {
+                    Flow::Continue => {}
+                    // The rest of `rbuf` is decoded once the wait is over.
+                    other => return other,
                 }
             }
             Err(e) => return Flow::Close(e.code, e.reason.into()),

@@ -12,6 +12,6 @@ pub mod conn;
 pub mod frame;
 mod upgrade;
 
-pub use conn::{drive, Flow, Handler};
+pub use conn::{drive, Flow, Handler, Waiting};
 pub use frame::{Message, WsError};
 pub use upgrade::{upgrade, Upgrade, WsStream};

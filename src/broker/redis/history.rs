@@ -48,6 +48,23 @@ redis.call('PUBLISH', ARGV[1], '\2' .. e .. '-' .. s .. ' ' .. ARGV[2])
 return {e, s}
 ";
 
+/// KEYS: the stream, the epoch hash. ARGV: an epoch for a channel without one, the TTL
+/// in ms.
+/// Returns where the channel stands (epoch, seq), its epoch made at 0 if it had none
+/// (the next publication is then numbered 1 in it, by [`NUMBER`]).
+pub static STAND: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('HSETNX', KEYS[2], 'e', ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+local h = redis.call('HMGET', KEYS[2], 'e', 's')
+return {h[1], tonumber(h[2] or '0')}
+",
+    )
+});
+
 /// KEYS: the stream, the epoch hash. ARGV: the offset's epoch and seq. Returns the
 /// messages after it, oldest first, or nil when they cannot all be given.
 pub static READ: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -55,7 +72,7 @@ pub static READ: LazyLock<redis::Script> = LazyLock::new(|| {
         r"
 local h = redis.call('HMGET', KEYS[2], 'e', 's')
 if h[1] ~= ARGV[1] then return false end
-local last, after = tonumber(h[2]), tonumber(ARGV[2])
+local last, after = tonumber(h[2] or '0'), tonumber(ARGV[2])
 if after > last then return false end
 if after == last then return {} end
 local first = '0-' .. (after + 1)
@@ -92,7 +109,8 @@ pub fn number(
         .arg(stamp.seq);
 }
 
-/// The offset [`NUMBER`] returned; None for a copy (or a reply it does not make).
+/// The offset [`NUMBER`] or [`STAND`] returned; None for a copy (or a reply they do not
+/// make).
 pub fn numbered(reply: &Value) -> Option<Offset> {
     let Value::Array(v) = reply else {
         return None;

@@ -58,9 +58,9 @@ mod wire;
 
 use super::history::HistoryLimits;
 use super::{
-    Answerer, Answers, Asking, Broker, BrokerStats, Cluster, Interest, Keeping, MemoryBroker,
-    Namespace, Offset, Publication, Reading, StreamSubscriber, Subscriber, SubscriberId, ToResp,
-    TooOld, Unreachable,
+    Answerer, Answers, Asking, Broker, BrokerStats, Cluster, Epoch, Interest, Keeping,
+    MemoryBroker, Namespace, Offset, Publication, Reading, StreamSubscriber, Subscriber,
+    SubscriberId, ToResp, TooOld, Unreachable,
 };
 use crate::backoff::{self, back_off};
 use crate::health::Check;
@@ -452,6 +452,24 @@ impl Cluster for RedisBroker {
         Box::pin(async move {
             let found = self.requests.position(&namespace, &channel).await;
             found.map_err(|_| Unreachable)
+        })
+    }
+
+    fn stand(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, Offset> {
+        Box::pin(async move {
+            let ttl = self.local.history_limits().ttl;
+            let stood = (self.requests).stand(&namespace, &channel, Epoch::fresh(), ttl);
+            match stood.await {
+                Ok(Some(at)) => {
+                    self.local.stand_at(&namespace, &channel, at);
+                    Ok(at)
+                }
+                Ok(None) => {
+                    self.malformed("where a channel's history stands");
+                    Err(Unreachable)
+                }
+                Err(_) => Err(Unreachable),
+            }
         })
     }
 

@@ -8,6 +8,7 @@
 
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
+use redis::Value;
 use std::time::Duration;
 
 pub struct Requests {
@@ -90,6 +91,30 @@ impl Requests {
         }
         let done = pipe.exec_async(&mut con).await;
         done.inspect_err(|e| self.failed(e))
+    }
+
+    /// Where the history of `channel` in `namespace` stands, made now (an epoch of
+    /// `candidate`'s at 0, for the history TTL) if it has none: an offset taken here
+    /// means the same on every node, also before anything was published.
+    pub async fn stand(
+        &self,
+        namespace: &super::super::Namespace,
+        channel: &[u8],
+        candidate: super::super::Epoch,
+        ttl: Duration,
+    ) -> redis::RedisResult<Option<super::super::Offset>> {
+        let mut con = self.connection().await?;
+        let [stream, hash] = super::wire::history_keys(namespace, channel);
+        let stood: redis::RedisResult<Value> = super::history::STAND
+            .key(&stream[..])
+            .key(&hash[..])
+            .arg(format!("{:x}", candidate.0))
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut con)
+            .await;
+        Ok(super::history::numbered(
+            &stood.inspect_err(|e| self.failed(e))?,
+        ))
     }
 
     /// Where the history of `channel` in `namespace` stands: its epoch and last seq.
