@@ -6,7 +6,8 @@
 // goodbye). When redis-server itself restarts (without persistence), delivery resumes in new
 // epochs, and clients recover what history still covers or are told it does not (recovered
 // false). When only the nodes' subscriber connections drop, a connected client misses nothing.
-// Pusher's resume is not across nodes yet: not here.
+// pusher-js with herald's recovery snippet resumes the same way on another node, from the marks
+// its node kept in Redis (an open connection's, or a closed one's with its counts).
 //
 // Publications go in by RESP on a node that stays up, ticking every few ms, so events are
 // published while the client is away. A node's backplane subscriptions take a moment: each
@@ -20,7 +21,8 @@ import { startHerald, laravelPayload, once, metric, redisCli } from './lib/heral
 import { inbox, until, within, subscribe } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
 import { startCutProxy } from './lib/cut-proxy.mjs';
-import { sdk } from './pusher_fixtures.mjs';
+import { sdk, pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
+import { enableRecovery } from '../../examples/pusher-recovery/herald-recovery.js';
 
 let redis;
 const started = [];
@@ -158,6 +160,92 @@ async function sioMoves({ from, to, channels, quiet = [], silent = [], leave }) 
   assert.equal(await metric(to, 'herald_socketio_recovered_total'), 1);
   s.disconnect();
 }
+
+// pusher-js with the recovery snippet through `proxy`, in `channels` (public, private and
+// presence ones signed by the SDK), heard from `publisher`'s node: its messages in order, as
+// [event, channel, data], and what the snippet reports.
+async function pusherResumer(proxy, publisher, channels) {
+  const client = pusherClient(publisher, { wsPort: proxy.port });
+  const got = inbox();
+  client.connection.bind('message', (m) => got.add([m.event, m.channel, m.data]));
+  const [resumed, failed] = [inbox(), inbox()];
+  enableRecovery(client, {
+    onResumed: (channel, replayed) => resumed.add({ channel, replayed }),
+    onResumeFailed: (channel, reason) => failed.add({ channel, reason }),
+  });
+  await connected(client);
+  for (const c of channels) {
+    await subscribed(client, c);
+    await probe(publisher, c, got, ([e, ch]) => e === 'Probe' && ch === c);
+  }
+  return { client, got, resumed, failed };
+}
+
+// The record of an open Pusher connection in Redis holds `channels` (its node writes it within
+// a second of a change, for its client to resume on another node should this one die).
+async function pusherRecordHolds(client, channels) {
+  const key = `herald:kept:pusher:open:herald:${client.connection.socket_id}`;
+  await until(async () => {
+    const record = await redisCli(redis.port, 'GET', key);
+    return record && channels.every((c) => record.includes(`"${c}"`));
+  }, `the open connection's record in Redis to hold ${channels}`);
+}
+
+// Move a Pusher client from node `from` to node `to` (or back to `from`): `leave(proxy)` ends
+// its connection (a cut, a SIGKILL) and the proxy sends it on; every channel must be resumed,
+// with every tick once, in order.
+async function pusherMoves({ from, to, back = to, channels, leave }) {
+  const proxy = await startCutProxy(from.httpPort);
+  started.push({ stop: () => proxy.close() });
+  const { client, got, resumed, failed } = await pusherResumer(proxy, to, channels);
+  await pusherRecordHolds(client, channels);
+  const ticks = ticking(to, channels);
+  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
+  const first = client.connection.socket_id;
+  proxy.target = back.httpPort;
+  await leave(proxy, ticks);
+  await resumed.count(channels.length, 'herald:resumed on every channel');
+  await finish(got, ticks, to, channels);
+  assert.deepEqual(failed.items, [], 'no channel refused');
+  assert.notEqual(client.connection.socket_id, first);
+  assert.equal(await metric(back, 'herald_pusher_resumed_total'), channels.length);
+  client.disconnect();
+}
+
+const pusherChannels = (n) => [`orders.p${n}`, `private-orders.p${n}`, `presence-orders.p${n}`];
+
+test('Pusher: cut from its node, back on another, resumed from Redis: every event once, in order', async () => {
+  const [a, b] = [await node(), await node()];
+  await pusherMoves({ from: a, to: b, channels: pusherChannels(1), leave: (proxy) => proxy.cut() });
+  await a.stop();
+  await b.stop();
+});
+
+test('Pusher: its node SIGKILLed mid-stream, back on another, resumed from its open record', async () => {
+  const [a, b] = [await node(), await node()];
+  await pusherMoves({ from: a, to: b, channels: pusherChannels(2), leave: () => a.kill() });
+  await b.stop();
+});
+
+test('Pusher: cut, back on its own node while another published: resumed whole', async () => {
+  // Away, its node has nobody on the channels and stops hearing them from Redis: what the
+  // other node published meanwhile is read from the cluster's history.
+  const [a, b] = [await node(), await node()];
+  await pusherMoves({
+    from: a,
+    to: b,
+    back: a,
+    channels: pusherChannels(3),
+    leave: async (proxy, ticks) => {
+      proxy.cut({ hold: true });
+      const away = ticks.n;
+      await until(async () => ticks.n >= away + 60, 'ticks published while the client is away');
+      proxy.release();
+    },
+  });
+  await a.stop();
+  await b.stop();
+});
 
 test('socket.io: cut from its node, back on another, recovered from Redis: every event once, in order', async () => {
   const [a, b] = [await node(), await node()];
