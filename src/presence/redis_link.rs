@@ -180,16 +180,18 @@ redis.call('PUBLISH', 'herald:presence', '{"o":"r","n":"' .. node .. '","s":' ..
 return out
 "#;
 
-/// Take out node ARGV[1] if its liveness lapsed and nobody took it out yet; returns the
-/// fields no node holds any more.
+/// Take out node ARGV[1] if its liveness lapsed and nobody took it out yet; when it held
+/// anything then, returns `#` and the fields no node holds any more (nothing otherwise: a
+/// node that shut down cleanly left everything).
 const REAP: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
 local have = redis.call('HGETALL', KEYS[3])
-local out = {}
+local out, held = {'#'}, 0
 for i = 1, #have, 2 do
   local f = have[i]
   if f ~= '#seq' then
+    held = held + 1
     local k = 'herald:presence:who:' .. f
     if redis.call('SREM', k, ARGV[1]) == 1 and redis.call('SCARD', k) == 0 then
       out[#out + 1] = f
@@ -198,6 +200,7 @@ for i = 1, #have, 2 do
 end
 redis.call('DEL', KEYS[3])
 redis.call('PUBLISH', 'herald:presence', '{"o":"g","n":"' .. ARGV[1] .. '"}')
+if held == 0 then return {} end
 return out
 "#;
 
@@ -539,15 +542,15 @@ impl Writer {
                 .arg(other)
                 .invoke_async(con)
                 .await?;
-            if gone.is_empty() {
+            let Some((_, gone)) = gone.split_first() else {
                 continue;
-            }
+            };
             self.link.reaped.inc();
             tracing::warn!(
                 node = %other, fields = gone.len(),
                 "a node stopped refreshing its presence: its members left"
             );
-            for field in &gone {
+            for field in gone {
                 tell(&self.presence, field, false);
             }
         }
