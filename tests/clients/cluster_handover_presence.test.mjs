@@ -6,6 +6,9 @@
 //   - cut from A (A keeps the session for the window, and its presence with it): B takes the
 //     session from Redis and joins its presence as the member the channel's auth made it, then
 //     A ends its copy;
+//   - cut from the client's side only (A's side of the connection half-open, A none the wiser):
+//     B takes A's record of the open session and joins, and A, told, closes the old connection
+//     at once without keeping it;
 //   - A SIGKILLed (it kept nothing): B takes A's record of the open session and joins; A's
 //     members are taken out once its heartbeat lapses (--cluster-node-ttl), and the user, present
 //     on B, does not leave.
@@ -165,15 +168,38 @@ test('cut from its node, recovered on another: still a member, nobody hears it l
   await noWebhooks(s.channel, [a, b, c], 'cut');
 });
 
+// A's record of the client's open session carries its member (written within a second).
+async function recordHoldsMember(s) {
+  await until(async () => {
+    const record = await redisCli(redis.port, 'GET', `herald:kept:sio:open:${s.client.socket._pid}`);
+    return record.includes(s.channel) && record.includes('\\"user_id\\":1');
+  }, "A's record of the open session, with its member");
+}
+
+test('back on another node while its old connection is half-open on its node: recovered there a member, the old connection closed at once and not kept', async () => {
+  const name = 'handover-half-open';
+  const s = await scene(name);
+  const { a, proxy, client } = s;
+  await recordHoldsMember(s);
+  const reconnected = once(client.socket, 'connect');
+  proxy.target = b.httpPort;
+  // The client's side is reset; A's side stays open, unread and never told (a phone that left
+  // the network): A would hear of it only at the ping timeout.
+  proxy.cut({ silent: true });
+  await reconnected;
+  assert.equal(client.socket.recovered, true, 'recovered on B from the open session\'s record');
+  await until(async () => await metric(a, 'herald_ws_connections') === 0, 'A to close the old connection on hearing of B');
+  assert.equal(await metric(a, 'herald_socketio_recovery_sessions'), 0, 'A kept nothing');
+  assert.equal(await redisCli(redis.port, 'EXISTS', `herald:kept:sio:${client.socket._pid}`), '0', 'nor on Redis');
+  await stillPresent({ ...s, name });
+  await noWebhooks(s.channel, [a, b, c], 'half-open');
+});
+
 test('its node SIGKILLed, recovered on another: still a member after the dead node is taken out; its later disconnect is one leave', async () => {
   const name = 'handover-kill';
   const s = await scene(name);
   const { a, proxy, client } = s;
-  // A's record of the open session carries the member (written within a second).
-  await until(async () => {
-    const record = await redisCli(redis.port, 'GET', `herald:kept:sio:open:${client.socket._pid}`);
-    return record.includes(s.channel) && record.includes('\\"user_id\\":1');
-  }, "A's record of the open session, with its member");
+  await recordHoldsMember(s);
   const reaped = async () => await metric(b, 'herald_cluster_presence_reaped_total')
     + await metric(c, 'herald_cluster_presence_reaped_total');
   const reapedBefore = await reaped();
