@@ -369,10 +369,10 @@ pub(super) fn end(edge: &Edge, d: Detached) {
 const TAKEN_ELSEWHERE: &str = "its client is back on another node";
 
 /// Another node took the session kept under `pid` (its client is back there) and joined
-/// its presence ([`crate::presence::Listener::taken`]): this node's copy ends now, its presence left with
-/// the user present on that node, so nobody hears it leave. An open session of it here
-/// (a connection half-open since its client left) is closed, neither kept nor forgotten
-/// on the backplane (the record there is the taker's now).
+/// its presence ([`crate::presence::Listener::taken`]): this node's copy ends now, its
+/// presence left while the user is present on that node, so nobody hears it leave. An
+/// open session of it here (a connection half-open since its client left) is closed,
+/// neither kept nor forgotten on the backplane (the record there is the taker's now).
 pub(super) fn taken_elsewhere(edge: &Edge, pid: &str) {
     let Some(r) = &edge.recovery else {
         return;
