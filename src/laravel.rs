@@ -362,6 +362,16 @@ impl PresenceMember {
         }
     }
 
+    /// The member as `channel_data` text again, `{"user_id":…,"user_info":…}` (user_info
+    /// null when absent): what [`Self::from_channel_data`] reads back.
+    pub fn channel_data(&self) -> String {
+        format!(
+            r#"{{"user_id":{},"user_info":{}}}"#,
+            self.user_id.get(),
+            self.info.as_deref().map_or("null", |i| i.get())
+        )
+    }
+
     /// A user signed in with Pusher's `pusher:signin` (whose ids are strings).
     pub fn signed_in(id: &str) -> Self {
         let quoted = serde_json::to_string(id).expect("a string serializes");

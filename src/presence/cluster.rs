@@ -21,6 +21,12 @@
 //! the first node to notice takes its entries out (once, in a script), tells the app who
 //! left, and every node drops them from its view, announcing the departures.
 //!
+//! A socket.io session recovered on another node moves its members with it: the taker
+//! joins first (the user is then on two nodes), then hands the session over
+//! ([`Presence::handed_over`], written after its joins and heard by every node after
+//! them), and the node that kept it leaves ([`Listener::taken`]): no node sees the user
+//! on none.
+//!
 //! Locks: a channel's view shard, then the memory presence's shard, never the other
 //! way; no I/O under either (the link is handed its work through a queue).
 
@@ -68,6 +74,13 @@ pub enum Change {
         namespace: Box<str>,
         channel: Box<str>,
         user: Box<str>,
+    },
+    /// This node took over what `token` names from another node, whose listener of
+    /// `namespace` ends its copy ([`super::Listener::taken`]); written after the changes
+    /// before it, so the other nodes hear it after them.
+    HandedOver {
+        namespace: Box<str>,
+        token: Box<str>,
     },
     /// A channel's subscriptions on this node changed: 0 when its last one left; from 0,
     /// it is occupied. `counted`: its app tells subscribers the count, so the other nodes
@@ -211,6 +224,16 @@ impl ClusterPresence {
                 },
             );
         });
+    }
+
+    /// Node `node` took over what `token` names: the namespace's listener ends its copy.
+    pub fn remote_taken(&self, namespace: &str, node: Node, token: &str) {
+        if node == self.node {
+            return;
+        }
+        if let Some(l) = self.listener(namespace) {
+            l.taken(token);
+        }
     }
 
     /// A user of node `node` left a channel.
@@ -485,6 +508,22 @@ impl Presence for ClusterPresence {
             user: last_here.key.clone(),
         });
         (!Self::remote_has(&view, namespace, channel, &last_here.key)).then_some(last_here)
+    }
+
+    fn member(
+        &self,
+        namespace: &str,
+        channel: &str,
+        conn: SubscriberId,
+    ) -> Option<Arc<PresenceMember>> {
+        self.local.member(namespace, channel, conn)
+    }
+
+    fn handed_over(&self, namespace: &str, token: &str) {
+        self.outbound.send(Change::HandedOver {
+            namespace: namespace.into(),
+            token: token.into(),
+        });
     }
 
     fn members(&self, namespace: &str, channel: &str) -> Vec<Arc<PresenceMember>> {

@@ -98,6 +98,10 @@ pub trait Listener: Send + Sync {
     /// Another node's count of `channel`'s subscriptions changed (apps that tell
     /// subscribers the count): tell this node's the new total.
     fn counted(&self, _channel: &str) {}
+    /// Another node took over what `token` names (a socket.io session handed over, by
+    /// its private id), after it joined that session's presence: what this node kept of
+    /// it ends now.
+    fn taken(&self, _token: &str) {}
 }
 
 /// Presence bookkeeping: which users are on which channel of which namespace (a Pusher
@@ -151,6 +155,20 @@ pub trait Presence: Send + Sync {
         member: Arc<PresenceMember>,
         max_users: usize,
     ) -> Result<Joined, Full>;
+
+    /// The member `conn` is on `channel` (None: it is not present there).
+    fn member(
+        &self,
+        namespace: &str,
+        channel: &str,
+        conn: SubscriberId,
+    ) -> Option<Arc<PresenceMember>>;
+
+    /// This node took over what `token` names from another node (a socket.io session
+    /// handed over) and joined its presence: once this node's changes so far are where
+    /// they go, every other node's [`Listener::taken`] of `namespace` hears it, and the
+    /// node that kept it ends its copy. A single node has no other nodes.
+    fn handed_over(&self, _namespace: &str, _token: &str) {}
 
     /// `conn` leaves `channel`: the member it was, when that was the user's last
     /// connection there (announce the departure); None otherwise, or when it was not
@@ -349,6 +367,19 @@ impl Presence for MemoryPresence {
         last
     }
 
+    fn member(
+        &self,
+        namespace: &str,
+        channel: &str,
+        conn: SubscriberId,
+    ) -> Option<Arc<PresenceMember>> {
+        self.with(namespace, channel, |ch| {
+            let user = ch.users.get(ch.by_conn.get(&conn)?)?;
+            let (_, _, m) = user.conns.iter().find(|(c, _, _)| *c == conn)?;
+            Some(m.clone())
+        })?
+    }
+
     fn members(&self, namespace: &str, channel: &str) -> Vec<Arc<PresenceMember>> {
         self.with(namespace, channel, Channel::members)
             .unwrap_or_default()
@@ -418,6 +449,16 @@ impl Scope {
 
     pub fn present(&self, channel: &str, users: &[&str]) -> Vec<bool> {
         self.presence.present(&self.namespace, channel, users)
+    }
+
+    /// [`Presence::member`] of `conn` on `channel`.
+    pub fn member(&self, channel: &str, conn: SubscriberId) -> Option<Arc<PresenceMember>> {
+        self.presence.member(&self.namespace, channel, conn)
+    }
+
+    /// [`Presence::handed_over`] in this scope's namespace.
+    pub fn handed_over(&self, token: &str) {
+        self.presence.handed_over(&self.namespace, token)
     }
 
     /// [`Presence::listen`] for this scope's namespace.
@@ -521,6 +562,14 @@ mod tests {
         assert!(p.leave("app", "c", 3).is_none());
         assert_eq!(shown(&p.members("app", "c")), [r#"2="b""#, r#"1="a1""#]);
         assert_eq!(p.present("app", "c", &["2", "3", "1"]), [true, false, true]);
+        let info = |m: Option<Arc<PresenceMember>>| m.map(|m| m.channel_data());
+        assert_eq!(
+            info(p.member("app", "c", 1)).as_deref(),
+            Some(r#"{"user_id":1,"user_info":"a1"}"#),
+            "each connection's own member"
+        );
+        assert_eq!(info(p.member("app", "c", 3)), None, "it left");
+        assert_eq!(info(p.member("app", "nowhere", 1)), None);
         assert_eq!(p.present("app", "nowhere", &["1"]), [false]);
         assert!(p.members("other", "c").is_empty(), "namespaces are apart");
     }

@@ -10,7 +10,11 @@
 //! anywhere (the set went from none to one node, or back) is decided once, in Redis, and
 //! the node whose change it was tells the app (webhooks). The other nodes apply what is
 //! published to their view; a subscriber reads every node's hash whole when it
-//! (re)connects and skips what the hash already held (`#seq`).
+//! (re)connects and skips what the hash already held (`#seq`). A hand-over (a socket.io
+//! session recovered here from another node's keeping) is published on the same channel
+//! by the same writer, after this node's joins for it, so the node that kept it hears
+//! them before it leaves; it is not stored, and a node that misses it keeps its copy to
+//! the end of its window.
 //!
 //! Liveness: each node refreshes `herald:presence:alive:<id>` (expiring after the node
 //! TTL) each third of the TTL. Writing its entries whole (a resync) lists it in
@@ -68,15 +72,6 @@ fn occupied_field(namespace: &str, channel: &str) -> String {
     serde_json::to_string(&("o", namespace, channel)).expect("strings serialize")
 }
 
-/// A member as a field's value: its `channel_data`.
-fn channel_data(m: &PresenceMember) -> String {
-    format!(
-        r#"{{"user_id":{},"user_info":{}}}"#,
-        m.user_id.get(),
-        m.info.as_deref().map_or("null", |i| i.get())
-    )
-}
-
 /// What a field names.
 enum Field {
     Member(Box<str>, Box<str>, Box<str>),
@@ -96,7 +91,7 @@ fn parse_field(field: &str) -> Option<Field> {
 
 /// One change as published on [`CHANNEL`]: a join (`j`), leave (`l`) or count of
 /// subscriptions (`c`) of node `n`'s change number `s`; `r`: read node `n`'s hash again;
-/// `g`: node `n` is gone.
+/// `g`: node `n` is gone; `t`: node `n` took over what `t` names (a socket.io session).
 #[derive(Serialize, Deserialize)]
 struct Message {
     o: Box<str>,
@@ -114,6 +109,9 @@ struct Message {
     /// `c`: node `n`'s subscriptions of channel `c` now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     k: Option<usize>,
+    /// `t`: node `n` took over what this names, in namespace `a`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<Box<str>>,
 }
 
 /// A field enters (`+`) or leaves (`-`) a node's hash; 1 when that made it the first
@@ -180,16 +178,18 @@ redis.call('PUBLISH', 'herald:presence', '{"o":"r","n":"' .. node .. '","s":' ..
 return out
 "#;
 
-/// Take out node ARGV[1] if its liveness lapsed and nobody took it out yet; returns the
-/// fields no node holds any more.
+/// Take out node ARGV[1] if its liveness lapsed and nobody took it out yet; when it held
+/// anything then, returns `#` and the fields no node holds any more (nothing otherwise: a
+/// node that shut down cleanly left everything).
 const REAP: &str = r#"
 if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
 if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return {} end
 local have = redis.call('HGETALL', KEYS[3])
-local out = {}
+local out, held = {'#'}, 0
 for i = 1, #have, 2 do
   local f = have[i]
   if f ~= '#seq' then
+    held = held + 1
     local k = 'herald:presence:who:' .. f
     if redis.call('SREM', k, ARGV[1]) == 1 and redis.call('SCARD', k) == 0 then
       out[#out + 1] = f
@@ -198,6 +198,7 @@ for i = 1, #have, 2 do
 end
 redis.call('DEL', KEYS[3])
 redis.call('PUBLISH', 'herald:presence', '{"o":"g","n":"' .. ARGV[1] .. '"}')
+if held == 0 then return {} end
 return out
 "#;
 
@@ -405,6 +406,9 @@ struct Writer {
 impl Writer {
     /// Write one change; tell the app if it was the first or the last anywhere.
     async fn write(&mut self, con: &mut Con, c: Change) -> redis::RedisResult<()> {
+        if let Change::HandedOver { namespace, token } = c {
+            return self.hand_over(con, namespace, token).await;
+        }
         self.seq += 1;
         let message = |o: &str, ns: &str, ch: &str, user: Option<&str>, m: Option<&str>, k| {
             let m = Message {
@@ -416,6 +420,7 @@ impl Writer {
                 u: user.map(Into::into),
                 m: m.map(Into::into),
                 k,
+                t: None,
             };
             serde_json::to_string(&m).expect("serializes")
         };
@@ -425,7 +430,7 @@ impl Writer {
                 channel: ch,
                 member,
             } => {
-                let data = channel_data(member);
+                let data = member.channel_data();
                 let m = message("j", ns, ch, Some(&member.key), Some(&data), None);
                 (member_field(ns, ch, &member.key), data, true, m)
             }
@@ -449,6 +454,7 @@ impl Writer {
                 };
                 (occupied_field(ns, ch), count.to_string(), *count > 0, m)
             }
+            Change::HandedOver { .. } => unreachable!("published above"),
         };
         let verdict: u8 = self
             .change
@@ -473,6 +479,35 @@ impl Writer {
         Ok(())
     }
 
+    /// Tell every node that this one took over what `token` names: published after the
+    /// changes before it (this node's joins of the session's presence), so every node
+    /// hears those first. Nothing is stored: a node that misses it (its reader was
+    /// down) keeps its copy until its own window ends.
+    async fn hand_over(
+        &mut self,
+        con: &mut Con,
+        namespace: Box<str>,
+        token: Box<str>,
+    ) -> redis::RedisResult<()> {
+        let m = Message {
+            o: "t".into(),
+            n: self.me.as_str().into(),
+            s: self.seq,
+            a: Some(namespace),
+            c: None,
+            u: None,
+            m: None,
+            k: None,
+            t: Some(token),
+        };
+        let m = serde_json::to_string(&m).expect("serializes");
+        redis::cmd("PUBLISH")
+            .arg(CHANNEL)
+            .arg(m)
+            .query_async::<()>(con)
+            .await
+    }
+
     /// Make Redis hold exactly what this node holds; tell the app what that changed. What
     /// this node wrote before and still holds was told already, even if Redis lost it and
     /// counts it first again; what it wrote and no longer holds left meanwhile.
@@ -481,7 +516,7 @@ impl Writer {
         let (members, occupied) = self.presence.holdings();
         let held: Vec<(String, String)> = members
             .iter()
-            .map(|(ns, ch, m)| (member_field(ns, ch, &m.key), channel_data(m)))
+            .map(|(ns, ch, m)| (member_field(ns, ch, &m.key), m.channel_data()))
             .chain(
                 occupied
                     .iter()
@@ -539,15 +574,15 @@ impl Writer {
                 .arg(other)
                 .invoke_async(con)
                 .await?;
-            if gone.is_empty() {
+            let Some((_, gone)) = gone.split_first() else {
                 continue;
-            }
+            };
             self.link.reaped.inc();
             tracing::warn!(
                 node = %other, fields = gone.len(),
                 "a node stopped refreshing its presence: its members left"
             );
-            for field in &gone {
+            for field in gone {
                 tell(&self.presence, field, false);
             }
         }
@@ -772,6 +807,10 @@ impl Reader {
                     let count = m.k.unwrap_or(0);
                     self.presence.remote_count(ns, ch, node, count);
                 }
+            }
+            ("t", Some(ns), ..) if m.t.is_some() => {
+                let token = m.t.as_deref().unwrap_or_default();
+                self.presence.remote_taken(ns, node, token);
             }
             ("r", ..) => self.reload(con, node).await?,
             ("g", ..) => self.forget(node),

@@ -14,6 +14,7 @@
 
 use super::engine::Session;
 use super::packet::{self, json_str, Eio, Packet};
+use super::recovery::Members;
 use super::rooms::Frames;
 use super::Edge;
 use crate::auth_callback::Refused;
@@ -281,10 +282,7 @@ fn join(edge: &Arc<Edge>, s: &Session, channel: &str, user: Option<PresenceMembe
     };
     drop(st);
     let chan = json_str(channel);
-    let joining = Frames::new(packet::event(
-        "presence:joining",
-        &[&chan, &member_json(&member)],
-    ));
+    let joining = joining(channel, &member);
     // The joiner's list and the others' `joining` go out within the channel's turn, so a
     // departure decided after this join reaches the joiner after its list.
     let turn = edge.presence.turn(channel);
@@ -314,6 +312,42 @@ fn join(edge: &Arc<Edge>, s: &Session, channel: &str, user: Option<PresenceMembe
     }
 }
 
+/// `presence:joining` of `member` on `channel`.
+fn joining(channel: &str, member: &PresenceMember) -> Frames {
+    Frames::new(packet::event(
+        "presence:joining",
+        &[&json_str(channel), &member_json(member)],
+    ))
+}
+
+/// The member the socket `key` is on each presence channel of `channels`.
+pub fn memberships(edge: &Edge, key: u64, channels: &[Box<str>]) -> Members {
+    (channels.iter())
+        .filter(|c| ChannelKind::of(c) == ChannelKind::Presence)
+        .filter_map(|c| Some((c.clone(), edge.presence.member(c, key)?)))
+        .collect()
+}
+
+/// A session taken from another node's keeping joins the presence it had there, as the
+/// member the channel's auth made it: the user never left, so nobody hears it arrive,
+/// unless no node holds the user any more (its node was taken out meanwhile): then the
+/// others hear it arrive again. Its own list is the one it had.
+pub fn rejoin_member(edge: &Edge, s: &Session, channel: &str, member: Arc<PresenceMember>) {
+    let turn = edge.presence.turn(channel);
+    let Ok(joined) = turn.join(s.socket.key(), member.clone(), 0) else {
+        unreachable!("socket.io presence channels have no member limit")
+    };
+    if joined.first {
+        edge.rooms
+            .deliver(channel, Some(s.socket.id()), &joining(channel, &member));
+    }
+    drop(turn);
+    // A close that ran meanwhile found nothing to leave yet (as in [`join`]).
+    if s.lock().closed {
+        leave(edge, s, channel);
+    }
+}
+
 /// A member as Echo's `here` / `joining` / `leaving` receive it: `channel_data`'s
 /// `{"user_id":…,"user_info":…}`, `user_info` null when the app gave none.
 fn member_json(m: &PresenceMember) -> String {
@@ -323,11 +357,7 @@ fn member_json(m: &PresenceMember) -> String {
 }
 
 fn write_member(out: &mut String, m: &PresenceMember) {
-    out.push_str(r#"{"user_id":"#);
-    out.push_str(m.user_id.get());
-    out.push_str(r#","user_info":"#);
-    out.push_str(m.info.as_deref().map_or("null", |i| i.get()));
-    out.push('}');
+    out.push_str(&m.channel_data());
 }
 
 /// `presence:subscribed`'s member list: a JSON array of [`member_json`]s.
@@ -394,11 +424,7 @@ impl Listener for Edge {
         for heard in apply() {
             match heard {
                 Heard::Arrived(m) => {
-                    let f = Frames::new(packet::event(
-                        "presence:joining",
-                        &[&json_str(channel), &member_json(&m)],
-                    ));
-                    self.rooms.deliver(channel, None, &f);
+                    self.rooms.deliver(channel, None, &joining(channel, &m));
                 }
                 Heard::Departed(m) => announce_leaving(self, channel, Some(m)),
             }
@@ -407,6 +433,10 @@ impl Listener for Edge {
     }
 
     fn tell_app(&self, _channel: &str, _told: Told) {}
+
+    fn taken(&self, pid: &str) {
+        super::recovery::taken_elsewhere(self, pid)
+    }
 }
 
 /// `presence:leaving` to the channel, when a user's last socket left it. Called within

@@ -3,20 +3,31 @@
 //!
 //! A node that keeps a session ([`super::recovery::detach`]) keeps it in its own store, as
 //! a single node does (its window, its presence), and also on the backplane for the
-//! window ([`share`]): its socket id, its channels with where each stood, its trail. A
-//! client back on any node takes it from the backplane ([`take`]), which hands it out
-//! once (`GETDEL`): the node it was kept on, finding it taken elsewhere, ends its own
-//! copy. A session taken from another node's keeping gets this node's key for its socket
-//! (keys are per node), and no presence membership here.
+//! window ([`share`]): its socket id, its channels with where each stood, its trail, and
+//! the member it is on each presence channel (as the channel's auth gave it). A client
+//! back on any node takes it from the backplane ([`take`]), which hands it out once
+//! (`GETDEL`): the node it was kept on, finding it taken elsewhere, ends its own copy. A
+//! session taken from another node's keeping gets this node's key for its socket (keys
+//! are per node) and joins presence here as the members it was, while the node that kept
+//! it still holds them, so the cluster's count of the user never reaches zero: nobody
+//! hears it leave or arrive. Once those joins are written, the taker hands the session
+//! over ([`crate::presence::Presence::handed_over`], on the presence's Redis channel,
+//! after its joins), and the node that kept it ends its copy, presence included
+//! ([`super::recovery::taken_elsewhere`]), or closes its open session of it (a connection
+//! half-open since). The records of open sessions carry the members too: when their node
+//! died, the taker joins while the dead node's members are still in Redis, and when those
+//! are taken out after `--cluster-node-ttl` the user, present on the taker, does not
+//! leave. A client back after that has left and comes back, as the others hear it.
 //!
 //! The node it was kept on races its own sharing when the client is back very fast: the
 //! copy is marked taken before the backplane is asked, and the sharing, once stored,
 //! takes it back if so; the taker counts a copy missing from the backplane as taken
 //! elsewhere only if it was stored before it asked.
 
-use super::recovery::{Detached, Recovery, Refused};
+use super::recovery::{Detached, Members, Recovery, Refused};
 use super::Edge;
 use crate::broker::{Cluster, Namespace, Offset};
+use crate::laravel::PresenceMember;
 use crate::recovery::store::Taken;
 use crate::recovery::trail::Trail;
 use bytes::Bytes;
@@ -43,6 +54,9 @@ struct Shared {
     channels: Vec<(String, Option<String>)>,
     trail: Option<Vec<String>>,
     capacity: usize,
+    /// Each presence channel's member (its `channel_data`), as the channel's auth gave it.
+    #[serde(default)]
+    members: Vec<(String, String)>,
 }
 
 /// Where a session kept at its close is.
@@ -62,7 +76,7 @@ fn keys(pid: &str) -> Vec<String> {
 
 type Channels = Vec<(Box<str>, Option<Offset>)>;
 
-fn encode(sid: &str, channels: &Channels, trail: Option<&Trail>) -> Bytes {
+fn encode(sid: &str, channels: &Channels, members: &Members, trail: Option<&Trail>) -> Bytes {
     let shared = Shared {
         sid: sid.to_string(),
         channels: (channels.iter())
@@ -70,6 +84,9 @@ fn encode(sid: &str, channels: &Channels, trail: Option<&Trail>) -> Bytes {
             .collect(),
         trail: trail.map(|t| t.entries().map(Offset::to_string).collect()),
         capacity: trail.map_or(0, Trail::capacity),
+        members: (members.iter())
+            .map(|(c, m)| (c.to_string(), m.channel_data()))
+            .collect(),
     };
     serde_json::to_vec(&shared).unwrap_or_default().into()
 }
@@ -86,10 +103,19 @@ fn decode(blob: &[u8]) -> Option<Detached> {
         )),
         None => None,
     };
+    let members = (shared.members.into_iter())
+        .map(|(c, m)| {
+            Some((
+                c.into_boxed_str(),
+                Arc::new(PresenceMember::from_channel_data(&m)?),
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
     Some(Detached {
         sid: shared.sid.into_boxed_str(),
         key: None,
         channels,
+        members,
         trail,
         sharing: Arc::default(),
     })
@@ -104,7 +130,7 @@ pub struct Copy {
 impl Copy {
     pub fn of(d: &Detached) -> Copy {
         Copy {
-            blob: encode(&d.sid, &d.channels, d.trail.as_ref()),
+            blob: encode(&d.sid, &d.channels, &d.members, d.trail.as_ref()),
             sharing: d.sharing.clone(),
         }
     }
@@ -167,6 +193,22 @@ pub async fn take(edge: &Edge, pid: &str, here: Taken<Detached>) -> Result<Detac
     }
 }
 
+/// A session kept here that another node took over ([`super::recovery::taken_elsewhere`]):
+/// its copy on the backplane goes too, if the taker took the open session's record
+/// instead (it came back before this node had stored the copy).
+pub fn withdraw(edge: &Edge, pid: &str, d: &Detached) {
+    d.sharing.taken.store(true, SeqCst);
+    if !d.sharing.stored.load(SeqCst) {
+        return; // The sharing takes it back once stored.
+    }
+    let (broker, key) = (edge.state.broker.clone(), kept_key(pid));
+    tokio::spawn(async move {
+        if let Some(cluster) = broker.cluster() {
+            let _ = cluster.take(vec![key]).await;
+        }
+    });
+}
+
 /// A session ended for good (a clean disconnect, a close after which it is not kept):
 /// no node may recover it.
 pub fn forget(edge: &Edge, pid: &str) {
@@ -187,7 +229,13 @@ pub struct Open(Mutex<HashMap<Box<str>, Written>>);
 
 struct Written {
     channels: Channels,
+    members: Members,
     at: Instant,
+}
+
+/// The same members of the same channels (a member is its join's: rejoining is another).
+fn same(a: &Members, b: &Members) -> bool {
+    a.len() == b.len() && (a.iter().zip(b)).all(|((c, m), (d, n))| c == d && Arc::ptr_eq(m, n))
 }
 
 /// Write to the backplane the records of the open sessions whose channels changed (each
@@ -206,9 +254,10 @@ pub async fn write_open(edge: &Edge, r: &Recovery) {
         .filter_map(|(pid, sid)| {
             let s = edge.sessions.get(&sid)?;
             let channels = s.lock().io.channels.clone();
+            let members = super::echo::memberships(edge, s.socket.key(), &channels);
             s.socket
                 .is_connected()
-                .then(|| (pid, Box::<str>::from(s.socket.id()), channels))
+                .then(|| (pid, Box::<str>::from(s.socket.id()), channels, members))
         })
         .collect();
     let now = Instant::now();
@@ -217,8 +266,8 @@ pub async fn write_open(edge: &Edge, r: &Recovery) {
         let mut written = r.written.0.lock();
         let still: HashSet<&str> = sessions.iter().map(|(pid, ..)| &**pid).collect();
         written.retain(|pid, _| still.contains(&**pid));
-        for (pid, sid, channels) in &sessions {
-            let held = written.get_mut(pid);
+        for (pid, sid, channels, members) in sessions {
+            let held = written.get_mut(&pid);
             let at = |c: &str| {
                 let before = held
                     .as_ref()
@@ -227,26 +276,27 @@ pub async fn write_open(edge: &Edge, r: &Recovery) {
             };
             let channels: Channels = channels.iter().map(|c| (c.clone(), at(c))).collect();
             match held {
-                Some(w) if w.channels == channels => {
+                Some(w) if w.channels == channels && same(&w.members, &members) => {
                     if now.saturating_duration_since(w.at) >= r.window / 2 {
                         w.at = now;
-                        prolong.push(open_key(pid));
+                        prolong.push(open_key(&pid));
                     }
                 }
                 _ => {
                     let w = Written {
                         channels: channels.clone(),
+                        members: members.clone(),
                         at: now,
                     };
                     written.insert(pid.clone(), w);
-                    write.push((open_key(pid), sid.clone(), channels));
+                    write.push((open_key(&pid), sid, channels, members));
                 }
             }
         }
     }
-    let writes = write.into_iter().map(|(key, sid, channels)| async move {
+    let writes = (write.into_iter()).map(|(key, sid, channels, members)| async move {
         let channels = resolved(cluster, channels).await;
-        let blob = encode(&sid, &channels, None);
+        let blob = encode(&sid, &channels, &members, None);
         let _ = cluster.keep(key, blob, r.window).await;
     });
     futures_util::future::join_all(writes).await;
@@ -300,6 +350,8 @@ mod tests {
     #[test]
     fn a_session_comes_back_whole_but_for_its_key() {
         let at = |s: &str| s.parse::<Offset>().unwrap();
+        let data = r#"{"user_id":7,"user_info":{"name":"Sev"}}"#;
+        let sev = Arc::new(PresenceMember::from_channel_data(data).unwrap());
         let mut trail = Trail::new(4);
         for o in ["a-1", "b-7", "a-2"] {
             trail.record(at(o));
@@ -307,7 +359,12 @@ mod tests {
         let d = Detached {
             sid: "sid".into(),
             key: Some(3),
-            channels: vec![("orders.1".into(), Some(at("a-2"))), ("x".into(), None)],
+            channels: vec![
+                ("orders.1".into(), Some(at("a-2"))),
+                ("x".into(), None),
+                ("presence-room".into(), Some(at("c-1"))),
+            ],
+            members: vec![("presence-room".into(), sev)],
             trail: Some(trail),
             sharing: Arc::default(),
         };
@@ -315,14 +372,30 @@ mod tests {
         assert_eq!(back.sid, d.sid);
         assert_eq!(back.key, None, "keys are per node");
         assert_eq!(back.channels, d.channels);
+        let [(channel, member)] = &back.members[..] else {
+            panic!("one presence channel's member")
+        };
+        assert_eq!(
+            (&**channel, member.channel_data()),
+            ("presence-room", data.into())
+        );
+        assert_eq!(&*member.key, "7");
         let (trail, back_trail) = (d.trail.unwrap(), back.trail.unwrap());
         assert_eq!(back_trail.capacity(), 4);
         assert!(back_trail.entries().eq(trail.entries()));
         assert!(decode(b"{").is_none());
         let bad = br#"{"sid":"s","channels":[["c","zz"]],"trail":null,"capacity":0}"#;
         assert!(decode(bad).is_none(), "not an offset");
-        let open = decode(&encode("s", &back.channels, None)).unwrap();
+        let bad = br#"{"sid":"s","channels":[],"trail":null,"capacity":0,"members":[["p","{}"]]}"#;
+        assert!(decode(bad).is_none(), "a member without a user id");
+        let old = br#"{"sid":"s","channels":[["c",null]],"trail":null,"capacity":0}"#;
+        assert!(
+            decode(old).unwrap().members.is_empty(),
+            "a record without members"
+        );
+        let open = decode(&encode("s", &back.channels, &back.members, None)).unwrap();
         assert!(open.trail.is_none(), "an open session's record");
+        assert_eq!(open.members.len(), 1);
     }
 
     #[test]

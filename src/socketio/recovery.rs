@@ -28,6 +28,9 @@
 //!   session's client (only it was sent the pid), so herald closes the old connection as
 //!   a transport close, which keeps the session, and resumes it at once. The reference
 //!   server answers this with a new session; herald recovers it.
+//! - In a cluster a client may come back to another node ([`handover`]): its session,
+//!   presence members included, comes from Redis; that node joins the presence the
+//!   session had, and the node that kept it ends its copy once told.
 //! - A client that has received no event yet has an offset too: right after a new
 //!   CONNECT reply herald sends `42["herald:offset","<mark>"]`, an event Echo ignores.
 //! - Engine.IO v3 (socket.io-client 2) has no recovery: nothing of this applies.
@@ -38,7 +41,7 @@ use super::rooms::Frames;
 use super::{echo, handover, Edge};
 use crate::broker::{self, Namespace, Offset};
 use crate::config::Config;
-use crate::laravel::Envelope;
+use crate::laravel::{Envelope, PresenceMember};
 use crate::metrics;
 use crate::recovery::store::{MemoryStore, SessionStore, Taken};
 use crate::recovery::trail::Trail;
@@ -83,6 +86,9 @@ impl Recovery {
     }
 }
 
+/// Presence channels with the member a session is on each.
+pub(super) type Members = Vec<(Box<str>, Arc<PresenceMember>)>;
+
 /// A session kept for its client to come back to.
 pub struct Detached {
     pub(super) sid: Box<str>,
@@ -91,6 +97,8 @@ pub struct Detached {
     pub(super) key: Option<u64>,
     /// Its channels, each with its room's last offset when the session left it.
     pub(super) channels: Vec<(Box<str>, Option<Offset>)>,
+    /// Its presence channels' members: what a node that takes it from another joins as.
+    pub(super) members: Members,
     /// What was written to it lately; None in an open session's record, read from the
     /// backplane after its node went away without keeping it ([`handover`]).
     pub(super) trail: Option<Trail>,
@@ -239,6 +247,8 @@ async fn restore(
         end(edge, d);
         return Err(Refused::UnknownPid);
     }
+    // Kept by another node: this node joins its presence (keys are per node).
+    let from_elsewhere = d.key.is_none();
     if let Some(key) = d.key {
         socket.rekey(key);
     }
@@ -249,6 +259,13 @@ async fn restore(
     for c in &names {
         if edge.rooms.join(c, socket) {
             edge.follow(c);
+        }
+    }
+    if from_elsewhere {
+        for (c, member) in d.members {
+            if names.contains(&c) {
+                echo::rejoin_member(edge, s, &c, member);
+            }
         }
     }
     // What each channel published after the client's position, as it was sent.
@@ -287,6 +304,11 @@ async fn restore(
     socket.connected.store(true, Ordering::Relaxed);
     let reply = Frames::new(connected(socket.id(), pid));
     socket.release(&replay, std::slice::from_ref(&reply), &upto);
+    if from_elsewhere {
+        // After its joins: the node that kept it ends its copy (its presence) once it
+        // has heard them, so the user is on some node all along.
+        edge.presence.handed_over(pid);
+    }
     Ok(replay.len())
 }
 
@@ -307,9 +329,11 @@ pub fn detach(edge: &Edge, s: &Session, pid: Box<str>, channels: Vec<Box<str>>) 
             (c, last)
         })
         .collect();
+    let names: Vec<Box<str>> = channels.iter().map(|(c, _)| c.clone()).collect();
     let d = Detached {
         sid: s.socket.id().into(),
         key: Some(key),
+        members: echo::memberships(edge, key, &names),
         channels,
         trail: Some(s.socket.take_trail().unwrap_or_else(|| Trail::new(r.trail))),
         sharing: Arc::default(),
@@ -338,6 +362,32 @@ pub(super) fn end(edge: &Edge, d: Detached) {
     };
     for (c, _) in &d.channels {
         echo::forget_member(edge, c, key);
+    }
+}
+
+/// Why herald closes an open session whose client another node took over.
+const TAKEN_ELSEWHERE: &str = "its client is back on another node";
+
+/// Another node took the session kept under `pid` (its client is back there) and joined
+/// its presence ([`crate::presence::Listener::taken`]): this node's copy ends now, its
+/// presence left while the user is present on that node, so nobody hears it leave. An
+/// open session of it here (a connection half-open since its client left) is closed,
+/// neither kept nor forgotten on the backplane (the record there is the taker's now).
+pub(super) fn taken_elsewhere(edge: &Edge, pid: &str) {
+    let Some(r) = &edge.recovery else {
+        return;
+    };
+    if let Taken::Kept(d) = r.store.take(pid, Instant::now()) {
+        metrics::SOCKETIO_RECOVERY_SESSIONS.dec();
+        tracing::debug!(sid = %d.sid, "socket.io session recovered on another node");
+        handover::withdraw(edge, pid, &d);
+        return end(edge, d);
+    }
+    let open = r.open.lock().get(pid).cloned();
+    if let Some(s) = open.and_then(|sid| edge.sessions.get(&sid)) {
+        s.lock().io.pid = None;
+        r.closed(pid);
+        edge.close(&s, TAKEN_ELSEWHERE);
     }
 }
 

@@ -27,6 +27,7 @@ import { io } from 'socket.io-client';
 import { startHerald, metric } from './lib/herald.mjs';
 import { inbox, until, once, ackSubscribes, acked } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
+import { startWebhookReceiver } from './lib/webhooks.mjs';
 import { pusherClient, connected, subscribed, signedIn } from './pusher_fixtures.mjs';
 
 const TTL_SECONDS = 2;
@@ -55,32 +56,13 @@ async function startAuth() {
   };
 }
 
-// The app's webhook endpoint: every event posted, with the port of the node that posted it.
-async function startReceiver() {
-  const events = inbox();
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => { body += c; });
-    req.on('end', () => {
-      for (const e of JSON.parse(body).events) events.add(e);
-      res.writeHead(200).end();
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${server.address().port}/hooks`,
-    events,
-    close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
-  };
-}
-
 let redis, auth, hooks, args, n1, n2, n3;
 let open = [];
 
 before(async () => {
   redis = await startRedisServer();
   auth = await startAuth();
-  hooks = await startReceiver();
+  hooks = await startWebhookReceiver();
   args = [
     '--cluster', redis.url, '--cluster-node-ttl', String(TTL_SECONDS),
     '--auth-endpoint', auth.endpoint, '--recovery-window', '0',
