@@ -39,9 +39,9 @@
 //! old count, one that saw it starts again from zero and says so.
 //!
 //! The kept marks live in [`KeptMarks`], one store for all apps, bounded by
-//! `--pusher-resume-sessions` (the oldest closed connection is forgotten first). A
-//! cluster (issue 13) keeps the same small records in Redis under the socket id with the
-//! window as their TTL; the history read is already the broker's.
+//! `--pusher-resume-sessions` (the oldest closed connection is forgotten first). In a
+//! cluster they are also kept in Redis ([`super::handover`]), and a resumed subscription
+//! reads its channel's history there ([`Source::Read`]).
 
 use super::channels::Connection;
 use super::protocol;

@@ -15,6 +15,11 @@
 //! ([`Handler::next_tick`]): socket.io closes it after one ping interval and ping
 //! timeout (v4, or the connect timeout if sooner), Pusher after the activity timeout
 //! and the pong wait.
+//!
+//! A handler that must hear from elsewhere (the cluster's Redis) before it can answer a
+//! message returns [`Flow::Await`]: the task then awaits [`Handler::awaiting`]'s future
+//! alone, reading nothing more and writing nothing from the outbox, so the answer still
+//! precedes every frame queued meanwhile; the messages read with it follow in order.
 
 use super::frame::{self, Decoder, Message};
 use super::WsStream;

@@ -40,8 +40,8 @@
 //! What a subscriber connection missed while it was down is read from the history when
 //! the channel's next publication shows the gap ([`gaps`]).
 //!
-//! Not here yet (issue 13): Pusher resume marks across nodes, and `PUBLISH`'s count of
-//! receivers (0: they are reached when Redis hands the publication back, on every node).
+//! Not here yet (issue 13): `PUBLISH`'s count of receivers (0: they are reached when
+//! Redis hands the publication back, on every node).
 //! Presence, occupancy and their webhooks across nodes are
 //! [`crate::presence::ClusterPresence`]'s, on connections of its own.
 //!
