@@ -705,6 +705,16 @@ pub struct User {
     pub password: String,
 }
 
+/// What a reload puts in force ([`Config::reloaded`]).
+#[derive(Debug)]
+pub struct Reload {
+    pub config: Config,
+    /// The settings whose new value applies from now on.
+    pub applied: Vec<&'static str>,
+    /// The settings whose new value waits for a restart.
+    pub at_restart: Vec<&'static str>,
+}
+
 /// The resolved settings.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -1107,6 +1117,104 @@ impl Config {
         !self.users.is_empty()
     }
 
+    /// What SIGHUP puts in force, from `fresh` (the configuration read again): the
+    /// settings herald reads where it uses them (for the next connection, message or
+    /// AUTH), over this configuration; the others keep their running value, and are
+    /// named, to be said in the log, if `fresh` changed them. Refused if `fresh` would
+    /// open RESP to the network without a password (`check_protected_mode`).
+    ///
+    /// Every field of [`Config`] is named below, in one of the two lists: a new field
+    /// does not compile until it is placed.
+    pub fn reloaded(&self, fresh: Config) -> Result<Reload, String> {
+        let (running, mut config) = (self, self.clone());
+        let (mut applied, mut at_restart) = (Vec::new(), Vec::new());
+        macro_rules! classify {
+            (reloads: [$($r:ident),* $(,)?], at_restart: [$($s:ident),* $(,)?]) => {
+                let Config { $($r,)* $($s,)* check_only: _ } = fresh;
+                $(if config.$r != $r {
+                    config.$r = $r;
+                    applied.push(stringify!($r));
+                })*
+                $(if running.$s != $s {
+                    at_restart.push(stringify!($s));
+                })*
+            };
+        }
+        classify!(
+            reloads: [
+                users,
+                timeout,
+                outbox,
+                allowed_origins,
+                socketio_eio3,
+                socketio_max_unconnected,
+                socketio_connect_timeout,
+                ping_interval,
+                ping_timeout,
+                max_http_buffer_size,
+                client_event_rate,
+                max_message_size,
+                max_channels_per_connection,
+                activity_timeout,
+                // The Pusher apps (their key, secret, origins and limits: see
+                // `pusher::apps::Apps::reload`, which says what it cannot change), and the
+                // server-wide defaults they take.
+                apps,
+                builtin_app,
+                cache_ttl,
+                webhook_limits,
+            ],
+            at_restart: [
+                redis_bind,
+                http_bind,
+                tls_cert,
+                tls_key,
+                redis_tls_cert,
+                redis_tls_key,
+                shutdown_grace,
+                cluster,
+                cluster_node_ttl,
+                log_format,
+                log,
+                protected_mode,
+                proto_max_bulk_len,
+                max_multibulk_len,
+                max_inline_len,
+                maxclients,
+                write_timeout,
+                max_connections,
+                max_connections_per_ip,
+                http_header_timeout,
+                http_body_timeout,
+                redis_prefixes,
+                socketio_broadcast_public,
+                auth_endpoint,
+                auth_timeout,
+                auth_ca_file,
+                auth_forward_headers,
+                auth_headers_max_count,
+                auth_header_max_bytes,
+                auth_headers_max_bytes,
+                auth_max_in_flight,
+                auth_burst,
+                auth_rate,
+                auth_refusal_cache,
+                socketio,
+                pusher,
+                history,
+                recovery_limits,
+                recovery_max_sessions,
+                recovery_trail,
+            ]
+        );
+        config.check_protected_mode()?;
+        Ok(Reload {
+            config,
+            applied,
+            at_restart,
+        })
+    }
+
     /// Refuse configurations that would expose an open pub/sub port, as Redis's
     /// protected mode does.
     pub fn check_protected_mode(&self) -> Result<(), String> {
@@ -1125,6 +1233,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_applies_what_is_read_at_use_and_names_what_waits_for_a_restart() {
+        let running = parse(&["--redis-bind", "0.0.0.0:6379", "--requirepass", "a"], "").unwrap();
+        let fresh = parse(
+            &["--redis-bind", "0.0.0.0:7000", "--requirepass", "b"],
+            "allowed_origins = [\"https://shop.test\"]\nmax_channels_per_connection = 3\n",
+        )
+        .unwrap();
+        let r = running.reloaded(fresh).unwrap();
+        assert_eq!(
+            r.applied,
+            ["users", "allowed_origins", "max_channels_per_connection"]
+        );
+        assert_eq!(r.at_restart, ["redis_bind"]);
+        assert_eq!(
+            r.config.redis_bind, running.redis_bind,
+            "kept until a restart"
+        );
+        assert_eq!(r.config.users[0].password, "b");
+        assert_eq!(r.config.max_channels_per_connection, 3);
+        let open = parse(&["--redis-bind", "0.0.0.0:6379"], "").unwrap();
+        let refused = running.reloaded(open).unwrap_err();
+        assert!(refused.contains("without a password"), "{refused}");
+    }
 
     /// Held to read the environment; the test that sets `HERALD_*` variables writes.
     static ENV: parking_lot::RwLock<()> = parking_lot::const_rwlock(());

@@ -77,7 +77,7 @@ impl Limits {
     /// (as Go's runtime and Redis do: every connection is a file descriptor), and an
     /// unset connection cap is computed from it.
     pub fn from_state(state: &State) -> Limits {
-        let c = &state.config;
+        let c = state.config();
         let fds = raise_open_file_limit();
         let room = default_max_connections(fds, c.maxclients);
         let max_connections = match c.max_connections {

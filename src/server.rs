@@ -92,7 +92,7 @@ pub async fn start(config: Config) -> std::io::Result<Running> {
     ));
     tasks.spawn(sweep(
         state.broker.clone(),
-        sweep_every(state.config.history.ttl),
+        sweep_every(state.config().history.ttl),
         state.shutdown.clone(),
     ));
     let tls = |c: &Option<_>| if c.is_some() { "TLS" } else { "plain" };
@@ -204,23 +204,38 @@ async fn sweep(broker: Arc<dyn Broker>, every: Duration, shutdown: Shutdown) {
 }
 
 impl Running {
-    /// SIGHUP: read the listeners' certificates again, and serve the Pusher apps of
-    /// `config` (the configuration read again: flags, environment, file). New connections
-    /// use what loaded; a pair that does not load, or a configuration that does not,
-    /// leaves what is in use, and the log says why. Nobody is disconnected.
+    /// SIGHUP: read the listeners' certificates again, serve the Pusher apps of `config`
+    /// (the configuration read again: flags, environment, file), and put in force the
+    /// settings that apply from the next connection, message or AUTH on (origins,
+    /// per-connection limits, heartbeats, RESP users: [`Config::reloaded`]); the log names
+    /// those that wait for a restart. A pair that does not load, or a configuration that
+    /// does not, leaves what is in use, and the log says why. Nobody is disconnected.
     pub fn reload(&self, config: Result<Config, String>) {
         self.reload_certificates();
-        let applied = config.and_then(|c| match &self.edges.pusher {
-            Some(apps) => crate::pusher::reload(&self.state, apps, &c),
-            None => Ok(Default::default()),
+        let applied = config.and_then(|fresh| {
+            let reload = self.state.config().reloaded(fresh)?;
+            let apps = match &self.edges.pusher {
+                Some(apps) => crate::pusher::reload(&self.state, apps, &reload.config)?,
+                None => Default::default(),
+            };
+            self.state.set_config(reload.config);
+            Ok((apps, reload.applied, reload.at_restart))
         });
         match applied {
-            Ok(r) => {
+            Ok((r, applied, at_restart)) => {
                 crate::metrics::CONFIG_RELOADS.inc();
                 tracing::info!(
                     added = ?r.added, removed = ?r.removed, updated = ?r.updated,
-                    "configuration reloaded: Pusher apps"
+                    settings = ?applied,
+                    "configuration reloaded: Pusher apps, and the settings that apply from \
+                     the next connection or message on"
                 );
+                if !at_restart.is_empty() {
+                    tracing::warn!(
+                        settings = ?at_restart,
+                        "changed in the configuration, but take effect only after a restart"
+                    );
+                }
             }
             Err(e) => {
                 crate::metrics::CONFIG_RELOAD_FAILURES.inc();

@@ -11,13 +11,15 @@ use crate::health::Health;
 use crate::laravel::Prefixes;
 use crate::presence::{MemoryPresence, Presence};
 use crate::shutdown::Shutdown;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::task::TaskTracker;
 
 /// Everything the edges share.
 pub struct Shared {
-    pub config: Config,
+    /// The configuration in force: SIGHUP swaps in what reloads ([`Config::reloaded`]).
+    config: ArcSwap<Config>,
     /// Every publication passes through it (a trait object: one indirect call per
     /// publication, so that a Redis-backed broker can take its place).
     pub broker: Arc<dyn Broker>,
@@ -38,6 +40,17 @@ pub struct Shared {
 pub type State = Arc<Shared>;
 
 impl Shared {
+    /// The configuration in force now (read where it is used, so that what a reload
+    /// changes applies from the next use on).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Put `config` in force (a reload).
+    pub fn set_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
+    }
+
     /// The shared state of a server that has not started listening yet.
     /// With `--cluster`, the broker joins the other nodes through Redis (its tasks are
     /// spawned here, so this runs inside the runtime) and `/healthz` watches it.
@@ -70,7 +83,7 @@ impl Shared {
             broker,
             prefixes: Prefixes::new(&config.redis_prefixes),
             shutdown,
-            config,
+            config: ArcSwap::from_pointee(config),
             presence,
             connections: TaskTracker::new(),
             started: Instant::now(),

@@ -323,7 +323,7 @@ async fn reload_gives_new_connections_the_new_certificate_and_keeps_the_old_ones
     let (_, stray_key) = second.leaf(false);
     files.write("server.key", &stray_key);
     let failures = herald::metrics::TLS_RELOAD_FAILURES.get();
-    herald.reload(Ok(herald.state.config.clone()));
+    herald.reload(Ok((*herald.state.config()).clone()));
     assert!(herald::metrics::TLS_RELOAD_FAILURES.get() >= failures + 2);
     let mut still = connect(&first.connector(), herald.redis_addr)
         .await
@@ -331,7 +331,7 @@ async fn reload_gives_new_connections_the_new_certificate_and_keeps_the_old_ones
     roundtrip(&mut still, b"PING\r\n", b"+PONG\r\n").await;
 
     files.pair(second.leaf(false));
-    herald.reload(Ok(herald.state.config.clone()));
+    herald.reload(Ok((*herald.state.config()).clone()));
     for addr in [herald.redis_addr, herald.http_addr] {
         let e = connect(&first.connector(), addr).await.unwrap_err();
         assert!(e.to_string().contains("UnknownIssuer"), "{e}");

@@ -268,7 +268,7 @@ pub struct Apps {
     /// The apps served now, the default one first; a reload replaces the list.
     apps: parking_lot::RwLock<Arc<[Arc<App>]>>,
     /// What new apps are made with.
-    origins: Vec<String>,
+    origins: parking_lot::RwLock<Vec<String>>,
     ca_file: Option<std::path::PathBuf>,
     presence: Arc<dyn Presence>,
     kept_marks: Option<Arc<KeptMarks>>,
@@ -298,7 +298,7 @@ impl Apps {
         });
         let mut apps = Apps {
             apps: parking_lot::RwLock::new(Arc::from(Vec::new())),
-            origins: origins.to_vec(),
+            origins: parking_lot::RwLock::new(origins.to_vec()),
             ca_file: ca_file.map(Into::into),
             presence,
             kept_marks,
@@ -322,7 +322,7 @@ impl Apps {
     /// namespace.
     fn make(&self, mut c: AppConfig, default: bool) -> Arc<App> {
         if c.allowed_origins.is_empty() {
-            c.allowed_origins = self.origins.clone();
+            c.allowed_origins = self.origins.read().clone();
         }
         let resumes = c.recovery && !c.recovery_limits.window.is_zero();
         let mut app = App::new(c, self.ca_file.as_deref(), self.presence.clone());
@@ -372,6 +372,7 @@ impl Apps {
     pub fn reload(
         &self,
         configs: &[AppConfig],
+        origins: &[String],
         made: impl Fn(&Arc<App>),
     ) -> Result<Reloaded, String> {
         let now = self.all();
@@ -381,6 +382,7 @@ impl Apps {
         {
             return Err("the first (default) app cannot change without a restart".into());
         }
+        *self.origins.write() = origins.to_vec();
         let mut done = Reloaded::default();
         let mut next = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
@@ -393,7 +395,7 @@ impl Apps {
             };
             let mut c = c.clone();
             if c.allowed_origins.is_empty() {
-                c.allowed_origins = self.origins.clone();
+                c.allowed_origins = origins.to_vec();
             }
             let old = app.config();
             if *old != c {

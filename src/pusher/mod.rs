@@ -83,7 +83,9 @@ pub fn reload(
     for why in &withheld {
         tracing::warn!("{why}");
     }
-    apps.reload(&served, |app| hold_cache_channels(state, app))
+    apps.reload(&served, &config.allowed_origins, |app| {
+        hold_cache_channels(state, app)
+    })
 }
 
 /// The frame a publication on channel `name` is sent as, live or replayed.
@@ -110,7 +112,7 @@ fn raw_query() -> BoxedFilter<(String,)> {
 /// it was published while no client was subscribed, so each app holds the patterns of
 /// its cache channels in its namespace for as long as it exists.
 pub fn start(state: &State) -> Option<Arc<Apps>> {
-    let c = &state.config;
+    let c = state.config();
     if !c.pusher {
         tracing::info!("Pusher edge off (--pusher false)");
         return None;
@@ -224,7 +226,7 @@ pub fn routes(state: State, apps: Option<Arc<Apps>>) -> BoxedFilter<(Response,)>
                 .into_response()
         });
     let limit = http_api::body_limit(&apps);
-    let body_timeout = state.config.http_body_timeout;
+    let body_timeout = state.config().http_body_timeout;
     let api = warp::path("apps")
         .and(warp::path::param::<String>())
         .and(warp::path::tail())

@@ -72,7 +72,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
     if !app.admit() {
         return refuse(io, (4004, "Application is over connection quota")).await;
     }
-    let outbox = Arc::new(Outbox::new(state.config.outbox));
+    let outbox = Arc::new(Outbox::new(state.config().outbox));
     let id = crate::broker::next_subscriber_id();
     let conn = Arc::new(Connection {
         id,
@@ -80,7 +80,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         outbox: outbox.clone(),
         terminated: AtomicBool::new(false),
     });
-    let activity = state.config.activity_timeout.max(Duration::from_secs(1));
+    let activity = state.config().activity_timeout.max(Duration::from_secs(1));
     let established = serde_json::json!({
         "socket_id": &*conn.socket_id,
         "activity_timeout": activity.as_secs(),
@@ -114,11 +114,11 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         pinged_at: None,
         client_events: ClientEvents {
             enabled: app_client_events,
-            rate: state.config.client_event_rate,
+            rate: state.config().client_event_rate,
             max_bytes: app_max_message,
         },
         window: RateWindow::new(now.into_std()),
-        max_channels: state.config.max_channels_per_connection,
+        max_channels: state.config().max_channels_per_connection,
         socket,
         marks,
         pending: Vec::new(),

@@ -44,7 +44,7 @@ impl Server {
     pub fn new(state: State, addr: SocketAddr) -> Self {
         Server {
             addr,
-            limits: codec::Limits::from_config(&state.config),
+            limits: codec::Limits::from_config(&state.config()),
             state,
             clients: client::Registry::default(),
             monitors: monitor::Monitors::default(),
@@ -56,10 +56,10 @@ impl Server {
 /// Serve RESP on `listener` until `state.shutdown` is cancelled. Each connection's task
 /// is tracked in `state.connections`: it writes what it owes and closes on its own.
 pub async fn serve(listener: TcpListener, state: State, tls: Option<tokio_rustls::TlsAcceptor>) {
-    let addr = listener.local_addr().unwrap_or(state.config.redis_bind);
+    let addr = listener.local_addr().unwrap_or(state.config().redis_bind);
     let server = Arc::new(Server::new(state.clone(), addr));
     let health = {
-        let (server, max) = (Arc::downgrade(&server), state.config.maxclients);
+        let (server, max) = (Arc::downgrade(&server), state.config().maxclients);
         crate::health::Listener::new("--maxclients", move || {
             (server.upgrade().map_or(0, |s| s.clients.count()), max)
         })

@@ -106,12 +106,12 @@ pub async fn run(
         addr,
         laddr,
         stream.as_raw_fd(),
-        Outbox::new(server.state.config.outbox),
+        Outbox::new(server.state.config().outbox),
     ));
     let Some(tls) = tls else {
         if !server
             .clients
-            .admit(client.clone(), server.state.config.maxclients)
+            .admit(client.clone(), server.state.config().maxclients)
         {
             super::refuse(stream).await;
             return;
@@ -121,7 +121,7 @@ pub async fn run(
     };
     // The handshake is bounded like an HTTP request head: a client that connects and
     // says nothing holds a file descriptor for no longer.
-    let deadline = server.state.config.http_header_timeout;
+    let deadline = server.state.config().http_header_timeout;
     let stream = match tokio::time::timeout(deadline, tls.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => return crate::tls::handshake_failed("RESP", &e),
@@ -131,7 +131,7 @@ pub async fn run(
     };
     if !server
         .clients
-        .admit(client.clone(), server.state.config.maxclients)
+        .admit(client.clone(), server.state.config().maxclients)
     {
         super::refuse(stream).await;
         return;
@@ -149,7 +149,7 @@ async fn serve_client<R: ReadSide, W: AsyncWrite + Unpin>(
 ) {
     let addr = client.addr;
     metrics::RESP_CONNECTIONS.inc();
-    let authenticated = !server.state.config.auth_required();
+    let authenticated = !server.state.config().auth_required();
     let mut session = Session {
         decoder: RequestDecoder::new(server.limits, authenticated),
         server: server.clone(),
@@ -192,7 +192,7 @@ impl Session {
         tokio::pin!(stop);
         // Redis's `timeout`: one timer for the connection's life, due when the client
         // will have been idle long enough; it is moved on, not reset per request.
-        let idle = self.server.state.config.timeout;
+        let idle = self.server.state.config().timeout;
         let idle_check = tokio::time::sleep(idle);
         tokio::pin!(idle_check);
         let why = loop {

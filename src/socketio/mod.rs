@@ -66,7 +66,7 @@ impl Edge {
     /// The socket.io edge, or None with `--socketio false`. With
     /// `--socketio-broadcast-public` it hears every channel of the default namespace.
     pub fn start(state: &State) -> Option<Arc<Edge>> {
-        if !state.config.socketio {
+        if !state.config().socketio {
             tracing::info!("socket.io edge off (--socketio false)");
             return None;
         }
@@ -74,7 +74,7 @@ impl Edge {
         let edge = Arc::new(Edge::new(state.clone()));
         let listener: Arc<dyn Listener> = edge.clone();
         edge.presence.listen(Arc::downgrade(&listener));
-        if state.config.socketio_broadcast_public {
+        if state.config().socketio_broadcast_public {
             state
                 .broker
                 .stream_psubscribe(&Namespace::Default, b"*", edge.clone());
@@ -89,20 +89,20 @@ impl Edge {
     }
 
     fn new(state: State) -> Self {
-        let c = &state.config;
+        let c = state.config();
         Edge {
             id: crate::broker::next_subscriber_id(),
             rooms: Rooms::default(),
             presence: Scope::new(state.presence.clone(), PRESENCE_NAMESPACE),
             sessions: Sessions::default(),
-            auth: AuthShield::new(c),
-            recovery: recovery::Recovery::new(c),
+            auth: AuthShield::new(&c),
+            recovery: recovery::Recovery::new(&c),
             state,
         }
     }
 
-    fn config(&self) -> &Config {
-        &self.state.config
+    fn config(&self) -> Arc<Config> {
+        self.state.config()
     }
 
     /// End a session: leave its channels (announcing presence departures), forget it,

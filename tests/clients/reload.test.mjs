@@ -5,7 +5,11 @@
 //   - an added app takes connections and its API; a removed one refuses new connections
 //     (4001) and API requests (404) while its open connection stays;
 //   - a file that does not parse keeps the running configuration, says why in the log and
-//     counts it; nobody is disconnected.
+//     counts it; nobody is disconnected;
+//   - server-wide settings apply from the next connection, message or AUTH on: allowed origins
+//     (socket.io's handshake, a Pusher app without its own), the channel limit, a RESP
+//     password; a connection made before keeps what it had. A setting that needs a restart is
+//     named in the log and keeps its value.
 // Each reload is waited for on /metrics (herald_config_reloads_total or _failures_total).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,7 +17,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { startHerald, metric } from './lib/herald.mjs';
+import { startHerald, metric, redisCli } from './lib/herald.mjs';
+import { rawUpgrade } from './lib/rawws.mjs';
 import { inbox, until } from './lib/wait.mjs';
 import { PusherServer, pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
 
@@ -129,4 +134,55 @@ test('a file that does not parse keeps the running configuration and says why', 
   await sdk(shop).trigger('still', 'e', {});
   assert.equal(await metric(h, 'herald_ws_connections'), before, 'nobody disconnected');
   assert.equal(c.connection.state, 'connected');
+});
+
+// The Engine.IO handshake from a page at `origin`: its status.
+async function sioHandshake(origin) {
+  return (await fetch(`${h.url}/socket.io/?EIO=4&transport=polling`, { headers: { Origin: origin } })).status;
+}
+
+// The first frame a Pusher connection to `a` from a page at `origin` gets.
+async function pusherFirst(a, origin) {
+  const { ws } = await rawUpgrade(h.httpPort, `/app/${a.key}?protocol=7`, { Origin: origin });
+  const first = JSON.parse((await ws.next()).toString());
+  ws.end();
+  const data = typeof first.data === 'string' ? JSON.parse(first.data) : first.data;
+  return first.event === 'pusher:error' ? data.code : first.event;
+}
+
+test('server-wide limits, origins and the RESP password apply from the next connection on; a restart-only one is named', async () => {
+  const shop = app('shop', 'new-secret');
+  const evil = 'https://evil.test';
+  assert.equal(await sioHandshake(evil), 200, 'any origin before');
+  assert.equal(await pusherFirst(shop, evil), 'pusher:connection_established');
+  const before = await client(shop);
+  for (const c of ['a', 'b']) await subscribed(before, c);
+  await redisCli(h.redisPort, 'PUBLISH', 'x', 'no password yet');
+
+  await reload([
+    'allowed_origins = ["https://shop.test"]',
+    'max_channels_per_connection = 2',
+    'requirepass = "s3cret"',
+    'http_header_timeout_ms = 9000',
+    '',
+    toml([shop]),
+  ].join('\n'));
+  assert.equal(await sioHandshake(evil), 403, 'socket.io refuses the origin now');
+  assert.equal(await sioHandshake('https://shop.test'), 200);
+  assert.equal(await pusherFirst(shop, evil), 4009, 'the app without origins of its own takes the new ones');
+  assert.equal(await pusherFirst(shop, 'https://shop.test'), 'pusher:connection_established');
+
+  const after = await client(shop);
+  for (const c of ['a', 'b']) await subscribed(after, c);
+  const third = after.subscribe('c');
+  const refusal = await new Promise((resolve) => third.bind('pusher:subscription_error', resolve));
+  assert.equal(refusal.status, 429, 'the new connection has the new channel limit');
+  await subscribed(before, 'c');
+  assert.equal(before.connection.state, 'connected', 'the older connection keeps its own');
+
+  assert.match(await redisCli(h.redisPort, 'PUBLISH', 'x', 'y'), /^NOAUTH Authentication required/);
+  assert.equal(await redisCli(h.redisPort, '--no-auth-warning', '-a', 's3cret', 'PUBLISH', 'x', 'y'), '0');
+  const restart = h.logs.find((l) => l.includes('take effect only after a restart'));
+  assert.ok(restart && restart.includes('http_header_timeout'), `the log names it: ${restart}`);
+  assert.ok(!restart.includes('allowed_origins'), 'not one that applied');
 });

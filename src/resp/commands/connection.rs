@@ -175,7 +175,7 @@ fn wrongpass() -> Frame {
 /// Check a user and password; Redis's rules: with no users configured, the `default`
 /// user takes any password; otherwise the pair must match a configured user.
 fn check(s: &Session, user: &[u8], pass: &[u8]) -> bool {
-    let users = &s.server.state.config.users;
+    let users = &s.server.state.config().users;
     if users.is_empty() {
         return user == b"default";
     }
@@ -203,12 +203,12 @@ fn auth(s: &mut Session, args: Vec<Bytes>) -> Frame {
             if !s
                 .server
                 .state
-                .config
+                .config()
                 .users
                 .iter()
                 .any(|u| u.name == "default")
             {
-                if s.server.state.config.users.is_empty() {
+                if s.server.state.config().users.is_empty() {
                     return Frame::err(
                         "AUTH <password> called without any password configured for the \
                          default user. Are you sure your configuration is correct?",
@@ -409,7 +409,7 @@ fn kill(s: &mut Session, args: &[Bytes]) -> Frame {
             },
             "user" => {
                 let name = String::from_utf8_lossy(value).into_owned();
-                let users = &s.server.state.config.users;
+                let users = &s.server.state.config().users;
                 if name != "default" && !users.iter().any(|u| u.name == name) {
                     return Frame::err(format_args!("No such user '{name}'"));
                 }
@@ -497,7 +497,7 @@ fn reset(s: &mut Session) {
     }
     s.proto = Proto::Resp2;
     s.client.set_proto(Proto::Resp2);
-    s.authenticated = !s.server.state.config.auth_required();
+    s.authenticated = !s.server.state.config().auth_required();
     s.server.monitors.remove(s.client.id);
     let mut m = s.client.meta.lock();
     m.name = None;

@@ -196,7 +196,7 @@ fn command_list(filter: &[Bytes]) -> Frame {
 
 /// The parameters `CONFIG GET` answers, with herald's real values.
 fn parameters(s: &Session) -> Vec<(&'static str, String)> {
-    let c = &s.server.state.config;
+    let c = s.server.state.config();
     let o = &c.outbox;
     vec![
         ("save", String::new()),
@@ -291,7 +291,7 @@ fn info(s: &Session, wanted: &[Bytes]) -> String {
             "Clients",
             vec![
                 ("connected_clients", s.server.clients.count().to_string()),
-                ("maxclients", state.config.maxclients.to_string()),
+                ("maxclients", state.config().maxclients.to_string()),
                 (
                     "pubsub_clients",
                     s.server.clients.pubsub_count().to_string(),
