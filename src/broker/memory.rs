@@ -46,6 +46,17 @@ impl MemoryBroker {
         self.streams.stand_at(namespace, channel, offset)
     }
 
+    /// [`Broker::stream_subscribe`], saying whether the stream had no subscriber and has
+    /// numbered nothing yet: a channel a node in a cluster starts to hear from nothing.
+    pub fn stream_join(
+        &self,
+        namespace: &Namespace,
+        channel: &[u8],
+        sub: Arc<dyn StreamSubscriber>,
+    ) -> bool {
+        self.streams.subscribe(namespace, channel, sub)
+    }
+
     /// How much history it keeps.
     pub fn history_limits(&self) -> HistoryLimits {
         *self.streams.history().limits()
@@ -308,6 +319,41 @@ mod tests {
         b.stream_subscribe(&ns, b"b", e.clone());
         b.publish(on(&ns, "b"));
         assert!(!b.stand_at(&ns, b"b", there), "numbered here");
+    }
+
+    #[test]
+    fn a_stream_that_stood_moves_on_until_it_numbers_and_a_join_says_so() {
+        let b = MemoryBroker::new();
+        let (e, f) = (Edge::new(), Edge::new());
+        let ns = Namespace::Default;
+        let at = |seq| Offset {
+            epoch: Epoch(0xc1),
+            seq,
+        };
+        assert!(b.stream_join(&ns, b"a", e.clone()), "a new stream");
+        assert!(!b.stream_join(&ns, b"a", f.clone()), "it had a subscriber");
+        assert!(b.stand_at(&ns, b"a", at(5)));
+        assert!(!b.stand_at(&ns, b"a", at(4)), "never back");
+        assert!(
+            b.stand_at(&ns, b"a", at(7)),
+            "on, while it numbered nothing"
+        );
+        assert_eq!(b.position(&ns, b"a"), Some(at(7)));
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        b.stream_unsubscribe(&ns, b"a", f.id);
+        assert!(
+            b.stream_join(&ns, b"a", e.clone()),
+            "lingering, untouched since it stood"
+        );
+        let mut p = on(&ns, "a");
+        p.offset = Some(at(8));
+        b.publish(p);
+        assert!(!b.stand_at(&ns, b"a", at(9)), "it numbered something");
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        assert!(
+            !b.stream_join(&ns, b"a", e.clone()),
+            "lingering with a publication"
+        );
     }
 
     #[test]
