@@ -1,0 +1,126 @@
+//! A channel this node starts to hear: its first client here subscribed, and the node
+//! has no stream of it (or one that numbered nothing). Redis's pub/sub gives a
+//! subscriber what is published after its `SUBSCRIBE` is applied, which is a round trip
+//! (and a planner's turn, and maybe a reconnect) after the client was told it is
+//! subscribed; a new stream has no offset of the channel to show what it missed meanwhile.
+//!
+//! So at the client's subscription ([`Joins::begin`]) the node asks where the channel's
+//! history in Redis stands (one `HMGET`, sent at once, on the requests connection). The
+//! subscriber connection that carries the channel, before it sends the `SUBSCRIBE`, takes
+//! that answer ([`Joins::take`]) and has the stream stand there
+//! ([`MemoryBroker::stand_at`](super::super::MemoryBroker::stand_at)); once Redis acknowledged the `SUBSCRIBE`, it reads the
+//! history after where the stream stands and delivers it ([`super::gaps::catch_up`]),
+//! before anything that arrived on the connection meanwhile. A publication Redis numbered
+//! after the position was read reaches the node by the history, or by pub/sub, or both:
+//! the stream takes each offset once (a copy is dropped by its offset), in order.
+//!
+//! What remains: a publication Redis numbers after the client's subscription but before
+//! the `HMGET` reaches Redis (the request's way from this node to Redis, behind what the
+//! requests connection already carries). A channel whose position could not be read
+//! (Redis unreachable) starts from what pub/sub first brings, as before. A channel a
+//! pattern already brings (a Pusher app's cache channels, the default namespace while a
+//! RESP client subscribes) needs none of this: its publications were already arriving.
+
+use super::super::{Namespace, Offset};
+use super::requests::Requests;
+use super::wire;
+use crate::sharded::Sharded;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// How long a join waits for its subscriber connection (down, or the channel came by a
+/// pattern after all) before it is forgotten: the stream then starts from what pub/sub
+/// brings first.
+const KEPT: Duration = Duration::from_secs(60);
+
+/// Where the channel's history in Redis stood when the node began to hear it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stand {
+    /// At this offset: what follows it is the stream's.
+    At(Offset),
+    /// Redis held no history of the channel: all of the epoch that starts later is.
+    Empty,
+}
+
+/// A channel the node began to hear, waiting for its `SUBSCRIBE`.
+pub struct Join {
+    pub namespace: Namespace,
+    pub channel: Bytes,
+    /// The position read (None inside: it could not be read).
+    stand: oneshot::Receiver<Option<Stand>>,
+    made: Instant,
+}
+
+impl Join {
+    /// Where the history stood, once read (None: it could not be, by `deadline`).
+    pub async fn stand(&mut self, deadline: tokio::time::Instant) -> Option<Stand> {
+        let read = tokio::time::timeout_at(deadline, &mut self.stand).await;
+        read.ok().and_then(Result::ok).flatten()
+    }
+}
+
+/// The joins waiting for their subscriber connections, by the channel's backplane key.
+pub struct Joins {
+    pending: Sharded<Bytes, Join>,
+}
+
+impl Default for Joins {
+    fn default() -> Self {
+        Joins {
+            pending: Sharded::new(16),
+        }
+    }
+}
+
+impl Joins {
+    /// One more client of `channel` in `namespace`: `subscribe` counts it in the local
+    /// broker and says whether the node thereby began to hear the channel; if so, read
+    /// where its history stands. The join is recorded under the same lock as the
+    /// subscription is made, so no plan can carry the channel to its subscriber
+    /// connection before the join is there to take.
+    pub fn subscribe(
+        &self,
+        requests: &Arc<Requests>,
+        namespace: &Namespace,
+        channel: &[u8],
+        subscribe: impl FnOnce() -> bool,
+    ) {
+        let key = wire::stream_key(namespace, channel);
+        let mut pending = self.pending.write(&key);
+        if !subscribe() || pending.contains_key(&key) {
+            return;
+        }
+        let (tell, stand) = oneshot::channel();
+        let (namespace, channel) = (namespace.clone(), Bytes::copy_from_slice(channel));
+        let join = Join {
+            namespace: namespace.clone(),
+            channel: channel.clone(),
+            stand,
+            made: Instant::now(),
+        };
+        pending.insert(key, join);
+        drop(pending);
+        let requests = requests.clone();
+        tokio::spawn(async move {
+            let read = requests.position(&namespace, &channel).await;
+            let _ = tell.send(read.ok().map(|at| at.map_or(Stand::Empty, Stand::At)));
+        });
+    }
+
+    /// The joins of `keys` (channels about to be subscribed), taken.
+    /// (No shortcut on an empty map: its count is published as a join's lock is released,
+    /// after the plan may already carry the channel here.)
+    pub fn take<'a>(&self, keys: impl Iterator<Item = &'a Bytes>) -> Vec<Join> {
+        keys.filter_map(|k| self.pending.write(k).remove(k))
+            .collect()
+    }
+
+    /// Forget the joins no subscriber connection took in time.
+    pub fn sweep(&self, now: Instant) {
+        for mut shard in self.pending.write_each() {
+            shard.retain(|_, j| now.saturating_duration_since(j.made) < KEPT);
+        }
+    }
+}
