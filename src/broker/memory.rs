@@ -57,6 +57,17 @@ impl MemoryBroker {
         self.streams.subscribe(namespace, channel, sub)
     }
 
+    /// The RESP subscriptions [`Broker::publish`] would deliver `p` to here, as Redis
+    /// counts them (each matching channel, pattern or shard channel subscription), without
+    /// delivering it. A node in a cluster answers `PUBLISH` with it.
+    pub fn resp_receivers(&self, p: &Publication) -> usize {
+        match p.resp {
+            ToResp::Shard => self.shard_channels.count(p.name()),
+            ToResp::Channel => self.channels.count(p.name()) + self.patterns.count(p.name()),
+            ToResp::Hidden => 0,
+        }
+    }
+
     /// How much history it keeps.
     pub fn history_limits(&self) -> HistoryLimits {
         *self.streams.history().limits()
@@ -353,6 +364,27 @@ mod tests {
         assert!(
             !b.stream_join(&ns, b"a", e.clone()),
             "lingering with a publication"
+        );
+    }
+
+    #[test]
+    fn resp_receivers_are_counted_as_publish_delivers() {
+        let b = MemoryBroker::new();
+        let (r, s) = (Recorder::new(), Recorder::new());
+        b.subscribe(Bytes::from_static(b"news"), r.clone());
+        b.subscribe(Bytes::from_static(b"news"), s.clone());
+        b.psubscribe(Bytes::from_static(b"n*"), r.clone());
+        b.psubscribe(Bytes::from_static(b"x*"), r.clone());
+        b.ssubscribe(Bytes::from_static(b"news"), r.clone());
+        let p = resp("news", "hi");
+        assert_eq!(b.resp_receivers(&p), 3);
+        assert_eq!(b.publish(p), 3);
+        let shard = Publication::shard(Bytes::from_static(b"news"), Bytes::new());
+        assert_eq!(b.resp_receivers(&shard), 1);
+        assert_eq!(
+            b.resp_receivers(&on(&Namespace::Default, "news")),
+            0,
+            "hidden"
         );
     }
 

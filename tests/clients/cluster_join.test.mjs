@@ -1,6 +1,7 @@
 // Two herald nodes on one real redis-server: a node that begins to hear a channel (its first
 // client there subscribes) misses nothing published on another node between the client's
-// subscription and Redis applying the node's SUBSCRIBE.
+// subscription and Redis applying the node's SUBSCRIBE; and PUBLISH with --cluster answers the
+// receivers on the node it was sent to, as Redis Cluster does.
 //
 // The window is made wide on purpose, and held open as long as the test needs: Redis is told
 // to take no new connection (CONFIG SET maxclients 1: the connections it has stay) and every
@@ -13,6 +14,7 @@ import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { startHerald, laravelPayload, metric, once } from './lib/herald.mjs';
+import { redisCliSubscriber } from './lib/redis-cli.mjs';
 import { inbox, until } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
 import { pusherClient, connected, next } from './pusher_fixtures.mjs';
@@ -160,4 +162,25 @@ test('what B published while A subscribed reaches A\'s client with nothing publi
   });
   await got.count(30, 'the 30 events, with no publication after them');
   assert.deepEqual(got.items, range(1, 30));
+});
+
+test('PUBLISH and SPUBLISH answer the receivers on the node they were sent to, as Redis Cluster does', async () => {
+  const name = 'laravel_database_orders.count';
+  const nothing = () => {};
+  for (const args of [
+    [a, 'SUBSCRIBE', [name]], [a, 'SUBSCRIBE', [name]], [a, 'PSUBSCRIBE', ['laravel_database_orders.*']],
+    [a, 'PSUBSCRIBE', [name, 'laravel_*']], [b, 'SUBSCRIBE', [name]], [a, 'SSUBSCRIBE', ['s.count']],
+  ]) {
+    const [h, verb, names] = args;
+    open.push(await redisCliSubscriber(h.redisPort, verb, names, nothing));
+  }
+  const [onA, onB] = [await resp(a.redisPort), await resp(b.redisPort)];
+  const payload = laravelPayload('Counted', {});
+  // A: two SUBSCRIBEs, and three patterns that match (one client holds two of them).
+  assert.equal(await onA('PUBLISH', name, payload), ':5\r\n');
+  assert.equal(await onB('PUBLISH', name, payload), ':1\r\n');
+  assert.equal(await onA('PUBLISH', 'laravel_database_elsewhere', payload), ':1\r\n', 'laravel_* matches');
+  assert.equal(await onB('PUBLISH', 'laravel_database_elsewhere', payload), ':0\r\n');
+  assert.equal(await onA('SPUBLISH', 's.count', payload), ':1\r\n');
+  assert.equal(await onB('SPUBLISH', 's.count', payload), ':0\r\n');
 });

@@ -58,8 +58,13 @@
 //! starts from what pub/sub first brings, as before. A lingering stream that already
 //! numbered something is not a join: it fills from where it stood ([`gaps`]).
 //!
-//! Not here yet (issue 13): Pusher resume marks across nodes, and `PUBLISH`'s count of
-//! receivers (0: they are reached when Redis hands the publication back, on every node).
+//! `PUBLISH` and `SPUBLISH` answer as Redis Cluster does: the receivers on the node they
+//! were sent to, counted when the publication is queued (this node's RESP subscriptions
+//! that match it: channels, patterns, shard channels), though they are reached when Redis
+//! hands it back. The edges' WebSocket connections are not counted (that takes
+//! delivering); a single node counts them.
+//!
+//! Not here yet (issue 13): Pusher resume marks across nodes.
 //! Presence, occupancy and their webhooks across nodes are
 //! [`crate::presence::ClusterPresence`]'s, on connections of its own.
 //!
@@ -522,7 +527,11 @@ impl Broker for RedisBroker {
         Some(self)
     }
 
+    /// Redis Cluster's answer: the receivers on this node (its RESP subscriptions that
+    /// match, counted as Redis counts them), reached when Redis hands the publication
+    /// back; the edges' connections are not counted (that takes delivering).
     fn publish(&self, p: Publication) -> usize {
+        let receivers = self.local.resp_receivers(&p);
         let key = wire::key_of(&p);
         let carried = self.links.subscribers_up[connection_of(&key)].load(Ordering::Relaxed);
         let sent = self.links.publisher_up.load(Ordering::Relaxed)
@@ -535,7 +544,7 @@ impl Broker for RedisBroker {
                 })
                 .is_ok();
         if sent {
-            return 0;
+            return receivers;
         }
         self.links.delivered_locally_only();
         self.here.unnumbered(p)
