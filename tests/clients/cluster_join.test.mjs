@@ -9,7 +9,8 @@
 // node A, so A's SUBSCRIBE waits until Redis takes connections again, while node B publishes
 // a numbered event every millisecond (its publisher's connection, and A's requests
 // connection, stay). The client must get every event whose PUBLISH was sent after it saw its
-// subscription succeed, once each and in order, with no hole up to a final marker.
+// subscription succeed (and A's read of the channel's position reached Redis: see
+// readReached), once each and in order, with no hole up to a final marker.
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
@@ -37,7 +38,7 @@ after(async () => {
 });
 
 // A RESP connection to `port` (a node's, or Redis's): `send(...args)` writes one command and
-// resolves with its one-line reply, bytes and all (`:3\r\n`).
+// resolves with its reply, bytes and all (`:3\r\n`; a bulk reply with its body).
 async function resp(port) {
   const sock = net.connect(port, '127.0.0.1');
   open.push({ close: () => sock.destroy() });
@@ -46,8 +47,12 @@ async function resp(port) {
   let buf = Buffer.alloc(0);
   sock.on('data', (d) => {
     buf = Buffer.concat([buf, d]);
-    for (let end; (end = buf.indexOf('\r\n')) >= 0; buf = buf.subarray(end + 2)) {
-      waiting.shift()(buf.subarray(0, end + 2).toString('latin1'));
+    for (let end; (end = buf.indexOf('\r\n')) >= 0;) {
+      const size = buf[0] === 0x24 ? Number(buf.subarray(1, end)) : -1; // `$<n>`: n bytes follow
+      const whole = size >= 0 ? end + 2 + size + 2 : end + 2;
+      if (buf.length < whole) return;
+      waiting.shift()(buf.subarray(0, whole).toString('latin1'));
+      buf = buf.subarray(whole);
     }
   });
   const bulk = (x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`;
@@ -55,6 +60,20 @@ async function resp(port) {
     waiting.push(resolve);
     sock.write(`*${args.length}\r\n${args.map(bulk).join('')}`);
   });
+}
+
+// How many HMGETs Redis has run: a node reads where a channel's history stands with one.
+async function hmgets(admin) {
+  return Number(/cmdstat_hmget:calls=(\d+)/.exec(await admin('INFO', 'commandstats'))?.[1] ?? 0);
+}
+
+// Wait until node A's read of the channel's position (an HMGET after `before`) has reached
+// Redis. Herald's remaining window (README) is a publication numbered before that read: B
+// publishes what the test counts on only after it. A herald that does not read (without the
+// fix) gets 2 s, then the test goes on, and fails on what its client got.
+async function readReached(admin, before) {
+  await until(async () => await hmgets(admin) > before, 'node A to read the channel\'s position', 2000)
+    .catch(() => {});
 }
 
 // Node B publishes `Seq` events n = 1, 2, … on `channel`, one a millisecond (each PUBLISH
@@ -93,7 +112,7 @@ async function outage(during) {
   assert.equal(await admin('CONFIG', 'SET', 'maxclients', '1'), '+OK\r\n');
   try {
     assert.match(await admin('CLIENT', 'KILL', 'TYPE', 'pubsub'), /^:[1-9]/);
-    return await during();
+    return await during(admin);
   } finally {
     await admin('CONFIG', 'SET', 'maxclients', '10000');
   }
@@ -105,12 +124,14 @@ async function outage(during) {
 async function joinDuringOutage(client, channel, publishing) {
   const filled = await metric(a, 'herald_cluster_join_filled_total');
   const got = inbox();
-  const { from, publisher } = await outage(async () => {
+  const { from, publisher } = await outage(async (admin) => {
+    const reads = await hmgets(admin);
     const ch = client.subscribe(channel);
     ch.bind('Seq', (d) => got.add(d.n));
     ch.bind('Marker', () => got.add('Marker'));
     await next(ch, 'pusher:subscription_succeeded');
-    // The first PUBLISH written after the client was told it is subscribed.
+    await readReached(admin, reads);
+    // The first PUBLISH written after the client was told it is subscribed (and A read).
     const from = typeof publishing === 'function' ? 1 : publishing.sent() + 1;
     const publisher = typeof publishing === 'function' ? await publishing() : publishing;
     await until(() => publisher.sent() >= from + 50, 'B to publish 50 events while A cannot subscribe');
@@ -153,10 +174,12 @@ test('what B published while A subscribed reaches A\'s client with nothing publi
   const publish = (n) => send('PUBLISH', `laravel_database_${channel}`, laravelPayload('Seq', { n }));
   await publish(0); // the channel has history
   const got = inbox();
-  await outage(async () => {
+  await outage(async (admin) => {
+    const reads = await hmgets(admin);
     const ch = client.subscribe(channel);
     ch.bind('Seq', (d) => got.add(d.n));
     await next(ch, 'pusher:subscription_succeeded');
+    await readReached(admin, reads);
     await Promise.all(range(1, 30).map(publish));
     assert.equal(await metric(a, 'herald_cluster_up'), 0, 'node A is not subscribed on Redis yet');
   });

@@ -16,7 +16,11 @@
 //!
 //! What remains: a publication Redis numbers after the client's subscription but before
 //! the `HMGET` reaches Redis (the request's way from this node to Redis, behind what the
-//! requests connection already carries). A channel whose position could not be read
+//! requests connection already carries, and the two task hops to get it there: one for
+//! the read's task, one for the connection's). A client's reply leaves about when the read
+//! does, so a publication the client causes after it usually comes later; on a loaded
+//! 2-core machine one published by the test the moment the subscription succeeded came
+//! before the read about once in ten runs. A channel whose position could not be read
 //! (Redis unreachable) starts from what pub/sub first brings, as before. A channel a
 //! pattern already brings (a Pusher app's cache channels, the default namespace while a
 //! RESP client subscribes) needs none of this: its publications were already arriving.
