@@ -50,10 +50,10 @@
 //! same offset is dropped): each publication once, in order ([`joins`]). The window that
 //! remains: publications Redis numbers after the client's subscription but before that read
 //! reaches Redis (the request's one way to Redis, queued behind what the node's requests
-//! connection already carries). The read is sent (on a task of its own) as the client's
-//! reply is, and a publication the client causes after it saw the reply takes the reply's
-//! way to the client and its own way through a node to Redis: it comes after the read
-//! unless the read is held up. Where the read fails
+//! connection already carries). The read is queued before the client's reply is, and a
+//! publication the client causes after it saw the reply takes the reply's way to the
+//! client and its own way through a node to Redis: it comes after the read unless the read
+//! is held up. Where the read fails
 //! (Redis unreachable) or the join waited over a minute for its connection, the channel
 //! starts from what pub/sub first brings, as before. A lingering stream that already
 //! numbered something is not a join: it fills from where it stood ([`gaps`]).
