@@ -12,7 +12,9 @@
 //! history after where the stream stands and delivers it ([`super::gaps::catch_up`]),
 //! before anything that arrived on the connection meanwhile. A publication Redis numbered
 //! after the position was read reaches the node by the history, or by pub/sub, or both:
-//! the stream takes each offset once (a copy is dropped by its offset), in order.
+//! the stream takes each offset once (a copy is dropped by its offset), in order. A
+//! `SUBSCRIBE` lost with its connection leaves the join, its position known, for the next
+//! connection ([`Joins::again`]).
 //!
 //! What remains: a publication Redis numbers after the client's subscription but before
 //! the `HMGET` reaches Redis (the request's way from this node to Redis, behind what the
@@ -131,10 +133,64 @@ impl Joins {
             .collect()
     }
 
+    /// Joins taken, their stands read, whose `SUBSCRIBE` did not go through (the
+    /// connection was lost): back for the connection's next try.
+    pub fn again(&self, joined: Vec<(Join, Stand)>) {
+        for (mut join, stand) in joined {
+            let (tell, read) = oneshot::channel();
+            let _ = tell.send(Some(stand));
+            join.stand = read;
+            let key = wire::stream_key(&join.namespace, &join.channel);
+            self.pending.write(&key).entry(key).or_insert(join);
+        }
+    }
+
     /// Forget the joins no subscriber connection took in time.
     pub fn sweep(&self, now: Instant) {
         for mut shard in self.pending.write_each() {
             shard.retain(|_, j| now.saturating_duration_since(j.made) < KEPT);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::Epoch;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_join_is_taken_once_given_back_with_its_stand_and_forgotten_when_old() {
+        let joins = Joins::default();
+        let (ns, channel) = (Namespace::Default, Bytes::from_static(b"a"));
+        let key = wire::stream_key(&ns, &channel);
+        let (tell, stand) = oneshot::channel();
+        tell.send(Some(Stand::Empty)).unwrap();
+        let join = Join {
+            namespace: ns,
+            channel,
+            stand,
+            made: Instant::now(),
+        };
+        joins.pending.write(&key).insert(key.clone(), join);
+        let keys = [key.clone(), Bytes::from_static(b"other")];
+        let mut taken = joins.take(keys.iter());
+        assert_eq!(taken.len(), 1);
+        assert!(joins.take(keys.iter()).is_empty(), "taken once");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        assert_eq!(taken[0].stand(deadline).await, Some(Stand::Empty));
+        let at = Stand::At(Offset {
+            epoch: Epoch(7),
+            seq: 3,
+        });
+        joins.again(vec![(taken.pop().unwrap(), at)]);
+        let mut back = joins.take(keys.iter());
+        assert_eq!(
+            back[0].stand(deadline).await,
+            Some(at),
+            "its stand, as read"
+        );
+        joins.again(vec![(back.pop().unwrap(), at)]);
+        joins.sweep(Instant::now() + KEPT);
+        assert!(joins.take(keys.iter()).is_empty(), "forgotten");
     }
 }

@@ -1004,6 +1004,7 @@ async fn subscriber(
             let now = wanted.borrow_and_update().clone();
             let joined = receiver.stand(&held, &now).await;
             if let Err(e) = apply(&mut sink, &held, &now).await {
+                receiver.joins.again(joined);
                 break e.to_string();
             }
             held = now;
