@@ -376,27 +376,24 @@ impl Streams {
 
     /// The stream, if it has numbered nothing since it was made here, stands at `offset`
     /// (where the cluster's history of its channel stands): what follows `offset` and
-    /// does not reach this node then shows as a gap. A stream that stood and has numbered
-    /// nothing since moves on to a later `offset` of the same epoch (a recovery read the
-    /// history up to there after the stream was first told: what lies before it was given
-    /// to that client). True if it did.
+    /// does not reach this node then shows as a gap. True if it did. Once it stood it
+    /// does not move on its own: a later offset would skip what its clients are owed
+    /// (what a first client's join will catch up, or a subscriber connection that is
+    /// down will fill).
     pub fn stand_at(&self, namespace: &Namespace, channel: &[u8], offset: Offset) -> bool {
         let mut shard = self.map.write(channel);
         let stream = shard
             .get_mut(channel)
             .and_then(|streams| streams.iter_mut().find(|s| s.namespace == *namespace));
-        let Some(s) = stream else {
-            return false;
-        };
-        let at = s.ring.latest();
-        let fresh = s.minted && at.seq == 0;
-        let ahead = s.stood && offset.epoch == at.epoch && offset.seq > at.seq;
-        if fresh || ahead {
-            s.ring.restart_at(offset);
-            s.minted = false;
-            s.stood = true;
+        match stream {
+            Some(s) if s.minted && s.ring.latest().seq == 0 => {
+                s.ring.restart_at(offset);
+                s.minted = false;
+                s.stood = true;
+                true
+            }
+            _ => false,
         }
-        fresh || ahead
     }
 
     pub fn position(&self, namespace: &Namespace, channel: &[u8]) -> Option<Offset> {
