@@ -53,10 +53,10 @@
 //! connection already carries). The read is queued before the client's reply is, and a
 //! publication the client causes after it saw the reply takes the reply's way to the
 //! client and its own way through a node to Redis: it comes after the read unless the read
-//! is held up. Where the read fails
-//! (Redis unreachable) or the join waited over a minute for its connection, the channel
-//! starts from what pub/sub first brings, as before. A lingering stream that already
-//! numbered something is not a join: it fills from where it stood ([`gaps`]).
+//! is held up. Where the read fails (Redis unreachable) or the join waited over a minute
+//! for its connection, the channel starts from what pub/sub first brings, as before. A
+//! lingering stream that already numbered something is not a join: it fills from where it
+//! stood ([`gaps`]).
 //!
 //! `PUBLISH` and `SPUBLISH` answer as Redis Cluster does: the receivers on the node they
 //! were sent to, counted when the publication is queued (this node's RESP subscriptions
