@@ -46,6 +46,28 @@ impl MemoryBroker {
         self.streams.stand_at(namespace, channel, offset)
     }
 
+    /// [`Broker::stream_subscribe`], saying whether the stream had no subscriber and has
+    /// numbered nothing yet: a channel a node in a cluster starts to hear from nothing.
+    pub fn stream_join(
+        &self,
+        namespace: &Namespace,
+        channel: &[u8],
+        sub: Arc<dyn StreamSubscriber>,
+    ) -> bool {
+        self.streams.subscribe(namespace, channel, sub)
+    }
+
+    /// The RESP subscriptions [`Broker::publish`] would deliver `p` to here, as Redis
+    /// counts them (each matching channel, pattern or shard channel subscription), without
+    /// delivering it. A node in a cluster answers `PUBLISH` with it.
+    pub fn resp_receivers(&self, p: &Publication) -> usize {
+        match p.resp {
+            ToResp::Shard => self.shard_channels.count(p.name()),
+            ToResp::Channel => self.channels.count(p.name()) + self.patterns.count(p.name()),
+            ToResp::Hidden => 0,
+        }
+    }
+
     /// How much history it keeps.
     pub fn history_limits(&self) -> HistoryLimits {
         *self.streams.history().limits()
@@ -308,6 +330,57 @@ mod tests {
         b.stream_subscribe(&ns, b"b", e.clone());
         b.publish(on(&ns, "b"));
         assert!(!b.stand_at(&ns, b"b", there), "numbered here");
+    }
+
+    #[test]
+    fn a_stream_stands_once_and_a_join_says_when_it_is_untouched() {
+        let b = MemoryBroker::new();
+        let (e, f) = (Edge::new(), Edge::new());
+        let ns = Namespace::Default;
+        let at = |seq| Offset {
+            epoch: Epoch(0xc1),
+            seq,
+        };
+        assert!(b.stream_join(&ns, b"a", e.clone()), "a new stream");
+        assert!(!b.stream_join(&ns, b"a", f.clone()), "it had a subscriber");
+        assert!(b.stand_at(&ns, b"a", at(5)));
+        assert!(!b.stand_at(&ns, b"a", at(4)), "never back");
+        assert!(
+            !b.stand_at(&ns, b"a", at(7)),
+            "nor on: its clients are owed 6, 7"
+        );
+        assert_eq!(b.position(&ns, b"a"), Some(at(5)));
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        b.stream_unsubscribe(&ns, b"a", f.id);
+        let untouched = b.stream_join(&ns, b"a", e.clone());
+        assert!(untouched, "lingering, untouched since it stood");
+        let mut p = on(&ns, "a");
+        p.offset = Some(at(8));
+        b.publish(p);
+        b.stream_unsubscribe(&ns, b"a", e.id);
+        let untouched = b.stream_join(&ns, b"a", e.clone());
+        assert!(!untouched, "lingering with a publication");
+    }
+
+    #[test]
+    fn resp_receivers_are_counted_as_publish_delivers() {
+        let b = MemoryBroker::new();
+        let (r, s) = (Recorder::new(), Recorder::new());
+        b.subscribe(Bytes::from_static(b"news"), r.clone());
+        b.subscribe(Bytes::from_static(b"news"), s.clone());
+        b.psubscribe(Bytes::from_static(b"n*"), r.clone());
+        b.psubscribe(Bytes::from_static(b"x*"), r.clone());
+        b.ssubscribe(Bytes::from_static(b"news"), r.clone());
+        let p = resp("news", "hi");
+        assert_eq!(b.resp_receivers(&p), 3);
+        assert_eq!(b.publish(p), 3);
+        let shard = Publication::shard(Bytes::from_static(b"news"), Bytes::new());
+        assert_eq!(b.resp_receivers(&shard), 1);
+        assert_eq!(
+            b.resp_receivers(&on(&Namespace::Default, "news")),
+            0,
+            "hidden"
+        );
     }
 
     #[test]

@@ -203,6 +203,19 @@ impl PatternRegistry {
         n
     }
 
+    /// The pattern subscriptions `channel` matches, as [`PatternRegistry::deliver`]
+    /// counts them, without delivering.
+    pub fn count(&self, channel: &[u8]) -> usize {
+        if self.len() == 0 {
+            return 0;
+        }
+        let map = self.patterns.read();
+        (map.iter())
+            .filter(|(pattern, _)| glob::matches(pattern, channel))
+            .map(|(_, subs)| subs.len())
+            .sum()
+    }
+
     pub fn names(&self) -> Vec<Bytes> {
         self.patterns.read().keys().cloned().collect()
     }

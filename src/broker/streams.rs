@@ -107,6 +107,9 @@ struct Stream {
     /// Whether its epoch was made on this node (true but in a cluster, where offsets
     /// mostly come from Redis: see [`Stream::number`]).
     minted: bool,
+    /// Whether it was told where the cluster's history stands ([`Streams::stand_at`])
+    /// and has numbered nothing since.
+    stood: bool,
 }
 
 impl Stream {
@@ -120,14 +123,18 @@ impl Stream {
             Some(o) if o.epoch == last.epoch && o.seq <= last.seq => None,
             Some(o) => {
                 self.minted = false;
+                self.stood = false;
                 Some(o)
             }
+            // A single node's every publication (never stood: a stream that stood is not
+            // minted until the arm below).
             None if self.minted => Some(Offset {
                 seq: last.seq + 1,
                 ..last
             }),
             None => {
                 self.minted = true;
+                self.stood = false;
                 Some(Offset {
                     epoch: Epoch::fresh(),
                     seq: 1,
@@ -194,9 +201,16 @@ impl Streams {
         &self.history
     }
 
-    /// Count one subscription of `sub` to the stream, creating it if need be.
-    pub fn subscribe(&self, namespace: &Namespace, channel: &[u8], sub: Arc<dyn StreamSubscriber>) {
-        self.change(namespace, channel, sub.id(), 1, Some(sub));
+    /// Count one subscription of `sub` to the stream, creating it if need be. True if
+    /// the stream had no subscriber and has numbered nothing yet (new here, or lingering
+    /// untouched): in a cluster, a channel this node starts to hear from nothing.
+    pub fn subscribe(
+        &self,
+        namespace: &Namespace,
+        channel: &[u8],
+        sub: Arc<dyn StreamSubscriber>,
+    ) -> bool {
+        self.change(namespace, channel, sub.id(), 1, Some(sub))
     }
 
     pub fn unsubscribe(&self, namespace: &Namespace, channel: &[u8], id: SubscriberId) {
@@ -210,7 +224,7 @@ impl Streams {
         id: SubscriberId,
         by: i64,
         sub: Option<Arc<dyn StreamSubscriber>>,
-    ) {
+    ) -> bool {
         let now = Instant::now();
         let mut shard = self.map.write(channel);
         if !shard.contains_key(channel) {
@@ -226,11 +240,14 @@ impl Streams {
                     subscribers: Keyed::default(),
                     left: None,
                     minted: true,
+                    stood: false,
                 });
                 streams.len() - 1
             }
         };
         let stream = &mut streams[at];
+        // A stream's subscribers are its edges (a few): this walk is short.
+        let had = stream.subscribers.values().any(|c| c.count > 0);
         match stream.subscribers.get_mut(id) {
             Some(c) => {
                 c.count += by;
@@ -250,6 +267,8 @@ impl Streams {
         }
         // The last subscriber gone: the stream lingers for recovery (the sweep drops it).
         stream.left = stream.subscribers.is_empty().then_some(now);
+        let untouched = stream.stood || (stream.minted && stream.ring.latest().seq == 0);
+        !had && untouched && stream.subscribers.values().any(|c| c.count > 0)
     }
 
     pub fn psubscribe(
@@ -357,7 +376,10 @@ impl Streams {
 
     /// The stream, if it has numbered nothing since it was made here, stands at `offset`
     /// (where the cluster's history of its channel stands): what follows `offset` and
-    /// does not reach this node then shows as a gap. True if it did.
+    /// does not reach this node then shows as a gap. True if it did. Once it stood it
+    /// does not move on its own: a later offset would skip what its clients are owed
+    /// (what a first client's join will catch up, or a subscriber connection that is
+    /// down will fill).
     pub fn stand_at(&self, namespace: &Namespace, channel: &[u8], offset: Offset) -> bool {
         let mut shard = self.map.write(channel);
         let stream = shard
@@ -367,6 +389,7 @@ impl Streams {
             Some(s) if s.minted && s.ring.latest().seq == 0 => {
                 s.ring.restart_at(offset);
                 s.minted = false;
+                s.stood = true;
                 true
             }
             _ => false,

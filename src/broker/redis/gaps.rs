@@ -15,9 +15,14 @@
 //! there, so a recovery from before it is refused rather than answered short.
 //!
 //! A different epoch (Redis lost the channel's history) is no gap: nothing can fill it.
+//!
+//! A channel the node begins to hear ([`super::joins`]) is caught up the same way once
+//! its `SUBSCRIBE` is acknowledged ([`catch_up`]): from where its stream stands to where
+//! the history stands then, without waiting for a next publication to show the gap.
 
-use super::super::{Broker, MemoryBroker, Offset, Publication};
+use super::super::{Broker, MemoryBroker, Namespace, Offset, Publication, ToResp};
 use super::history::{self, Read};
+use super::joins::Stand;
 use super::requests::Requests;
 
 /// A publication that arrived after a gap, held until the gap is filled.
@@ -60,22 +65,81 @@ pub async fn fill(local: &MemoryBroker, requests: &Requests, gap: Gap) -> Filled
         let read = history::since(&mut con, ns, channel, after).await;
         read.inspect_err(|e| requests.failed(e))
     };
-    let filled = match read.await {
-        Ok(Read::Found(Ok(missed))) => {
-            let mut n = 0;
-            for p in missed
-                .into_iter()
-                .take_while(|p| p.offset.is_some_and(|o| o.seq < until))
-            {
-                local.publish(p);
-                n += 1;
-            }
-            Filled::Whole(n)
+    let filled = filled(read.await, |missed| {
+        let mut n = 0;
+        for p in missed
+            .into_iter()
+            .take_while(|p| p.offset.is_some_and(|o| o.seq < until))
+        {
+            local.publish(p);
+            n += 1;
         }
+        n
+    });
+    local.publish(publication);
+    filled
+}
+
+/// What a read of the history came to, `deliver` given what it found.
+fn filled(read: redis::RedisResult<Read>, deliver: impl FnOnce(Vec<Publication>) -> u64) -> Filled {
+    match read {
+        Ok(Read::Found(Ok(missed))) => Filled::Whole(deliver(missed)),
         Ok(Read::Found(Err(_))) => Filled::Not("the history no longer covers it".into()),
         Ok(Read::Malformed) => Filled::Not("the history holds an entry herald cannot read".into()),
         Err(e) => Filled::Not(e.to_string()),
+    }
+}
+
+/// `channel` of `namespace` was just subscribed to on Redis, its stream having begun
+/// where the history `stood` ([`super::joins`]): deliver what the history holds after
+/// where the stream stands now. What pub/sub brings of it too, the stream drops as a
+/// copy (by its offset); RESP subscribers are not given these (what they get comes by
+/// pub/sub, which a pattern of theirs brings: never twice).
+pub async fn catch_up(
+    local: &MemoryBroker,
+    requests: &Requests,
+    namespace: &Namespace,
+    channel: &[u8],
+    stood: Stand,
+) -> Filled {
+    let read = async {
+        let Some(there) = requests.position(namespace, channel).await? else {
+            return Ok(None);
+        };
+        let Some(at) = local.position(namespace, channel) else {
+            return Ok(None);
+        };
+        let untouched = match stood {
+            Stand::At(o) => at == o,
+            Stand::Empty => at.seq == 0,
+        };
+        let from = if at.epoch == there.epoch && at.seq < there.seq {
+            at
+        } else if at.epoch != there.epoch && untouched {
+            // The history began (or began again) after the position was read: all of
+            // its epoch came after.
+            Offset {
+                epoch: there.epoch,
+                seq: 0,
+            }
+        } else {
+            return Ok(None);
+        };
+        let mut con = requests.connection().await?;
+        let read = history::since(&mut con, namespace, channel, from).await;
+        read.inspect_err(|e| requests.failed(e)).map(Some)
     };
-    local.publish(publication);
-    filled
+    match read.await {
+        Ok(None) => Filled::Whole(0),
+        Ok(Some(read)) => filled(Ok(read), |missed| {
+            let mut n = 0;
+            for mut p in missed {
+                p.resp = ToResp::Hidden;
+                local.publish(p);
+                n += 1;
+            }
+            n
+        }),
+        Err(e) => Filled::Not(e.to_string()),
+    }
 }

@@ -40,8 +40,30 @@
 //! What a subscriber connection missed while it was down is read from the history when
 //! the channel's next publication shows the gap ([`gaps`]).
 //!
-//! Not here yet (issue 13): `PUBLISH`'s count of receivers (0: they are reached when
-//! Redis hands the publication back, on every node).
+//! # A channel this node begins to hear
+//! Its first client here is told it is subscribed before Redis applies the node's
+//! `SUBSCRIBE` (a planner's turn and a round trip later; seconds if that subscriber
+//! connection is reconnecting). At the client's subscription the node reads where the
+//! channel's history in Redis stands; the subscriber connection has the new stream stand
+//! there before it subscribes, and once Redis acknowledged the `SUBSCRIBE` reads the history
+//! from there on and delivers it, ahead of what pub/sub brought meanwhile (a copy of the
+//! same offset is dropped): each publication once, in order ([`joins`]). The window that
+//! remains: publications Redis numbers after the client's subscription but before that read
+//! reaches Redis (the request's one way to Redis, queued behind what the node's requests
+//! connection already carries). The read is queued before the client's reply is, and a
+//! publication the client causes after it saw the reply takes the reply's way to the
+//! client and its own way through a node to Redis: it comes after the read unless the read
+//! is held up. Where the read fails (Redis unreachable) or the join waited over a minute
+//! for its connection, the channel starts from what pub/sub first brings, as before. A
+//! lingering stream that already numbered something is not a join: it fills from where it
+//! stood ([`gaps`]).
+//!
+//! `PUBLISH` and `SPUBLISH` answer as Redis Cluster does: the receivers on the node they
+//! were sent to, counted when the publication is queued (this node's RESP subscriptions
+//! that match it: channels, patterns, shard channels), though they are reached when Redis
+//! hands it back. The edges' WebSocket connections are not counted (that takes
+//! delivering); a single node counts them.
+//!
 //! Presence, occupancy and their webhooks across nodes are
 //! [`crate::presence::ClusterPresence`]'s, on connections of its own.
 //!
@@ -51,6 +73,7 @@
 mod ask;
 mod gaps;
 mod history;
+mod joins;
 mod requests;
 mod subscriptions;
 mod taint;
@@ -68,6 +91,7 @@ use crate::metrics::Counter;
 use ask::Questions;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use joins::Joins;
 use parking_lot::Mutex;
 use requests::Requests;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,6 +143,8 @@ pub struct RedisBroker {
     outgoing: mpsc::Sender<Outgoing>,
     /// Woken by every (un)subscribe: the planner recomputes what the node needs.
     interest_changed: Arc<Notify>,
+    /// Channels this node began to hear, until their subscriber connection takes them.
+    joins: Arc<Joins>,
 }
 
 /// The state of the node's connections to Redis, and what passed through them.
@@ -141,6 +167,9 @@ struct Links {
     gap_filled: Counter,
     /// Gaps in what a subscriber connection received that the history could not fill.
     gap_unfilled: Counter,
+    /// Publications made while the node was subscribing to a channel it began to hear
+    /// ([`joins`]), read from the history and delivered.
+    join_filled: Counter,
     /// Set once the current outage's local-only delivery was logged.
     local_only_said: AtomicBool,
 }
@@ -184,8 +213,13 @@ impl Links {
 
     /// Count (and log) what filling a gap came to.
     fn filled(&self, filled: gaps::Filled) {
+        self.filled_into(&self.gap_filled, filled)
+    }
+
+    /// Count in `whole` (and log) what filling a gap came to.
+    fn filled_into(&self, whole: &Counter, filled: gaps::Filled) {
         match filled {
-            gaps::Filled::Whole(n) => self.gap_filled.add(n),
+            gaps::Filled::Whole(n) => whole.add(n),
             gaps::Filled::Not(why) => {
                 self.gap_unfilled.inc();
                 tracing::warn!(
@@ -241,6 +275,7 @@ impl RedisBroker {
             history_unread: Counter::new(),
             gap_filled: Counter::new(),
             gap_unfilled: Counter::new(),
+            join_filled: Counter::new(),
             local_only_said: AtomicBool::new(false),
         });
         let limits = local.history_limits();
@@ -254,6 +289,7 @@ impl RedisBroker {
         };
         let (outgoing, queue) = mpsc::channel(QUEUE);
         let interest_changed = Arc::new(Notify::new());
+        let joins = Arc::new(Joins::default());
         let node = rand::random::<u64>();
         let questions = Arc::new(Questions::new(node));
         tokio::spawn(publisher(
@@ -278,6 +314,7 @@ impl RedisBroker {
                     questions: questions.clone(),
                     outgoing: outgoing.clone(),
                     requests: requests.clone(),
+                    joins: joins.clone(),
                 },
                 stop.clone(),
             ));
@@ -291,6 +328,10 @@ impl RedisBroker {
         ));
         // The first plan holds the question channels, whatever the interest.
         interest_changed.notify_one();
+        // The requests connection made now, so that the first channel a client joins
+        // has its history's position read at once ([`joins`]).
+        let warm = requests.clone();
+        tokio::spawn(async move { warm.connection().await.map(drop) });
         Arc::new(RedisBroker {
             local,
             links,
@@ -300,6 +341,7 @@ impl RedisBroker {
             questions,
             outgoing,
             interest_changed,
+            joins,
         })
     }
 
@@ -502,7 +544,11 @@ impl Broker for RedisBroker {
         Some(self)
     }
 
+    /// Redis Cluster's answer: the receivers on this node (its RESP subscriptions that
+    /// match, counted as Redis counts them), reached when Redis hands the publication
+    /// back; the edges' connections are not counted (that takes delivering).
     fn publish(&self, p: Publication) -> usize {
+        let receivers = self.local.resp_receivers(&p);
         let key = wire::key_of(&p);
         let carried = self.links.subscribers_up[connection_of(&key)].load(Ordering::Relaxed);
         let sent = self.links.publisher_up.load(Ordering::Relaxed)
@@ -515,7 +561,7 @@ impl Broker for RedisBroker {
                 })
                 .is_ok();
         if sent {
-            return 0;
+            return receivers;
         }
         self.links.delivered_locally_only();
         self.here.unnumbered(p)
@@ -527,7 +573,9 @@ impl Broker for RedisBroker {
         channel: &[u8],
         sub: Arc<dyn StreamSubscriber>,
     ) {
-        self.local.stream_subscribe(namespace, channel, sub);
+        let local = &self.local;
+        let subscribe = || local.stream_join(namespace, channel, sub);
+        (self.joins).subscribe(&self.requests, namespace, channel, subscribe);
         self.changed()
     }
 
@@ -573,6 +621,7 @@ impl Broker for RedisBroker {
     fn sweep(&self, now: Instant) {
         self.local.sweep(now);
         self.taints.sweep(now);
+        self.joins.sweep(now);
     }
 
     fn subscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool {
@@ -679,6 +728,11 @@ impl Broker for RedisBroker {
                 "herald_cluster_gap_unfilled_total",
                 "counter",
                 l.gap_unfilled.get(),
+            ),
+            (
+                "herald_cluster_join_filled_total",
+                "counter",
+                l.join_filled.get(),
             ),
             ("herald_cluster_up", "gauge", l.all_up() as u64),
         ]);
@@ -965,7 +1019,9 @@ async fn subscriber(
         let mut last = Latest::default();
         let lost = loop {
             let now = wanted.borrow_and_update().clone();
+            let joined = receiver.stand(&held, &now).await;
             if let Err(e) = apply(&mut sink, &held, &now).await {
+                receiver.joins.again(joined);
                 break e.to_string();
             }
             held = now;
@@ -973,6 +1029,7 @@ async fn subscriber(
                 links.up(up, &what);
                 backoff = backoff::FIRST;
             }
+            receiver.catch_up(joined).await;
             let lost = loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -1049,6 +1106,8 @@ struct Receiver {
     outgoing: mpsc::Sender<Outgoing>,
     /// Where a gap in what arrives is read from ([`gaps`]).
     requests: Arc<Requests>,
+    /// Channels the node began to hear, waiting for this connection's `SUBSCRIBE`.
+    joins: Arc<Joins>,
 }
 
 impl Receiver {
@@ -1105,6 +1164,39 @@ impl Receiver {
     /// Deliver what this connection missed before the publication of `gap`, then it.
     async fn fill(&self, gap: gaps::Gap) {
         (self.links).filled(gaps::fill(&self.local, &self.requests, gap).await);
+    }
+
+    /// Before `to`'s new channels are subscribed: have the streams of those the node
+    /// began to hear stand where their history stood then ([`joins`]). Returns them,
+    /// with that, to catch up once subscribed.
+    async fn stand(&self, from: &Wanted, to: &Wanted) -> Vec<(joins::Join, joins::Stand)> {
+        let new = to.channels.difference(&from.channels);
+        let taken = self.joins.take(new);
+        let deadline = tokio::time::Instant::now() + RESPONSE_TIMEOUT;
+        let mut stood = Vec::with_capacity(taken.len());
+        for mut join in taken {
+            // Unread by the deadline (Redis unreachable): the stream starts from what
+            // pub/sub brings first.
+            if let Some(stand) = join.stand(deadline).await {
+                if let joins::Stand::At(at) = stand {
+                    self.local.stand_at(&join.namespace, &join.channel, at);
+                }
+                stood.push((join, stand));
+            }
+        }
+        stood
+    }
+
+    /// The channels of `joined` are subscribed: deliver what their history holds past
+    /// where their streams stand, before anything that arrived meanwhile.
+    async fn catch_up(&self, joined: Vec<(joins::Join, joins::Stand)>) {
+        let (local, requests) = (&self.local, &self.requests);
+        let each = joined.iter().map(|(join, stand)| {
+            gaps::catch_up(local, requests, &join.namespace, &join.channel, *stand)
+        });
+        for filled in futures_util::future::join_all(each).await {
+            self.links.filled_into(&self.links.join_filled, filled);
+        }
     }
 }
 
