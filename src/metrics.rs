@@ -37,62 +37,92 @@ impl Counter {
     }
 }
 
-/// Upper bounds (seconds) of [`Histogram`]'s buckets: from 5 ms to 10 s, as Prometheus's
-/// client libraries default to.
-const BOUNDS: [f64; 11] = [
+/// Upper bounds (seconds) of a request's [`Histogram`]: from 5 ms to 10 s, as
+/// Prometheus's client libraries default to.
+const REQUEST_BOUNDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Upper bounds (seconds) of a delivery's [`Histogram`]: from 100 µs to 10 s.
+const DELIVERY_BOUNDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The most buckets a [`Histogram`] has.
+const MAX_BUCKETS: usize = 16;
+
+/// One thread's share of a histogram: its buckets, then the sum (µs) and the count.
+#[repr(align(64))]
+struct HistogramStripe([AtomicU64; MAX_BUCKETS + 2]);
+
 /// A Prometheus histogram of durations: a count per bucket, the sum and the count.
+/// Striped like [`Counter`]: one that every write of every connection observes must not
+/// bounce a shared line between the cores.
 pub struct Histogram {
-    /// Observations at most each bound (not cumulative; rendering adds them up).
-    buckets: [AtomicU64; BOUNDS.len()],
-    sum_micros: AtomicU64,
-    count: AtomicU64,
+    bounds: &'static [f64],
+    stripes: [HistogramStripe; STRIPES],
 }
 
 impl Histogram {
-    pub const fn new() -> Self {
+    /// `bounds`: the buckets' upper bounds in seconds, ascending, at most [`MAX_BUCKETS`].
+    pub const fn new(bounds: &'static [f64]) -> Self {
+        assert!(bounds.len() <= MAX_BUCKETS);
         Histogram {
-            buckets: [const { AtomicU64::new(0) }; BOUNDS.len()],
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
+            bounds,
+            stripes: [const { HistogramStripe([const { AtomicU64::new(0) }; MAX_BUCKETS + 2]) };
+                STRIPES],
         }
     }
 
     pub fn observe(&self, d: std::time::Duration) {
+        let stripe = &self.stripes[STRIPE.with(|i| *i)].0;
         let secs = d.as_secs_f64();
-        if let Some(i) = BOUNDS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            stripe[i].fetch_add(1, Ordering::Relaxed);
         }
         let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        stripe[MAX_BUCKETS].fetch_add(micros, Ordering::Relaxed);
+        stripe[MAX_BUCKETS + 1].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long it has been since `since`, if there is one.
+    pub fn observe_since(&self, since: Option<std::time::Instant>) {
+        if let Some(at) = since {
+            self.observe(at.elapsed());
+        }
+    }
+
+    /// Slot `i` summed over the stripes.
+    fn total(&self, i: usize) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.0[i].load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Its text exposition under `name`.
     fn render(&self, name: &str, out: &mut String) {
         out.push_str(&format!("# TYPE {name} histogram\n"));
         let mut cumulative = 0;
-        for (bound, n) in BOUNDS.iter().zip(&self.buckets) {
-            cumulative += n.load(Ordering::Relaxed);
+        for (i, bound) in self.bounds.iter().enumerate() {
+            cumulative += self.total(i);
             out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {cumulative}\n"));
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = self.total(MAX_BUCKETS + 1);
         out.push_str(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n"));
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.total(MAX_BUCKETS) as f64 / 1e6;
         out.push_str(&format!("{name}_sum {sum}\n{name}_count {count}\n"));
     }
 }
 
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram::new()
-    }
-}
-
 /// Requests to the app's `--auth-endpoint`, by how long each took (answered or not).
-pub static AUTH_REQUEST_SECONDS: Histogram = Histogram::new();
+pub static AUTH_REQUEST_SECONDS: Histogram = Histogram::new(REQUEST_BOUNDS);
+
+/// Writes to connections (WebSocket, RESP subscriber, long-polling response), by how long
+/// the oldest publication frame they carried waited since its publication began to be
+/// delivered on this node ([`crate::outbox`] stamps it).
+pub static DELIVERY_SECONDS: Histogram = Histogram::new(DELIVERY_BOUNDS);
 
 /// One labelled family: `name{label="value"} v` per row.
 pub fn render_labelled(
@@ -421,6 +451,7 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
         ));
     }
     AUTH_REQUEST_SECONDS.render("herald_auth_request_seconds", &mut s);
+    DELIVERY_SECONDS.render("herald_delivery_seconds", &mut s);
     s.push_str("# TYPE herald_pusher_resume_refused_total counter\n");
     for (reason, n) in PUSHER_RESUME_REASONS.iter().zip(&PUSHER_RESUME_REFUSED) {
         let n = n.get();

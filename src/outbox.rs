@@ -9,9 +9,15 @@
 //! without bound because one reader is slow.
 //!
 //! An idle outbox holds no heap memory: the queue allocates only when frames wait.
+//!
+//! A publication's fan-out runs inside [`delivering`]: the first of its frames pushed into
+//! an empty outbox reads the clock (once per publication, not per connection), and the
+//! outbox keeps that instant until it is drained, so the writer can observe how long
+//! the oldest frame of each write waited (`herald_delivery_seconds`).
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::{poll_fn, Future};
@@ -68,10 +74,49 @@ impl Closed {
     }
 }
 
+/// Where this thread stands in a publication's fan-out.
+#[derive(Clone, Copy)]
+enum Fanout {
+    /// Not in one: what is pushed (replies, handshakes) is not stamped.
+    Outside,
+    /// In one, before its first push.
+    Begun,
+    /// In one whose first frame was queued then.
+    QueuedAt(Instant),
+}
+
+thread_local! {
+    static FANOUT: Cell<Fanout> = const { Cell::new(Fanout::Outside) };
+}
+
+/// Run `fan_out` (one publication's delivery to its subscribers' outboxes): the frames it
+/// pushes into empty outboxes are stamped with when its first frame was queued.
+pub fn delivering<R>(fan_out: impl FnOnce() -> R) -> R {
+    let outer = FANOUT.replace(Fanout::Begun);
+    let r = fan_out();
+    FANOUT.set(outer);
+    r
+}
+
+/// The stamp of a frame pushed now into an empty outbox.
+fn stamp() -> Option<Instant> {
+    FANOUT.with(|f| match f.get() {
+        Fanout::Outside => None,
+        Fanout::QueuedAt(at) => Some(at),
+        Fanout::Begun => {
+            let now = Instant::now();
+            f.set(Fanout::QueuedAt(now));
+            Some(now)
+        }
+    })
+}
+
 #[derive(Default)]
 struct Queue {
     queue: VecDeque<Bytes>,
     bytes: usize,
+    /// When the oldest queued publication frame was queued (see [`delivering`]).
+    oldest: Option<Instant>,
     soft_since: Option<Instant>,
     closed: Option<Closed>,
     waker: Option<Waker>,
@@ -119,6 +164,9 @@ impl Outbox {
                 w.wake();
             }
         }
+        if st.queue.is_empty() {
+            st.oldest = stamp();
+        }
         st.queue.extend(frames.iter().cloned());
         st.bytes = total;
         if let Some(w) = st.waker.take() {
@@ -148,6 +196,7 @@ impl Outbox {
         st.closed = Some(reason);
         st.queue = VecDeque::new();
         st.bytes = 0;
+        st.oldest = None;
         for w in [st.waker.take(), st.watcher.take()].into_iter().flatten() {
             w.wake();
         }
@@ -171,9 +220,9 @@ impl Outbox {
         self.state.lock().bytes
     }
 
-    /// Wait until frames are queued, then move all of them into `out`.
-    /// Err when the outbox is closed.
-    pub async fn drain(&self, out: &mut Vec<Bytes>) -> Result<(), Closed> {
+    /// Wait until frames are queued, then move all of them into `out`: when the oldest of
+    /// them that a publication queued was queued, if any. Err when the outbox is closed.
+    pub async fn drain(&self, out: &mut Vec<Bytes>) -> Result<Option<Instant>, Closed> {
         poll_fn(|cx| {
             let mut st = self.state.lock();
             if let Some(reason) = &st.closed {
@@ -193,7 +242,7 @@ impl Outbox {
             if st.queue.capacity() > 64 {
                 st.queue = VecDeque::new();
             }
-            Poll::Ready(Ok(()))
+            Poll::Ready(Ok(st.oldest.take()))
         })
         .await
     }
@@ -239,8 +288,8 @@ impl Outbox {
         .await
     }
 
-    /// Move whatever is queued into `out` without waiting.
-    pub fn take_now(&self, out: &mut Vec<Bytes>) -> Result<(), Closed> {
+    /// Move whatever is queued into `out` without waiting: as [`Outbox::drain`].
+    pub fn take_now(&self, out: &mut Vec<Bytes>) -> Result<Option<Instant>, Closed> {
         let mut st = self.state.lock();
         if let Some(reason) = &st.closed {
             return Err(reason.clone());
@@ -248,7 +297,7 @@ impl Outbox {
         out.extend(st.queue.drain(..));
         st.bytes = 0;
         st.soft_since = None;
-        Ok(())
+        Ok(st.oldest.take())
     }
 }
 
@@ -273,6 +322,32 @@ mod tests {
         ob.drain(&mut out).await.unwrap();
         assert_eq!(out, vec!["a", "b", "c"]);
         assert_eq!(ob.queued_bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_publications_frames_carry_when_the_first_was_queued() {
+        let (a, b) = (
+            Outbox::new(OutboxLimits::default()),
+            Outbox::new(OutboxLimits::default()),
+        );
+        assert!(a.push(Bytes::from_static(b"reply")));
+        let mut out = Vec::new();
+        assert_eq!(a.drain(&mut out).await, Ok(None), "not a publication's");
+        let before = Instant::now();
+        delivering(|| {
+            a.push(Bytes::from_static(b"p1"));
+            b.push(Bytes::from_static(b"p1"));
+        });
+        delivering(|| a.push(Bytes::from_static(b"p2")));
+        let first = a.drain(&mut out).await.unwrap().expect("stamped");
+        assert!(first >= before);
+        assert_eq!(
+            b.take_now(&mut out),
+            Ok(Some(first)),
+            "one clock read per fan-out"
+        );
+        assert!(a.push(Bytes::from_static(b"reply")));
+        assert_eq!(a.take_now(&mut out), Ok(None), "taken with the frames");
     }
 
     #[test]

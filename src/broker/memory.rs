@@ -72,10 +72,9 @@ impl MemoryBroker {
     pub fn history_limits(&self) -> HistoryLimits {
         *self.streams.history().limits()
     }
-}
 
-impl Broker for MemoryBroker {
-    fn publish(&self, mut p: Publication) -> usize {
+    /// A publication's delivery: numbered in its stream, to every receiver.
+    fn deliver(&self, mut p: Publication) -> usize {
         self.stats.published.inc();
         let mut n = 0;
         match p.resp {
@@ -96,6 +95,14 @@ impl Broker for MemoryBroker {
         n += self.streams.publish(&mut p);
         self.stats.delivered.add(n as u64);
         n
+    }
+}
+
+impl Broker for MemoryBroker {
+    /// Delivered [`crate::outbox::delivering`]: the frames it queues carry when the
+    /// first of them was (`herald_delivery_seconds`).
+    fn publish(&self, p: Publication) -> usize {
+        crate::outbox::delivering(|| self.deliver(p))
     }
 
     fn stream_subscribe(

@@ -205,15 +205,16 @@ impl Session {
                 }
                 drained = client.outbox.drain(&mut batch) => match drained {
                     Err(closed) => break self.dropped(closed),
-                    Ok(()) => {
+                    Ok(oldest) => {
                         // Let the publishers already woken run first: what they deliver
                         // meanwhile joins this write, as Redis writes a client once per
                         // turn of its event loop rather than once per message.
                         tokio::task::yield_now().await;
-                        if let Err(closed) = client.outbox.take_now(&mut batch) {
-                            break self.dropped(closed);
-                        }
-                        if let Err(why) = self.write(&mut wr, &mut batch, kicked.as_mut(), stop.as_mut()).await {
+                        let oldest = match client.outbox.take_now(&mut batch) {
+                            Ok(later) => oldest.or(later),
+                            Err(closed) => break self.dropped(closed),
+                        };
+                        if let Err(why) = self.write(&mut wr, &mut batch, oldest, kicked.as_mut(), stop.as_mut()).await {
                             break why;
                         }
                     }
@@ -231,9 +232,9 @@ impl Session {
                             // than on the loop's next turn.
                             match self.take_replies(&mut batch) {
                                 Err(closed) => break self.dropped(closed),
-                                Ok(()) if batch.is_empty() => {}
-                                Ok(()) => {
-                                    if let Err(why) = self.write(&mut wr, &mut batch, kicked.as_mut(), stop.as_mut()).await {
+                                Ok(_) if batch.is_empty() => {}
+                                Ok(oldest) => {
+                                    if let Err(why) = self.write(&mut wr, &mut batch, oldest, kicked.as_mut(), stop.as_mut()).await {
                                         break why;
                                     }
                                 }
@@ -265,10 +266,13 @@ impl Session {
 
     /// Write `batch` out. A write is never abandoned half way (that would cut a frame)
     /// unless the client is being dropped anyway.
+    /// Write `batch`; `oldest`: when the oldest publication frame in it was queued, for
+    /// `herald_delivery_seconds`.
     async fn write<W: AsyncWrite + Unpin>(
         &self,
         wr: &mut W,
         batch: &mut Vec<Bytes>,
+        oldest: Option<Instant>,
         mut kicked: Pin<&mut Notified<'_>>,
         mut stop: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Result<(), &'static str> {
@@ -276,7 +280,10 @@ impl Session {
         let write = crate::net_write::write_all(wr, batch);
         tokio::pin!(write);
         tokio::select! {
-            w = &mut write => w.map_err(|_| "write failed"),
+            w = &mut write => {
+                crate::metrics::DELIVERY_SECONDS.observe_since(oldest);
+                w.map_err(|_| "write failed")
+            }
             _ = &mut kicked => Err(client
                 .outbox
                 .closed()
@@ -350,12 +357,13 @@ impl Session {
     /// connection, into `batch`, in order. With no subscription and nothing queued, no
     /// delivery can come between them, so the replies skip the outbox (its lock and the
     /// wake-up of this very task).
-    fn take_replies(&mut self, batch: &mut Vec<Bytes>) -> Result<(), Closed> {
+    /// As [`Outbox::take_now`], when the oldest publication frame taken was queued.
+    fn take_replies(&mut self, batch: &mut Vec<Bytes>) -> Result<Option<Instant>, Closed> {
         if self.subscriptions() == 0 && self.client.outbox.queued_bytes() == 0 {
             if !self.out.is_empty() {
                 batch.push(self.out.split().freeze());
             }
-            return Ok(());
+            return Ok(None);
         }
         self.flush();
         self.client.outbox.take_now(batch)

@@ -174,7 +174,10 @@ pub async fn poll(edge: Arc<Edge>, s: Arc<Session>, jsonp: Option<&str>) -> Resp
             Ok(())
         }
         _ = edge.state.shutdown.cancelled() => Err(Closed::Server("server shutdown")),
-        r = s.socket.outbox.drain(&mut out) => r,
+        // Observed as the response is handed to HTTP, its write being hyper's.
+        r = s.socket.outbox.drain(&mut out) => r.map(|oldest| {
+            crate::metrics::DELIVERY_SECONDS.observe_since(oldest);
+        }),
     };
     active.answered = true;
     if let Err(closed) = drained {

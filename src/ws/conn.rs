@@ -131,6 +131,8 @@ async fn run<H: Handler>(
     let timer = tokio::time::sleep_until(Instant::now());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    // When the oldest publication frame waiting in `out` was queued.
+    let mut oldest: Option<std::time::Instant> = None;
     loop {
         let tick = handler.next_tick();
         if tick != armed {
@@ -145,7 +147,10 @@ async fn run<H: Handler>(
         let flow = tokio::select! {
             biased;
             drained = outbox.drain(&mut out) => match drained {
-                Ok(()) => Flow::Continue,
+                Ok(queued) => {
+                    oldest = oldest.or(queued);
+                    Flow::Continue
+                }
                 Err(closed) => {
                     if closed.is_overflow() {
                         let mut last = vec![frame::close(1008, "slow consumer")];
@@ -194,7 +199,7 @@ async fn run<H: Handler>(
             continue;
         }
         match write(io, &mut out, outbox, cancelled.as_mut(), shutdown).await {
-            Ok(()) => {}
+            Ok(()) => crate::metrics::DELIVERY_SECONDS.observe_since(oldest.take()),
             Err(Interrupted::Shutdown(by)) => {
                 return goodbye(io, handler.shutdown_frames(), by, shutdown).await
             }

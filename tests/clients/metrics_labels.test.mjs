@@ -1,15 +1,19 @@
 // /metrics beyond plain counters: the auth endpoint's latency as a Prometheus histogram
 // (herald_auth_request_seconds: buckets, sum, count) after real Echo subscriptions it
-// authorized (one held back 300 ms by the fixture app), and each Pusher app's open
-// connections (herald_pusher_app_connections{app="…"}) following pusher-js clients.
+// authorized (one held back 300 ms by the fixture app), each Pusher app's open
+// connections (herald_pusher_app_connections{app="…"}) following pusher-js clients, and
+// herald_delivery_seconds: one observation per write that carried a publication's frame, on
+// every kind of connection (pusher-js, socket.io-client, a redis-cli subscriber), none for
+// a write of replies only.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Echo from 'laravel-echo';
 import { io } from 'socket.io-client';
-import { startHerald } from './lib/herald.mjs';
-import { until, once, ackSubscribes, acked } from './lib/wait.mjs';
+import { startHerald, redisCli, laravelPayload } from './lib/herald.mjs';
+import { redisCliSubscriber } from './lib/redis-cli.mjs';
+import { until, once, ackSubscribes, acked, inbox, subscribe } from './lib/wait.mjs';
 import { startAuthApp } from './fixtures/laravel-auth.mjs';
-import { pusherClient, connected } from './pusher_fixtures.mjs';
+import { pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
 
 let h, app;
 before(async () => {
@@ -58,4 +62,35 @@ test('each Pusher app\'s open connections, labelled by app', async () => {
   a.disconnect();
   b.disconnect();
   await until(async () => await open() === 0, 'the gauge to fall back to 0');
+});
+
+test('each write that carries a publication is timed, on every kind of connection; replies are not', async () => {
+  const count = async () => (await samples()).get('herald_delivery_seconds_count');
+  const got = { pusher: inbox(), sio: inbox(), resp: inbox() };
+  const p = await connected(pusherClient(h));
+  (await subscribed(p, 'orders')).bind('Shipped', got.pusher.add);
+  const s = io(h.url, { transports: ['websocket'], forceNew: true, reconnection: false });
+  await once(s, 'connect');
+  await subscribe(s, 'orders');
+  s.on('Shipped', (_channel, data) => got.sio.add(data));
+  const r = await redisCliSubscriber(h.redisPort, 'SUBSCRIBE', ['laravel_database_orders'], got.resp.add);
+  try {
+    const before = await count();
+    for (let n = 1; n <= 3; n++) {
+      await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders', laravelPayload('Shipped', { n }));
+      for (const box of Object.values(got)) await box.count(n, `publication ${n} on each connection`);
+    }
+    const pong = new Promise((resolve) => p.connection.bind('message', (m) => m.event === 'pusher:pong' && resolve()));
+    p.send_event('pusher:ping', {});
+    await pong;
+    assert.equal(await redisCli(h.redisPort, 'PING'), 'PONG');
+    const m = await samples();
+    assert.equal(m.get('herald_delivery_seconds_count') - before, 9, '3 publications, 3 connections, one write each');
+    assert.ok(m.get('herald_delivery_seconds_bucket{le="10"}') === m.get('herald_delivery_seconds_count'));
+    assert.ok(m.get('herald_delivery_seconds_sum') < 9 * 10);
+  } finally {
+    p.disconnect();
+    s.disconnect();
+    r.close();
+  }
 });
