@@ -38,12 +38,38 @@ pub fn routes(
             rows.extend(broker.metrics());
             rows.extend(presence.metrics());
             let mut text = crate::metrics::render(&rows);
+            crate::metrics::render_protocols(&mut text);
             if let Some(apps) = &apps {
-                let open: Vec<(String, u64)> = (apps.all().iter())
-                    .map(|a| (a.config().id.clone(), a.connection_count() as u64))
-                    .collect();
-                let name = "herald_pusher_app_connections";
-                crate::metrics::render_labelled(name, "gauge", "app", &open, &mut text);
+                let all = apps.all();
+                let per_app = |value: &dyn Fn(&crate::pusher::apps::App) -> u64| {
+                    (all.iter())
+                        .map(|a| (a.config().id.clone(), value(a)))
+                        .collect::<Vec<(String, u64)>>()
+                };
+                for (name, kind, rows) in [
+                    (
+                        "herald_pusher_app_connections",
+                        "gauge",
+                        per_app(&|a| a.connection_count() as u64),
+                    ),
+                    (
+                        "herald_pusher_app_deliveries_total",
+                        "counter",
+                        per_app(&|a| a.counts.deliveries.get()),
+                    ),
+                    (
+                        "herald_pusher_app_api_events_total",
+                        "counter",
+                        per_app(&|a| a.counts.api_events.get()),
+                    ),
+                    (
+                        "herald_pusher_app_client_events_total",
+                        "counter",
+                        per_app(&|a| a.counts.client_events.get()),
+                    ),
+                ] {
+                    crate::metrics::render_labelled(name, kind, "app", &rows, &mut text);
+                }
             }
             warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
                 .into_response()

@@ -183,8 +183,42 @@ pub static RESP_CONNECTIONS: Gauge = Gauge::new();
 pub static RESP_REJECTED: Counter = Counter::new();
 /// RESP commands processed.
 pub static RESP_COMMANDS: Counter = Counter::new();
-/// WebSocket connections open now (socket.io and Pusher).
-pub static WS_CONNECTIONS: Gauge = Gauge::new();
+/// socket.io WebSocket connections open now.
+pub static SOCKETIO_WS_CONNECTIONS: Gauge = Gauge::new();
+/// Pusher WebSocket connections open now (every app).
+pub static PUSHER_CONNECTIONS: Gauge = Gauge::new();
+
+/// The protocols `herald_connections` and `herald_protocol_deliveries_total` are labelled
+/// with, in [`PROTOCOL_DELIVERIES`]' order.
+pub const PROTOCOLS: [&str; 3] = ["socketio", "pusher", "resp"];
+/// Deliveries (a publication's frame queued for one connection), by protocol.
+pub static PROTOCOL_DELIVERIES: [Counter; 3] = [const { Counter::new() }; 3];
+
+/// `herald_connections{protocol}` and `herald_protocol_deliveries_total{protocol}`.
+pub fn render_protocols(out: &mut String) {
+    let open = [
+        SOCKETIO_WS_CONNECTIONS.get() + SOCKETIO_POLLING_SESSIONS.get(),
+        PUSHER_CONNECTIONS.get(),
+        RESP_CONNECTIONS.get(),
+    ];
+    let rows = |values: &mut dyn Iterator<Item = u64>| -> Vec<(String, u64)> {
+        PROTOCOLS
+            .iter()
+            .map(|p| p.to_string())
+            .zip(values)
+            .collect()
+    };
+    render_labelled(
+        "herald_connections",
+        "gauge",
+        "protocol",
+        &rows(&mut open.into_iter()),
+        out,
+    );
+    let delivered = &mut PROTOCOL_DELIVERIES.iter().map(Counter::get);
+    let name = "herald_protocol_deliveries_total";
+    render_labelled(name, "counter", "protocol", &rows(delivered), out);
+}
 /// socket.io sessions on long-polling (not, or not yet, upgraded to WebSocket): many of
 /// them for long means something between browsers and herald blocks WebSocket.
 pub static SOCKETIO_POLLING_SESSIONS: Gauge = Gauge::new();
@@ -286,7 +320,11 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
         ("herald_resp_connections", "gauge", RESP_CONNECTIONS.get()),
         ("herald_resp_rejected_total", "counter", RESP_REJECTED.get()),
         ("herald_resp_commands_total", "counter", RESP_COMMANDS.get()),
-        ("herald_ws_connections", "gauge", WS_CONNECTIONS.get()),
+        (
+            "herald_ws_connections",
+            "gauge",
+            SOCKETIO_WS_CONNECTIONS.get() + PUSHER_CONNECTIONS.get(),
+        ),
         (
             "herald_socketio_polling_sessions",
             "gauge",

@@ -10,6 +10,7 @@ use super::{
     Broker, BrokerStats, Interest, Namespace, Offset, Publication, StreamSubscriber, Subscriber,
     SubscriberId, ToResp, TooOld, Via,
 };
+use crate::metrics;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -84,11 +85,15 @@ impl MemoryBroker {
                     .shard_channels
                     .deliver(p.name(), &p.payload, Via::Shard);
                 self.stats.delivered.add(n as u64);
+                metrics::PROTOCOL_DELIVERIES[2].add(n as u64);
                 return n;
             }
             ToResp::Channel => {
                 n += self.channels.deliver(p.name(), &p.payload, Via::Channel);
                 n += self.patterns.deliver(p.name(), &p.payload);
+                if n > 0 {
+                    metrics::PROTOCOL_DELIVERIES[2].add(n as u64);
+                }
             }
             ToResp::Hidden => {}
         }

@@ -43,11 +43,24 @@ pub struct App {
     pub subscriber_id: SubscriberId,
     pub channels: Channels,
     connections: AtomicUsize,
+    /// What passed through it, for `/metrics` (`herald_pusher_app_…{app}`).
+    pub counts: AppCounts,
     /// Signed-in users' connections and their watchers (`pusher:signin`).
     users: Mutex<Users>,
     /// With `recovery = true` and a recovery window: the connections that may be
     /// resumed (one store for all apps).
     pub kept_marks: Option<Arc<KeptMarks>>,
+}
+
+/// An app's counters.
+#[derive(Default)]
+pub struct AppCounts {
+    /// Frames of publications queued for its connections.
+    pub deliveries: crate::metrics::Counter,
+    /// Events its backend published through the HTTP API (one per channel).
+    pub api_events: crate::metrics::Counter,
+    /// Client events its connections sent (relayed or not to anyone).
+    pub client_events: crate::metrics::Counter,
 }
 
 /// Whom to tell about signed-in users; whether they are online is the presence's.
@@ -92,6 +105,7 @@ impl App {
             config: parking_lot::RwLock::new(Arc::new(config)),
             signer,
             connections: AtomicUsize::new(0),
+            counts: AppCounts::default(),
             users: Mutex::default(),
             kept_marks: None,
         }

@@ -524,6 +524,7 @@ fn trigger(
         }
         broker.publish(p);
     }
+    app.counts.api_events.add(channels.len() as u64);
     Ok(())
 }
 

@@ -52,14 +52,17 @@ impl StreamSubscriber for apps::App {
     }
 
     fn deliver(&self, p: &Publication) -> usize {
-        laravel::broadcast(p, |name, env| {
+        let n = laravel::broadcast(p, |name, env| {
             let except = env.socket.as_deref();
             let frame = frame(p.origin, name, env);
             match p.origin {
                 Origin::Server => self.channels.publish(name, &frame, except, p.offset),
                 Origin::Client => self.channels.relay(name, &frame, except, p.offset),
             }
-        })
+        });
+        self.counts.deliveries.add(n as u64);
+        crate::metrics::PROTOCOL_DELIVERIES[1].add(n as u64);
+        n
     }
 }
 

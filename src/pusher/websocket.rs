@@ -127,7 +127,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         waiting: None,
         joining: None,
     };
-    crate::metrics::WS_CONNECTIONS.inc();
+    crate::metrics::PUSHER_CONNECTIONS.inc();
     ws::drive(io, outbox, session, max_frame, state.shutdown.clone()).await;
 }
 
@@ -759,6 +759,7 @@ impl Session {
         let name = Bytes::copy_from_slice(channel.as_bytes());
         let event = Publication::new(self.app.namespace.clone(), name, payload).from_client();
         self.broker.publish(event);
+        self.app.counts.client_events.inc();
         let hooks = self.app.channels.hooks();
         if hooks.wants("client_event") {
             hooks.emit(Event::client_event(
@@ -871,7 +872,7 @@ impl Handler for Session {
             self.app.sign_out(&user, &self.conn, &self.watchlist);
         }
         self.app.release();
-        crate::metrics::WS_CONNECTIONS.dec();
+        crate::metrics::PUSHER_CONNECTIONS.dec();
     }
 
     fn shutdown_frames(&self) -> Vec<Bytes> {

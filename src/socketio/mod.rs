@@ -207,7 +207,9 @@ impl StreamSubscriber for Edge {
     }
 
     fn deliver(&self, p: &Publication) -> usize {
-        laravel::broadcast(p, |name, env| self.broadcast(name, env, p.offset))
+        let n = laravel::broadcast(p, |name, env| self.broadcast(name, env, p.offset));
+        crate::metrics::PROTOCOL_DELIVERIES[0].add(n as u64);
+        n
     }
 }
 

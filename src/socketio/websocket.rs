@@ -210,14 +210,14 @@ struct SessionHandler {
 
 impl SessionHandler {
     fn new(edge: Arc<Edge>, s: Arc<Session>) -> Self {
-        crate::metrics::WS_CONNECTIONS.inc();
+        crate::metrics::SOCKETIO_WS_CONNECTIONS.inc();
         SessionHandler { edge, s }
     }
 }
 
 impl Drop for SessionHandler {
     fn drop(&mut self) {
-        crate::metrics::WS_CONNECTIONS.dec();
+        crate::metrics::SOCKETIO_WS_CONNECTIONS.dec();
     }
 }
 

@@ -13,7 +13,7 @@ import { startHerald, redisCli, laravelPayload } from './lib/herald.mjs';
 import { redisCliSubscriber } from './lib/redis-cli.mjs';
 import { until, once, ackSubscribes, acked, inbox, subscribe } from './lib/wait.mjs';
 import { startAuthApp } from './fixtures/laravel-auth.mjs';
-import { pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
+import { pusherClient, connected, subscribed, sdk } from './pusher_fixtures.mjs';
 
 let h, app;
 before(async () => {
@@ -76,6 +76,10 @@ test('each write that carries a publication is timed, on every kind of connectio
   const r = await redisCliSubscriber(h.redisPort, 'SUBSCRIBE', ['laravel_database_orders'], got.resp.add);
   try {
     const before = await count();
+    const by = await samples();
+    for (const protocol of ['socketio', 'pusher', 'resp']) {
+      assert.equal(by.get(`herald_connections{protocol="${protocol}"}`), 1, protocol);
+    }
     for (let n = 1; n <= 3; n++) {
       await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders', laravelPayload('Shipped', { n }));
       for (const box of Object.values(got)) await box.count(n, `publication ${n} on each connection`);
@@ -88,6 +92,16 @@ test('each write that carries a publication is timed, on every kind of connectio
     assert.equal(m.get('herald_delivery_seconds_count') - before, 9, '3 publications, 3 connections, one write each');
     assert.ok(m.get('herald_delivery_seconds_bucket{le="10"}') === m.get('herald_delivery_seconds_count'));
     assert.ok(m.get('herald_delivery_seconds_sum') < 9 * 10);
+    for (const protocol of ['socketio', 'pusher', 'resp']) {
+      const name = `herald_protocol_deliveries_total{protocol="${protocol}"}`;
+      assert.equal(m.get(name) - by.get(name), 3, name);
+    }
+    const app = (name) => m.get(`herald_pusher_app_${name}{app="herald"}`) - by.get(`herald_pusher_app_${name}{app="herald"}`);
+    assert.equal(app('deliveries_total'), 3);
+    assert.equal(app('api_events_total'), 0, 'published over RESP, not the HTTP API');
+    await sdk(h).triggerBatch([{ channel: 'orders', name: 'Shipped', data: { n: 4 } }, { channel: 'other', name: 'Shipped', data: {} }]);
+    const api = (await samples()).get('herald_pusher_app_api_events_total{app="herald"}');
+    assert.equal(api - by.get('herald_pusher_app_api_events_total{app="herald"}'), 2, 'one per event published by the HTTP API');
   } finally {
     p.disconnect();
     s.disconnect();
