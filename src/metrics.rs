@@ -39,7 +39,7 @@ impl Counter {
 
 /// Upper bounds (seconds) of [`Histogram`]'s buckets: from 5 ms to 10 s, as Prometheus's
 /// client libraries default to.
-const BOUNDS: [f64; 11] = [
+pub const BOUNDS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -70,6 +70,16 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// What it holds now: observations per bucket (not cumulative; past the last bound
+    /// they are only in `count`), their sum in microseconds, their count.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            sum_micros: self.sum_micros.load(Ordering::Relaxed),
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+
     /// Its text exposition under `name`.
     fn render(&self, name: &str, out: &mut String) {
         out.push_str(&format!("# TYPE {name} histogram\n"));
@@ -85,6 +95,14 @@ impl Histogram {
     }
 }
 
+/// A [`Histogram`] read at one moment ([`Histogram::snapshot`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub buckets: [u64; BOUNDS.len()],
+    pub sum_micros: u64,
+    pub count: u64,
+}
+
 impl Default for Histogram {
     fn default() -> Self {
         Histogram::new()
@@ -93,6 +111,9 @@ impl Default for Histogram {
 
 /// Requests to the app's `--auth-endpoint`, by how long each took (answered or not).
 pub static AUTH_REQUEST_SECONDS: Histogram = Histogram::new();
+/// Requests to the app's `--auth-endpoint` that did not authorize the channel (refused,
+/// unreachable, timed out, or an unusable answer).
+pub static AUTH_REFUSED: Counter = Counter::new();
 
 /// One labelled family: `name{label="value"} v` per row.
 pub fn render_labelled(
@@ -341,6 +362,7 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             AUTH_RATE_LIMITED.get(),
         ),
         ("herald_auth_busy_total", "counter", AUTH_BUSY.get()),
+        ("herald_auth_refused_total", "counter", AUTH_REFUSED.get()),
         (
             "herald_socketio_handshakes_refused_total",
             "counter",
