@@ -1,0 +1,187 @@
+// The live dashboard (`--dashboard-token`) in headless Chromium (Debian's, through
+// playwright-core), with real clients on the other side:
+//   - without a token herald has no dashboard: every /dashboard path is 404;
+//   - without the token the page is refused (401, the token form, not the dashboard), and its
+//     WebSocket too (401; 403 from another origin); with it the page loads, keeps the token in
+//     an HttpOnly cookie and drops it from the address;
+//   - publications with redis-cli and a pusher-js client move the counters and tables;
+//   - the console shows an event published (redis-cli) on the channel it watches;
+//   - the console's test event reaches a pusher-js client and a socket.io client.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { io } from 'socket.io-client';
+import { chromium } from 'playwright-core';
+import { startHerald, redisCli, laravelPayload } from './lib/herald.mjs';
+import { inbox, until, within, subscribe } from './lib/wait.mjs';
+import { pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
+
+const TOKEN = 'dashboard-test-token-0123456789';
+let h, browser;
+const closers = [];
+
+before(async () => {
+  h = await startHerald(['--dashboard-token', TOKEN]);
+  browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+after(async () => {
+  for (const close of closers) close();
+  await browser?.close();
+  await h?.stop();
+});
+
+// A fresh browser context (no cookie yet) with the dashboard open and live.
+async function openDashboard() {
+  const context = await browser.newContext();
+  closers.push(() => context.close().catch(() => {}));
+  const page = await context.newPage();
+  const res = await page.goto(`${h.url}/dashboard?token=${encodeURIComponent(TOKEN)}`);
+  assert.equal(res.status(), 200);
+  await page.waitForSelector('#status.on', { timeout: 10000 });
+  return { context, page };
+}
+
+// A number shown on the page (thousands separators removed); NaN while it shows '–'.
+async function shown(page, selector) {
+  const text = await page.textContent(selector);
+  return Number(text.replace(/,/g, ''));
+}
+
+// A WebSocket to /dashboard/ws from Node: its status if refused, or the open socket.
+function dashboardSocket(headers = {}) {
+  return within(new Promise((resolve) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${h.httpPort}/dashboard/ws`, { headers });
+    ws.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode }));
+    ws.on('open', () => resolve({ ws }));
+    ws.on('error', () => {});
+  }), 'the dashboard WebSocket to open or be refused');
+}
+
+test('without --dashboard-token there is no dashboard: 404', async () => {
+  const bare = await startHerald([]);
+  try {
+    for (const p of ['/dashboard', `/dashboard?token=${TOKEN}`, '/dashboard/dashboard.js', '/dashboard/ws']) {
+      const res = await fetch(`${bare.url}${p}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      assert.equal(res.status, 404, p);
+    }
+  } finally {
+    await bare.stop();
+  }
+});
+
+test('the page is refused without the token and loads with it', async () => {
+  const context = await browser.newContext();
+  closers.push(() => context.close().catch(() => {}));
+  const page = await context.newPage();
+
+  for (const url of ['/dashboard', '/dashboard?token=wrong-token-0123456789', '/dashboard/dashboard.js']) {
+    const res = await page.goto(`${h.url}${url}`);
+    assert.equal(res.status(), 401, url);
+    assert.equal(await page.$('#chart'), null, `${url}: no dashboard in the 401`);
+  }
+  assert.ok(await page.$('form input[name=token]'), 'the 401 asks for the token');
+
+  // The form sends it; the page loads and goes live, the token leaves the address.
+  await page.fill('input[name=token]', TOKEN);
+  await Promise.all([page.waitForNavigation(), page.click('button[type=submit]')]);
+  await page.waitForSelector('#status.on', { timeout: 10000 });
+  assert.ok(!page.url().includes('token='), `the token left the address: ${page.url()}`);
+  const cookies = await context.cookies();
+  const cookie = cookies.find((c) => c.name === 'herald_dashboard');
+  assert.ok(cookie && cookie.httpOnly && cookie.sameSite === 'Strict', JSON.stringify(cookies));
+  assert.ok(!cookie.value.includes(TOKEN), 'the cookie is not the token');
+  assert.equal(await page.evaluate(() => document.cookie), '', 'scripts cannot read it');
+
+  // The cookie alone opens it again.
+  const again = await page.goto(`${h.url}/dashboard`);
+  assert.equal(again.status(), 200);
+  await page.waitForSelector('#status.on', { timeout: 10000 });
+
+  // The WebSocket checks the token too, and where a browser page comes from.
+  assert.equal((await dashboardSocket()).status, 401);
+  assert.equal((await dashboardSocket({ authorization: 'Bearer wrong-token-0123456789' })).status, 401);
+  assert.equal((await dashboardSocket({ cookie: `herald_dashboard=${TOKEN}` })).status, 401);
+  const evil = { cookie: `herald_dashboard=${cookie.value}`, origin: 'http://evil.test' };
+  assert.equal((await dashboardSocket(evil)).status, 403);
+  const { ws } = await dashboardSocket({ cookie: `herald_dashboard=${cookie.value}` });
+  const [hello] = await within(new Promise((r) => ws.once('message', (m) => r([JSON.parse(m)]))), 'hello');
+  assert.equal(hello.type, 'hello');
+  ws.close();
+});
+
+test('the counters move when a test publishes', async () => {
+  const { page } = await openDashboard();
+  await until(async () => !Number.isNaN(await shown(page, '#published-total')), 'the first figures');
+  const before = await shown(page, '#published-total');
+
+  const pusher = pusherClient(h);
+  closers.push(() => pusher.disconnect());
+  await connected(pusher);
+  await subscribed(pusher, 'stock');
+  await until(async () => (await shown(page, '#conn-pusher')) >= 1, 'the Pusher connection shown');
+  await until(async () => (await page.textContent('#channels tbody')).includes('stock'), 'the channel "stock" listed');
+
+  for (let i = 0; i < 20; i++) {
+    await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_stock', laravelPayload('Tick', { i }));
+  }
+  await until(async () => (await shown(page, '#published-total')) >= before + 20, 'publications counted');
+  await until(async () => (await shown(page, '#delivered-total')) >= 20, 'deliveries counted');
+  // The rate of the last second: publishing on until a second with publications is shown.
+  await until(async () => {
+    await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_stock', laravelPayload('Tick', {}));
+    return (await shown(page, '#pub-rate')) > 0;
+  }, 'a publication rate above 0');
+});
+
+test('the console shows an event published on the watched channel', async () => {
+  const { page } = await openDashboard();
+  await page.fill('#watch-channel', 'orders.7');
+  await page.click('#watch-btn');
+  await page.waitForSelector('text=Watching default / orders.7', { timeout: 10000 });
+  await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders.7',
+    laravelPayload('App\\Events\\OrderShipped', { order: 'o-7' }));
+  await until(async () => {
+    const log = await page.textContent('#console-log');
+    return log.includes('orders.7') && log.includes('OrderShipped') && log.includes('o-7');
+  }, 'the event in the console');
+  // Another channel's publication does not show up.
+  await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders.8', laravelPayload('Other', { order: 'o-8' }));
+  await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders.7', laravelPayload('Marker', {}));
+  await until(async () => (await page.textContent('#console-log')).includes('Marker'), 'the marker');
+  assert.ok(!(await page.textContent('#console-log')).includes('o-8'));
+});
+
+test("the console's test event reaches pusher-js and socket.io clients", async () => {
+  const pusher = pusherClient(h);
+  closers.push(() => pusher.disconnect());
+  await connected(pusher);
+  const channel = await subscribed(pusher, 'news');
+  const viaPusher = inbox();
+  channel.bind('dashboard.test', viaPusher.add);
+
+  const sio = io(h.url, { transports: ['websocket'], forceNew: true, reconnection: false });
+  closers.push(() => sio.close());
+  const viaSocketio = inbox();
+  sio.on('dashboard.test', (ch, data) => viaSocketio.add({ ch, data }));
+  await within(new Promise((r) => sio.on('connect', r)), 'socket.io connect');
+  await subscribe(sio, 'news');
+
+  const { page } = await openDashboard();
+  await page.fill('#watch-channel', 'news');
+  await page.click('#watch-btn');
+  await page.waitForSelector('text=Watching default / news', { timeout: 10000 });
+  await page.fill('#pub-data', '{"headline":"from the console"}');
+  await page.click('#pub-btn');
+
+  const got = await viaPusher.waitFor(() => true, 'the test event on pusher-js');
+  assert.deepEqual(got, { headline: 'from the console' });
+  const s = await viaSocketio.waitFor(() => true, 'the test event on socket.io');
+  assert.deepEqual(s, { ch: 'news', data: { headline: 'from the console' } });
+  await page.waitForSelector('text=receiver(s) on this node', { timeout: 10000 });
+  await until(async () => (await page.textContent('#console-log')).includes('from the console'),
+    'the test event in the console too');
+});
