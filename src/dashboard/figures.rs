@@ -37,7 +37,7 @@ pub fn namespace_of(label: &str) -> Namespace {
     }
 }
 
-#[derive(Serialize, Default, Debug)]
+#[derive(Serialize, serde::Deserialize, Default, Debug)]
 pub struct Connections {
     pub socketio: usize,
     /// Of which on long-polling.

@@ -13,12 +13,14 @@
 //!
 //! - [`token`]: who may see it (constant-time, a cookie after the first visit).
 //! - [`routes`]: the page, its assets and the WebSocket, behind the token.
+//! - [`nodes`]: with `--cluster`, every node's summary, asked through the backplane.
 //! - [`socket`]: one open dashboard: herald's own WebSocket ([`crate::ws`]) with the
 //!   limits the other edges have, and the console's commands.
 
 mod assets;
 mod console;
 mod figures;
+mod nodes;
 mod ring;
 mod routes;
 mod sample;
@@ -56,6 +58,10 @@ pub struct Dashboard {
     /// Each open dashboard's outbox, by its key: where updates are pushed.
     viewers: Mutex<HashMap<u64, Arc<Outbox>>>,
     next_viewer: AtomicU64,
+    /// This node's name (host and process id) and an id of this run, for the cluster's
+    /// list of nodes.
+    node: String,
+    run: u32,
 }
 
 impl Dashboard {
@@ -74,8 +80,15 @@ impl Dashboard {
             samples: Mutex::new(Ring::new(HISTORY)),
             viewers: Mutex::default(),
             next_viewer: AtomicU64::new(1),
+            node: nodes::node_name(),
+            run: rand::random(),
         });
         tokio::spawn(sampler::run(d.clone()));
+        if let Some(cluster) = state.broker.cluster() {
+            let answerer = Arc::new(nodes::NodeAnswerer(Arc::downgrade(&d)));
+            cluster.answer_topic(nodes::TOPIC, answerer);
+            tokio::spawn(nodes::run(d.clone()));
+        }
         tracing::info!("dashboard on /dashboard (open /dashboard?token=…)");
         Some(d)
     }
@@ -93,6 +106,14 @@ impl Dashboard {
 
     fn remove_viewer(&self, key: u64) {
         self.viewers.lock().remove(&key);
+    }
+
+    /// Push `frame` to every open dashboard (the list copied, the lock released first).
+    fn broadcast(&self, frame: bytes::Bytes) {
+        let viewers: Vec<Arc<Outbox>> = self.viewers.lock().values().cloned().collect();
+        for outbox in viewers {
+            outbox.push(frame.clone());
+        }
     }
 
     fn viewer_count(&self) -> usize {

@@ -40,13 +40,8 @@ pub async fn run(d: Arc<Dashboard>) {
         let sample = Sample::between(&before, &after, (now - at).as_secs_f64(), unix_ms());
         (before, at) = (after, now);
         d.samples.lock().push(sample);
-        let viewers: Vec<_> = d.viewers.lock().values().cloned().collect();
-        if viewers.is_empty() {
-            continue;
-        }
-        let frame = update(&d, &sample);
-        for outbox in viewers {
-            outbox.push(frame.clone());
+        if d.viewer_count() > 0 {
+            d.broadcast(update(&d, &sample));
         }
     }
 }

@@ -64,13 +64,14 @@ fn error(message: impl Into<String>) -> Bytes {
 pub async fn run(io: ws::WsStream, d: Arc<Dashboard>) {
     let c = &d.state.config;
     let outbox = Arc::new(Outbox::new(c.outbox));
+    // The hello first: from its registration on, the sampler may push updates.
+    outbox.push(super::sampler::hello(&d));
     let Some(key) = d.add_viewer(outbox.clone()) else {
         let mut frames = vec![ws::frame::close(1013, "too many dashboards open")];
         let mut io = io;
         let _ = crate::net_write::write_all(&mut io, &mut frames).await;
         return;
     };
-    outbox.push(super::sampler::hello(&d));
     let max_message = c.max_message_size.saturating_mul(2).max(64 * 1024);
     let shutdown = d.state.shutdown.clone();
     let viewer = Viewer {

@@ -6,7 +6,9 @@
 //     an HttpOnly cookie and drops it from the address;
 //   - publications with redis-cli and a pusher-js client move the counters and tables;
 //   - the console shows an event published (redis-cli) on the channel it watches;
-//   - the console's test event reaches a pusher-js client and a socket.io client.
+//   - the console's test event reaches a pusher-js client and a socket.io client;
+//   - with --cluster, the dashboard of one node lists every node (asked through Redis), and its
+//     test event reaches a client of another node.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
@@ -14,6 +16,7 @@ import { io } from 'socket.io-client';
 import { chromium } from 'playwright-core';
 import { startHerald, redisCli, laravelPayload } from './lib/herald.mjs';
 import { inbox, until, within, subscribe } from './lib/wait.mjs';
+import { startRedisServer } from './lib/redis-server.mjs';
 import { pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
 
 const TOKEN = 'dashboard-test-token-0123456789';
@@ -35,11 +38,11 @@ after(async () => {
 });
 
 // A fresh browser context (no cookie yet) with the dashboard open and live.
-async function openDashboard() {
+async function openDashboard(on = h) {
   const context = await browser.newContext();
   closers.push(() => context.close().catch(() => {}));
   const page = await context.newPage();
-  const res = await page.goto(`${h.url}/dashboard?token=${encodeURIComponent(TOKEN)}`);
+  const res = await page.goto(`${on.url}/dashboard?token=${encodeURIComponent(TOKEN)}`);
   assert.equal(res.status(), 200);
   await page.waitForSelector('#status.on', { timeout: 10000 });
   return { context, page };
@@ -184,4 +187,38 @@ test("the console's test event reaches pusher-js and socket.io clients", async (
   await page.waitForSelector('text=receiver(s) on this node', { timeout: 10000 });
   await until(async () => (await page.textContent('#console-log')).includes('from the console'),
     'the test event in the console too');
+});
+
+test('with --cluster the dashboard lists every node, and its test event reaches another node', async () => {
+  const redis = await startRedisServer();
+  const nodes = [];
+  try {
+    for (let i = 0; i < 2; i++) nodes.push(await startHerald(['--cluster', redis.url, '--dashboard-token', TOKEN]));
+    const [a, b] = nodes;
+    const pusher = pusherClient(b);
+    closers.push(() => pusher.disconnect());
+    await connected(pusher);
+    const channel = await subscribed(pusher, 'cluster-news');
+    const got = inbox();
+    channel.bind('dashboard.test', got.add);
+
+    const { page } = await openDashboard(a);
+    await until(async () => {
+      const rows = await page.$$eval('#nodes tbody tr', (trs) => trs.map((tr) => ({
+        me: tr.className === 'me', cells: [...tr.cells].map((td) => td.textContent),
+      })));
+      return rows.length === 2 && rows.some((r) => r.me && r.cells[2] === '0')
+        && rows.some((r) => !r.me && r.cells[2] === '1');
+    }, "both nodes listed, the other one with its Pusher connection");
+
+    await page.fill('#watch-channel', 'cluster-news');
+    await page.click('#watch-btn');
+    await page.waitForSelector('text=Watching default / cluster-news', { timeout: 10000 });
+    await page.fill('#pub-data', '{"across":"nodes"}');
+    await page.click('#pub-btn');
+    assert.deepEqual(await got.waitFor(() => true, 'the test event on the other node'), { across: 'nodes' });
+  } finally {
+    for (const n of nodes) await n.stop();
+    await redis.stop();
+  }
 });

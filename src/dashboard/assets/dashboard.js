@@ -148,7 +148,7 @@
   }
 
   function pretty(payload) {
-    try { return JSON.stringify(JSON.parse(payload), null, 1); } catch { return payload; }
+    try { return JSON.stringify(JSON.parse(payload)); } catch { return payload; }
   }
 
   function showMembers(m) {
@@ -165,6 +165,28 @@
     }
   }
 
+  // With --cluster: every node's summary (asked through the backplane every 2 s).
+  function showNodes(msg) {
+    $('nodes-panel').hidden = false;
+    const notes = [];
+    if (msg.error) notes.push(msg.error);
+    if (msg.missing) notes.push(`${msg.missing} node(s) did not answer in time`);
+    if (msg.silent) notes.push(`${msg.silent} node(s) without the dashboard on`);
+    $('nodes-note').textContent = notes.length ? `(${notes.join('; ')})` : `(${msg.nodes.length})`;
+    const body = $('nodes').tBodies[0];
+    body.replaceChildren();
+    for (const n of msg.nodes) {
+      const tr = document.createElement('tr');
+      if (n.run === msg.me) tr.className = 'me';
+      cell(tr, n.node + (n.run === msg.me ? ' (this one)' : ''));
+      const c = n.connections;
+      for (const v of [c.socketio, c.pusher, c.resp, n.channel_count, n.published_per_s,
+        n.delivered_per_s, n.published, n.slow_consumers_dropped, n.webhooks_pending]) cell(tr, fmt(v), 'num');
+      cell(tr, uptime(n.uptime_s), 'num');
+      body.appendChild(tr);
+    }
+  }
+
   function askMembers() {
     if (watched && watched.channel.startsWith('presence-')) send({ op: 'members', ...watched });
   }
@@ -176,7 +198,7 @@
         samples = msg.samples;
         $('version').textContent = msg.version;
         $('chart-span').textContent = `${Math.round(span / 60)} minutes`;
-        if (msg.cluster) $('cluster-note').textContent = ' · this node of a cluster (other nodes not shown yet)';
+        if (msg.cluster) $('cluster-note').textContent = ' · one node of a cluster: the figures below are this node\'s, the nodes table every node\'s';
         const sel = $('namespace');
         sel.replaceChildren();
         for (const ns of msg.namespaces) {
@@ -198,13 +220,16 @@
         askMembers();
         break;
       case 'event':
-        logLine(`event ${msg.origin}`, `${msg.channel} #${msg.offset ?? '–'} (${msg.origin})${msg.truncated ? ' [cut]' : ''}`, pretty(msg.payload));
+        logLine(`event ${msg.origin}`, `${msg.channel} #${msg.seq ?? '–'} (${msg.origin})${msg.truncated ? ' [cut]' : ''}`, pretty(msg.payload));
         break;
       case 'watching':
         watched = msg.channel ? { namespace: msg.namespace, channel: msg.channel } : null;
         $('watching').textContent = watched ? `Watching ${watched.namespace} / ${watched.channel}` : 'Watching nothing.';
         $('members-box').hidden = true;
         askMembers();
+        break;
+      case 'nodes':
+        showNodes(msg);
         break;
       case 'published':
         $('pub-result').textContent = `Published ${msg.event} on ${msg.channel}: ${msg.receivers} receiver(s) on this node.`;
