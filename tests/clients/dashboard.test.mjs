@@ -5,6 +5,8 @@
 //     WebSocket too (401; 403 from another origin); with it the page loads, keeps the token in
 //     an HttpOnly cookie and drops it from the address;
 //   - publications with redis-cli and a pusher-js client move the counters and tables;
+//   - socket.io subscriptions to a private channel, authorized or refused by the fixture Laravel
+//     app, show as auth-callback requests, latency and refusals;
 //   - the console shows an event published (redis-cli) on the channel it watches;
 //   - the console's test event reaches a pusher-js client and a socket.io client;
 //   - with --cluster, the dashboard of one node lists every node (asked through Redis), and its
@@ -17,14 +19,16 @@ import { chromium } from 'playwright-core';
 import { startHerald, redisCli, laravelPayload } from './lib/herald.mjs';
 import { inbox, until, within, subscribe } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
+import { startAuthApp } from './fixtures/laravel-auth.mjs';
 import { pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
 
 const TOKEN = 'dashboard-test-token-0123456789';
-let h, browser;
+let h, app, browser;
 const closers = [];
 
 before(async () => {
-  h = await startHerald(['--dashboard-token', TOKEN]);
+  app = await startAuthApp();
+  h = await startHerald(['--dashboard-token', TOKEN, '--auth-endpoint', app.endpoint]);
   browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -35,6 +39,7 @@ after(async () => {
   for (const close of closers) close();
   await browser?.close();
   await h?.stop();
+  await app?.close();
 });
 
 // A fresh browser context (no cookie yet) with the dashboard open and live.
@@ -54,12 +59,15 @@ async function shown(page, selector) {
   return Number(text.replace(/,/g, ''));
 }
 
-// A WebSocket to /dashboard/ws from Node: its status if refused, or the open socket.
+// A WebSocket to /dashboard/ws from Node: its status if refused, or the open socket and an
+// inbox of its messages (listened to from the start: the first may come with the 101).
 function dashboardSocket(headers = {}) {
   return within(new Promise((resolve) => {
     const ws = new WebSocket(`ws://127.0.0.1:${h.httpPort}/dashboard/ws`, { headers });
+    const messages = inbox();
+    ws.on('message', (m) => messages.add(JSON.parse(m)));
     ws.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode }));
-    ws.on('open', () => resolve({ ws }));
+    ws.on('open', () => resolve({ ws, messages }));
     ws.on('error', () => {});
   }), 'the dashboard WebSocket to open or be refused');
 }
@@ -110,9 +118,9 @@ test('the page is refused without the token and loads with it', async () => {
   assert.equal((await dashboardSocket({ cookie: `herald_dashboard=${TOKEN}` })).status, 401);
   const evil = { cookie: `herald_dashboard=${cookie.value}`, origin: 'http://evil.test' };
   assert.equal((await dashboardSocket(evil)).status, 403);
-  const { ws } = await dashboardSocket({ cookie: `herald_dashboard=${cookie.value}` });
-  const [hello] = await within(new Promise((r) => ws.once('message', (m) => r([JSON.parse(m)]))), 'hello');
-  assert.equal(hello.type, 'hello');
+  const { ws, messages } = await dashboardSocket({ cookie: `herald_dashboard=${cookie.value}` });
+  const [hello] = await messages.count(1, 'the first message');
+  assert.equal(hello.type, 'hello', 'the first message is the hello');
   ws.close();
 });
 
@@ -138,6 +146,30 @@ test('the counters move when a test publishes', async () => {
     await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_stock', laravelPayload('Tick', {}));
     return (await shown(page, '#pub-rate')) > 0;
   }, 'a publication rate above 0');
+});
+
+test('auth-callback requests, latency and refusals are shown', async () => {
+  const { page } = await openDashboard();
+  await until(async () => !Number.isNaN(await shown(page, '#auth-requests')), 'the first figures');
+  const [requests, refused] = [await shown(page, '#auth-requests'), await shown(page, '#auth-refused')];
+
+  const sio = io(h.url, { transports: ['websocket'], forceNew: true, reconnection: false });
+  closers.push(() => sio.close());
+  await within(new Promise((r) => sio.on('connect', r)), 'socket.io connect');
+  const errors = inbox();
+  sio.on('subscription_error', (channel, status) => errors.add({ channel, status }));
+  // User 2 may not have user 1's orders (the app answers 403); user 1 may.
+  sio.emit('subscribe', { channel: 'private-orders.1', auth: { headers: { Authorization: 'Bearer 2' } } });
+  await errors.waitFor((e) => e.channel === 'private-orders.1', 'the refusal');
+  // On another connection: this one's refusal is reused for a few seconds without asking.
+  const allowed = io(h.url, { transports: ['websocket'], forceNew: true, reconnection: false });
+  closers.push(() => allowed.close());
+  await within(new Promise((r) => allowed.on('connect', r)), 'socket.io connect');
+  await subscribe(allowed, 'private-orders.1', { auth: { headers: { Authorization: 'Bearer 1' } } });
+
+  await until(async () => (await shown(page, '#auth-requests')) >= requests + 2, 'both requests counted');
+  await until(async () => (await shown(page, '#auth-refused')) === refused + 1, 'the refusal counted');
+  assert.match(await page.textContent('#auth-mean'), /^[\d.]+ ms$/);
 });
 
 test('the console shows an event published on the watched channel', async () => {
