@@ -7,12 +7,14 @@
 //   - publications with redis-cli and a pusher-js client move the counters and tables;
 //   - socket.io subscriptions to a private channel, authorized or refused by the fixture Laravel
 //     app, show as auth-callback requests, latency and refusals;
+//   - a RESP subscriber that stops reading, dropped at the output-buffer limit, is counted;
 //   - the console shows an event published (redis-cli) on the channel it watches;
 //   - the console's test event reaches a pusher-js client and a socket.io client;
 //   - with --cluster, the dashboard of one node lists every node (asked through Redis), and its
 //     test event reaches a client of another node.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import WebSocket from 'ws';
 import { io } from 'socket.io-client';
 import { chromium } from 'playwright-core';
@@ -170,6 +172,35 @@ test('auth-callback requests, latency and refusals are shown', async () => {
   await until(async () => (await shown(page, '#auth-requests')) >= requests + 2, 'both requests counted');
   await until(async () => (await shown(page, '#auth-refused')) === refused + 1, 'the refusal counted');
   assert.match(await page.textContent('#auth-mean'), /^[\d.]+ ms$/);
+});
+
+test('a slow consumer dropped at the output-buffer limit is counted', async () => {
+  const small = await startHerald(['--dashboard-token', TOKEN,
+    '--outbox-hard-limit', String(256 * 1024), '--outbox-soft-limit', '0']);
+  const sockets = [];
+  try {
+    const { page } = await openDashboard(small);
+    await until(async () => (await shown(page, '#slow-dropped')) === 0, 'no drop yet');
+    // A RESP subscriber that never reads again once subscribed.
+    const slow = net.connect(small.redisPort, '127.0.0.1');
+    sockets.push(slow);
+    const cmd = (...args) => `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+    slow.write(cmd('SUBSCRIBE', 'firehose'));
+    await within(new Promise((r) => slow.once('data', r)), 'the subscription confirmed');
+    slow.pause();
+    const publisher = net.connect(small.redisPort, '127.0.0.1');
+    sockets.push(publisher);
+    publisher.on('data', () => {});
+    const big = 'x'.repeat(64 * 1024);
+    // Publish on until its outbox overflows past what the kernel's buffers took.
+    await until(async () => {
+      if (publisher.writableLength < 4 * 1024 * 1024) publisher.write(cmd('PUBLISH', 'firehose', big).repeat(16));
+      return (await shown(page, '#slow-dropped')) >= 1;
+    }, 'the slow consumer counted on the dashboard');
+  } finally {
+    for (const sock of sockets) sock.destroy();
+    await small.stop();
+  }
 });
 
 test('the console shows an event published on the watched channel', async () => {

@@ -126,6 +126,13 @@
     };
     line('delivered_per_s', '#2f9e6f');
     line('published_per_s', '#3b6fd4');
+    // A red mark under each second in which slow consumers were disconnected.
+    g.fillStyle = '#b5473a';
+    samples.forEach((s, i) => {
+      if (!s.slow_dropped) return;
+      const x = left + pw - (pw * (samples.length - 1 - i)) / (span - 1);
+      g.fillRect(x - 1.5, top + ph - 6, 3, 6);
+    });
   }
 
   function logLine(kind, text, detail) {
