@@ -10,11 +10,16 @@
 //   - a RESP subscriber that stops reading, dropped at the output-buffer limit, is counted;
 //   - the console shows an event published (redis-cli) on the channel it watches;
 //   - the console's test event reaches a pusher-js client and a socket.io client;
+//   - the console picks another Pusher app's namespace: it watches and publishes there, and the
+//     default app's client of the same channel name gets nothing;
 //   - with --cluster, the dashboard of one node lists every node (asked through Redis), and its
 //     test event reaches a client of another node.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import WebSocket from 'ws';
 import { io } from 'socket.io-client';
 import { chromium } from 'playwright-core';
@@ -250,6 +255,49 @@ test("the console's test event reaches pusher-js and socket.io clients", async (
   await page.waitForSelector('text=receiver(s) on this node', { timeout: 10000 });
   await until(async () => (await page.textContent('#console-log')).includes('from the console'),
     'the test event in the console too');
+});
+
+test("the console works in another Pusher app's namespace, apart from the default one", async () => {
+  const SHOP = { appId: 'shop', key: 'shop-key', secret: 'shop-secret' };
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-dashboard-'));
+  const config = path.join(dir, 'herald.toml');
+  fs.writeFileSync(config, ['[[apps]]', `id = "${SHOP.appId}"`, `key = "${SHOP.key}"`, `secret = "${SHOP.secret}"`, ''].join('\n'));
+  const two = await startHerald(['--dashboard-token', TOKEN, '--config', config]);
+  try {
+    const shop = pusherClient(two, { app: SHOP });
+    const plain = pusherClient(two);
+    closers.push(() => shop.disconnect(), () => plain.disconnect());
+    const viaShop = inbox();
+    const viaDefault = inbox();
+    await connected(shop);
+    await connected(plain);
+    (await subscribed(shop, 'orders')).bind_global((event, data) => viaShop.add({ event, data }));
+    (await subscribed(plain, 'orders')).bind_global((event, data) => viaDefault.add({ event, data }));
+
+    const { page } = await openDashboard(two);
+    await until(async () => (await page.$$eval('#apps tbody tr', (trs) => trs.length)) === 2, 'both apps listed');
+    await page.selectOption('#namespace', 'shop');
+    await page.fill('#watch-channel', 'orders');
+    await page.click('#watch-btn');
+    await page.waitForSelector('text=Watching shop / orders', { timeout: 10000 });
+    await page.fill('#pub-data', '{"shop":true}');
+    await page.click('#pub-btn');
+    const got = await viaShop.waitFor((e) => e.event === 'dashboard.test', "the shop app's client");
+    assert.deepEqual(got.data, { shop: true });
+    await until(async () => (await page.textContent('#console-log')).includes('"shop":true'), 'watched in the console');
+
+    // The default namespace's own event is the marker: nothing of the shop's came before it.
+    await page.selectOption('#namespace', 'default');
+    await page.click('#watch-btn');
+    await page.waitForSelector('text=Watching default / orders', { timeout: 10000 });
+    await page.fill('#pub-data', '{"marker":1}');
+    await page.click('#pub-btn');
+    const before = await viaDefault.before((e) => e.event === 'dashboard.test', 'the default app marker');
+    assert.deepEqual(before.filter((e) => e.event === 'dashboard.test'), [], 'the shop event stayed in its namespace');
+  } finally {
+    await two.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('with --cluster the dashboard lists every node, and its test event reaches another node', async () => {
