@@ -60,6 +60,20 @@ async function openDashboard(on = h) {
   return { context, page };
 }
 
+// Watch `channel` of `namespace` in the page's console, and wait until herald says so.
+async function watch(page, namespace, channel) {
+  await page.selectOption('#namespace', namespace);
+  await page.fill('#watch-channel', channel);
+  await page.click('#watch-btn');
+  await page.waitForSelector(`text=Watching ${namespace} / ${channel}`, { timeout: 10000 });
+}
+
+// Publish the console's test event with `data` on the watched channel.
+async function publishFromConsole(page, data) {
+  await page.fill('#pub-data', data);
+  await page.click('#pub-btn');
+}
+
 // A number shown on the page (thousands separators removed); NaN while it shows '–'.
 async function shown(page, selector) {
   const text = await page.textContent(selector);
@@ -210,9 +224,7 @@ test('a slow consumer dropped at the output-buffer limit is counted', async () =
 
 test('the console shows an event published on the watched channel', async () => {
   const { page } = await openDashboard();
-  await page.fill('#watch-channel', 'orders.7');
-  await page.click('#watch-btn');
-  await page.waitForSelector('text=Watching default / orders.7', { timeout: 10000 });
+  await watch(page, 'default', 'orders.7');
   await redisCli(h.redisPort, 'PUBLISH', 'laravel_database_orders.7',
     laravelPayload('App\\Events\\OrderShipped', { order: 'o-7' }));
   await until(async () => {
@@ -242,11 +254,8 @@ test("the console's test event reaches pusher-js and socket.io clients", async (
   await subscribe(sio, 'news');
 
   const { page } = await openDashboard();
-  await page.fill('#watch-channel', 'news');
-  await page.click('#watch-btn');
-  await page.waitForSelector('text=Watching default / news', { timeout: 10000 });
-  await page.fill('#pub-data', '{"headline":"from the console"}');
-  await page.click('#pub-btn');
+  await watch(page, 'default', 'news');
+  await publishFromConsole(page, '{"headline":"from the console"}');
 
   const got = await viaPusher.waitFor(() => true, 'the test event on pusher-js');
   assert.deepEqual(got, { headline: 'from the console' });
@@ -276,22 +285,15 @@ test("the console works in another Pusher app's namespace, apart from the defaul
 
     const { page } = await openDashboard(two);
     await until(async () => (await page.$$eval('#apps tbody tr', (trs) => trs.length)) === 2, 'both apps listed');
-    await page.selectOption('#namespace', 'shop');
-    await page.fill('#watch-channel', 'orders');
-    await page.click('#watch-btn');
-    await page.waitForSelector('text=Watching shop / orders', { timeout: 10000 });
-    await page.fill('#pub-data', '{"shop":true}');
-    await page.click('#pub-btn');
+    await watch(page, 'shop', 'orders');
+    await publishFromConsole(page, '{"shop":true}');
     const got = await viaShop.waitFor((e) => e.event === 'dashboard.test', "the shop app's client");
     assert.deepEqual(got.data, { shop: true });
     await until(async () => (await page.textContent('#console-log')).includes('"shop":true'), 'watched in the console');
 
     // The default namespace's own event is the marker: nothing of the shop's came before it.
-    await page.selectOption('#namespace', 'default');
-    await page.click('#watch-btn');
-    await page.waitForSelector('text=Watching default / orders', { timeout: 10000 });
-    await page.fill('#pub-data', '{"marker":1}');
-    await page.click('#pub-btn');
+    await watch(page, 'default', 'orders');
+    await publishFromConsole(page, '{"marker":1}');
     const before = await viaDefault.before((e) => e.event === 'dashboard.test', 'the default app marker');
     assert.deepEqual(before.filter((e) => e.event === 'dashboard.test'), [], 'the shop event stayed in its namespace');
   } finally {
@@ -322,11 +324,8 @@ test('with --cluster the dashboard lists every node, and its test event reaches 
         && rows.some((r) => !r.me && r.cells[2] === '1');
     }, "both nodes listed, the other one with its Pusher connection");
 
-    await page.fill('#watch-channel', 'cluster-news');
-    await page.click('#watch-btn');
-    await page.waitForSelector('text=Watching default / cluster-news', { timeout: 10000 });
-    await page.fill('#pub-data', '{"across":"nodes"}');
-    await page.click('#pub-btn');
+    await watch(page, 'default', 'cluster-news');
+    await publishFromConsole(page, '{"across":"nodes"}');
     assert.deepEqual(await got.waitFor(() => true, 'the test event on the other node'), { across: 'nodes' });
   } finally {
     for (const n of nodes) await n.stop();
