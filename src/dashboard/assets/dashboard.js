@@ -154,6 +154,20 @@
     while (log.children.length > 200) log.lastChild.remove();
   }
 
+  // Watched events are drawn five times a second, at most 20 each time: a busy channel
+  // cannot freeze the page (the rest are counted).
+  let pending = [];
+  let flushing = null;
+  function flushEvents() {
+    flushing = null;
+    const shown = pending.slice(-20);
+    if (pending.length > shown.length) logLine('skipped', `${pending.length - shown.length} more events not drawn`);
+    for (const msg of shown) {
+      logLine(`event ${msg.origin}`, `${msg.channel} #${msg.seq ?? '–'} (${msg.origin})${msg.truncated ? ' [cut]' : ''}`, pretty(msg.payload));
+    }
+    pending = [];
+  }
+
   function pretty(payload) {
     try { return JSON.stringify(JSON.parse(payload)); } catch { return payload; }
   }
@@ -227,7 +241,8 @@
         askMembers();
         break;
       case 'event':
-        logLine(`event ${msg.origin}`, `${msg.channel} #${msg.seq ?? '–'} (${msg.origin})${msg.truncated ? ' [cut]' : ''}`, pretty(msg.payload));
+        pending.push(msg);
+        if (!flushing) flushing = setTimeout(flushEvents, 200);
         break;
       case 'watching':
         watched = msg.channel ? { namespace: msg.namespace, channel: msg.channel } : null;
