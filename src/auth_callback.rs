@@ -53,6 +53,9 @@ impl AuthClient {
             .ask(endpoint, channel, socket_id, headers, presence)
             .await;
         crate::metrics::AUTH_REQUEST_SECONDS.observe(asked.elapsed());
+        if answer.is_err() {
+            crate::metrics::AUTH_REFUSED.inc();
+        }
         answer
     }
 

@@ -465,6 +465,12 @@ pub struct Settings {
     #[arg(long, env = "HERALD_PUSHER_HISTORY_LIMIT", default_value_t = 100)]
     pub pusher_history_limit: usize,
 
+    /// Turns on the live dashboard at `/dashboard` (off without it: 404) and is what it
+    /// asks for: open `/dashboard?token=…` once (an HttpOnly cookie keeps it) or send
+    /// `Authorization: Bearer …`. At least 16 characters; never defaulted.
+    #[arg(long, env = "HERALD_DASHBOARD_TOKEN")]
+    pub dashboard_token: Option<String>,
+
     /// More Pusher apps: the file's `[[apps]]` tables (no flag).
     #[arg(skip)]
     pub apps: Vec<AppConfig>,
@@ -805,7 +811,14 @@ pub struct Config {
     /// `apps[0]` is the built-in development app ([`DEV_APP`]): none of --app-id,
     /// --app-key, --app-secret was given.
     pub builtin_app: bool,
+    /// The dashboard's token (at least [`DASHBOARD_TOKEN_MIN`] characters); None: no
+    /// dashboard.
+    pub dashboard_token: Option<String>,
 }
+
+/// The shortest `--dashboard-token` accepted: a guessable token would open the server's
+/// inner view (and a test publisher) to anyone who can reach the HTTP port.
+pub const DASHBOARD_TOKEN_MIN: usize = 16;
 
 impl Default for Config {
     fn default() -> Self {
@@ -1067,6 +1080,14 @@ impl Config {
             recovery_trail: s.recovery_trail,
             apps,
             builtin_app,
+            dashboard_token: match s.dashboard_token {
+                Some(t) if t.chars().count() < DASHBOARD_TOKEN_MIN => {
+                    return Err(format!(
+                        "dashboard-token is at least {DASHBOARD_TOKEN_MIN} characters"
+                    ))
+                }
+                other => other,
+            },
         })
     }
 
@@ -1165,6 +1186,7 @@ impl Config {
                 webhook_limits,
             ],
             at_restart: [
+                dashboard_token,
                 redis_bind,
                 http_bind,
                 tls_cert,
@@ -1365,6 +1387,7 @@ mod tests {
             ("recovery_trail", "7", |c| c.recovery_trail == 7),
             ("pusher_resume_sessions", "7", |c| c.recovery_limits.sessions == 7),
             ("pusher_history_limit", "7", |c| c.recovery_limits.history_read == 7),
+            ("dashboard_token", "0123456789abcdef", |c| c.dashboard_token.as_deref() == Some("0123456789abcdef")),
         ];
         let command = Settings::command();
         let settings: Vec<&clap::Arg> = command

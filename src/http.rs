@@ -1,4 +1,4 @@
-//! The HTTP listener's routes: health, metrics, and the WebSocket/HTTP edges.
+//! The HTTP listener's routes: health, metrics, the dashboard, and the WebSocket/HTTP edges.
 
 use crate::health::Health;
 use crate::pusher::apps::Apps;
@@ -74,8 +74,12 @@ pub fn routes(
             warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
                 .into_response()
         });
+    // Before the edges: the Pusher edge answers any other WebSocket path itself (4005).
+    let dashboard = crate::dashboard::routes(&state, socketio.clone(), pusher.clone());
     healthz
         .or(metrics)
+        .unify()
+        .or(dashboard)
         .unify()
         .or(socketio::routes(socketio))
         .unify()

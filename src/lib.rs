@@ -42,6 +42,8 @@
 //! - [`pusher`]: the Pusher protocol v7 edge and the Pusher HTTP API.
 //! - [`ws`]: WebSocket upgrade and framing, lean enough for 10,000s of idle sockets.
 //! - [`http`]: the warp routes that join the HTTP edges, health and metrics.
+//! - [`dashboard`]: the live dashboard at `/dashboard` (`--dashboard-token`): figures,
+//!   a chart of the last minutes, a debug console; its page embedded in the binary.
 //! - [`http_server`]: the HTTP listener: connection caps, header and write deadlines.
 //! - [`tls`]: TLS on both listeners (rustls): certificates loaded, and read again on SIGHUP.
 //! - [`backoff`]: waiting before reconnecting to Redis (the cluster's connections).
@@ -55,6 +57,7 @@ pub mod auth_shield;
 pub mod backoff;
 pub mod broker;
 pub mod config;
+pub mod dashboard;
 pub mod edge_policy;
 pub mod health;
 pub mod http;

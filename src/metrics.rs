@@ -39,7 +39,7 @@ impl Counter {
 
 /// Upper bounds (seconds) of a request's [`Histogram`]: from 5 ms to 10 s, as
 /// Prometheus's client libraries default to.
-const REQUEST_BOUNDS: &[f64] = &[
+pub const REQUEST_BOUNDS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
@@ -101,6 +101,16 @@ impl Histogram {
             .sum()
     }
 
+    /// What it holds now: observations per bucket of its bounds (not cumulative; past
+    /// the last bound they are only in `count`), their sum in microseconds, their count.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: std::array::from_fn(|i| self.total(i)),
+            sum_micros: self.total(MAX_BUCKETS),
+            count: self.total(MAX_BUCKETS + 1),
+        }
+    }
+
     /// Its text exposition under `name`.
     fn render(&self, name: &str, out: &mut String) {
         out.push_str(&format!("# TYPE {name} histogram\n"));
@@ -116,6 +126,15 @@ impl Histogram {
     }
 }
 
+/// A [`Histogram`] read at one moment ([`Histogram::snapshot`]): `buckets` in the order of
+/// its bounds (those past them, 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    pub buckets: [u64; MAX_BUCKETS],
+    pub sum_micros: u64,
+    pub count: u64,
+}
+
 /// Requests to the app's `--auth-endpoint`, by how long each took (answered or not).
 pub static AUTH_REQUEST_SECONDS: Histogram = Histogram::new(REQUEST_BOUNDS);
 
@@ -123,6 +142,9 @@ pub static AUTH_REQUEST_SECONDS: Histogram = Histogram::new(REQUEST_BOUNDS);
 /// the oldest publication frame they carried waited since its publication began to be
 /// delivered on this node ([`crate::outbox`] stamps it).
 pub static DELIVERY_SECONDS: Histogram = Histogram::new(DELIVERY_BOUNDS);
+/// Requests to the app's `--auth-endpoint` that did not authorize the channel (refused,
+/// unreachable, timed out, or an unusable answer).
+pub static AUTH_REFUSED: Counter = Counter::new();
 
 /// One labelled family: `name{label="value"} v` per row.
 pub fn render_labelled(
@@ -409,6 +431,7 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             AUTH_RATE_LIMITED.get(),
         ),
         ("herald_auth_busy_total", "counter", AUTH_BUSY.get()),
+        ("herald_auth_refused_total", "counter", AUTH_REFUSED.get()),
         (
             "herald_socketio_handshakes_refused_total",
             "counter",

@@ -292,6 +292,9 @@ pub trait Cluster: Send + Sync {
     fn ask(&self, question: Bytes) -> Asking<'_>;
     /// Who answers the questions on this node (the first call wins).
     fn answer_with(&self, answerer: Arc<dyn Answerer>);
+    /// Who answers, instead, the questions whose body begins with `topic` (the
+    /// dashboard's); the first call per topic wins.
+    fn answer_topic(&self, topic: &'static [u8], answerer: Arc<dyn Answerer>);
     /// [`Broker::since`], from this node's history if it holds it all, else from the
     /// cluster's: what a client back on any node missed.
     fn since(&self, namespace: Namespace, channel: Bytes, offset: Offset) -> Reading<'_>;

@@ -293,6 +293,11 @@ impl Sessions {
         self.shard(sid).lock().remove(sid);
     }
 
+    /// Sessions open now, whatever their transport and whether connected yet.
+    pub fn count(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
     /// Every socket connected to the main namespace (for broadcast-to-all).
     pub fn for_each_connected(&self, mut f: impl FnMut(&Socket)) {
         for shard in &self.shards {

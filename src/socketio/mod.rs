@@ -101,6 +101,12 @@ impl Edge {
         }
     }
 
+    /// Its sessions open now, and each room with its number of sockets (what the
+    /// dashboard shows; read under brief locks, off the delivery path).
+    pub fn census(&self) -> (usize, Vec<(String, usize)>) {
+        (self.sessions.count(), self.rooms.sizes())
+    }
+
     fn config(&self) -> Arc<Config> {
         self.state.config()
     }

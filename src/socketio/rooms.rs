@@ -341,6 +341,16 @@ impl Rooms {
         })
     }
 
+    /// Every room and its number of sockets (a dashboard's listing; one shard locked
+    /// at a time, for reading).
+    pub fn sizes(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for shard in self.map.shards() {
+            out.extend(shard.iter().map(|(n, r)| (n.to_string(), r.members.len())));
+        }
+        out
+    }
+
     pub fn is_member(&self, channel: &str, key: u64) -> bool {
         self.map
             .with(channel, |r| r.is_some_and(|r| r.members.contains_key(&key)))

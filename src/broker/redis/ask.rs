@@ -8,7 +8,8 @@
 //! awaited, each published by its node on the asker's own answer channel
 //! (`herald:answer:<node>`), for at most [`DEADLINE`]; those that do not come (a node that
 //! died meanwhile) are counted as missing, never made up. Each node answers at once, from
-//! its own registries ([`Answerer`]).
+//! its own registries ([`Answerer`]). A question whose body begins with a registered topic
+//! (the dashboard's) goes to that topic's answerer, any other to the node's answerer.
 //!
 //! Messages: a question is the asker's node id, the question's number and its body; an
 //! answer is the number, the answering node's id and its body. A question published
@@ -36,7 +37,12 @@ pub struct Questions {
     open: Mutex<HashMap<u64, mpsc::UnboundedSender<(u64, Bytes)>>>,
     next: AtomicU64,
     answerer: OnceLock<Arc<dyn Answerer>>,
+    /// Answerers of the questions beginning with their topic, checked first.
+    topics: parking_lot::RwLock<Vec<Topic>>,
 }
+
+/// A topic (how its questions begin) and who answers them.
+type Topic = (&'static [u8], Arc<dyn Answerer>);
 
 /// What to publish in answer to a question: (channel, message).
 pub type Answer = (Bytes, Bytes);
@@ -49,6 +55,7 @@ impl Questions {
             open: Mutex::default(),
             next: AtomicU64::new(1),
             answerer: OnceLock::new(),
+            topics: Default::default(),
         }
     }
 
@@ -63,6 +70,25 @@ impl Questions {
     /// Who answers the cluster's questions on this node; the first call wins.
     pub fn answer_with(&self, answerer: Arc<dyn Answerer>) {
         let _ = self.answerer.set(answerer);
+    }
+
+    /// Who answers the questions beginning with `topic`; the first call per topic wins.
+    pub fn answer_topic(&self, topic: &'static [u8], answerer: Arc<dyn Answerer>) {
+        let mut topics = self.topics.write();
+        if !topics.iter().any(|(t, _)| *t == topic) {
+            topics.push((topic, answerer));
+        }
+    }
+
+    /// The answer to the question `body`: from its topic's answerer, else the node's.
+    fn answer(&self, body: &[u8]) -> Bytes {
+        let topical = (self.topics.read().iter())
+            .find(|(t, _)| body.starts_with(t))
+            .map(|(_, a)| a.clone());
+        match topical.or_else(|| self.answerer.get().cloned()) {
+            Some(a) => a.answer(body),
+            None => Bytes::new(),
+        }
     }
 
     /// A question numbered `id` with `body`, as published; and where its answers will
@@ -93,7 +119,7 @@ impl Questions {
                 return Some(None);
             }
             let (asker, id) = (m.get_u64(), m.get_u64());
-            let answer = self.answerer.get().map_or_else(Bytes::new, |a| a.answer(m));
+            let answer = self.answer(m);
             let mut reply = BytesMut::with_capacity(16 + answer.len());
             reply.put_u64(id);
             reply.put_u64(self.node);
@@ -144,6 +170,25 @@ mod tests {
         assert!(
             answers.recv().await.is_none(),
             "closed: nothing more arrives"
+        );
+        struct Topical;
+        impl Answerer for Topical {
+            fn answer(&self, _question: &[u8]) -> Bytes {
+                Bytes::from_static(b"topical")
+            }
+        }
+        other.answer_topic(b"dash:", Arc::new(Topical));
+        let (_, topical, mut answers) = asker.open(b"dash:nodes");
+        let (_, reply) = other.receive(ASK, &topical).unwrap().unwrap();
+        asker.receive("herald:answer:a", &reply);
+        assert_eq!(&answers.recv().await.unwrap().1[..], b"topical");
+        let (_, plain, mut answers) = asker.open(b"dash");
+        let (_, reply) = other.receive(ASK, &plain).unwrap().unwrap();
+        asker.receive("herald:answer:a", &reply);
+        assert_eq!(
+            &answers.recv().await.unwrap().1[..],
+            b"re: dash",
+            "not the topic"
         );
         assert_eq!(
             asker.receive("herald:d:orders", b"x"),

@@ -404,6 +404,10 @@ impl Cluster for RedisBroker {
         self.questions.answer_with(answerer);
     }
 
+    fn answer_topic(&self, topic: &'static [u8], answerer: Arc<dyn Answerer>) {
+        self.questions.answer_topic(topic, answerer);
+    }
+
     /// This node's history answers only if it reaches where Redis's stands: a stream with
     /// nobody on it here (lingering for a client that may come back) no longer hears its
     /// channel from Redis, and what it holds stops short. Redis unreachable: nothing can
