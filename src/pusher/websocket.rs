@@ -378,11 +378,10 @@ impl Session {
         Some(member)
     }
 
-    /// Subscribe to `name` (as `member`, on a presence channel). In a cluster, a
-    /// recovery app's subscription first waits (`waited` None: it begins the wait) for
-    /// its channel's stream here to stand where the cluster's history does, so its mark
-    /// means the same on every node, and a resumed one for what its client missed, read
-    /// from that history ([`Session::cluster_wait`]).
+    /// Subscribe to `name` (as `member`, on a presence channel). In a cluster, a new
+    /// subscription may first wait (`waited` None: it begins the wait) for its channel's
+    /// stream here to stand where the cluster's history does, and a resumed one for what
+    /// its client missed, read from that history ([`Session::cluster_wait`]).
     fn join(
         &mut self,
         name: &str,
@@ -481,13 +480,13 @@ impl Session {
     }
 
     /// What a new subscription to `name` waits for from the cluster before it is made,
-    /// if anything: this node is part of one, the app resumes connections, and the
-    /// channel's stream here has numbered nothing (its offsets would be this node's) or
-    /// the subscription is resumed (what its client missed is read from the cluster's
-    /// history, after the offset returned).
+    /// if anything: this node is part of one, and the channel's stream here has numbered
+    /// nothing (so `subscription_succeeded` is sent once the stream stands where the
+    /// cluster's history does: whatever is published after the client saw it reaches it,
+    /// and its mark means the same on every node), or the subscription is resumed (what
+    /// its client missed is read from the cluster's history, after the offset returned).
     fn cluster_wait(&self, name: &str) -> Option<ClusterWait> {
         self.broker.cluster()?;
-        self.marks.as_ref()?;
         let here = (self.broker).position(&self.app.namespace, name.as_bytes());
         let stand = here.is_none_or(|o| o.seq == 0);
         let pending = self.pending.iter().find(|(c, _)| &**c == name);

@@ -23,6 +23,9 @@
 //! reply usually comes later. On a loaded 2-core machine, while the read waited for a task
 //! of its own to be queued, one the test published the moment the subscription succeeded
 //! was numbered before it about once in ten runs; queued at once, 45 joins missed nothing.
+//! A Pusher subscription closes even that: its reply waits until its stream stands where
+//! Redis's history does ([`Cluster::stand`](super::super::Cluster::stand), from the
+//! Pusher edge), so what is published after its client saw the reply comes after.
 //! A client recovering onto the channel here (socket.io) reads the history up to where
 //! Redis stands a little later: a publication numbered between the two reads may reach it
 //! twice (by its replay and live), unless its recovery still held its live frames back.

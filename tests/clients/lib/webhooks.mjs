@@ -1,5 +1,7 @@
 // The app's webhook endpoint, as a test stands it up: every event herald posts, in the order
-// they arrived (an Inbox of ./wait.mjs, so a test can wait for one).
+// they arrived (an Inbox of ./wait.mjs, so a test can wait for one), each with its body's
+// time_ms. One node posts its webhooks in order; several nodes' posts may cross on the way, so
+// `inSentOrder` orders events of several nodes as they were sent.
 //
 //   const hooks = await startWebhookReceiver();
 //   hooks.url                         give it to herald as --app-webhook
@@ -14,7 +16,8 @@ export async function startWebhookReceiver() {
     let body = '';
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
-      for (const e of JSON.parse(body).events) events.add(e);
+      const { time_ms: sent, events: posted } = JSON.parse(body);
+      for (const e of posted) events.add({ ...e, sent });
       res.writeHead(200).end();
     });
   });
@@ -25,3 +28,8 @@ export async function startWebhookReceiver() {
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
 }
+
+// `events` (of several nodes) in the order they were sent: by their body's time_ms, and in the
+// order they arrived within a millisecond.
+export const inSentOrder = (events) => events.map((e, i) => [e, i])
+  .sort(([a, i], [b, j]) => a.sent - b.sent || i - j).map(([e]) => e);
