@@ -47,8 +47,14 @@ impl MemoryBroker {
         self.streams.stand_at(namespace, channel, offset)
     }
 
-    /// [`Broker::stream_subscribe`], saying whether the stream had no subscriber and has
-    /// numbered nothing yet: a channel a node in a cluster starts to hear from nothing.
+    /// A stream that just gained its first subscriber stands at `offset`, or moves on to
+    /// it (see `streams.rs`).
+    pub fn rejoin_at(&self, namespace: &Namespace, channel: &[u8], offset: Offset) -> bool {
+        self.streams.rejoin_at(namespace, channel, offset)
+    }
+
+    /// [`Broker::stream_subscribe`], saying whether the stream had no subscriber: a channel
+    /// a node in a cluster starts to hear (again).
     pub fn stream_join(
         &self,
         namespace: &Namespace,
@@ -345,7 +351,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stream_stands_once_and_a_join_says_when_it_is_untouched() {
+    fn a_stream_stands_once_and_a_join_says_when_it_had_no_subscriber() {
         let b = MemoryBroker::new();
         let (e, f) = (Edge::new(), Edge::new());
         let ns = Namespace::Default;
@@ -364,14 +370,36 @@ mod tests {
         assert_eq!(b.position(&ns, b"a"), Some(at(5)));
         b.stream_unsubscribe(&ns, b"a", e.id);
         b.stream_unsubscribe(&ns, b"a", f.id);
-        let untouched = b.stream_join(&ns, b"a", e.clone());
-        assert!(untouched, "lingering, untouched since it stood");
+        assert!(
+            b.stream_join(&ns, b"a", e.clone()),
+            "lingering, joined again"
+        );
         let mut p = on(&ns, "a");
         p.offset = Some(at(8));
         b.publish(p);
         b.stream_unsubscribe(&ns, b"a", e.id);
-        let untouched = b.stream_join(&ns, b"a", e.clone());
-        assert!(!untouched, "lingering with a publication");
+        assert!(
+            b.stream_join(&ns, b"a", e.clone()),
+            "lingering with a publication"
+        );
+        assert!(
+            !b.stand_at(&ns, b"a", at(12)),
+            "it numbered: it does not stand"
+        );
+        assert!(!b.rejoin_at(&ns, b"a", at(7)), "a rejoin never goes back");
+        assert!(b.rejoin_at(&ns, b"a", at(12)), "a rejoin moves on");
+        assert_eq!(b.position(&ns, b"a"), Some(at(12)));
+        assert_eq!(
+            b.since(&ns, b"a", at(8)),
+            Err(TooOld),
+            "what it held is forgotten"
+        );
+        let other = Offset {
+            epoch: Epoch(0xc2),
+            seq: 3,
+        };
+        assert!(b.rejoin_at(&ns, b"a", other), "another epoch");
+        assert_eq!(b.position(&ns, b"a"), Some(other));
     }
 
     #[test]

@@ -107,9 +107,6 @@ struct Stream {
     /// Whether its epoch was made on this node (true but in a cluster, where offsets
     /// mostly come from Redis: see [`Stream::number`]).
     minted: bool,
-    /// Whether it was told where the cluster's history stands ([`Streams::stand_at`])
-    /// and has numbered nothing since.
-    stood: bool,
 }
 
 impl Stream {
@@ -123,7 +120,6 @@ impl Stream {
             Some(o) if o.epoch == last.epoch && o.seq <= last.seq => None,
             Some(o) => {
                 self.minted = false;
-                self.stood = false;
                 Some(o)
             }
             // A single node's every publication (never stood: a stream that stood is not
@@ -134,7 +130,6 @@ impl Stream {
             }),
             None => {
                 self.minted = true;
-                self.stood = false;
                 Some(Offset {
                     epoch: Epoch::fresh(),
                     seq: 1,
@@ -240,7 +235,6 @@ impl Streams {
                     subscribers: Keyed::default(),
                     left: None,
                     minted: true,
-                    stood: false,
                 });
                 streams.len() - 1
             }
@@ -267,8 +261,7 @@ impl Streams {
         }
         // The last subscriber gone: the stream lingers for recovery (the sweep drops it).
         stream.left = stream.subscribers.is_empty().then_some(now);
-        let untouched = stream.stood || (stream.minted && stream.ring.latest().seq == 0);
-        !had && untouched && stream.subscribers.values().any(|c| c.count > 0)
+        !had && stream.subscribers.values().any(|c| c.count > 0)
     }
 
     pub fn psubscribe(
@@ -381,6 +374,19 @@ impl Streams {
     /// (what a first client's join will catch up, or a subscriber connection that is
     /// down will fill).
     pub fn stand_at(&self, namespace: &Namespace, channel: &[u8], offset: Offset) -> bool {
+        self.stand(namespace, channel, offset, false)
+    }
+
+    /// As [`Streams::stand_at`], and a stream that numbered publications before (it
+    /// lingered, unheard, with no subscriber until the one it just gained) restarts at
+    /// `offset` if that is further on, forgetting what it held (the cluster's history
+    /// holds it): its new subscriber is owed nothing from before it came. True if it
+    /// stood or moved.
+    pub fn rejoin_at(&self, namespace: &Namespace, channel: &[u8], offset: Offset) -> bool {
+        self.stand(namespace, channel, offset, true)
+    }
+
+    fn stand(&self, namespace: &Namespace, channel: &[u8], offset: Offset, onward: bool) -> bool {
         let mut shard = self.map.write(channel);
         let stream = shard
             .get_mut(channel)
@@ -389,7 +395,15 @@ impl Streams {
             Some(s) if s.minted && s.ring.latest().seq == 0 => {
                 s.ring.restart_at(offset);
                 s.minted = false;
-                s.stood = true;
+                true
+            }
+            Some(s) if onward && s.ring.latest().epoch != offset.epoch => {
+                s.ring.restart_at(offset);
+                s.minted = false;
+                true
+            }
+            Some(s) if onward && s.ring.latest().seq < offset.seq => {
+                s.ring.restart_at(offset);
                 true
             }
             _ => false,

@@ -14,7 +14,7 @@
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startHerald, laravelPayload, metric, once } from './lib/herald.mjs';
+import { startHerald, laravelPayload, metric, once, redisCli } from './lib/herald.mjs';
 import { redisCliSubscriber } from './lib/redis-cli.mjs';
 import { inbox, until } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
@@ -185,6 +185,31 @@ test('what B published while A subscribed reaches A\'s client with nothing publi
   });
   await got.count(30, 'the 30 events, with no publication after them');
   assert.deepEqual(got.items, range(1, 30));
+});
+
+test('a channel that lingered on node A, unheard: a client that subscribes there later gets nothing published before it came', async () => {
+  const channel = 'lingering.1';
+  const send = await resp(b.redisPort);
+  const publish = (event, data) => send('PUBLISH', `laravel_database_${channel}`, laravelPayload(event, data));
+  // A first client on A hears the channel (a probe from B reaches it), then leaves: A's
+  // stream of it lingers, and A stops hearing it from Redis.
+  const first = await clientOnA();
+  const probes = inbox();
+  first.subscribe(channel).bind('Probe', probes.add);
+  await until(async () => { await publish('Probe', {}); return probes.items.length > 0; }, 'a probe from B on A');
+  const key = (await redisCli(redis.port, 'PUBSUB', 'CHANNELS', `*${channel}*`)).split('\n')[0];
+  assert.ok(key, 'A listens on the channel');
+  first.disconnect();
+  await until(async () => (await redisCli(redis.port, 'PUBSUB', 'NUMSUB', key)).endsWith('\n0'), 'A to unsubscribe on Redis');
+  for (let n = 1; n <= 5; n++) await publish('Before', { n });
+  // A second client on A: everything from its subscription on, nothing from before.
+  const second = await clientOnA();
+  const got = inbox();
+  const ch = second.subscribe(channel);
+  ch.bind_global((event) => { if (!event.startsWith('pusher')) got.add(event); });
+  await next(ch, 'pusher:subscription_succeeded');
+  await until(async () => { await publish('After', {}); return got.items.length > 0; }, 'an event from after it came');
+  assert.ok(got.items.every((e) => e === 'After'), `only what came after it: ${got.items}`);
 });
 
 test('PUBLISH and SPUBLISH answer the receivers on the node they were sent to, as Redis Cluster does', async () => {

@@ -1,5 +1,6 @@
 //! A channel this node starts to hear: its first client here subscribed, and the node
-//! has no stream of it (or one that numbered nothing). Redis's pub/sub gives a
+//! has no stream of it, or one that numbered nothing, or one that lingered with nobody on
+//! it (so unheard: it stood where its last client left). Redis's pub/sub gives a
 //! subscriber what is published after its `SUBSCRIBE` is applied, which is a round trip
 //! (and a planner's turn, and maybe a reconnect) after the client was told it is
 //! subscribed; a new stream has no offset of the channel to show what it missed meanwhile.
@@ -8,7 +9,8 @@
 //! history in Redis stands (one `HMGET`, sent at once, on the requests connection). The
 //! subscriber connection that carries the channel, before it sends the `SUBSCRIBE`, takes
 //! that answer ([`Joins::take`]) and has the stream stand there
-//! ([`MemoryBroker::stand_at`](super::super::MemoryBroker::stand_at)); once Redis acknowledged the `SUBSCRIBE`, it reads the
+//! ([`MemoryBroker::rejoin_at`](super::super::MemoryBroker::rejoin_at): a lingering stream
+//! moves on to it, so its new client gets nothing from before it came); once Redis acknowledged the `SUBSCRIBE`, it reads the
 //! history after where the stream stands and delivers it ([`super::gaps::catch_up`]),
 //! before anything that arrived on the connection meanwhile. A publication Redis numbered
 //! after the position was read reaches the node by the history, or by pub/sub, or both:

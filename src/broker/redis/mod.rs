@@ -1183,7 +1183,7 @@ impl Receiver {
             // pub/sub brings first.
             if let Some(stand) = join.stand(deadline).await {
                 if let joins::Stand::At(at) = stand {
-                    self.local.stand_at(&join.namespace, &join.channel, at);
+                    self.local.rejoin_at(&join.namespace, &join.channel, at);
                 }
                 stood.push((join, stand));
             }
