@@ -29,8 +29,9 @@
 //! Redis's history does ([`Cluster::stand`](super::super::Cluster::stand), from the
 //! Pusher edge), so what is published after its client saw the reply comes after.
 //! A client recovering onto the channel here (socket.io) reads the history up to where
-//! Redis stands a little later: a publication numbered between the two reads may reach it
-//! twice (by its replay and live), unless its recovery still held its live frames back.
+//! Redis stands a little later: a publication numbered between the two reads reaches it by
+//! its replay and then live, and the live copy is dropped
+//! ([`crate::recovery::gate::Covered`]).
 //! A channel whose position could not be read
 //! (Redis unreachable) starts from what pub/sub first brings, as before. A channel a
 //! pattern already brings (a Pusher app's cache channels, the default namespace while a
