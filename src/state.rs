@@ -73,7 +73,12 @@ impl Shared {
         };
         let broker: Arc<dyn Broker> = match &config.cluster {
             Some(url) => {
-                let broker = RedisBroker::start(url, local, (*shutdown).clone());
+                let broker = RedisBroker::start(
+                    url,
+                    local,
+                    config.recovery_limits.window,
+                    (*shutdown).clone(),
+                );
                 health.register("backplane", broker.health());
                 broker
             }

@@ -306,9 +306,9 @@ pub trait Cluster: Send + Sync {
     fn prolong(&self, keys: Vec<String>, ttl: std::time::Duration) -> Keeping<'_, ()>;
     /// Where the cluster's history of a channel stands (None: it has none).
     fn position(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, Option<Offset>>;
-    /// Where the cluster's history of a channel stands, made now if it has none (an
-    /// epoch at 0, kept for the history TTL): an offset a subscription starts from that
-    /// means the same on every node, also before anything was published.
+    /// Where the cluster's history of a channel stands, or the cluster's origin at 0 if
+    /// it has none (nothing of the channel is written): an offset a subscription starts
+    /// from that means the same on every node, also before anything was published.
     fn stand(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, Offset>;
     /// Something read from the cluster (`what`) cannot be read: counted and logged.
     fn malformed(&self, what: &str);

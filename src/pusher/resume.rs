@@ -431,10 +431,13 @@ pub fn owed(
     upto: Offset,
 ) -> Result<Vec<Bytes>, Reason> {
     let segments = mark.counted_from(resumed);
-    let same_epoch = |o: &Offset| o.epoch == upto.epoch;
+    // An offset at 0 names no publication: it may stand before the first of `upto`'s
+    // epoch (a cluster's origin, see `broker/redis/history.rs`), which the history read
+    // from it says (or refuses).
+    let comparable = |o: &Offset| o.epoch == upto.epoch || o.seq == 0;
     for s in segments {
         let all = [Some(s.after), s.until, s.cached_at()];
-        if !all.iter().flatten().all(same_epoch) {
+        if !all.iter().flatten().all(comparable) {
             return Err(Reason::TooOld);
         }
     }
@@ -474,7 +477,18 @@ impl History<'_> {
                 after: read_after,
                 publications,
             } => {
-                if after.epoch != read_after.epoch || after.seq < read_after.seq {
+                // Read from a cluster's origin, it began at the start of the epoch read.
+                let began = match publications.first().and_then(|p| p.offset) {
+                    Some(first) if read_after.seq == 0 && first.epoch != read_after.epoch => {
+                        Offset {
+                            epoch: first.epoch,
+                            seq: 0,
+                        }
+                    }
+                    _ => read_after,
+                };
+                let after = if after == read_after { began } else { after };
+                if after.epoch != began.epoch || after.seq < began.seq {
                     return Err(Reason::TooOld);
                 }
                 let later = |p: &&Publication| p.offset.is_some_and(|o| o.seq > after.seq);

@@ -18,6 +18,17 @@
 //! longer kept). Entries live while their stream does (each publication renews its TTL),
 //! bounded by `MAXLEN`: a quiet channel's history goes whole, a busy one's by count.
 //!
+//! A client may stand on a channel before anything was published on it: [`STAND`] then
+//! gives the cluster's origin ([`ORIGIN_KEY`], one value for every channel, made once),
+//! at 0, and writes nothing of the channel's (a stranger subscribing to made-up channels
+//! makes no key). [`READ`] takes an offset `origin-0` for "before the channel's first
+//! epoch" and answers it with the whole of the channel's epoch, as long as that epoch
+//! still begins at 1 (its stream holds `0-1`) and the origin is the one the client was
+//! given (Redis did not lose its data since). The epoch hash outlives its stream by the
+//! recovery window ([`Numbering::epoch_ttl`](super::Numbering)): an epoch that began after the client
+//! left is still known when it comes back, so a history that began, lapsed and began
+//! again is not taken for one that began once.
+//!
 //! [`wire`]: super::wire
 
 use super::super::history::HistoryLimits;
@@ -28,8 +39,8 @@ use redis::Value;
 use std::sync::LazyLock;
 
 /// KEYS: the stream, the epoch hash. ARGV: the pub/sub channel, the message, MAXLEN, the
-/// TTL in ms, an epoch for a channel without one, the node, its stamp. Returns the
-/// offset (epoch, seq), or nil for a copy.
+/// stream's TTL in ms, an epoch for a channel without one, the node, its stamp, the
+/// epoch hash's TTL in ms. Returns the offset (epoch, seq), or nil for a copy.
 pub static NUMBER: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(NUMBER_CODE));
 
 /// [`NUMBER`]'s code, for `SCRIPT LOAD`.
@@ -43,44 +54,52 @@ local s = redis.call('HINCRBY', h, 's', 1)
 redis.call('HSET', h, ARGV[6], ARGV[7])
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. s, 'm', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', h, ARGV[4])
+redis.call('PEXPIRE', h, ARGV[8])
 redis.call('PUBLISH', ARGV[1], '\2' .. e .. '-' .. s .. ' ' .. ARGV[2])
 return {e, s}
 ";
 
-/// KEYS: the stream, the epoch hash. ARGV: an epoch for a channel without one, the TTL
-/// in ms.
-/// Returns where the channel stands (epoch, seq), its epoch made at 0 if it had none
-/// (the next publication is then numbered 1 in it, by [`NUMBER`]).
+/// The key of the cluster's origin: the epoch every channel without history stands in,
+/// at 0, until its first publication. Made once (no TTL); a Redis that lost its data
+/// makes another, so offsets of the old one are refused.
+pub const ORIGIN_KEY: &str = "herald:origin";
+
+/// KEYS: the epoch hash, [`ORIGIN_KEY`]. ARGV: an origin, if the cluster has none.
+/// Returns where the channel stands (epoch, seq), or the origin at 0 if it has no
+/// history: it reads the channel's keys and writes none.
 pub static STAND: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
-if redis.call('HSETNX', KEYS[2], 'e', ARGV[1]) == 1 then
-  redis.call('DEL', KEYS[1])
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-end
-local h = redis.call('HMGET', KEYS[2], 'e', 's')
-return {h[1], tonumber(h[2] or '0')}
+local h = redis.call('HMGET', KEYS[1], 'e', 's')
+if h[1] then return {h[1], tonumber(h[2] or '0')} end
+redis.call('SET', KEYS[2], ARGV[1], 'NX')
+return {redis.call('GET', KEYS[2]), 0}
 ",
     )
 });
 
-/// KEYS: the stream, the epoch hash. ARGV: the offset's epoch and seq. Returns the
-/// messages after it, oldest first, or nil when they cannot all be given.
+/// KEYS: the stream, the epoch hash, [`ORIGIN_KEY`]. ARGV: the offset's epoch and seq.
+/// Returns the epoch read and the messages after the offset in it, oldest first, or nil
+/// when they cannot all be given. An offset of the origin at 0 stood before the channel's
+/// first epoch: it is read from the start of the channel's epoch.
 pub static READ: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 local h = redis.call('HMGET', KEYS[2], 'e', 's')
-if h[1] ~= ARGV[1] then return false end
-local last, after = tonumber(h[2] or '0'), tonumber(ARGV[2])
+local after = tonumber(ARGV[2])
+if h[1] ~= ARGV[1] then
+  if after ~= 0 or redis.call('GET', KEYS[3]) ~= ARGV[1] then return false end
+  if not h[1] then return {ARGV[1], {}} end
+end
+local last = tonumber(h[2] or '0')
 if after > last then return false end
-if after == last then return {} end
+if after == last then return {h[1], {}} end
 local first = '0-' .. (after + 1)
 local r = redis.call('XRANGE', KEYS[1], first, '+')
 if #r == 0 or r[1][1] ~= first then return false end
 local out = {}
 for i, e in ipairs(r) do out[i] = e[2][2] end
-return out
+return {h[1], out}
 ",
     )
 });
@@ -93,6 +112,7 @@ pub fn number(
     message: &[u8],
     stamp: Stamp,
     limits: &HistoryLimits,
+    epoch_ttl: std::time::Duration,
 ) {
     let [stream, epoch] = wire::history_keys(&p.namespace, p.channel());
     pipe.cmd("EVALSHA")
@@ -106,7 +126,8 @@ pub fn number(
         .arg(limits.ttl.as_millis().max(1) as u64)
         .arg(format!("{:x}", Epoch::fresh().0))
         .arg(format!("{:x}", stamp.node))
-        .arg(stamp.seq);
+        .arg(stamp.seq)
+        .arg(epoch_ttl.as_millis().max(1) as u64);
 }
 
 /// The offset [`NUMBER`] or [`STAND`] returned; None for a copy (or a reply they do not
@@ -139,22 +160,26 @@ pub async fn since(
     channel: &[u8],
     offset: Offset,
 ) -> redis::RedisResult<Read> {
-    let [stream, epoch] = wire::history_keys(namespace, channel);
-    let found: Option<Vec<Vec<u8>>> = READ
+    let [stream, hash] = wire::history_keys(namespace, channel);
+    let found: Option<(String, Vec<Vec<u8>>)> = READ
         .key(&stream[..])
-        .key(&epoch[..])
+        .key(&hash[..])
+        .key(ORIGIN_KEY)
         .arg(format!("{:x}", offset.epoch.0))
         .arg(offset.seq)
         .invoke_async(con)
         .await?;
-    let Some(messages) = found else {
+    let Some((epoch, messages)) = found else {
         return Ok(Read::Found(Err(TooOld)));
+    };
+    let Ok(epoch) = u64::from_str_radix(&epoch, 16).map(Epoch) else {
+        return Ok(Read::Malformed);
     };
     let mut missed = Vec::with_capacity(messages.len());
     for (seq, m) in (offset.seq + 1..).zip(messages) {
         match wire::decode_plain(Bytes::from(m)) {
             Ok((_, mut p)) => {
-                p.offset = Some(Offset { seq, ..offset });
+                p.offset = Some(Offset { epoch, seq });
                 missed.push(p);
             }
             Err(Malformed) => return Ok(Read::Malformed),

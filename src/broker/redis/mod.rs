@@ -258,8 +258,14 @@ impl Check for Links {
 
 impl RedisBroker {
     /// Join the cluster on the Redis at `url` (checked by the configuration), with
-    /// `local` for this node's subscribers; its tasks run until `stop`.
-    pub fn start(url: &str, local: MemoryBroker, stop: CancellationToken) -> Arc<RedisBroker> {
+    /// `local` for this node's subscribers, its clients recovered within `window` of
+    /// leaving; its tasks run until `stop`.
+    pub fn start(
+        url: &str,
+        local: MemoryBroker,
+        window: Duration,
+        stop: CancellationToken,
+    ) -> Arc<RedisBroker> {
         let client = redis::Client::open(url).expect("the configuration checked the URL");
         let links = Arc::new(Links {
             address: crate::config::without_credentials(url),
@@ -297,7 +303,11 @@ impl RedisBroker {
             queue,
             here.clone(),
             links.clone(),
-            Numbering { node, limits },
+            Numbering {
+                node,
+                limits,
+                epoch_ttl: limits.ttl + window,
+            },
             stop.clone(),
         ));
         let mut shares = Vec::with_capacity(CONNECTIONS);
@@ -503,8 +513,7 @@ impl Cluster for RedisBroker {
 
     fn stand(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, Offset> {
         Box::pin(async move {
-            let ttl = self.local.history_limits().ttl;
-            let stood = (self.requests).stand(&namespace, &channel, Epoch::fresh(), ttl);
+            let stood = (self.requests).stand(&namespace, &channel, Epoch::fresh());
             match stood.await {
                 Ok(Some(at)) => {
                     self.local.stand_at(&namespace, &channel, at);
@@ -784,6 +793,9 @@ impl Here {
 struct Numbering {
     node: u64,
     limits: HistoryLimits,
+    /// How long a channel's epoch hash is kept after its last publication: its stream's
+    /// TTL and the recovery window (see [`history`]).
+    epoch_ttl: Duration,
 }
 
 /// A connection for the publisher, with the numbering script loaded.
@@ -870,8 +882,16 @@ async fn publisher(
                         if publication.resp == ToResp::Shard {
                             pipe.cmd("PUBLISH").arg(&key[..]).arg(&message[..]);
                         } else {
-                            let limits = &numbering.limits;
-                            history::number(&mut pipe, key, publication, &message, stamp, limits);
+                            let (limits, ttl) = (&numbering.limits, numbering.epoch_ttl);
+                            history::number(
+                                &mut pipe,
+                                key,
+                                publication,
+                                &message,
+                                stamp,
+                                limits,
+                                ttl,
+                            );
                         }
                     }
                     Outgoing::Message {

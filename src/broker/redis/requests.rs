@@ -93,23 +93,22 @@ impl Requests {
         done.inspect_err(|e| self.failed(e))
     }
 
-    /// Where the history of `channel` in `namespace` stands, made now (an epoch of
-    /// `candidate`'s at 0, for the history TTL) if it has none: an offset taken here
-    /// means the same on every node, also before anything was published.
+    /// Where the history of `channel` in `namespace` stands, or the cluster's origin at
+    /// 0 if it has none (made now from `candidate` if the cluster has none): an offset
+    /// taken here means the same on every node, also before anything was published, and
+    /// Redis keeps nothing of a channel nobody published on.
     pub async fn stand(
         &self,
         namespace: &super::super::Namespace,
         channel: &[u8],
         candidate: super::super::Epoch,
-        ttl: Duration,
     ) -> redis::RedisResult<Option<super::super::Offset>> {
         let mut con = self.connection().await?;
-        let [stream, hash] = super::wire::history_keys(namespace, channel);
+        let [_, hash] = super::wire::history_keys(namespace, channel);
         let stood: redis::RedisResult<Value> = super::history::STAND
-            .key(&stream[..])
             .key(&hash[..])
+            .key(super::history::ORIGIN_KEY)
             .arg(format!("{:x}", candidate.0))
-            .arg(ttl.as_millis().max(1) as u64)
             .invoke_async(&mut con)
             .await;
         Ok(super::history::numbered(
