@@ -212,6 +212,12 @@ async function pusherMoves({ from, to, back = to, channels, leave }) {
   client.disconnect();
 }
 
+// How many publications of `channel` Redis has numbered in its current epoch (0: none).
+async function numbered(channel) {
+  const [key] = (await redisCli(redis.port, 'KEYS', `herald:epoch:*${channel}`)).split('\n').filter(Boolean);
+  return key ? Number(await redisCli(redis.port, 'HGET', key, 's')) : 0;
+}
+
 const pusherChannels = (n) => [`orders.p${n}`, `private-orders.p${n}`, `presence-orders.p${n}`];
 
 test('Pusher: cut from its node, back on another, resumed from Redis: every event once, in order', async () => {
@@ -243,6 +249,82 @@ test('Pusher: cut, back on its own node while another published: resumed whole',
       proxy.release();
     },
   });
+  await a.stop();
+  await b.stop();
+});
+
+test('Pusher: subscriptions to channels nobody published on leave nothing of theirs in Redis', async () => {
+  // A stranger may subscribe to public channels of any name: while subscribed, Redis holds
+  // each channel's occupancy (cluster-wide counts), and nothing once it left. No history is
+  // made for them (only the cluster's origin, one key).
+  const a = await node();
+  const client = pusherClient(a);
+  await connected(client);
+  const names = Array.from({ length: 50 }, (_, i) => `made-up.${i}`);
+  for (const c of names) await subscribed(client, c);
+  // Each reply came after its channel's position was read: what that wrote is there now.
+  for (const kind of ['epoch', 'history']) {
+    assert.equal(await redisCli(redis.port, 'KEYS', `herald:${kind}:*made-up*`), '', `no ${kind} of any channel`);
+  }
+  assert.notEqual(await redisCli(redis.port, 'GET', 'herald:origin'), '', "the cluster's origin");
+  client.disconnect();
+  await until(async () => await redisCli(redis.port, 'KEYS', '*made-up*') === '', 'no key of any channel once it left');
+  await a.stop();
+});
+
+test('Pusher: subscribed before its channel was first published on, away while Redis lost its data: told too_old, not given the new history as all it missed', async () => {
+  const [a, b] = [await node(), await node()];
+  const channel = 'orders.p9';
+  const proxy = await startCutProxy(a.httpPort);
+  started.push({ stop: () => proxy.close() });
+  const { client, got, resumed, failed } = await pusherResumer(proxy, b, []);
+  await subscribed(client, channel);
+  proxy.cut({ hold: true });
+  // The channel's first epoch, lost with Redis's data while the client is away; then another.
+  const ticks = ticking(b, [channel]);
+  await until(async () => await numbered(channel) >= 5, "the channel's first publications numbered in Redis");
+  await redis.crash();
+  await redis.start();
+  for (const h of [a, b]) await until(async () => await metric(h, 'herald_cluster_up') === 1, 'the backplane back');
+  await until(async () => await numbered(channel) >= 5, "the channel's history begun again");
+  proxy.release();
+  await failed.waitFor(({ channel: c }) => c === channel, 'the resume answered');
+  assert.deepEqual(failed.items, [{ channel, reason: 'too_old' }]);
+  assert.deepEqual(resumed.items, []);
+  // Subscribed as usual: live again.
+  const back = ticks.n;
+  await got.waitFor(([e, c, d]) => e === 'Tick' && c === channel && d.n > back, 'live ticks');
+  ticks.stop();
+  client.disconnect();
+  await a.stop();
+  await b.stop();
+});
+
+test("Pusher: subscribed before its channel was first published on, away while that history lapsed and began again: told too_old", async () => {
+  // The history lasts a second past its last publication; the channel's epoch outlives it by
+  // the recovery window, so the history that begins again is not taken for the first.
+  const args = ['--history-ttl-seconds', '1', '--recovery-window', '60'];
+  const [a, b] = [await node(args), await node(args)];
+  const channel = 'orders.p10';
+  const proxy = await startCutProxy(a.httpPort);
+  started.push({ stop: () => proxy.close() });
+  const { client, got, resumed, failed } = await pusherResumer(proxy, b, []);
+  await subscribed(client, channel);
+  proxy.cut({ hold: true });
+  proxy.target = b.httpPort;
+  for (let n = 1; n <= 3; n += 1) b.publish(channel, 'Tick', { n });
+  await until(async () => await numbered(channel) === 3, "the channel's first publications numbered in Redis");
+  await until(async () => await redisCli(redis.port, 'KEYS', `herald:history:*${channel}`) === '', 'its history lapsed');
+  for (let n = 4; n <= 6; n += 1) b.publish(channel, 'Tick', { n });
+  await until(async () => await numbered(channel) >= 4, 'the channel published on again');
+  proxy.release();
+  await failed.waitFor(({ channel: c }) => c === channel, 'the resume answered');
+  assert.deepEqual(failed.items, [{ channel, reason: 'too_old' }]);
+  assert.deepEqual(resumed.items, []);
+  b.publish(channel, 'Done', {});
+  await got.waitFor(([e]) => e === 'Done', 'the end marker, live');
+  assert.deepEqual(got.items.filter(([e]) => e === 'Tick'), [], 'no tick given as if it were all it missed');
+  client.disconnect();
   await a.stop();
   await b.stop();
 });
