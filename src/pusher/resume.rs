@@ -441,7 +441,11 @@ pub fn owed(
             return Err(Reason::TooOld);
         }
     }
-    let history = History { source, channel };
+    let history = History {
+        source,
+        channel,
+        upto,
+    };
     let mut skip = usize::try_from(received).map_err(|_| Reason::Unknown)?;
     let mut owed = Vec::new();
     for s in segments {
@@ -463,6 +467,8 @@ pub fn owed(
 struct History<'a> {
     source: Source<'a>,
     channel: &'a str,
+    /// The new subscription's start: the epoch every publication given must be of.
+    upto: Offset,
 }
 
 impl History<'_> {
@@ -495,6 +501,15 @@ impl History<'_> {
                 publications.iter().filter(later).cloned().collect()
             }
         };
+        // Sequence numbers are compared only within `upto`'s epoch; a read from an offset
+        // of another (at 0: a cluster's origin) must begin it.
+        let mut numbered = all.iter().filter_map(|p| p.offset);
+        let first = numbered.clone().next();
+        let begins =
+            after.epoch == self.upto.epoch || first.map_or(self.upto.seq == 0, |o| o.seq == 1);
+        if !begins || !numbered.all(|o| o.epoch == self.upto.epoch) {
+            return Err(Reason::TooOld);
+        }
         Ok(all
             .into_iter()
             .filter_map(|p| {
@@ -897,6 +912,49 @@ mod tests {
             owed(short, "orders", &m, 0, false, upto),
             Err(Reason::TooOld),
             "the read does not reach back to the mark"
+        );
+    }
+
+    #[test]
+    fn a_mark_at_a_clusters_origin_is_owed_the_epoch_read_from_it() {
+        // Subscribed where the cluster had no history of the channel: at its origin, at 0.
+        let b = MemoryBroker::default();
+        let ns = Namespace::Default;
+        b.stream_subscribe(&ns, b"orders", Arc::new(Nobody));
+        let began = b.position(&ns, b"orders").unwrap();
+        let origin = Offset {
+            epoch: crate::broker::Epoch(began.epoch.0 ^ 1),
+            seq: 0,
+        };
+        let old: Arc<str> = "1.1".into();
+        let m = Mark::subscribed(None, origin, &old);
+        assert_eq!(m.reads_after(false), Some(origin));
+        publish(&b, 1, None);
+        publish(&b, 2, None);
+        let upto = publish(&b, 3, None);
+        // What the cluster's history gave for the origin: the whole epoch.
+        let read = b.since(&ns, b"orders", began).unwrap();
+        let from_origin = || Source::Read {
+            after: origin,
+            publications: &read,
+        };
+        let frames = owed(from_origin(), "orders", &m, 1, false, upto).unwrap();
+        assert_eq!(texts(&frames), ["2", "3"], "what it had not received");
+        let nothing = Source::Read {
+            after: origin,
+            publications: &[],
+        };
+        assert_eq!(
+            owed(nothing, "orders", &m, 0, false, upto),
+            Err(Reason::TooOld),
+            "a read from the origin that does not reach the subscription's start"
+        );
+        let other = Offset { seq: 2, ..origin };
+        let m = Mark::subscribed(None, other, &old);
+        assert_eq!(
+            owed(from_origin(), "orders", &m, 0, false, upto),
+            Err(Reason::TooOld),
+            "a publication of another epoch is never compared with this one's"
         );
     }
 

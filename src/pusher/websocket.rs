@@ -578,10 +578,7 @@ impl Session {
 
     /// What was read from the cluster's history after `after`, then what this node's
     /// stream holds after that up to `start` (the subscription's own start), if it
-    /// reached further than the read. [`Reason::TooOld`] if the stream went on in
-    /// another epoch than the read's (the channel's first publication came between a
-    /// read from the cluster's origin and the subscription: nothing here holds what
-    /// came before the subscription).
+    /// reached further than the read.
     fn read_up_to(
         &self,
         name: &str,
@@ -595,8 +592,6 @@ impl Session {
             let ns = &self.app.namespace;
             let here = (self.broker).since(ns, name.as_bytes(), reached);
             read.extend(here.map_err(|_| Reason::TooOld)?);
-        } else if start.epoch != reached.epoch && start.seq > 0 {
-            return Err(Reason::TooOld);
         }
         Ok(read)
     }
