@@ -272,7 +272,13 @@ pub async fn write_open(edge: &Edge, r: &Recovery) {
                 let before = held
                     .as_ref()
                     .and_then(|w| w.channels.iter().find(|(h, _)| **h == *c));
-                before.map_or_else(|| edge.rooms.position(c), |(_, o)| *o)
+                before.map_or_else(
+                    || {
+                        let stream = edge.stream_position(c);
+                        edge.rooms.position(c).or(stream)
+                    },
+                    |(_, o)| *o,
+                )
             };
             let channels: Channels = channels.iter().map(|c| (c.clone(), at(c))).collect();
             match held {

@@ -154,12 +154,15 @@ impl Edge {
         let me: Arc<dyn StreamSubscriber> = self.clone();
         let broker = &self.state.broker;
         broker.stream_subscribe(&Namespace::Default, channel.as_bytes(), me);
-        if self.recovery.is_some() {
-            // Where the room stands until its first delivery (see `recovery::detach`).
-            if let Some(p) = broker.position(&Namespace::Default, channel.as_bytes()) {
-                self.rooms.start_at(channel, p);
-            }
-        }
+    }
+
+    /// Where `channel`'s stream stands here: where its room stands until the room's first
+    /// delivery (the stream numbered nothing since the room was made, or the room would
+    /// have had it; it may have moved to where the cluster's history stands, see
+    /// `broker/redis/joins.rs`). Read before the room, so that a delivery between the two
+    /// reads shows in the room's.
+    fn stream_position(&self, channel: &str) -> Option<Offset> {
+        (self.state.broker).position(&Namespace::Default, channel.as_bytes())
     }
 
     /// One socket fewer in `channel`. Called with no lock held.

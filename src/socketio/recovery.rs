@@ -322,11 +322,12 @@ pub fn detach(edge: &Edge, s: &Session, pid: Box<str>, channels: Vec<Box<str>>) 
     let channels: Vec<_> = channels
         .into_iter()
         .map(|c| {
+            let stream = edge.stream_position(&c);
             let (left, last) = edge.rooms.detach(&c, key);
             if left {
                 edge.unfollow(&c);
             }
-            (c, last)
+            (c, last.or(stream))
         })
         .collect();
     let names: Vec<Box<str>> = channels.iter().map(|(c, _)| c.clone()).collect();

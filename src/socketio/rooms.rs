@@ -230,8 +230,8 @@ impl Line {
 struct Room {
     /// The sockets in the room, by key.
     members: HashMap<u64, Arc<Socket>>,
-    /// The offset of the last publication delivered to the room, or where its stream
-    /// stood when the room was made ([`Rooms::start_at`]). Written by deliveries (one
+    /// The offset of the last publication delivered to the room (none yet: epoch 0).
+    /// Written by deliveries (one
     /// channel's are serialized by the broker's stream lock) under the shard's read
     /// lock, read under its write lock: the two words are always read as one.
     last_epoch: AtomicU64,
@@ -302,21 +302,9 @@ impl Rooms {
         (left, last)
     }
 
-    /// Where the room stands: the offset of its last delivery, or where its stream stood
-    /// when the edge subscribed to it. None if there is no such room.
+    /// The offset of the room's last delivery. None if there is none (or no such room).
     pub fn position(&self, channel: &str) -> Option<Offset> {
         self.map.with(channel, |room| room.and_then(Room::last))
-    }
-
-    /// The channel's stream stood at `position` when the edge subscribed to it: where
-    /// a room that has had no delivery yet stands.
-    pub fn start_at(&self, channel: &str, position: Offset) {
-        let shard = self.map.write(channel);
-        if let Some(room) = shard.get(channel) {
-            if room.last().is_none() {
-                room.set_last(position);
-            }
-        }
     }
 
     /// Send to every member but `except` (a socket id); returns how many got it.

@@ -365,6 +365,35 @@ test('socket.io: its node SIGKILLed mid-stream, back on another, recovered: ever
   await b.stop();
 });
 
+for (const [where, back] of [['another node', (a, b) => b], ['its own node', (a) => a]]) {
+  test(`socket.io: away when its channel was first published on (a QR login confirmed), back on ${where}: recovered with it`, async () => {
+    const [a, b] = [await node(), await node()];
+    const channel = `login.qr.${where.replace(/ /g, "-")}`;
+    const proxy = await startCutProxy(a.httpPort);
+    started.push({ stop: () => proxy.close() });
+    const s = io(`http://127.0.0.1:${proxy.port}`, fast);
+    const got = recorder(s);
+    await once(s, 'connect');
+    await subscribe(s, channel);
+    await recordHolds(s, [channel]);
+    const reconnected = once(s, 'connect');
+    proxy.cut({ hold: true });
+    proxy.target = back(a, b).httpPort;
+    b.publish(channel, 'LoginConfirmed', { user: 7 });
+    await until(async () => await numbered(channel) === 1, "the channel's first publication numbered in Redis");
+    proxy.release();
+    await reconnected;
+    assert.equal(s.recovered, true, 'socket.recovered');
+    b.publish(channel, 'Done', {});
+    await got.waitFor(([e]) => e === 'Done', 'the end marker');
+    assert.deepEqual(got.items.filter(([e]) => e === 'LoginConfirmed').map(([e, c, d]) => [e, c, d.user]),
+      [['LoginConfirmed', channel, 7]], 'the login, once');
+    s.disconnect();
+    await a.stop();
+    await b.stop();
+  });
+}
+
 test('socket.io: its node SIGKILLed while two of its channels publish: not recovered, said so', async () => {
   // The client reports one offset; without its node's record of what it was sent, where it
   // stands on the other busy channel is unknown: a new session, never a guess.

@@ -22,7 +22,6 @@
 
 use super::super::{Broker, MemoryBroker, Namespace, Offset, Publication, ToResp};
 use super::history::{self, Read};
-use super::joins::Stand;
 use super::requests::Requests;
 
 /// A publication that arrived after a gap, held until the gap is filled.
@@ -100,7 +99,7 @@ pub async fn catch_up(
     requests: &Requests,
     namespace: &Namespace,
     channel: &[u8],
-    stood: Stand,
+    stood: Offset,
 ) -> Filled {
     let read = async {
         let Some(there) = requests.position(namespace, channel).await? else {
@@ -109,10 +108,7 @@ pub async fn catch_up(
         let Some(at) = local.position(namespace, channel) else {
             return Ok(None);
         };
-        let untouched = match stood {
-            Stand::At(o) => at == o,
-            Stand::Empty => at.seq == 0,
-        };
+        let untouched = at == stood;
         let from = if at.epoch == there.epoch && at.seq < there.seq {
             at
         } else if at.epoch != there.epoch && untouched {

@@ -5,8 +5,9 @@
 //! (and a planner's turn, and maybe a reconnect) after the client was told it is
 //! subscribed; a new stream has no offset of the channel to show what it missed meanwhile.
 //!
-//! So at the client's subscription ([`Joins::begin`]) the node asks where the channel's
-//! history in Redis stands (one `HMGET`, sent at once, on the requests connection). The
+//! So at the client's subscription ([`Joins::subscribe`]) the node asks where the channel's
+//! history in Redis stands (the read-only `STAND` script, sent at once, on the requests
+//! connection: the cluster's origin at 0 if the channel has no history). The
 //! subscriber connection that carries the channel, before it sends the `SUBSCRIBE`, takes
 //! that answer ([`Joins::take`]) and has the stream stand there
 //! ([`MemoryBroker::rejoin_at`](super::super::MemoryBroker::rejoin_at): a lingering stream
@@ -19,7 +20,7 @@
 //! connection ([`Joins::again`]).
 //!
 //! What remains: a publication Redis numbers after the client's subscription but before
-//! the `HMGET` reaches Redis (the request's way from this node to Redis, behind what the
+//! the read reaches Redis (the request's way from this node to Redis, behind what the
 //! requests connection already carries, and the connection's task to write it). The read
 //! is queued before the client's reply is, so a publication the client causes after its
 //! reply usually comes later. On a loaded 2-core machine, while the read waited for a task
@@ -37,7 +38,7 @@
 //! pattern already brings (a Pusher app's cache channels, the default namespace while a
 //! RESP client subscribes) needs none of this: its publications were already arriving.
 
-use super::super::{Namespace, Offset};
+use super::super::{Epoch, Namespace, Offset};
 use super::requests::Requests;
 use super::wire;
 use crate::sharded::Sharded;
@@ -53,27 +54,20 @@ use tokio::sync::oneshot;
 /// brings first.
 const KEPT: Duration = Duration::from_secs(60);
 
-/// Where the channel's history in Redis stood when the node began to hear it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stand {
-    /// At this offset: what follows it is the stream's.
-    At(Offset),
-    /// Redis held no history of the channel: all of the epoch that starts later is.
-    Empty,
-}
-
 /// A channel the node began to hear, waiting for its `SUBSCRIBE`.
 pub struct Join {
     pub namespace: Namespace,
     pub channel: Bytes,
-    /// The position read (None inside: it could not be read).
-    stand: oneshot::Receiver<Option<Stand>>,
+    /// Where the channel's history stood, read by [`Requests::stand`] (None inside: it
+    /// could not be read): what follows it is the stream's (all of the channel's first
+    /// epoch, when it stood at the cluster's origin).
+    stand: oneshot::Receiver<Option<Offset>>,
     made: Instant,
 }
 
 impl Join {
     /// Where the history stood, once read (None: it could not be, by `deadline`).
-    pub async fn stand(&mut self, deadline: tokio::time::Instant) -> Option<Stand> {
+    pub async fn stand(&mut self, deadline: tokio::time::Instant) -> Option<Offset> {
         let read = tokio::time::timeout_at(deadline, &mut self.stand).await;
         read.ok().and_then(Result::ok).flatten()
     }
@@ -122,8 +116,8 @@ impl Joins {
         drop(pending);
         let requests = requests.clone();
         let mut read = Box::pin(async move {
-            let read = requests.position(&namespace, &channel).await;
-            let _ = tell.send(read.ok().map(|at| at.map_or(Stand::Empty, Stand::At)));
+            let read = requests.stand(&namespace, &channel, Epoch::fresh()).await;
+            let _ = tell.send(read.ok().flatten());
         });
         // Polled once here, so the request is queued for the connection before the client's
         // reply is (a spawned task would queue it a scheduling turn later); the task
@@ -144,7 +138,7 @@ impl Joins {
 
     /// Joins taken, their stands read, whose `SUBSCRIBE` did not go through (the
     /// connection was lost): back for the connection's next try.
-    pub fn again(&self, joined: Vec<(Join, Stand)>) {
+    pub fn again(&self, joined: Vec<(Join, Offset)>) {
         for (mut join, stand) in joined {
             let (tell, read) = oneshot::channel();
             let _ = tell.send(Some(stand));
@@ -164,7 +158,6 @@ impl Joins {
 
 #[cfg(test)]
 mod tests {
-    use super::super::super::Epoch;
     use super::*;
 
     #[tokio::test]
@@ -173,7 +166,11 @@ mod tests {
         let (ns, channel) = (Namespace::Default, Bytes::from_static(b"a"));
         let key = wire::stream_key(&ns, &channel);
         let (tell, stand) = oneshot::channel();
-        tell.send(Some(Stand::Empty)).unwrap();
+        let origin = Offset {
+            epoch: Epoch(5),
+            seq: 0,
+        };
+        tell.send(Some(origin)).unwrap();
         let join = Join {
             namespace: ns,
             channel,
@@ -186,11 +183,11 @@ mod tests {
         assert_eq!(taken.len(), 1);
         assert!(joins.take(keys.iter()).is_empty(), "taken once");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        assert_eq!(taken[0].stand(deadline).await, Some(Stand::Empty));
-        let at = Stand::At(Offset {
+        assert_eq!(taken[0].stand(deadline).await, Some(origin));
+        let at = Offset {
             epoch: Epoch(7),
             seq: 3,
-        });
+        };
         joins.again(vec![(taken.pop().unwrap(), at)]);
         let mut back = joins.take(keys.iter());
         assert_eq!(

@@ -429,12 +429,15 @@ impl Cluster for RedisBroker {
                 let there = self.requests.position(&namespace, &channel).await?;
                 if there.is_none() && offset.seq == 0 {
                     // The client stood before anything of an epoch (a stream that had
-                    // numbered nothing when it joined), and the cluster holds no history of
-                    // the channel: nothing was published within a history TTL. What this
-                    // node numbered itself meanwhile, its own stream answers (in the
-                    // client's epoch), or refuses (in another).
+                    // numbered nothing when it joined, or the cluster's origin), and the
+                    // cluster holds no history of the channel: nothing was published
+                    // within a history TTL. What this node numbered itself meanwhile, its
+                    // own stream answers (in the client's epoch: read again, as the stream
+                    // may have come to stand there meanwhile), or refuses (in another).
                     let answer = match self.local.position(&namespace, &channel) {
-                        Some(at) if at.epoch == offset.epoch => here,
+                        Some(at) if at.epoch == offset.epoch => {
+                            self.local.since(&namespace, &channel, offset)
+                        }
                         Some(at) if at.seq > 0 => Err(TooOld),
                         _ => Ok(Vec::new()),
                     };
@@ -1193,7 +1196,7 @@ impl Receiver {
     /// Before `to`'s new channels are subscribed: have the streams of those the node
     /// began to hear stand where their history stood then ([`joins`]). Returns them,
     /// with that, to catch up once subscribed.
-    async fn stand(&self, from: &Wanted, to: &Wanted) -> Vec<(joins::Join, joins::Stand)> {
+    async fn stand(&self, from: &Wanted, to: &Wanted) -> Vec<(joins::Join, Offset)> {
         let new = to.channels.difference(&from.channels);
         let taken = self.joins.take(new);
         let deadline = tokio::time::Instant::now() + RESPONSE_TIMEOUT;
@@ -1201,11 +1204,9 @@ impl Receiver {
         for mut join in taken {
             // Unread by the deadline (Redis unreachable): the stream starts from what
             // pub/sub brings first.
-            if let Some(stand) = join.stand(deadline).await {
-                if let joins::Stand::At(at) = stand {
-                    self.local.rejoin_at(&join.namespace, &join.channel, at);
-                }
-                stood.push((join, stand));
+            if let Some(at) = join.stand(deadline).await {
+                self.local.rejoin_at(&join.namespace, &join.channel, at);
+                stood.push((join, at));
             }
         }
         stood
@@ -1213,7 +1214,7 @@ impl Receiver {
 
     /// The channels of `joined` are subscribed: deliver what their history holds past
     /// where their streams stand, before anything that arrived meanwhile.
-    async fn catch_up(&self, joined: Vec<(joins::Join, joins::Stand)>) {
+    async fn catch_up(&self, joined: Vec<(joins::Join, Offset)>) {
         let (local, requests) = (&self.local, &self.requests);
         let each = joined.iter().map(|(join, stand)| {
             gaps::catch_up(local, requests, &join.namespace, &join.channel, *stand)
