@@ -8,6 +8,10 @@
 // false). When only the nodes' subscriber connections drop, a connected client misses nothing.
 // pusher-js with herald's recovery snippet resumes the same way on another node, from the marks
 // its node kept in Redis (an open connection's, or a closed one's with its counts).
+// A channel nobody has published on stands at the cluster's origin: subscribing to one writes
+// no history key, and a client away when it is first published on (a QR login confirmed) gets
+// that event back, on either protocol, unless Redis lost its data or the history lapsed and
+// began again meanwhile (then it is told).
 //
 // Publications go in by RESP on a node that stays up, ticking every few ms, so events are
 // published while the client is away. A node's backplane subscriptions take a moment: each
