@@ -310,6 +310,9 @@ pub trait Cluster: Send + Sync {
     /// it has none (nothing of the channel is written): an offset a subscription starts
     /// from that means the same on every node, also before anything was published.
     fn stand(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, Offset>;
+    /// Until the node's join of a channel (it began to hear it: `broker/redis/joins.rs`)
+    /// has its stream stand where the join read; at once if it is not joining it.
+    fn joined(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, ()>;
     /// Something read from the cluster (`what`) cannot be read: counted and logged.
     fn malformed(&self, what: &str);
 }

@@ -484,13 +484,17 @@ impl Session {
     /// nothing (so `subscription_succeeded` is sent once the stream stands where the
     /// cluster's history does: whatever is published after the client saw it reaches it,
     /// and its mark means the same on every node), or the subscription is resumed (what
-    /// its client missed is read from the cluster's history, after the offset returned).
+    /// its client missed is read from the cluster's history, after the offset returned,
+    /// once the node's join of the channel stood ([`crate::broker::Cluster::joined`]: a
+    /// stream that lingered here unheard moves on to where the history stood when the
+    /// node began to hear it again, and the subscription starts there, not where the
+    /// stream stood before).
     fn cluster_wait(&self, name: &str) -> Option<ClusterWait> {
         self.broker.cluster()?;
         let here = (self.broker).position(&self.app.namespace, name.as_bytes());
-        let stand = here.is_none_or(|o| o.seq == 0);
         let pending = self.pending.iter().find(|(c, _)| &**c == name);
         let read_after = pending.and_then(|(_, p)| p.mark.reads_after(p.resumed));
+        let stand = here.is_none_or(|o| o.seq == 0);
         (stand || read_after.is_some()).then_some(ClusterWait { stand, read_after })
     }
 
@@ -510,6 +514,7 @@ impl Session {
                     let _ = cluster.stand(namespace.clone(), channel.clone()).await;
                 }
                 let after = wait.read_after?;
+                let _ = cluster.joined(namespace.clone(), channel.clone()).await;
                 Some((after, cluster.since(namespace, channel, after).await))
             };
             let read = match tokio::time::timeout(CLUSTER_WAIT, work).await {

@@ -25,6 +25,7 @@ import { startHerald, laravelPayload, once, metric, redisCli } from './lib/heral
 import { inbox, until, within, subscribe } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
 import { startCutProxy } from './lib/cut-proxy.mjs';
+import { redisCliSubscriber } from './lib/redis-cli.mjs';
 import { sdk, pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
 import { enableRecovery } from '../../examples/pusher-recovery/herald-recovery.js';
 
@@ -253,6 +254,30 @@ test('Pusher: cut, back on its own node while another published: resumed whole',
       proxy.release();
     },
   });
+  await a.stop();
+  await b.stop();
+});
+
+test('Pusher: back on its own node, where a RESP pattern brings its channels: resumed without waiting for a join', async () => {
+  // A resumed subscription waits until its node's join of the channel stood; a channel a
+  // pattern brings has no join taken, so it must not wait for one (else: too_old at the wait's
+  // 5-s deadline, logged).
+  const [a, b] = [await node(), await node()];
+  const sub = await redisCliSubscriber(a.redisPort, 'PSUBSCRIBE', ['*'], () => {});
+  started.push({ stop: () => sub.close() });
+  await pusherMoves({
+    from: a,
+    to: b,
+    back: a,
+    channels: pusherChannels(11),
+    leave: async (proxy, ticks) => {
+      proxy.cut({ hold: true });
+      const away = ticks.n;
+      await until(async () => ticks.n >= away + 30, 'ticks published while the client is away');
+      proxy.release();
+    },
+  });
+  assert.deepEqual(a.logs.filter((l) => l.includes('past its deadline')), [], 'no subscription waited out its deadline');
   await a.stop();
   await b.stop();
 });

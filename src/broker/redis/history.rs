@@ -18,7 +18,7 @@
 //! longer kept). Entries live while their stream does (each publication renews its TTL),
 //! bounded by `MAXLEN`: a quiet channel's history goes whole, a busy one's by count.
 //!
-//! A client may stand on a channel before anything was published on it: [`STAND`] then
+//! A client may stand on a channel before anything was published on it: [`stand`] then
 //! gives the cluster's origin ([`ORIGIN_KEY`], one value for every channel, made once),
 //! at 0, and writes nothing of the channel's (a stranger subscribing to made-up channels
 //! makes no key). [`READ`] takes an offset `origin-0` for "before the channel's first
@@ -63,20 +63,6 @@ return {e, s}
 /// at 0, until its first publication. Made once (no TTL); a Redis that lost its data
 /// makes another, so offsets of the old one are refused.
 pub const ORIGIN_KEY: &str = "herald:origin";
-
-/// KEYS: the epoch hash, [`ORIGIN_KEY`]. ARGV: an origin, if the cluster has none.
-/// Returns where the channel stands (epoch, seq), or the origin at 0 if it has no
-/// history: it reads the channel's keys and writes none.
-pub static STAND: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
-        r"
-local h = redis.call('HMGET', KEYS[1], 'e', 's')
-if h[1] then return {h[1], tonumber(h[2] or '0')} end
-redis.call('SET', KEYS[2], ARGV[1], 'NX')
-return {redis.call('GET', KEYS[2]), 0}
-",
-    )
-});
 
 /// KEYS: the stream, the epoch hash, [`ORIGIN_KEY`]. ARGV: the offset's epoch and seq.
 /// Returns the epoch read and the messages after the offset in it, oldest first, or nil
@@ -130,8 +116,7 @@ pub fn number(
         .arg(epoch_ttl.as_millis().max(1) as u64);
 }
 
-/// The offset [`NUMBER`] or [`STAND`] returned; None for a copy (or a reply they do not
-/// make).
+/// The offset [`NUMBER`] returned; None for a copy (or a reply it does not make).
 pub fn numbered(reply: &Value) -> Option<Offset> {
     let Value::Array(v) = reply else {
         return None;
@@ -144,6 +129,46 @@ pub fn numbered(reply: &Value) -> Option<Offset> {
         epoch: Epoch(epoch),
         seq: u64::try_from(*s).ok()?,
     })
+}
+
+/// Where the history of `channel` in `namespace` stands, or the cluster's origin at 0 if
+/// it has none (made now from `candidate` if the cluster has none); writes nothing of the
+/// channel's. Plain commands in one transaction, not a script: they go out at once, in
+/// the connection's order, even to a Redis that lost its script cache (a script would
+/// take a `NOSCRIPT` round trip first there, and come after what was sent behind it).
+pub async fn stand(
+    con: &mut redis::aio::MultiplexedConnection,
+    namespace: &Namespace,
+    channel: &[u8],
+    candidate: Epoch,
+) -> redis::RedisResult<Option<Offset>> {
+    let [_, hash] = wire::history_keys(namespace, channel);
+    let ((epoch, seq), origin): ((Option<String>, Option<u64>), Option<String>) = redis::pipe()
+        .atomic()
+        .cmd("HMGET")
+        .arg(&hash[..])
+        .arg("e")
+        .arg("s")
+        .cmd("SET")
+        .arg(ORIGIN_KEY)
+        .arg(format!("{:x}", candidate.0))
+        .arg("NX")
+        .ignore()
+        .cmd("GET")
+        .arg(ORIGIN_KEY)
+        .query_async(con)
+        .await?;
+    let (epoch, seq) = match epoch {
+        Some(epoch) => (epoch, seq.unwrap_or(0)),
+        None => match origin {
+            Some(origin) => (origin, 0),
+            None => return Ok(None),
+        },
+    };
+    Ok(u64::from_str_radix(&epoch, 16).ok().map(|e| Offset {
+        epoch: Epoch(e),
+        seq,
+    }))
 }
 
 /// What reading a channel's history found.

@@ -6,7 +6,7 @@
 //! subscribed; a new stream has no offset of the channel to show what it missed meanwhile.
 //!
 //! So at the client's subscription ([`Joins::subscribe`]) the node asks where the channel's
-//! history in Redis stands (the read-only `STAND` script, sent at once, on the requests
+//! history in Redis stands (a read that writes nothing of the channel's, sent at once, on the requests
 //! connection: the cluster's origin at 0 if the channel has no history). The
 //! subscriber connection that carries the channel, before it sends the `SUBSCRIBE`, takes
 //! that answer ([`Joins::take`]) and has the stream stand there
@@ -38,16 +38,17 @@
 //! pattern already brings (a Pusher app's cache channels, the default namespace while a
 //! RESP client subscribes) needs none of this: its publications were already arriving.
 
-use super::super::{Epoch, Namespace, Offset};
+use super::super::{glob, Epoch, Namespace, Offset};
 use super::requests::Requests;
 use super::wire;
 use crate::sharded::Sharded;
 use bytes::Bytes;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Context;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// How long a join waits for its subscriber connection (down, or the channel came by a
 /// pattern after all) before it is forgotten: the stream then starts from what pub/sub
@@ -62,10 +63,18 @@ pub struct Join {
     /// could not be read): what follows it is the stream's (all of the channel's first
     /// epoch, when it stood at the cluster's origin).
     stand: oneshot::Receiver<Option<Offset>>,
+    /// Dropped once the stream stands where the join read (or the join is given up):
+    /// what [`Joins::standing`] waits for.
+    stood: Option<watch::Sender<()>>,
     made: Instant,
 }
 
 impl Join {
+    /// The stream stands where the join read: whoever waits for it goes on.
+    pub fn stood(&mut self) {
+        self.stood = None;
+    }
+
     /// Where the history stood, once read (None: it could not be, by `deadline`).
     pub async fn stand(&mut self, deadline: tokio::time::Instant) -> Option<Offset> {
         let read = tokio::time::timeout_at(deadline, &mut self.stand).await;
@@ -76,12 +85,15 @@ impl Join {
 /// The joins waiting for their subscriber connections, by the channel's backplane key.
 pub struct Joins {
     pending: Sharded<Bytes, Join>,
+    /// Each join's end, from its making until its stream stood (also after it was taken).
+    standing: Sharded<Bytes, watch::Receiver<()>>,
 }
 
 impl Default for Joins {
     fn default() -> Self {
         Joins {
             pending: Sharded::new(16),
+            standing: Sharded::new(16),
         }
     }
 }
@@ -105,15 +117,18 @@ impl Joins {
             return;
         }
         let (tell, stand) = oneshot::channel();
+        let (stood, standing) = watch::channel(());
         let (namespace, channel) = (namespace.clone(), Bytes::copy_from_slice(channel));
         let join = Join {
             namespace: namespace.clone(),
             channel: channel.clone(),
             stand,
+            stood: Some(stood),
             made: Instant::now(),
         };
-        pending.insert(key, join);
+        pending.insert(key.clone(), join);
         drop(pending);
+        self.standing.write(&key).insert(key, standing);
         let requests = requests.clone();
         let mut read = Box::pin(async move {
             let read = requests.stand(&namespace, &channel, Epoch::fresh()).await;
@@ -136,6 +151,18 @@ impl Joins {
             .collect()
     }
 
+    /// Drop the joins of channels one of `patterns` (a subscriber connection's) brings:
+    /// the pattern already carries their publications, nothing is to stand or catch up,
+    /// and nobody is to wait for them ([`Joins::standing`]).
+    pub fn covered(&self, patterns: &BTreeSet<Bytes>) {
+        if patterns.is_empty() {
+            return;
+        }
+        for mut shard in self.pending.write_each() {
+            shard.retain(|key, _| !patterns.iter().any(|p| glob::matches(p, key)));
+        }
+    }
+
     /// Joins taken, their stands read, whose `SUBSCRIBE` did not go through (the
     /// connection was lost): back for the connection's next try.
     pub fn again(&self, joined: Vec<(Join, Offset)>) {
@@ -148,10 +175,24 @@ impl Joins {
         }
     }
 
-    /// Forget the joins no subscriber connection took in time.
+    /// Until the stream of the channel whose backplane key is `key` stands where its join
+    /// read, if the node is joining it: a client that subscribed meanwhile (the one whose
+    /// subscription began the join, too) learns where it starts only then, for a stream
+    /// that lingered unheard moves on to it.
+    pub async fn standing(&self, key: &Bytes) {
+        let standing = self.standing.read(key).get(key).cloned();
+        if let Some(mut standing) = standing {
+            while standing.changed().await.is_ok() {}
+        }
+    }
+
+    /// Forget the joins no subscriber connection took in time, and those that stood.
     pub fn sweep(&self, now: Instant) {
         for mut shard in self.pending.write_each() {
             shard.retain(|_, j| now.saturating_duration_since(j.made) < KEPT);
+        }
+        for mut shard in self.standing.write_each() {
+            shard.retain(|_, s| s.has_changed().is_ok());
         }
     }
 }
@@ -175,6 +216,7 @@ mod tests {
             namespace: ns,
             channel,
             stand,
+            stood: None,
             made: Instant::now(),
         };
         joins.pending.write(&key).insert(key.clone(), join);

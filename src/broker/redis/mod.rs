@@ -145,6 +145,8 @@ pub struct RedisBroker {
     interest_changed: Arc<Notify>,
     /// Channels this node began to hear, until their subscriber connection takes them.
     joins: Arc<Joins>,
+    /// What each subscriber connection is to hold, as the planner last said.
+    plans: Vec<watch::Receiver<Wanted>>,
 }
 
 /// The state of the node's connections to Redis, and what passed through them.
@@ -311,9 +313,11 @@ impl RedisBroker {
             stop.clone(),
         ));
         let mut shares = Vec::with_capacity(CONNECTIONS);
+        let mut plans = Vec::with_capacity(CONNECTIONS);
         for i in 0..CONNECTIONS {
             let (share, wanted) = watch::channel(Wanted::default());
             shares.push(share);
+            plans.push(wanted.clone());
             tokio::spawn(subscriber(
                 i,
                 client.clone(),
@@ -352,7 +356,15 @@ impl RedisBroker {
             outgoing,
             interest_changed,
             joins,
+            plans,
         })
+    }
+
+    /// Whether a pattern of the plan already brings the channel whose backplane key is
+    /// `key` (then it has no join to wait for: [`joins`]).
+    fn brought_by_pattern(&self, key: &[u8]) -> bool {
+        let plan = self.plans[wire::connection_of(key)].borrow();
+        plan.patterns.iter().any(|p| super::glob::matches(p, key))
     }
 
     /// What `/healthz` asks: whether every backplane connection is up.
@@ -528,6 +540,16 @@ impl Cluster for RedisBroker {
                 }
                 Err(_) => Err(Unreachable),
             }
+        })
+    }
+
+    fn joined(&self, namespace: Namespace, channel: Bytes) -> Keeping<'_, ()> {
+        Box::pin(async move {
+            let key = wire::stream_key(&namespace, &channel);
+            if !self.brought_by_pattern(&key) {
+                self.joins.standing(&key).await;
+            }
+            Ok(())
         })
     }
 
@@ -1197,6 +1219,7 @@ impl Receiver {
     /// began to hear stand where their history stood then ([`joins`]). Returns them,
     /// with that, to catch up once subscribed.
     async fn stand(&self, from: &Wanted, to: &Wanted) -> Vec<(joins::Join, Offset)> {
+        self.joins.covered(&to.patterns);
         let new = to.channels.difference(&from.channels);
         let taken = self.joins.take(new);
         let deadline = tokio::time::Instant::now() + RESPONSE_TIMEOUT;
@@ -1206,6 +1229,7 @@ impl Receiver {
             // pub/sub brings first.
             if let Some(at) = join.stand(deadline).await {
                 self.local.rejoin_at(&join.namespace, &join.channel, at);
+                join.stood();
                 stood.push((join, at));
             }
         }

@@ -8,7 +8,6 @@
 
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
-use redis::Value;
 use std::time::Duration;
 
 pub struct Requests {
@@ -104,16 +103,8 @@ impl Requests {
         candidate: super::super::Epoch,
     ) -> redis::RedisResult<Option<super::super::Offset>> {
         let mut con = self.connection().await?;
-        let [_, hash] = super::wire::history_keys(namespace, channel);
-        let stood: redis::RedisResult<Value> = super::history::STAND
-            .key(&hash[..])
-            .key(super::history::ORIGIN_KEY)
-            .arg(format!("{:x}", candidate.0))
-            .invoke_async(&mut con)
-            .await;
-        Ok(super::history::numbered(
-            &stood.inspect_err(|e| self.failed(e))?,
-        ))
+        let stood = super::history::stand(&mut con, namespace, channel, candidate).await;
+        stood.inspect_err(|e| self.failed(e))
     }
 
     /// Where the history of `channel` in `namespace` stands: its epoch and last seq.
