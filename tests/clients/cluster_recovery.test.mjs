@@ -223,6 +223,15 @@ async function numbered(channel) {
   return key ? Number(await redisCli(redis.port, 'HGET', key, 's')) : 0;
 }
 
+// A `leave` for pusherMoves: cut the client off and hold it away until `n` more ticks were
+// published, then let it back.
+const awayFor = (n) => async (proxy, ticks) => {
+  proxy.cut({ hold: true });
+  const away = ticks.n;
+  await until(async () => ticks.n >= away + n, 'ticks published while the client is away');
+  proxy.release();
+};
+
 const pusherChannels = (n) => [`orders.p${n}`, `private-orders.p${n}`, `presence-orders.p${n}`];
 
 test('Pusher: cut from its node, back on another, resumed from Redis: every event once, in order', async () => {
@@ -247,12 +256,7 @@ test('Pusher: cut, back on its own node while another published: resumed whole',
     to: b,
     back: a,
     channels: pusherChannels(3),
-    leave: async (proxy, ticks) => {
-      proxy.cut({ hold: true });
-      const away = ticks.n;
-      await until(async () => ticks.n >= away + 60, 'ticks published while the client is away');
-      proxy.release();
-    },
+    leave: awayFor(60),
   });
   await a.stop();
   await b.stop();
@@ -270,12 +274,7 @@ test('Pusher: back on its own node, where a RESP pattern brings its channels: re
     to: b,
     back: a,
     channels: pusherChannels(11),
-    leave: async (proxy, ticks) => {
-      proxy.cut({ hold: true });
-      const away = ticks.n;
-      await until(async () => ticks.n >= away + 30, 'ticks published while the client is away');
-      proxy.release();
-    },
+    leave: awayFor(30),
   });
   assert.deepEqual(a.logs.filter((l) => l.includes('past its deadline')), [], 'no subscription waited out its deadline');
   await a.stop();
