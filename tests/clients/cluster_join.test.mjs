@@ -13,11 +13,11 @@
 // readReached), once each and in order, with no hole up to a final marker.
 import { test, before, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
-import { startHerald, laravelPayload, metric, once, redisCli } from './lib/herald.mjs';
+import { startHerald, laravelPayload, metric, redisCli } from './lib/herald.mjs';
 import { redisCliSubscriber } from './lib/redis-cli.mjs';
 import { inbox, until } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
+import { resp as respOn, outage as redisOutage } from './lib/resp.mjs';
 import { pusherClient, connected, next } from './pusher_fixtures.mjs';
 
 let redis, a, b;
@@ -37,30 +37,8 @@ after(async () => {
   await redis?.stop();
 });
 
-// A RESP connection to `port` (a node's, or Redis's): `send(...args)` writes one command and
-// resolves with its reply, bytes and all (`:3\r\n`; a bulk reply with its body).
-async function resp(port) {
-  const sock = net.connect(port, '127.0.0.1');
-  open.push({ close: () => sock.destroy() });
-  await once(sock, 'connect');
-  const waiting = [];
-  let buf = Buffer.alloc(0);
-  sock.on('data', (d) => {
-    buf = Buffer.concat([buf, d]);
-    for (let end; (end = buf.indexOf('\r\n')) >= 0;) {
-      const size = buf[0] === 0x24 ? Number(buf.subarray(1, end)) : -1; // `$<n>`: n bytes follow
-      const whole = size >= 0 ? end + 2 + size + 2 : end + 2;
-      if (buf.length < whole) return;
-      waiting.shift()(buf.subarray(0, whole).toString('latin1'));
-      buf = buf.subarray(whole);
-    }
-  });
-  const bulk = (x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`;
-  return (...args) => new Promise((resolve) => {
-    waiting.push(resolve);
-    sock.write(`*${args.length}\r\n${args.map(bulk).join('')}`);
-  });
-}
+// A RESP connection to `port` (a node's, or Redis's), closed after each test.
+const resp = (port) => respOn(port, open);
 
 // How many HMGETs Redis has run: a node reads where a channel's history stands with one.
 async function hmgets(admin) {
@@ -107,16 +85,7 @@ const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from
 
 // Redis takes no new connection and every pub/sub connection to it is cut; then `during()`,
 // and Redis takes connections again (also if `during` throws).
-async function outage(during) {
-  const admin = await resp(redis.port);
-  assert.equal(await admin('CONFIG', 'SET', 'maxclients', '1'), '+OK\r\n');
-  try {
-    assert.match(await admin('CLIENT', 'KILL', 'TYPE', 'pubsub'), /^:[1-9]/);
-    return await during(admin);
-  } finally {
-    await admin('CONFIG', 'SET', 'maxclients', '10000');
-  }
-}
+const outage = (during) => redisOutage(redis.port, open, during);
 
 // Subscribe `client` to `channel` on A while A cannot subscribe on Redis, and check that it
 // gets every Seq event B publishes from its subscription on, up to the marker. `publishing`
