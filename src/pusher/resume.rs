@@ -803,6 +803,14 @@ mod tests {
         }
     }
 
+    /// A broker whose stream `orders` has a subscriber, and where that stream starts.
+    fn orders() -> (MemoryBroker, Offset) {
+        let b = MemoryBroker::default();
+        b.stream_subscribe(&Namespace::Default, b"orders", Arc::new(Nobody));
+        let start = b.position(&Namespace::Default, b"orders").unwrap();
+        (b, start)
+    }
+
     fn publish(b: &MemoryBroker, n: u32, socket: Option<&str>) -> Offset {
         let socket = socket.map_or(String::new(), |s| format!(r#","socket":"{s}""#));
         let payload = format!(r#"{{"event":"E","data":{{"n":{n}}}{socket}}}"#);
@@ -817,9 +825,7 @@ mod tests {
 
     #[test]
     fn owed_skips_what_was_counted_and_what_was_never_sent() {
-        let b = MemoryBroker::default();
-        b.stream_subscribe(&Namespace::Default, b"orders", Arc::new(Nobody));
-        let start = b.position(&Namespace::Default, b"orders").unwrap();
+        let (b, start) = orders();
         let old: Arc<str> = "1.1".into();
         let m = Mark::subscribed(None, start, &old);
         publish(&b, 1, None);
@@ -877,10 +883,8 @@ mod tests {
 
     #[test]
     fn owed_from_what_was_read_is_owed_from_the_broker() {
-        let b = MemoryBroker::default();
         let ns = Namespace::Default;
-        b.stream_subscribe(&ns, b"orders", Arc::new(Nobody));
-        let start = b.position(&ns, b"orders").unwrap();
+        let (b, start) = orders();
         let old: Arc<str> = "1.1".into();
         let m = Mark::subscribed(None, start, &old);
         publish(&b, 1, None);
@@ -918,10 +922,8 @@ mod tests {
     #[test]
     fn a_mark_at_a_clusters_origin_is_owed_the_epoch_read_from_it() {
         // Subscribed where the cluster had no history of the channel: at its origin, at 0.
-        let b = MemoryBroker::default();
         let ns = Namespace::Default;
-        b.stream_subscribe(&ns, b"orders", Arc::new(Nobody));
-        let began = b.position(&ns, b"orders").unwrap();
+        let (b, began) = orders();
         let origin = Offset {
             epoch: crate::broker::Epoch(began.epoch.0 ^ 1),
             seq: 0,

@@ -330,14 +330,21 @@ test('Pusher: subscriptions to channels nobody published on leave nothing of the
   await a.stop();
 });
 
-test('Pusher: subscribed before its channel was first published on, away while Redis lost its data: told too_old, not given the new history as all it missed', async () => {
-  const [a, b] = [await node(), await node()];
-  const channel = 'orders.p9';
+// Nodes A and B (with `args`), a pusher-js client with the recovery snippet on A (through a
+// proxy) subscribed to `channel` before anything was published on it, then cut off and held.
+async function awayBeforeFirst(channel, args = []) {
+  const [a, b] = [await node(args), await node(args)];
   const proxy = await startCutProxy(a.httpPort);
   started.push({ stop: () => proxy.close() });
-  const { client, got, resumed, failed } = await pusherResumer(proxy, b, []);
-  await subscribed(client, channel);
+  const resumer = await pusherResumer(proxy, b, []);
+  await subscribed(resumer.client, channel);
   proxy.cut({ hold: true });
+  return { a, b, proxy, ...resumer };
+}
+
+test('Pusher: subscribed before its channel was first published on, away while Redis lost its data: told too_old, not given the new history as all it missed', async () => {
+  const channel = 'orders.p9';
+  const { a, b, proxy, client, got, resumed, failed } = await awayBeforeFirst(channel);
   // The channel's first epoch, lost with Redis's data while the client is away; then another.
   const ticks = ticking(b, [channel]);
   await until(async () => await numbered(channel) >= 5, "the channel's first publications numbered in Redis");
@@ -362,13 +369,8 @@ test("Pusher: subscribed before its channel was first published on, away while t
   // The history lasts a second past its last publication; the channel's epoch outlives it by
   // the recovery window, so the history that begins again is not taken for the first.
   const args = ['--history-ttl-seconds', '1', '--recovery-window', '60'];
-  const [a, b] = [await node(args), await node(args)];
   const channel = 'orders.p10';
-  const proxy = await startCutProxy(a.httpPort);
-  started.push({ stop: () => proxy.close() });
-  const { client, got, resumed, failed } = await pusherResumer(proxy, b, []);
-  await subscribed(client, channel);
-  proxy.cut({ hold: true });
+  const { a, b, proxy, client, got, resumed, failed } = await awayBeforeFirst(channel, args);
   proxy.target = b.httpPort;
   for (let n = 1; n <= 3; n += 1) b.publish(channel, 'Tick', { n });
   await until(async () => await numbered(channel) === 3, "the channel's first publications numbered in Redis");
