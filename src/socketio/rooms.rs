@@ -231,9 +231,9 @@ struct Room {
     /// The sockets in the room, by key.
     members: HashMap<u64, Arc<Socket>>,
     /// The offset of the last publication delivered to the room (none yet: epoch 0).
-    /// Written by deliveries (one
-    /// channel's are serialized by the broker's stream lock) under the shard's read
-    /// lock, read under its write lock: the two words are always read as one.
+    /// Written by deliveries (one channel's are serialized by the broker's stream lock)
+    /// under the shard's read lock, read under its write lock: the two words are always
+    /// read as one.
     last_epoch: AtomicU64,
     last_seq: AtomicU64,
 }
