@@ -363,7 +363,8 @@ impl RedisBroker {
     /// Whether a pattern of the plan already brings the channel whose backplane key is
     /// `key` (then it has no join to wait for: [`joins`]).
     fn brought_by_pattern(&self, key: &[u8]) -> bool {
-        self.plans[wire::connection_of(key)].borrow().brings(key)
+        let plan = self.plans[wire::connection_of(key)].borrow();
+        plan.patterns.iter().any(|p| super::glob::matches(p, key))
     }
 
     /// What `/healthz` asks: whether every backplane connection is up.
@@ -1218,7 +1219,7 @@ impl Receiver {
     /// began to hear stand where their history stood then ([`joins`]). Returns them,
     /// with that, to catch up once subscribed.
     async fn stand(&self, from: &Wanted, to: &Wanted) -> Vec<(joins::Join, Offset)> {
-        self.joins.covered(to);
+        self.joins.covered(&to.patterns);
         let new = to.channels.difference(&from.channels);
         let taken = self.joins.take(new);
         let deadline = tokio::time::Instant::now() + RESPONSE_TIMEOUT;
@@ -1226,12 +1227,9 @@ impl Receiver {
         for mut join in taken {
             // Unread by the deadline (Redis unreachable): the stream starts from what
             // pub/sub brings first.
-            let at = join.stand(deadline).await;
-            if let Some(at) = at {
+            if let Some(at) = join.stand(deadline).await {
                 self.local.rejoin_at(&join.namespace, &join.channel, at);
-            }
-            self.joins.stood(&mut join);
-            if let Some(at) = at {
+                join.stood();
                 stood.push((join, at));
             }
         }
