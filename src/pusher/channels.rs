@@ -25,10 +25,14 @@
 //! thousand frames.
 //!
 //! For recovery ([`super::resume`]) each channel remembers the offset of the last
-//! numbered publication it handed out ([`Subscribed::seen`]): a connection that joins
-//! receives exactly the publications after it. It is written during the delivery
+//! numbered publication it handed out: a connection that joins receives exactly the
+//! publications after it ([`Subscribed::start`]). It is written during the delivery
 //! (under the broker's stream lock, so in offset order) and read under the shard's write
-//! lock when a connection joins, which is what makes the boundary exact. Each
+//! lock when a connection joins, which is what makes the boundary exact. A channel with
+//! no subscriber here has no entry to remember it in, so a joining connection first
+//! holds one open ([`Channel::joining`]), then reads where the broker's stream stands,
+//! then joins: what was handed out between the read and the join is remembered, and
+//! the connection starts after it, not at the read (where it would be owed it). Each
 //! subscription also counts the numbered frames it was sent ([`Channels::sent`]), so a
 //! resume knows how many events precede the channel's last offset without a history
 //! reaching back to the subscription.
@@ -86,6 +90,16 @@ struct Channel {
     /// When the subscribers were last told the subscription count.
     counted: Option<Instant>,
     seen: Seen,
+    /// Connections between reading where the channel's stream stands and joining
+    /// ([`Channels::subscribe`]): the entry is kept while there are any.
+    joining: usize,
+}
+
+impl Channel {
+    /// Nobody is on it or about to be, and it holds no cached event: it can go.
+    fn unused(&self) -> bool {
+        self.subscribers.is_empty() && self.joining == 0 && self.last.is_none()
+    }
 }
 
 /// The offset of the last numbered publication a channel handed out: two atomics, as
@@ -133,16 +147,16 @@ pub struct Subscribed {
     pub cached: Option<Option<Bytes>>,
     /// The offset of the cached event, when it has one.
     pub cached_at: Option<Offset>,
-    /// The last numbered publication the channel handed out before this connection
-    /// joined: it receives every one after it (None: none yet in the channel's life).
-    pub seen: Option<Offset>,
+    /// Where the connection starts: it receives every numbered publication after it
+    /// (None: the channel has no stream).
+    pub start: Option<Offset>,
 }
 
 /// What [`Channels::add`] found.
 struct Added {
     cached: Option<Option<Bytes>>,
     cached_at: Option<Offset>,
-    seen: Option<Offset>,
+    start: Option<Offset>,
 }
 
 /// Why a subscription was refused.
@@ -238,22 +252,28 @@ impl Channels {
 
     /// Add `conn` to `name`; on presence channels `member` is its user, refused when the
     /// channel has `max_members` users already (0: no limit) and this is a new one.
+    /// `position` reads where the channel's stream stands (None: it has none), so the
+    /// connection starts there or after what the channel handed out since
+    /// ([`Subscribed::start`]); called with no lock held, the app following the stream.
     pub fn subscribe(
         &self,
         name: &str,
         conn: &Arc<Connection>,
         member: Option<PresenceMember>,
         max_members: usize,
+        position: impl FnOnce() -> Option<Offset>,
     ) -> Result<Subscribed, Refused> {
+        self.map.write(name).entry(name.into()).or_default().joining += 1;
+        let stood = position();
         let Some(member) = member else {
-            let added = self.add(name, conn);
+            let added = self.add(name, conn, stood);
             return Ok(self.subscribed(name, "{}".into(), added));
         };
         let member = Arc::new(member);
         let turn = self.presence.turn(name);
         // Subscribed before joining, so that the channel is occupied before its first
         // member is added (a refused join leaves at once: the app hears neither).
-        let added = self.add(name, conn);
+        let added = self.add(name, conn, stood);
         let joined = match turn.join(conn.id, member.clone(), max_members) {
             Ok(joined) => joined,
             Err(_) => {
@@ -293,15 +313,17 @@ impl Channels {
             succeeded,
             cached: added.cached,
             cached_at: added.cached_at,
-            seen: added.seen,
+            start: added.start,
         }
     }
 
-    /// Put `conn` among `name`'s subscribers (once); for cache channels, the last event
-    /// (None: a miss); and where the channel stood.
-    fn add(&self, name: &str, conn: &Arc<Connection>) -> Added {
+    /// Put `conn` among `name`'s subscribers (once), its stream having stood at `stood`
+    /// when [`Channels::subscribe`] read it; for cache channels, the last event (None: a
+    /// miss); and where the connection starts.
+    fn add(&self, name: &str, conn: &Arc<Connection>, stood: Option<Offset>) -> Added {
         let mut shard = self.map.write(name);
         let ch = shard.entry(name.into()).or_default();
+        ch.joining -= 1;
         let already = ch.subscribers.iter().any(|s| s.conn.id == conn.id);
         if ch.subscribers.is_empty() && !is_internal(name) {
             self.presence.subscriptions(name, 1, self.counts(name));
@@ -316,12 +338,21 @@ impl Channels {
             });
             self.count_changed(name, ch);
         }
-        let seen = ch.seen.get();
+        // Every publication up to `stood` was handed out before it was read; one handed
+        // out since (this entry was held open) is later in the same epoch. An earlier
+        // `seen` was handed out while the app did not follow the stream (a cache
+        // channel's entry outlives its subscribers).
+        let start = match (ch.seen.get(), stood) {
+            (Some(seen), Some(stood)) if seen.epoch == stood.epoch && seen.seq > stood.seq => {
+                Some(seen)
+            }
+            (_, stood) => stood,
+        };
         if !is_cache(name) {
             return Added {
                 cached: None,
                 cached_at: None,
-                seen,
+                start,
             };
         }
         let expired = |(_, at, _): &(Bytes, Instant, _)| at.elapsed() >= self.cache_ttl;
@@ -331,7 +362,7 @@ impl Channels {
         Added {
             cached: Some(ch.last.as_ref().map(|(frame, _, _)| frame.clone())),
             cached_at: ch.last.as_ref().and_then(|(_, _, at)| *at),
-            seen,
+            start,
         }
     }
 
@@ -409,7 +440,7 @@ impl Channels {
                 self.count_changed(name, ch);
             }
         }
-        if ch.subscribers.is_empty() && ch.last.is_none() {
+        if ch.unused() {
             shard.remove(name);
         }
     }
@@ -482,7 +513,7 @@ impl Channels {
                 }
                 _ => {
                     ch.last = None;
-                    if ch.subscribers.is_empty() {
+                    if ch.unused() {
                         shard.remove(&name);
                     }
                 }
@@ -562,7 +593,7 @@ impl Channels {
     }
 
     /// How many numbered frames `conn` was sent on `name` since it joined, and the
-    /// channel's last numbered publication then ([`Subscribed::seen`]'s counterpart):
+    /// channel's last numbered publication then ([`Subscribed::start`]'s counterpart):
     /// read under the write lock, so no delivery stands between the two. None when
     /// `conn` is not subscribed or nothing was numbered yet.
     pub fn sent(&self, name: &str, conn: SubscriberId) -> Option<(u64, Offset)> {
@@ -661,18 +692,18 @@ mod tests {
         let ch = Channels::default();
         let (a1, a2, b) = (conn(1), conn(2), conn(3));
         let j = ch
-            .subscribe("presence-r", &b, member("b"), 100)
+            .subscribe("presence-r", &b, member("b"), 100, || None)
             .ok()
             .unwrap();
         assert_eq!(
             j.succeeded,
             r#"{"presence":{"ids":["b"],"hash":{"b":{"n":1}},"count":1}}"#
         );
-        ch.subscribe("presence-r", &a1, member("a"), 100)
+        ch.subscribe("presence-r", &a1, member("a"), 100, || None)
             .ok()
             .unwrap();
         assert_eq!(queued(&b).len(), 1, "member_added for a's first connection");
-        ch.subscribe("presence-r", &a2, member("a"), 100)
+        ch.subscribe("presence-r", &a2, member("a"), 100, || None)
             .ok()
             .unwrap();
         assert!(
@@ -688,7 +719,7 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert!(got[0].contains("member_removed"), "{got:?}");
         assert!(ch
-            .subscribe("presence-r", &conn(9), member("c"), 1)
+            .subscribe("presence-r", &conn(9), member("c"), 1, || None)
             .is_err());
     }
 
@@ -696,8 +727,8 @@ mod tests {
     fn one_frame_shared_by_every_subscriber() {
         let ch = Channels::default();
         let (a, b) = (conn(1), conn(2));
-        ch.subscribe("c", &a, None, 0).ok().unwrap();
-        ch.subscribe("c", &b, None, 0).ok().unwrap();
+        ch.subscribe("c", &a, None, 0, || None).ok().unwrap();
+        ch.subscribe("c", &b, None, 0, || None).ok().unwrap();
         let f = protocol::event("E", Some("c"), "{}");
         assert_eq!(ch.publish("c", &f, None, None), 2);
         let (mut qa, mut qb) = (Vec::new(), Vec::new());
@@ -711,16 +742,16 @@ mod tests {
     fn publish_excludes_socket_and_caches() {
         let ch = Channels::default();
         let (a, b) = (conn(1), conn(2));
-        ch.subscribe("orders", &a, None, 0).ok().unwrap();
-        ch.subscribe("orders", &b, None, 0).ok().unwrap();
+        ch.subscribe("orders", &a, None, 0, || None).ok().unwrap();
+        ch.subscribe("orders", &b, None, 0, || None).ok().unwrap();
         let f = protocol::event("E", Some("orders"), "{}");
         assert_eq!(ch.publish("orders", &f, Some("1.1"), None), 1);
         assert!(queued(&a).is_empty());
         assert_eq!(queued(&b).len(), 1);
         assert_eq!(ch.publish("cache-x", &f, None, None), 0);
-        let j = ch.subscribe("cache-x", &a, None, 0).ok().unwrap();
+        let j = ch.subscribe("cache-x", &a, None, 0, || None).ok().unwrap();
         assert_eq!(j.cached, Some(Some(f)));
-        let j = ch.subscribe("cache-y", &a, None, 0).ok().unwrap();
+        let j = ch.subscribe("cache-y", &a, None, 0, || None).ok().unwrap();
         assert_eq!(j.cached, Some(None));
         assert_eq!(ch.occupied("cache-").len(), 2);
     }
@@ -732,10 +763,16 @@ mod tests {
         let f = protocol::event("E", Some("cache-x"), "{}");
         ch.publish("cache-x", &f, None, None);
         ch.publish("cache-gone", &f, None, None);
-        let j = ch.subscribe("cache-x", &conn(1), None, 0).ok().unwrap();
+        let j = ch
+            .subscribe("cache-x", &conn(1), None, 0, || None)
+            .ok()
+            .unwrap();
         assert_eq!(j.cached, Some(Some(f.clone())));
         std::thread::sleep(ttl + Duration::from_millis(50)); // time is what is tested
-        let j = ch.subscribe("cache-x", &conn(2), None, 0).ok().unwrap();
+        let j = ch
+            .subscribe("cache-x", &conn(2), None, 0, || None)
+            .ok()
+            .unwrap();
         assert_eq!(j.cached, Some(None), "expired");
         // The next cache publication sweeps the expired channel nobody subscribes to.
         assert!(ch.map.with("cache-gone", |c| c.is_some()));
@@ -745,7 +782,7 @@ mod tests {
     }
 
     #[test]
-    fn a_joining_connection_learns_the_last_offset_handed_out() {
+    fn a_joining_connection_starts_after_the_last_offset_handed_out() {
         let ch = Channels::default();
         let at = |seq| {
             Some(Offset {
@@ -753,27 +790,72 @@ mod tests {
                 seq,
             })
         };
-        let (a, b) = (conn(1), conn(2));
-        assert_eq!(ch.subscribe("orders", &a, None, 0).ok().unwrap().seen, None);
+        let (a, b, c) = (conn(1), conn(2), conn(3));
+        let joined = ch.subscribe("orders", &a, None, 0, || at(0)).ok().unwrap();
+        assert_eq!(joined.start, at(0), "where the stream stood");
         let f = protocol::event("E", Some("orders"), "{}");
         ch.publish("orders", &f, None, at(1));
         ch.relay("orders", &f, Some("1.1"), at(2)); // a client event, a left out
         ch.relay("orders", &f, None, None); // a presence announcement: not numbered
-        let joined = ch.subscribe("orders", &b, None, 0).ok().unwrap();
-        assert_eq!(joined.seen, at(2), "b receives what comes after 2");
+        let joined = ch.subscribe("orders", &b, None, 0, || at(2)).ok().unwrap();
+        assert_eq!(joined.start, at(2), "b receives what comes after 2");
+        // Handed out after the stream's position was read, before the connection joined
+        // (another thread's delivery), on a channel nobody here was on: not owed to it.
+        let fresh = |seq| {
+            ch.publish("fresh", &f, None, at(seq));
+            at(seq - 1)
+        };
+        let joined = ch
+            .subscribe("fresh", &c, None, 0, || fresh(7))
+            .ok()
+            .unwrap();
+        assert_eq!(joined.start, at(7), "c receives what comes after 7");
+        // A cache channel's event outlived its subscribers, the stream moved on unheard.
         ch.publish("cache-x", &f, None, at(5));
-        let joined = ch.subscribe("cache-x", &b, None, 0).ok().unwrap();
-        assert_eq!((joined.seen, joined.cached_at), (at(5), at(5)));
+        let joined = ch.subscribe("cache-x", &b, None, 0, || at(8)).ok().unwrap();
+        assert_eq!((joined.start, joined.cached_at), (at(8), at(5)));
+    }
+
+    #[test]
+    fn an_entry_held_open_for_a_joining_connection_outlives_its_last_subscriber_then_goes() {
+        let ch = Channels::default();
+        let (a, b) = (conn(1), conn(2));
+        let at = |seq| {
+            Some(Offset {
+                epoch: Epoch(9),
+                seq,
+            })
+        };
+        ch.subscribe("orders", &a, None, 0, || at(0)).ok().unwrap();
+        // `a` leaves while `b` reads the stream's position, and one more is handed out.
+        let leaves = || {
+            ch.unsubscribe("orders", &a);
+            let f = protocol::event("E", Some("orders"), "{}");
+            ch.publish("orders", &f, None, at(4));
+            at(3)
+        };
+        let joined = ch.subscribe("orders", &b, None, 0, leaves).ok().unwrap();
+        assert_eq!(joined.start, at(4), "the entry was kept: 4 was seen");
+        ch.unsubscribe("orders", &b);
+        assert!(
+            ch.map.with("orders", |c| c.is_none()),
+            "forgotten once unused"
+        );
     }
 
     #[test]
     fn client_events_are_never_cached() {
         let ch = Channels::default();
         let (a, b) = (conn(1), conn(2));
-        ch.subscribe("private-cache-x", &a, None, 0).ok().unwrap();
+        ch.subscribe("private-cache-x", &a, None, 0, || None)
+            .ok()
+            .unwrap();
         let f = protocol::event("client-typing", Some("private-cache-x"), "{}");
         assert_eq!(ch.relay("private-cache-x", &f, Some("1.1"), None), 0);
-        let j = ch.subscribe("private-cache-x", &b, None, 0).ok().unwrap();
+        let j = ch
+            .subscribe("private-cache-x", &b, None, 0, || None)
+            .ok()
+            .unwrap();
         assert_eq!(j.cached, Some(None));
     }
 
@@ -786,11 +868,11 @@ mod tests {
                 r#"{{"event":"pusher_internal:subscription_count","channel":"feed","data":"{{\"subscription_count\":{n}}}"}}"#
             )
         };
-        ch.subscribe("feed", &a, None, 0).ok().unwrap();
+        ch.subscribe("feed", &a, None, 0, || None).ok().unwrap();
         assert_eq!(queued(&a), [count(1)]);
         // Within the interval: held back, then sent once with the count of the moment.
-        ch.subscribe("feed", &b, None, 0).ok().unwrap();
-        ch.subscribe("feed", &c, None, 0).ok().unwrap();
+        ch.subscribe("feed", &b, None, 0, || None).ok().unwrap();
+        ch.subscribe("feed", &c, None, 0, || None).ok().unwrap();
         ch.unsubscribe("feed", &c);
         assert!(queued(&a).is_empty() && queued(&b).is_empty());
         ch.flush_counts();
@@ -799,10 +881,12 @@ mod tests {
         ch.flush_counts();
         assert!(queued(&a).is_empty(), "nothing changed: nothing sent");
         // Presence channels count users instead; apps without the option get nothing.
-        ch.subscribe("presence-r", &a, member("u"), 0).ok().unwrap();
+        ch.subscribe("presence-r", &a, member("u"), 0, || None)
+            .ok()
+            .unwrap();
         assert!(!queued(&a).iter().any(|f| f.contains("subscription_count")));
         let off = Channels::default();
-        off.subscribe("feed", &c, None, 0).ok().unwrap();
+        off.subscribe("feed", &c, None, 0, || None).ok().unwrap();
         assert!(queued(&c).is_empty());
     }
 }

@@ -401,27 +401,27 @@ impl Session {
         }
         let key = member.as_ref().map(|m| m.key.clone());
         // Followed before joining: from the join on, the app hears every publication of
-        // the channel, so the channel's last one at the join is this connection's start.
+        // the channel, so where the channel stood at the join is this connection's start.
         let new = self.subscribed(name).is_none();
-        let before = if new {
-            if waited.is_none() {
-                self.follow(name);
-                if let Some(wait) = self.cluster_wait(name) {
-                    self.waiting = Some(self.wait(name, member, wait));
-                    self.joining = Some(name.into());
-                    return Flow::Await;
-                }
+        if new && waited.is_none() {
+            self.follow(name);
+            if let Some(wait) = self.cluster_wait(name) {
+                self.waiting = Some(self.wait(name, member, wait));
+                self.joining = Some(name.into());
+                return Flow::Await;
             }
-            self.joining = None;
-            (self.broker).position(&self.app.namespace, name.as_bytes())
-        } else {
-            None
-        };
-        match self
-            .app
-            .channels
-            .subscribe(name, &self.conn, member, cfg.max_presence_members)
-        {
+        }
+        self.joining = None;
+        let (broker, namespace) = (&self.broker, &self.app.namespace);
+        let position = || broker.position(namespace, name.as_bytes());
+        let subscribed = (self.app.channels).subscribe(
+            name,
+            &self.conn,
+            member,
+            cfg.max_presence_members,
+            position,
+        );
+        match subscribed {
             Err(Refused::TooManyMembers) => {
                 if new {
                     self.unfollow(name);
@@ -434,10 +434,7 @@ impl Session {
                 ));
             }
             Ok(joined) => {
-                let start = match (joined.seen, before) {
-                    (Some(seen), Some(b)) if seen.epoch == b.epoch => Some(seen),
-                    (_, b) => b,
-                };
+                let start = joined.start;
                 if new {
                     self.subscriptions.push((name.into(), key));
                 } else {

@@ -26,6 +26,7 @@ import { inbox, until, within, subscribe } from './lib/wait.mjs';
 import { startRedisServer } from './lib/redis-server.mjs';
 import { startCutProxy } from './lib/cut-proxy.mjs';
 import { redisCliSubscriber } from './lib/redis-cli.mjs';
+import { outage as redisOutage } from './lib/resp.mjs';
 import { sdk, pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
 import { enableRecovery } from '../../examples/pusher-recovery/herald-recovery.js';
 
@@ -277,6 +278,37 @@ test('Pusher: back on its own node, where a RESP pattern brings its channels: re
     leave: awayFor(30),
   });
   assert.deepEqual(a.logs.filter((l) => l.includes('past its deadline')), [], 'no subscription waited out its deadline');
+  await a.stop();
+  await b.stop();
+});
+
+test("Pusher: back on its own node while its subscriber connections cannot reach Redis: the resume waits until the channels' streams stand, then replays whole", async () => {
+  // Away, its node stopped hearing the channels; it hears them again only once a subscriber
+  // connection is back, and then their streams move on to where the history stood. A resume
+  // answered before that would start where the streams stood before: what came between
+  // would be neither replayed nor delivered. The node's catch-up then hands out publications
+  // as the subscription is made: one handed out between reading where the stream stands and
+  // joining must be where the subscription starts (lost once under CI's load when it was not).
+  const [a, b] = [await node(), await node()];
+  const channels = ['orders.p12', 'private-orders.p12'];
+  const proxy = await startCutProxy(a.httpPort);
+  started.push({ stop: () => proxy.close() });
+  const { client, got, resumed, failed } = await pusherResumer(proxy, b, channels);
+  const ticks = ticking(b, channels);
+  await got.waitFor(([e, , d]) => e === 'Tick' && d.n >= 10, 'a few live ticks');
+  proxy.cut({ hold: true });
+  const away = ticks.n;
+  await until(async () => ticks.n >= away + 30, 'ticks published while the client is away');
+  const open = [];
+  await redisOutage(redis.port, open, async () => {
+    proxy.release();
+    await until(async () => await metric(a, 'herald_ws_connections') === 1, 'the client back on node A');
+  });
+  for (const c of open) c.close();
+  await resumed.count(channels.length, 'herald:resumed on every channel');
+  await finish(got, ticks, b, channels);
+  assert.deepEqual(failed.items, [], 'no channel refused');
+  client.disconnect();
   await a.stop();
   await b.stop();
 });
