@@ -38,12 +38,12 @@
 //! pattern already brings (a Pusher app's cache channels, the default namespace while a
 //! RESP client subscribes) needs none of this: its publications were already arriving.
 
-use super::super::{glob, Epoch, Namespace, Offset};
+use super::super::{Epoch, Namespace, Offset};
 use super::requests::Requests;
+use super::subscriptions::Wanted;
 use super::wire;
 use crate::sharded::Sharded;
 use bytes::Bytes;
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::task::Context;
@@ -70,9 +70,8 @@ pub struct Join {
 }
 
 impl Join {
-    /// The stream stands where the join read: whoever waits for it goes on.
-    pub fn stood(&mut self) {
-        self.stood = None;
+    fn key(&self) -> Bytes {
+        wire::stream_key(&self.namespace, &self.channel)
     }
 
     /// Where the history stood, once read (None: it could not be, by `deadline`).
@@ -151,15 +150,41 @@ impl Joins {
             .collect()
     }
 
-    /// Drop the joins of channels one of `patterns` (a subscriber connection's) brings:
+    /// Drop the joins of channels a pattern of `plan` (a subscriber connection's) brings:
     /// the pattern already carries their publications, nothing is to stand or catch up,
     /// and nobody is to wait for them ([`Joins::standing`]).
-    pub fn covered(&self, patterns: &BTreeSet<Bytes>) {
-        if patterns.is_empty() {
+    pub fn covered(&self, plan: &Wanted) {
+        if plan.patterns.is_empty() {
             return;
         }
+        let mut dropped = Vec::new();
         for mut shard in self.pending.write_each() {
-            shard.retain(|key, _| !patterns.iter().any(|p| glob::matches(p, key)));
+            shard.retain(|key, _| {
+                let brought = plan.brings(key);
+                if brought {
+                    dropped.push(key.clone());
+                }
+                !brought
+            });
+        }
+        for key in &dropped {
+            self.forget(key);
+        }
+    }
+
+    /// `join`'s stream stands where it read, or the join is given up (its stand could not
+    /// be read): whoever waits for it goes on.
+    pub fn stood(&self, join: &mut Join) {
+        join.stood = None;
+        self.forget(&join.key());
+    }
+
+    /// Stop keeping what waiters of `key`'s join need once it stood (a newer join of the
+    /// channel's is kept).
+    fn forget(&self, key: &Bytes) {
+        let mut standing = self.standing.write(key);
+        if standing.get(key).is_some_and(|s| s.has_changed().is_err()) {
+            standing.remove(key);
         }
     }
 
@@ -170,7 +195,7 @@ impl Joins {
             let (tell, read) = oneshot::channel();
             let _ = tell.send(Some(stand));
             join.stand = read;
-            let key = wire::stream_key(&join.namespace, &join.channel);
+            let key = join.key();
             self.pending.write(&key).entry(key).or_insert(join);
         }
     }
@@ -200,6 +225,30 @@ impl Joins {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_join_that_stood_releases_its_waiters_and_is_forgotten() {
+        let joins = Joins::default();
+        let (namespace, channel) = (Namespace::Default, Bytes::from_static(b"a"));
+        let key = wire::stream_key(&namespace, &channel);
+        let (tx, rx) = watch::channel(());
+        joins.standing.write(&key).insert(key.clone(), rx);
+        let mut join = Join {
+            namespace,
+            channel,
+            stand: oneshot::channel().1,
+            stood: Some(tx),
+            made: Instant::now(),
+        };
+        let waiting = joins.standing(&key);
+        joins.stood(&mut join);
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(waited.is_ok(), "its waiter goes on");
+        assert!(
+            joins.standing.read(&key).get(&key).is_none(),
+            "nothing kept of it"
+        );
+    }
 
     #[tokio::test]
     async fn a_join_is_taken_once_given_back_with_its_stand_and_forgotten_when_old() {

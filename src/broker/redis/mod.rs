@@ -363,8 +363,7 @@ impl RedisBroker {
     /// Whether a pattern of the plan already brings the channel whose backplane key is
     /// `key` (then it has no join to wait for: [`joins`]).
     fn brought_by_pattern(&self, key: &[u8]) -> bool {
-        let plan = self.plans[wire::connection_of(key)].borrow();
-        plan.patterns.iter().any(|p| super::glob::matches(p, key))
+        self.plans[wire::connection_of(key)].borrow().brings(key)
     }
 
     /// What `/healthz` asks: whether every backplane connection is up.
@@ -1219,7 +1218,7 @@ impl Receiver {
     /// began to hear stand where their history stood then ([`joins`]). Returns them,
     /// with that, to catch up once subscribed.
     async fn stand(&self, from: &Wanted, to: &Wanted) -> Vec<(joins::Join, Offset)> {
-        self.joins.covered(&to.patterns);
+        self.joins.covered(to);
         let new = to.channels.difference(&from.channels);
         let taken = self.joins.take(new);
         let deadline = tokio::time::Instant::now() + RESPONSE_TIMEOUT;
@@ -1227,9 +1226,12 @@ impl Receiver {
         for mut join in taken {
             // Unread by the deadline (Redis unreachable): the stream starts from what
             // pub/sub brings first.
-            if let Some(at) = join.stand(deadline).await {
+            let at = join.stand(deadline).await;
+            if let Some(at) = at {
                 self.local.rejoin_at(&join.namespace, &join.channel, at);
-                join.stood();
+            }
+            self.joins.stood(&mut join);
+            if let Some(at) = at {
                 stood.push((join, at));
             }
         }

@@ -26,6 +26,13 @@ pub struct Wanted {
     pub patterns: BTreeSet<Bytes>,
 }
 
+impl Wanted {
+    /// Whether one of its patterns brings the channel whose backplane key is `key`.
+    pub fn brings(&self, key: &[u8]) -> bool {
+        self.patterns.iter().any(|p| glob::matches(p, key))
+    }
+}
+
 /// What each of the [`CONNECTIONS`] subscribes to for `interest`.
 pub fn wanted(interest: &Interest) -> Vec<Wanted> {
     let mut globs: Vec<(&Namespace, &[u8])> = interest
@@ -52,7 +59,7 @@ pub fn wanted(interest: &Interest) -> Vec<Wanted> {
     let shards = interest.shard_channels.iter().map(|n| wire::shard_key(n));
     for key in streams.chain(shards) {
         let on = &mut out[connection_of(&key)];
-        if !on.patterns.iter().any(|p| glob::matches(p, &key)) {
+        if !on.brings(&key) {
             on.channels.insert(key);
         }
     }
