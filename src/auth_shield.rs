@@ -25,6 +25,7 @@ use crate::auth_callback::{AuthClient, Refused};
 use crate::config::Config;
 use crate::laravel::PresenceMember;
 use crate::metrics;
+use crate::token_bucket::{Bucket, Rate};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -88,8 +89,7 @@ struct Caps {
 pub struct PerConnection {
     /// The CONNECT packet's `auth.headers`, parsed once.
     connect: ClientHeaders,
-    /// Tokens left and when they were counted; None: a full bucket.
-    bucket: Option<(f64, Instant)>,
+    bucket: Bucket,
     /// The app's refusals: channel, status, until when; oldest first.
     refused: VecDeque<(Box<str>, u16, Instant)>,
 }
@@ -111,8 +111,7 @@ pub struct AuthShield {
     caps: Caps,
     in_flight: Option<Semaphore>,
     wait: Duration,
-    burst: u32,
-    rate: u32,
+    rate: Rate,
     refusal_ttl: Duration,
 }
 
@@ -150,8 +149,10 @@ impl AuthShield {
             },
             in_flight: (c.auth_max_in_flight > 0).then(|| Semaphore::new(c.auth_max_in_flight)),
             wait: c.auth_timeout,
-            burst: c.auth_burst,
-            rate: c.auth_rate,
+            rate: Rate {
+                burst: c.auth_burst,
+                per_second: c.auth_rate,
+            },
             refusal_ttl: c.auth_refusal_cache,
         }
     }
@@ -234,7 +235,7 @@ impl AuthShield {
             tracing::debug!(channel, "auth headers over the caps: refused with 431");
             return Err(Refused(431));
         };
-        if !self.take_token(conn, now) {
+        if !self.rate.take(&mut conn.bucket, now) {
             metrics::AUTH_RATE_LIMITED.inc();
             tracing::debug!(channel, "auth rate of this connection exceeded: 429");
             return Err(Refused(429));
@@ -269,19 +270,6 @@ impl AuthShield {
             );
         }
         Some(map)
-    }
-
-    fn take_token(&self, conn: &mut PerConnection, now: Instant) -> bool {
-        if self.burst == 0 {
-            return true;
-        }
-        let burst = f64::from(self.burst);
-        let (tokens, since) = conn.bucket.unwrap_or((burst, now));
-        let tokens =
-            (tokens + f64::from(self.rate) * now.duration_since(since).as_secs_f64()).min(burst);
-        let granted = tokens >= 1.0;
-        conn.bucket = Some((if granted { tokens - 1.0 } else { tokens }, now));
-        granted
     }
 
     /// Ask the app, once a turn among `--auth-max-in-flight` is free.

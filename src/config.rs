@@ -35,6 +35,7 @@
 
 use crate::broker::history::HistoryLimits;
 use crate::outbox::OutboxLimits;
+use crate::token_bucket::Rate;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches, Parser};
 use http::HeaderName;
 use serde::Deserialize;
@@ -346,6 +347,16 @@ pub struct Settings {
         default_value_t = 1000
     )]
     pub max_channels_per_connection: usize,
+
+    /// Subscriptions one WebSocket connection (socket.io or Pusher) may make at once (its
+    /// token bucket's size); past it they are refused with 429 until tokens come back
+    /// (each one in a cluster costs Redis work); 0: no limit.
+    #[arg(long, env = "HERALD_SUBSCRIBE_BURST", default_value_t = 100)]
+    pub subscribe_burst: u32,
+
+    /// Subscriptions per second a connection gets back after a burst.
+    #[arg(long, env = "HERALD_SUBSCRIBE_RATE", default_value_t = 20)]
+    pub subscribe_rate: u32,
 
     /// Pusher app id of the default app. None of --app-id, --app-key, --app-secret given:
     /// the built-in development app (herald / herald-key / herald-secret), served on
@@ -792,6 +803,8 @@ pub struct Config {
     pub pusher: bool,
     /// 0: no limit.
     pub max_channels_per_connection: usize,
+    /// How fast one WebSocket connection may subscribe (burst 0: no limit).
+    pub subscribe_rate: Rate,
     pub activity_timeout: Duration,
     /// Every app's cache channels (also in each `AppConfig`).
     pub cache_ttl: Duration,
@@ -1066,6 +1079,10 @@ impl Config {
             socketio: s.socketio,
             pusher: s.pusher,
             max_channels_per_connection: s.max_channels_per_connection,
+            subscribe_rate: Rate {
+                burst: s.subscribe_burst,
+                per_second: s.subscribe_rate,
+            },
             activity_timeout: Duration::from_secs(s.activity_timeout),
             cache_ttl,
             webhook_limits,
@@ -1176,6 +1193,7 @@ impl Config {
                 client_event_rate,
                 max_message_size,
                 max_channels_per_connection,
+                subscribe_rate,
                 activity_timeout,
                 // The Pusher apps (their key, secret, origins and limits: see
                 // `pusher::apps::Apps::reload`, which says what it cannot change), and the
@@ -1369,6 +1387,8 @@ mod tests {
             ("socketio", "false", |c| !c.socketio),
             ("pusher", "false", |c| !c.pusher),
             ("max_channels_per_connection", "7", |c| c.max_channels_per_connection == 7),
+            ("subscribe_burst", "7", |c| c.subscribe_rate.burst == 7),
+            ("subscribe_rate", "7", |c| c.subscribe_rate.per_second == 7),
             ("app_id", "shop", |c| c.apps[0].id == "shop" && !c.builtin_app),
             ("app_key", "shop-key", |c| c.apps[0].key == "shop-key" && !c.builtin_app),
             ("app_secret", "s3cret", |c| c.apps[0].secret == "s3cret" && !c.builtin_app),

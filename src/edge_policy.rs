@@ -2,8 +2,8 @@
 //!
 //! socket.io (Echo's socket.io connector) and Pusher (Echo's reverb/pusher connectors,
 //! pusher-js) face the same browsers and the same attackers, so they apply one policy:
-//! which channel names exist, which origins may connect, and which client events
-//! (whispers) are relayed (who a presence member is, Laravel's rule, is in
+//! which channel names exist, which origins may connect, how fast a connection may
+//! subscribe ([`Subscribes`]), and which client events (whispers) are relayed (who a presence member is, Laravel's rule, is in
 //! [`crate::laravel::PresenceMember`]). Each edge only words the verdict in its own protocol: `subscription_error` / `client_event_error` on socket.io, Pusher's
 //! error codes on Pusher ([`ClientEventRefusal`] carries both wordings).
 //!
@@ -13,6 +13,7 @@
 //! what is relayed to others.
 
 use crate::laravel::ChannelKind;
+use crate::token_bucket::{Bucket, Rate};
 use std::time::{Duration, Instant};
 
 /// The longest channel name, in bytes (Pusher's limit, applied on both edges).
@@ -128,6 +129,34 @@ impl ClientEventRefusal {
             Self::RateLimited => "Client event rejected due to rate limit",
         };
         (4301, message)
+    }
+}
+
+/// How fast one connection may subscribe to channels it is not on (`--subscribe-burst`,
+/// `--subscribe-rate`): each subscription makes the node work (in a cluster, Redis round
+/// trips), so a client that subscribes and leaves in a loop is refused with 429 (counted)
+/// once its bucket is empty, while a page subscribing to its channels at once is not.
+#[derive(Debug)]
+pub struct Subscribes {
+    rate: Rate,
+    bucket: Bucket,
+}
+
+impl Subscribes {
+    pub fn new(rate: Rate) -> Self {
+        Subscribes {
+            rate,
+            bucket: Bucket::default(),
+        }
+    }
+
+    /// Whether one more subscription may be made now.
+    pub fn admit(&mut self, now: Instant) -> bool {
+        let admitted = self.rate.take(&mut self.bucket, now);
+        if !admitted {
+            crate::metrics::SUBSCRIBE_RATE_LIMITED.inc();
+        }
+        admitted
     }
 }
 

@@ -78,4 +78,5 @@ pub mod shutdown;
 pub mod socketio;
 pub mod state;
 pub mod tls;
+pub mod token_bucket;
 pub mod ws;

@@ -284,6 +284,9 @@ pub static AUTH_REFUSALS_REUSED: Counter = Counter::new();
 pub static AUTH_HEADERS_TOO_LARGE: Counter = Counter::new();
 /// socket.io subscriptions refused with 429: the connection's auth token bucket was empty.
 pub static AUTH_RATE_LIMITED: Counter = Counter::new();
+/// WebSocket subscriptions (socket.io and Pusher) refused with 429: the connection's
+/// subscribe token bucket was empty (`--subscribe-burst`, `--subscribe-rate`).
+pub static SUBSCRIBE_RATE_LIMITED: Counter = Counter::new();
 /// socket.io subscriptions refused with 503: no turn among the auth requests in flight.
 pub static AUTH_BUSY: Counter = Counter::new();
 /// Engine.IO handshakes refused: too many sessions had not sent their CONNECT yet.
@@ -431,6 +434,11 @@ pub fn render(extra: &[(&str, &str, u64)]) -> String {
             AUTH_RATE_LIMITED.get(),
         ),
         ("herald_auth_busy_total", "counter", AUTH_BUSY.get()),
+        (
+            "herald_subscribe_rate_limited_total",
+            "counter",
+            SUBSCRIBE_RATE_LIMITED.get(),
+        ),
         ("herald_auth_refused_total", "counter", AUTH_REFUSED.get()),
         (
             "herald_socketio_handshakes_refused_total",

@@ -19,7 +19,7 @@ use super::resume::{self, Cached, Mark, Marks, Reason, Source};
 use super::signature;
 use super::webhooks::Event;
 use crate::broker::{Broker, Offset, Publication, StreamSubscriber, TooOld};
-use crate::edge_policy::{self, BadChannelName, ClientEvent, ClientEvents, RateWindow};
+use crate::edge_policy::{self, BadChannelName, ClientEvent, ClientEvents, RateWindow, Subscribes};
 use crate::laravel::{ChannelKind, Envelope, PresenceMember};
 use crate::outbox::Outbox;
 use crate::state::State;
@@ -119,6 +119,7 @@ pub async fn run(io: ws::WsStream, state: State, app: Arc<App>) {
         },
         window: RateWindow::new(now.into_std()),
         max_channels: state.config().max_channels_per_connection,
+        subscribes: Subscribes::new(state.config().subscribe_rate),
         socket,
         marks,
         pending: Vec::new(),
@@ -141,6 +142,8 @@ struct Session {
     subscriptions: Vec<Subscription>,
     /// How many `subscriptions` may hold (0: no limit).
     max_channels: usize,
+    /// How fast it may subscribe to channels it is not on.
+    subscribes: Subscribes,
     /// The user id after a successful `pusher:signin`.
     user: Option<Box<str>>,
     /// The signed-in user's watchlist.
@@ -278,6 +281,17 @@ impl Session {
     }
 
     fn subscribe(&mut self, sub: Subscribe, out: &mut Vec<Bytes>) -> Flow {
+        let name = sub.channel.as_str();
+        if self.subscribed(name).is_none() && !self.subscribes.admit(std::time::Instant::now()) {
+            tracing::debug!(socket = %self.socket, channel = name, "refused: subscribing too fast");
+            out.push(protocol::subscription_error(
+                name,
+                "LimitReached",
+                "Too many subscriptions per second on this connection",
+                429,
+            ));
+            return Flow::Continue;
+        }
         match self.check(&sub, out) {
             Some(member) => self.join(&sub.channel, member, None, out),
             None => Flow::Continue,

@@ -20,7 +20,7 @@ use super::Edge;
 use crate::auth_callback::Refused;
 use crate::auth_shield::{AuthOption, PerConnection};
 use crate::broker::{Namespace, Publication};
-use crate::edge_policy::{self, RateWindow};
+use crate::edge_policy::{self, RateWindow, Subscribes};
 use crate::laravel::{ChannelKind, Envelope, PresenceMember};
 use crate::presence::{Heard, Listener, Told};
 use bytes::Bytes;
@@ -44,6 +44,8 @@ pub struct SocketState {
     auth: PerConnection,
     /// Client events in the current one-second window.
     rate: Option<RateWindow>,
+    /// How fast it may subscribe (made at its first subscription).
+    subscribes: Option<Subscribes>,
     /// The private session id under which an unclean close keeps the session for
     /// recovery (v4 with `--recovery-window`).
     pub pid: Option<Box<str>>,
@@ -175,14 +177,26 @@ fn subscribe(edge: &Arc<Edge>, s: &Arc<Session>, sub: Subscribe, ack: Option<u64
             .chain(&st.authorizing)
             .any(|c| **c == *channel)
     };
-    let (is_known, held) = {
-        let st = s.lock();
-        (
+    let config = edge.config();
+    let (is_known, held, admitted) = {
+        let mut st = s.lock();
+        let (is_known, held) = (
             known(&st.io),
             st.io.channels.len() + st.io.authorizing.len(),
-        )
+        );
+        let subscribes =
+            (st.io.subscribes).get_or_insert_with(|| Subscribes::new(config.subscribe_rate));
+        (is_known, held, is_known || subscribes.admit(Instant::now()))
     };
-    let max = edge.config().max_channels_per_connection;
+    if !admitted {
+        tracing::debug!(sid = %s.sid, "subscribing too fast");
+        refuse(s, &channel, Refused(429));
+        if let Some(id) = ack {
+            s.socket.send(packet::ack(id));
+        }
+        return;
+    }
+    let max = config.max_channels_per_connection;
     if is_known || (max > 0 && held >= max) {
         if !is_known {
             tracing::debug!(sid = %s.sid, %channel, "refused: {max} channels on this socket");
