@@ -19,7 +19,9 @@
 // exact sequence up to an end marker.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { io } from 'socket.io-client';
 import { startHerald, laravelPayload, once, metric, redisCli } from './lib/herald.mjs';
 import { inbox, until, within, subscribe } from './lib/wait.mjs';
@@ -501,6 +503,42 @@ test('redis-server restarted mid-stream: delivery resumes; a gap history covers 
   assert.ok(got.every((n, i) => i === 0 || n > got[i - 1]), 'never a duplicate, never out of order');
   one.s.disconnect();
   two.s.disconnect();
+  await a.stop();
+  await b.stop();
+});
+
+test('redis-server back from an older snapshot: what it numbers afterwards is delivered, in a new epoch, not dropped as a copy of what the nodes had', async () => {
+  // Redis restarted with the data of its last snapshot (its default persistence): its
+  // history and its numbers stand where they were then, behind the nodes'. Numbering on
+  // would give new publications offsets the nodes delivered already.
+  const [a, b] = [await node(), await node()];
+  const channel = 'orders.13';
+  const proxy = await startCutProxy(a.httpPort);
+  started.push({ stop: () => proxy.close() });
+  const { s, got } = await sioClient(proxy, b, [channel]);
+  const tick = (n) => ([e, , d]) => e === 'Tick' && d.n === n;
+  const epoch = (n) => got.items.find(tick(n)).at(-1).split('-')[0];
+  const publish = (from, to) => { for (let n = from; n <= to; n++) b.publish(channel, 'Tick', { n }); };
+  publish(1, 10);
+  await got.waitFor(tick(10), 'the ticks before the snapshot');
+  assert.equal(await redisCli(redis.port, 'SAVE'), 'OK');
+  const dump = path.join((await redisCli(redis.port, 'CONFIG', 'GET', 'dir')).split('\n')[1], 'dump.rdb');
+  try {
+    publish(11, 20);
+    await got.waitFor(tick(20), 'the ticks after it');
+    await redis.restart();
+    // Back, and node A subscribed to the channel again (it holds the only subscription).
+    await until(async () => (await redisCli(redis.port, 'PUBSUB', 'CHANNELS', `*${channel}`)) !== '',
+      "node A's subscription back on Redis");
+    publish(21, 30);
+    await got.waitFor(tick(30), 'the ticks published after the restart');
+  } finally {
+    fs.rmSync(dump, { force: true });
+  }
+  checkTicks(got, [channel], 30);
+  assert.notEqual(epoch(21), epoch(20), 'a new epoch');
+  assert.equal(epoch(30), epoch(21));
+  s.disconnect();
   await a.stop();
   await b.stop();
 });

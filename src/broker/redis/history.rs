@@ -13,6 +13,15 @@
 //! lost reply must not be numbered twice: the hash keeps each node's last stamp, and a
 //! stamp not past it is a copy (not appended, not published).
 //!
+//! Redis restarted since an epoch last numbered (the hash keeps the `run_id` it numbered
+//! under): the epoch ends there, and the publication begins a new one, its sequence going
+//! on. A Redis that comes back from a snapshot or an AOF holds its history and numbers
+//! as they were when written, short of what it numbered after (by default Redis
+//! snapshots at most every minute or hour): numbering on in the old epoch would give a
+//! new publication the offset of one the nodes already delivered, and they would drop it
+//! as a copy. A new epoch never repeats an offset; clients whose offset the restored
+//! history does not hold are told it is too old.
+//!
 //! [`READ`] answers `since` as the memory ring does: the publications after an offset,
 //! all of them or none (another epoch, ahead of the stream, or the first one after it no
 //! longer kept). Entries live while their stream does (each publication renews its TTL),
@@ -31,7 +40,6 @@
 //!
 //! [`wire`]: super::wire
 
-use super::super::history::HistoryLimits;
 use super::super::{Epoch, Namespace, Offset, Publication, TooOld};
 use super::wire::{self, Malformed, Stamp};
 use bytes::Bytes;
@@ -40,18 +48,22 @@ use std::sync::LazyLock;
 
 /// KEYS: the stream, the epoch hash. ARGV: the pub/sub channel, the message, MAXLEN, the
 /// stream's TTL in ms, an epoch for a channel without one, the node, its stamp, the
-/// epoch hash's TTL in ms. Returns the offset (epoch, seq), or nil for a copy.
+/// epoch hash's TTL in ms, Redis's `run_id`. Returns the offset (epoch, seq), or nil for a
+/// copy.
 pub static NUMBER: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(NUMBER_CODE));
 
 /// [`NUMBER`]'s code, for `SCRIPT LOAD`.
 pub const NUMBER_CODE: &str = r"
 local h = KEYS[2]
-local seen = tonumber(redis.call('HGET', h, ARGV[6]) or '0')
-if tonumber(ARGV[7]) <= seen then return false end
-if redis.call('HSETNX', h, 'e', ARGV[5]) == 1 then redis.call('DEL', KEYS[1]) end
+local got = redis.call('HMGET', h, ARGV[6], 'r')
+if tonumber(ARGV[7]) <= tonumber(got[1] or '0') then return false end
+if redis.call('HSETNX', h, 'e', ARGV[5]) == 1 or got[2] ~= ARGV[9] then
+  redis.call('HSET', h, 'e', ARGV[5])
+  redis.call('DEL', KEYS[1])
+end
 local e = redis.call('HGET', h, 'e')
 local s = redis.call('HINCRBY', h, 's', 1)
-redis.call('HSET', h, ARGV[6], ARGV[7])
+redis.call('HSET', h, ARGV[6], ARGV[7], 'r', ARGV[9])
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. s, 'm', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', h, ARGV[8])
@@ -97,9 +109,10 @@ pub fn number(
     p: &Publication,
     message: &[u8],
     stamp: Stamp,
-    limits: &HistoryLimits,
-    epoch_ttl: std::time::Duration,
+    numbering: &super::Numbering,
+    run_id: &str,
 ) {
+    let limits = &numbering.limits;
     let [stream, epoch] = wire::history_keys(&p.namespace, p.channel());
     pipe.cmd("EVALSHA")
         .arg(NUMBER.get_hash())
@@ -113,7 +126,15 @@ pub fn number(
         .arg(format!("{:x}", Epoch::fresh().0))
         .arg(format!("{:x}", stamp.node))
         .arg(stamp.seq)
-        .arg(epoch_ttl.as_millis().max(1) as u64);
+        .arg(numbering.epoch_ttl.as_millis().max(1) as u64)
+        .arg(run_id);
+}
+
+/// Redis's `run_id` in its `INFO server` reply: new at each start of the server.
+pub fn run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .map(str::trim)
 }
 
 /// The offset [`NUMBER`] returned; None for a copy (or a reply it does not make).
@@ -211,4 +232,19 @@ pub async fn since(
         }
     }
     Ok(Read::Found(Ok(missed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:89dada1910e3ebcee681f0ee973664571d924b64\r\ntcp_port:6379\r\n";
+        assert_eq!(
+            run_id(info),
+            Some("89dada1910e3ebcee681f0ee973664571d924b64")
+        );
+        assert_eq!(run_id("# Server\r\nredis_version:7.0.15\r\n"), None);
+    }
 }

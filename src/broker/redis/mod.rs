@@ -822,11 +822,12 @@ struct Numbering {
     epoch_ttl: Duration,
 }
 
-/// A connection for the publisher, with the numbering script loaded.
+/// A connection for the publisher, with the numbering script loaded, and the `run_id`
+/// of the Redis it reached (what the script numbers under: [`history`]).
 async fn publishing(
     client: &redis::Client,
     config: &redis::AsyncConnectionConfig,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+) -> redis::RedisResult<(redis::aio::MultiplexedConnection, String)> {
     let mut con = client
         .get_multiplexed_async_connection_with_config(config)
         .await?;
@@ -835,7 +836,60 @@ async fn publishing(
         .arg(history::NUMBER_CODE)
         .exec_async(&mut con)
         .await?;
-    Ok(con)
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut con)
+        .await?;
+    let run_id = history::run_id(&info).ok_or_else(|| {
+        redis::RedisError::from((redis::ErrorKind::ResponseError, "no run_id in INFO server"))
+    })?;
+    Ok((con, run_id.to_owned()))
+}
+
+/// The pipeline that sends `batch` in order, its publications stamped `first`, `first +
+/// 1`, … (the same stamps however often it is built, so Redis takes a batch sent again
+/// once) and numbered under `run_id`.
+fn pipeline(
+    batch: &[Outgoing],
+    first: u64,
+    numbering: &Numbering,
+    run_id: &str,
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    let mut seq = first;
+    for out in batch {
+        match out {
+            Outgoing::Publication {
+                key, publication, ..
+            } => {
+                let stamp = Stamp {
+                    node: numbering.node,
+                    seq,
+                };
+                seq += 1;
+                let message = wire::encode(publication, stamp);
+                if publication.resp == ToResp::Shard {
+                    pipe.cmd("PUBLISH").arg(&key[..]).arg(&message[..]);
+                } else {
+                    history::number(
+                        &mut pipe,
+                        key,
+                        publication,
+                        &message,
+                        stamp,
+                        numbering,
+                        run_id,
+                    );
+                }
+            }
+            Outgoing::Message {
+                channel, message, ..
+            } => {
+                pipe.cmd("PUBLISH").arg(&channel[..]).arg(&message[..]);
+            }
+        }
+    }
+    pipe
 }
 
 /// Whether a pipeline failed because Redis refused a command (not the connection, nor a
@@ -866,7 +920,7 @@ async fn publisher(
     let mut backoff = backoff::FIRST;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let mut con = tokio::select! {
+        let (mut con, mut run_id) = tokio::select! {
             _ = stop.cancelled() => return,
             con = publishing(&client, &config) => match con {
                 Ok(con) => con,
@@ -889,42 +943,13 @@ async fn publisher(
             if n == 0 {
                 return;
             }
-            let mut pipe = redis::pipe();
-            let mut publications = 0;
-            for out in &batch {
-                match out {
-                    Outgoing::Publication {
-                        key, publication, ..
-                    } => {
-                        seq += 1;
-                        publications += 1;
-                        let stamp = Stamp {
-                            node: numbering.node,
-                            seq,
-                        };
-                        let message = wire::encode(publication, stamp);
-                        if publication.resp == ToResp::Shard {
-                            pipe.cmd("PUBLISH").arg(&key[..]).arg(&message[..]);
-                        } else {
-                            let (limits, ttl) = (&numbering.limits, numbering.epoch_ttl);
-                            history::number(
-                                &mut pipe,
-                                key,
-                                publication,
-                                &message,
-                                stamp,
-                                limits,
-                                ttl,
-                            );
-                        }
-                    }
-                    Outgoing::Message {
-                        channel, message, ..
-                    } => {
-                        pipe.cmd("PUBLISH").arg(&channel[..]).arg(&message[..]);
-                    }
-                }
-            }
+            let first = seq + 1;
+            let publications = batch
+                .iter()
+                .filter(|out| matches!(out, Outgoing::Publication { .. }))
+                .count() as u64;
+            seq += publications;
+            let pipe = pipeline(&batch, first, &numbering, &run_id);
             let mut sent = pipe.query_async::<Vec<redis::Value>>(&mut con).await;
             if sent.as_ref().is_err_and(|e| !refused(e)) {
                 // The connection may have died while it was idle (Redis restarted, and lost
@@ -933,7 +958,9 @@ async fn publisher(
                 // the stamps numbered already, and receivers drop a plain copy by its stamp.
                 let again = publishing(&client, &config);
                 if let Ok(Ok(fresh)) = tokio::time::timeout(RESPONSE_TIMEOUT, again).await {
-                    con = fresh;
+                    // Built again: the Redis reached may be another run of it.
+                    (con, run_id) = fresh;
+                    let pipe = pipeline(&batch, first, &numbering, &run_id);
                     sent = pipe.query_async::<Vec<redis::Value>>(&mut con).await;
                 }
             }
