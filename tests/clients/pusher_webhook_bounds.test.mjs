@@ -111,7 +111,8 @@ test('occupancy that does not outlast the delay sends nothing; a genuine one doe
 
 test('churn with a tiny queue is dropped and counted, member_removed still arrives', async () => {
   const app = await startApp();
-  const h = await herald(app, ['--webhook-queue', '4', '--webhook-occupancy-delay-ms', '0']);
+  // The subscribe bucket (subscribe_rate.test.mjs) off: the churn must reach the webhook queue.
+  const h = await herald(app, ['--webhook-queue', '4', '--webhook-occupancy-delay-ms', '0', '--subscribe-burst', '0']);
   const ada = await connected(pusherClient(h, { user: { user_id: 'ada', user_info: {} } }), WAIT);
   cleanup.push(() => ada.disconnect());
 
