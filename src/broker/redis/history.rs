@@ -58,12 +58,12 @@ local h = KEYS[2]
 local got = redis.call('HMGET', h, ARGV[6], 'r')
 if tonumber(ARGV[7]) <= tonumber(got[1] or '0') then return false end
 if redis.call('HSETNX', h, 'e', ARGV[5]) == 1 or got[2] ~= ARGV[9] then
-  redis.call('HSET', h, 'e', ARGV[5])
+  redis.call('HSET', h, 'e', ARGV[5], 'r', ARGV[9])
   redis.call('DEL', KEYS[1])
 end
 local e = redis.call('HGET', h, 'e')
 local s = redis.call('HINCRBY', h, 's', 1)
-redis.call('HSET', h, ARGV[6], ARGV[7], 'r', ARGV[9])
+redis.call('HSET', h, ARGV[6], ARGV[7])
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. s, 'm', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', h, ARGV[8])
