@@ -349,9 +349,10 @@ pub struct Settings {
     pub max_channels_per_connection: usize,
 
     /// Subscriptions one WebSocket connection (socket.io or Pusher) may make at once (its
-    /// token bucket's size); past it they are refused with 429 until tokens come back
-    /// (each one in a cluster costs Redis work); 0: no limit.
-    #[arg(long, env = "HERALD_SUBSCRIBE_BURST", default_value_t = 100)]
+    /// token bucket's size; by default as many as it may hold, so a page subscribing to
+    /// all its channels at once is never refused); past it they are refused with 429 until
+    /// tokens come back (each one in a cluster costs Redis work); 0: no limit.
+    #[arg(long, env = "HERALD_SUBSCRIBE_BURST", default_value_t = 1000)]
     pub subscribe_burst: u32,
 
     /// Subscriptions per second a connection gets back after a burst.
