@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check herald has, as CI runs it: installs missing test dependencies, then formatting,
-# lints, the build, all Rust tests (unit, integration, the real Laravel broadcaster through php)
-# and the Node suite of real npm clients against the built binary. Each step is a suite; all run
+# lints, the docs (every intra-doc link resolves), the build, all Rust tests (unit,
+# integration, the real Laravel broadcaster through php) and the Node suite of real npm
+# clients against the built binary. Each step is a suite; all run
 # even when one fails, the last line counts them, and the exit status is non-zero if any failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,7 @@ node_tests() {
 
 suite fmt cargo fmt --check
 suite clippy cargo clippy --all-targets -- -D warnings
+suite docs env RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --document-private-items
 suite build cargo build
 suite rust-tests cargo test --no-fail-fast
 suite node-tests node_tests

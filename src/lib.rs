@@ -34,8 +34,9 @@
 //! - [`presence`]: who is present on presence channels (both edges, Pusher's watchlists),
 //!   in memory or, with `--cluster`, across nodes through Redis.
 //! - [`auth_callback`]: asks the Laravel app to authorize private and presence channels.
-//! - [`edge_policy`]: what both WebSocket edges allow: channel names, origins, client
-//!   events.
+//! - [`edge_policy`]: what both WebSocket edges allow: channel names, origins, how fast a
+//!   connection subscribes, client events.
+//! - [`token_bucket`]: a burst then a rate (subscriptions, auth requests per connection).
 //! - [`auth_shield`]: what clients may make herald send the app (headers, rates, caps).
 //! - [`app_http`]: the HTTP client to the Laravel app (auth endpoint, Pusher webhooks).
 //! - [`socketio`]: the socket.io edge (Engine.IO 3/4, websocket and polling, Echo semantics).
@@ -50,6 +51,10 @@
 //! - [`health`]: what `/healthz` reports: listeners not accepting (and later the backplane).
 //! - [`metrics`]: process-wide counters.
 //! - [`logging`]: tracing set-up (pretty or JSON).
+//!
+//! These docs are for the people who carry the code on: read them with
+//! `cargo doc --document-private-items`, where the links to private items resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 pub mod app_http;
 pub mod auth_callback;

@@ -413,7 +413,7 @@ pub trait Broker: Send + Sync {
     fn ssubscribe(&self, channel: Bytes, sub: Arc<dyn Subscriber>) -> bool;
     fn sunsubscribe(&self, channel: &[u8], id: SubscriberId) -> bool;
 
-    /// PUBSUB CHANNELS [pattern]: active RESP channels, optionally filtered.
+    /// PUBSUB CHANNELS \[pattern\]: active RESP channels, optionally filtered.
     fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes>;
     fn shard_channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes>;
     /// PUBSUB NUMSUB: RESP subscribers of one exact channel.

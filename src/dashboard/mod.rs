@@ -12,7 +12,7 @@
 //! subscriber like any edge ([`console`]).
 //!
 //! - [`token`]: who may see it (constant-time, a cookie after the first visit).
-//! - [`routes`]: the page, its assets and the WebSocket, behind the token.
+//! - [`routes()`]: the page, its assets and the WebSocket, behind the token.
 //! - [`nodes`]: with `--cluster`, every node's summary, asked through the backplane.
 //! - [`socket`]: one open dashboard: herald's own WebSocket ([`crate::ws`]) with the
 //!   limits the other edges have, and the console's commands.

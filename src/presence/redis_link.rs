@@ -115,7 +115,7 @@ struct Message {
 }
 
 /// A field enters (`+`) or leaves (`-`) a node's hash; 1 when that made it the first
-/// node holding the field, or the last to let it go. Publishes ARGV[6] if not empty.
+/// node holding the field, or the last to let it go. Publishes `ARGV[6]` if not empty.
 const CHANGE: &str = r#"
 local node, seq, field, value, sign, message = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local verdict = 0
@@ -138,8 +138,8 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 1 - redis.call('SISMEMBER', KEYS[1], ARGV[1])
 "#;
 
-/// Make a node's hash exactly the ARGV[3] (field, value) pairs that follow, and list the
-/// node (KEYS[2]); the fields after those are ones the node wrote before and no longer
+/// Make a node's hash exactly the `ARGV[3]` (field, value) pairs that follow, and list the
+/// node (`KEYS[2]`); the fields after those are ones the node wrote before and no longer
 /// holds, which Redis may have lost. Returns the fields that became first (`+`) or last
 /// (`-`) anywhere, each after its sign.
 const RESYNC: &str = r#"
@@ -178,7 +178,7 @@ redis.call('PUBLISH', 'herald:presence', '{"o":"r","n":"' .. node .. '","s":' ..
 return out
 "#;
 
-/// Take out node ARGV[1] if its liveness lapsed and nobody took it out yet; when it held
+/// Take out node `ARGV[1]` if its liveness lapsed and nobody took it out yet; when it held
 /// anything then, returns `#` and the fields no node holds any more (nothing otherwise: a
 /// node that shut down cleanly left everything).
 const REAP: &str = r#"

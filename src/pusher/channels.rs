@@ -366,7 +366,7 @@ impl Channels {
         }
     }
 
-    /// Another node changed who is on presence channel `name` ([`Listener::changed`]):
+    /// Another node changed who is on presence channel `name` ([`crate::presence::Listener::changed`]):
     /// this node's subscribers hear the arrivals and departures, within the turn.
     pub fn remote_change(&self, name: &str, apply: &mut dyn FnMut() -> Vec<Heard>) {
         let turn = self.presence.turn(name);

@@ -7,7 +7,7 @@
 //! byte-identical to what Pusher sends. Instead herald remembers, for each connection
 //! of an app with `recovery = true` and for the recovery window after it closed
 //! uncleanly, a [`Mark`] per channel: the broker offset after which it received every
-//! publication of the channel ([`super::channels::Subscribed::seen`], exact), the cache
+//! publication of the channel ([`super::channels::Subscribed::start`], exact), the cache
 //! channel's event sent on subscribing, and its socket id (the publications naming it,
 //! `toOthers()` and its own client events, were never sent to it). That is the ordered
 //! list of what it was sent. The client-side snippet (`examples/pusher-recovery/`)

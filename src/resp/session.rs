@@ -2,7 +2,7 @@
 //! deliveries.
 //!
 //! A single task per connection. Replies and pub/sub deliveries both go through the
-//! connection's [`Outbox`](crate::outbox::Outbox), so a message published by another
+//! connection's [`Outbox`], so a message published by another
 //! client can never overtake a reply or land in the middle of one. The task stops
 //! reading after `QUIT`, a protocol error or shutdown, writes what it owes, then closes.
 //! If the outbox overflows (a subscriber that does not read), the client is dropped,

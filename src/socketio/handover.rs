@@ -3,7 +3,7 @@
 //!
 //! A node that keeps a session ([`super::recovery::detach`]) keeps it in its own store, as
 //! a single node does (its window, its presence), and also on the backplane for the
-//! window ([`share`]): its socket id, its channels with where each stood, its trail, and
+//! window ([`Copy::share`]): its socket id, its channels with where each stood, its trail, and
 //! the member it is on each presence channel (as the channel's auth gave it). A client
 //! back on any node takes it from the backplane ([`take`]), which hands it out once
 //! (`GETDEL`): the node it was kept on, finding it taken elsewhere, ends its own copy. A

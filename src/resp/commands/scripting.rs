@@ -126,7 +126,7 @@ fn script_argv(args: &[Bytes]) -> Result<&[Bytes], Frame> {
 /// The call the script makes, as MONITOR shows it.
 const PUBLISH: Bytes = Bytes::from_static(b"publish");
 
-/// Laravel's script: publish ARGV[1] to each of ARGV[2..].
+/// Laravel's script: publish `ARGV[1]` to each of `ARGV[2..]`.
 fn broadcast(s: &mut Session, argv: &[Bytes]) -> Frame {
     if let Some((payload, channels)) = argv.split_first() {
         super::pubsub::publish_ordered(s);
