@@ -118,7 +118,8 @@ pub struct Settings {
     )]
     pub log_format: String,
 
-    /// Log filter in RUST_LOG syntax, e.g. `info,herald::resp=debug`.
+    /// Log filter in RUST_LOG syntax, e.g. `info,herald::resp=debug` (RUST_LOG, when set,
+    /// overrides it at start; a reload that changes it puts it in force).
     #[arg(long, env = "HERALD_LOG", default_value = "info")]
     pub log: String,
 
@@ -1028,7 +1029,7 @@ impl Config {
             cluster_node_ttl: Duration::from_secs(s.cluster_node_ttl),
             check_only: s.check_config,
             log_format,
-            log: s.log,
+            log: crate::logging::checked(s.log)?,
             users,
             protected_mode,
             proto_max_bulk_len: s.proto_max_bulk_len,
@@ -1196,6 +1197,7 @@ impl Config {
                 max_channels_per_connection,
                 subscribe_rate,
                 activity_timeout,
+                log,
                 // The Pusher apps (their key, secret, origins and limits: see
                 // `pusher::apps::Apps::reload`, which says what it cannot change), and the
                 // server-wide defaults they take.
@@ -1216,7 +1218,6 @@ impl Config {
                 cluster,
                 cluster_node_ttl,
                 log_format,
-                log,
                 protected_mode,
                 proto_max_bulk_len,
                 max_multibulk_len,

@@ -218,6 +218,11 @@ impl Running {
                 Some(apps) => crate::pusher::reload(&self.state, apps, &reload.config)?,
                 None => Default::default(),
             };
+            if reload.applied.contains(&"log") {
+                if let Err(e) = crate::logging::set_filter(&reload.config.log) {
+                    tracing::error!("the log filter could not be changed: {e}");
+                }
+            }
             self.state.set_config(reload.config);
             Ok((apps, reload.applied, reload.at_restart))
         });

@@ -9,7 +9,9 @@
 //   - server-wide settings apply from the next connection, message or AUTH on: allowed origins
 //     (socket.io's handshake, a Pusher app without its own), the channel limit, a RESP
 //     password; a connection made before keeps what it had. A setting that needs a restart is
-//     named in the log and keeps its value.
+//     named in the log and keeps its value;
+//   - a changed log filter (`log`) is in force at once: debug lines of one module appear, and
+//     stop again.
 // Each reload is waited for on /metrics (herald_config_reloads_total or _failures_total).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,9 +19,10 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { io } from 'socket.io-client';
 import { startHerald, metric, redisCli } from './lib/herald.mjs';
 import { rawUpgrade } from './lib/rawws.mjs';
-import { inbox, until } from './lib/wait.mjs';
+import { inbox, until, once, subscribe } from './lib/wait.mjs';
 import { PusherServer, pusherClient, connected, subscribed } from './pusher_fixtures.mjs';
 
 const app = (id, secret) => ({ appId: id, key: `${id}-key`, secret });
@@ -185,4 +188,36 @@ test('server-wide limits, origins and the RESP password apply from the next conn
   const restart = h.logs.find((l) => l.includes('take effect only after a restart'));
   assert.ok(restart && restart.includes('http_header_timeout'), `the log names it: ${restart}`);
   assert.ok(!restart.includes('allowed_origins'), 'not one that applied');
+});
+
+test('a changed log filter is in force at once, and a reload back puts the old one back', async () => {
+  // A subscription to an invalid channel name is refused with a debug line of the socket.io
+  // edge's. A reload's own info line, written after it, is the ordered marker of its absence.
+  const socket = io(h.url, { forceNew: true, reconnection: false, transports: ['websocket'] });
+  await once(socket, 'connect');
+  const refused = () => h.logs.filter((l) => l.includes('refused: invalid channel name')).length;
+  const reloaded = () => h.logs.filter((l) => l.includes('configuration reloaded')).length;
+  const shop = toml([app('shop', 'new-secret')]);
+  try {
+    await subscribe(socket, 'not valid!');
+    let marker = reloaded();
+    await reload(shop);
+    await until(() => reloaded() > marker, 'the reload logged');
+    assert.equal(refused(), 0, 'no debug line at info');
+
+    await reload(`log = "info,herald::socketio=debug"\n${shop}`);
+    await subscribe(socket, 'not valid!');
+    await until(() => refused() === 1, 'the debug line once the filter changed');
+
+    marker = reloaded();
+    await reload(shop);
+    await until(() => reloaded() > marker, 'the reload back logged');
+    await subscribe(socket, 'not valid!');
+    marker = reloaded();
+    await reload(shop);
+    await until(() => reloaded() > marker, 'a later reload logged');
+    assert.equal(refused(), 1, 'no debug line once back at info');
+  } finally {
+    socket.close();
+  }
 });
