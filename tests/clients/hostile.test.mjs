@@ -214,8 +214,8 @@ async function hugeAuthHeaders(h, gate, app) {
 }
 
 // 1,000 private subscribes from one socket, all at once: the app sees at most the auth burst and
-// its refill; every other subscribe is refused with 429 without reaching it (most by the
-// connection's subscribe bucket, before the auth shield).
+// its refill; every other subscribe is refused with 429 without reaching it (by the auth
+// shield's bucket, or by the connection's subscribe bucket before it).
 async function authFlood(h, gate, app) {
   const s = await attacker(h, '127.0.0.4');
   await gate.arrive();
