@@ -889,6 +889,14 @@ const NEVER_FORWARDED: [&str; 12] = [
 ];
 
 /// An `--auth-forward-header` name, checked and lowercased.
+/// `log` if it is a filter in RUST_LOG syntax, else why not.
+fn log_filter(log: String) -> Result<String, String> {
+    match tracing_subscriber::EnvFilter::try_new(&log) {
+        Ok(_) => Ok(log),
+        Err(e) => Err(format!("log: {e}: {log:?}")),
+    }
+}
+
 pub fn forwardable(name: &str) -> Result<String, String> {
     let lower = name.trim().to_ascii_lowercase();
     if HeaderName::from_bytes(lower.as_bytes()).is_err() {
@@ -1029,7 +1037,7 @@ impl Config {
             cluster_node_ttl: Duration::from_secs(s.cluster_node_ttl),
             check_only: s.check_config,
             log_format,
-            log: crate::logging::checked(s.log)?,
+            log: log_filter(s.log)?,
             users,
             protected_mode,
             proto_max_bulk_len: s.proto_max_bulk_len,
@@ -1275,6 +1283,13 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_filter_is_checked_before_it_is_taken() {
+        let good = "info,herald::resp=debug";
+        assert_eq!(log_filter(good.into()).as_deref(), Ok(good));
+        assert!(log_filter("info,herald=loud".into()).is_err());
+    }
 
     #[test]
     fn a_reload_applies_what_is_read_at_use_and_names_what_waits_for_a_restart() {

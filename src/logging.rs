@@ -16,14 +16,6 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 /// The installed subscriber's filter, to change on a reload.
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
-/// `log` if it is a filter in RUST_LOG syntax, else why not (the configuration's check).
-pub fn checked(log: String) -> Result<String, String> {
-    match EnvFilter::try_new(&log) {
-        Ok(_) => Ok(log),
-        Err(e) => Err(format!("log: {e}: {log:?}")),
-    }
-}
-
 /// Install the global subscriber. `RUST_LOG`, when set, overrides `--log`.
 pub fn init(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
@@ -44,16 +36,4 @@ pub fn set_filter(log: &str) -> Result<(), String> {
     let filter = EnvFilter::try_new(log).map_err(|e| e.to_string())?;
     let handle = FILTER.get().ok_or("logging is not set up")?;
     handle.reload(filter).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_filter_is_checked_before_it_is_taken() {
-        let good = "info,herald::resp=debug";
-        assert_eq!(checked(good.into()).as_deref(), Ok(good));
-        assert!(checked("info,herald=loud".into()).is_err());
-    }
 }
