@@ -16,11 +16,10 @@
 //! Redis restarted since an epoch last numbered (the hash keeps the `run_id` it numbered
 //! under): the epoch ends there, and the publication begins a new one, its sequence going
 //! on. A Redis that comes back from a snapshot or an AOF holds its history and numbers
-//! as they were when written, short of what it numbered after (by default Redis
-//! snapshots at most every minute or hour): numbering on in the old epoch would give a
-//! new publication the offset of one the nodes already delivered, and they would drop it
-//! as a copy. A new epoch never repeats an offset; clients whose offset the restored
-//! history does not hold are told it is too old.
+//! as they were when written, short of what it numbered after (redis-server's default
+//! `save` snapshots a minute to an hour apart): numbering on in the old epoch would give
+//! a new publication the offset of one the nodes already delivered, and they would drop
+//! it as a copy. A new epoch never repeats an offset.
 //!
 //! [`READ`] answers `since` as the memory ring does: the publications after an offset,
 //! all of them or none (another epoch, ahead of the stream, or the first one after it no
